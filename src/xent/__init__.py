@@ -1,0 +1,21 @@
+"""xent: fast, exact softmax, cross-entropy and related losses for NumPy arrays.
+
+The kernels are typed Cython loops over rows, threaded with OpenMP, with the
+arithmetic of each row in a small vectorised C block.  See ``show_config()``.
+"""
+
+__version__ = "0.1.0"
+
+from xent._config import show_config
+from xent._normalizers import log_softmax, logsumexp, softmax
+from xent._threading import get_num_threads, set_num_threads
+
+__all__ = [
+    "__version__",
+    "get_num_threads",
+    "log_softmax",
+    "logsumexp",
+    "set_num_threads",
+    "show_config",
+    "softmax",
+]

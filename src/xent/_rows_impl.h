@@ -1,0 +1,215 @@
+/*
+ * Per-type row functions.  Included twice by _rows.h, with XENT_T = float
+ * (XENT_FN(name) = xent_name_f32) and XENT_T = double (xent_name_f64).
+ *
+ * Contract for every function here: pointers are valid for the lengths given,
+ * n >= 0, and `out` is either disjoint from `x` or exactly `x` (in-place).
+ */
+
+/* Largest entry, ignoring NaN (a NaN row is caught by its NaN sum of exps). */
+static XENT_T XENT_FN(max)(const XENT_T *x, ptrdiff_t n)
+{
+    XENT_T m = -INFINITY;
+    ptrdiff_t i;
+    XENT_SIMD_MAX(m)
+    for (i = 0; i < n; i++)
+        m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+/* sum_i exp(x[i] - m) for a finite m >= every x[i]. */
+static XENT_T XENT_FN(sum_exp)(const XENT_T *x, ptrdiff_t n, XENT_T m)
+{
+    XENT_T s = 0;
+    ptrdiff_t i;
+    XENT_SIMD_SUM(s)
+    for (i = 0; i < n; i++)
+        s += XENT_FN(exp_nonpos)(x[i] - m);
+    return s;
+}
+
+/*
+ * The normaliser of one row: *m = max, *s = sum exp(x - max), and the row's kind.
+ * FINITE: the usual case (a NaN entry makes *s NaN, which then reaches every
+ * output).  POSINF: *s = k, the number of +inf entries.  NOPROB: empty or all
+ * -inf.  NAN: a NaN together with a non-finite max.
+ */
+static int XENT_FN(row_stats)(const XENT_T *x, ptrdiff_t n, XENT_T *m, XENT_T *s)
+{
+    ptrdiff_t i, k = 0;
+    int has_nan = 0;
+    XENT_T mx = XENT_FN(max)(x, n);
+    *m = mx;
+    if (isfinite(mx)) {
+        *s = XENT_FN(sum_exp)(x, n, mx);
+        return XENT_ROW_FINITE;
+    }
+    for (i = 0; i < n; i++) {
+        has_nan |= x[i] != x[i];
+        k += x[i] == INFINITY;
+    }
+    *s = (XENT_T)k;
+    if (has_nan)
+        return XENT_ROW_NAN;
+    return mx > 0 ? XENT_ROW_POSINF : XENT_ROW_NOPROB;
+}
+
+static XENT_T XENT_FN(logsumexp_from_stats)(int kind, XENT_T m, XENT_T s)
+{
+    switch (kind) {
+    case XENT_ROW_FINITE: return m + XENT_FN(log)(s);
+    case XENT_ROW_POSINF: return INFINITY;
+    case XENT_ROW_NOPROB: return -INFINITY;
+    default: return NAN;
+    }
+}
+
+static XENT_T XENT_FN(row_logsumexp)(const XENT_T *x, ptrdiff_t n)
+{
+    XENT_T m, s;
+    int kind = XENT_FN(row_stats)(x, n, &m, &s);
+    return XENT_FN(logsumexp_from_stats)(kind, m, s);
+}
+
+static void XENT_FN(fill)(XENT_T *out, ptrdiff_t n, XENT_T v)
+{
+    ptrdiff_t i;
+    XENT_SIMD
+    for (i = 0; i < n; i++)
+        out[i] = v;
+}
+
+/* out = log_softmax(x).  (x - m) - log s, not x - (m + log s): with huge logits
+ * m + log s rounds to m and the -log s would be lost. */
+static void XENT_FN(row_log_softmax)(const XENT_T *x, ptrdiff_t n, XENT_T *out)
+{
+    XENT_T m, s, ls;
+    ptrdiff_t i;
+    int kind = XENT_FN(row_stats)(x, n, &m, &s);
+    if (kind == XENT_ROW_FINITE) {
+        ls = XENT_FN(log)(s);
+        XENT_SIMD
+        for (i = 0; i < n; i++)
+            out[i] = (x[i] - m) - ls;
+    } else if (kind == XENT_ROW_POSINF) {
+        /* k entries at +inf share all the probability: -log k there, -inf elsewhere */
+        ls = -XENT_FN(log)(s);
+        for (i = 0; i < n; i++)
+            out[i] = x[i] == INFINITY ? ls : -INFINITY;
+    } else {
+        XENT_FN(fill)(out, n, NAN);
+    }
+}
+
+/* out = softmax(x) = exp(x - m) / s. */
+static void XENT_FN(row_softmax)(const XENT_T *x, ptrdiff_t n, XENT_T *out)
+{
+    XENT_T m, s, inv;
+    ptrdiff_t i;
+    int kind = XENT_FN(row_stats)(x, n, &m, &s);
+    if (kind == XENT_ROW_FINITE) {
+        inv = 1 / s;
+        XENT_SIMD
+        for (i = 0; i < n; i++)
+            out[i] = XENT_FN(exp_nonpos)(x[i] - m) * inv;
+    } else if (kind == XENT_ROW_POSINF) {
+        inv = 1 / s;
+        for (i = 0; i < n; i++)
+            out[i] = x[i] == INFINITY ? inv : 0;
+    } else {
+        XENT_FN(fill)(out, n, NAN);
+    }
+}
+
+/* Strided row <-> contiguous scratch. */
+static void XENT_FN(gather)(const XENT_T *x, ptrdiff_t n, ptrdiff_t stride, XENT_T *dst)
+{
+    ptrdiff_t i;
+    for (i = 0; i < n; i++)
+        dst[i] = x[i * stride];
+}
+
+static void XENT_FN(scatter)(const XENT_T *src, ptrdiff_t n, XENT_T *out, ptrdiff_t stride)
+{
+    ptrdiff_t i;
+    for (i = 0; i < n; i++)
+        out[i * stride] = src[i];
+}
+
+/*
+ * Class axis not last: a block of nb adjacent positions j (unit stride) whose
+ * classes c are cs elements apart, element (c, j) at x[c*cs + j].  The loops run
+ * over c outside and j inside, so they vectorise across positions and read the
+ * block in its memory order; no transposed copy.  m and s are nb-long scratch.
+ * Returns 1 when some column has a non-finite max: the caller then takes the
+ * column-by-column path for this block instead of the writes below.
+ */
+static int XENT_FN(block_stats)(const XENT_T *x, ptrdiff_t C, ptrdiff_t cs, ptrdiff_t nb,
+                                XENT_T *m, XENT_T *s)
+{
+    ptrdiff_t c, j;
+    int special = 0;
+    for (j = 0; j < nb; j++) {
+        m[j] = -INFINITY;
+        s[j] = 0;
+    }
+    for (c = 0; c < C; c++) {
+        const XENT_T *xc = x + c * cs;
+        XENT_SIMD
+        for (j = 0; j < nb; j++)
+            m[j] = xc[j] > m[j] ? xc[j] : m[j];
+    }
+    for (j = 0; j < nb; j++)
+        special |= !isfinite(m[j]);
+    if (special)
+        return 1;
+    for (c = 0; c < C; c++) {
+        const XENT_T *xc = x + c * cs;
+        XENT_SIMD
+        for (j = 0; j < nb; j++)
+            s[j] += XENT_FN(exp_nonpos)(xc[j] - m[j]);
+    }
+    return 0;
+}
+
+/* After block_stats returned 0: lse[j * lse_stride] = m[j] + log s[j]. */
+static void XENT_FN(block_logsumexp)(ptrdiff_t nb, const XENT_T *m, const XENT_T *s,
+                                     XENT_T *lse, ptrdiff_t lse_stride)
+{
+    ptrdiff_t j;
+    for (j = 0; j < nb; j++)
+        lse[j * lse_stride] = m[j] + XENT_FN(log)(s[j]);
+}
+
+/* After block_stats returned 0: log-softmax of the block into out (class stride ocs).
+ * s is overwritten with log s. */
+static void XENT_FN(block_log_softmax)(const XENT_T *x, ptrdiff_t C, ptrdiff_t cs, ptrdiff_t nb,
+                                       const XENT_T *m, XENT_T *s, XENT_T *out, ptrdiff_t ocs)
+{
+    ptrdiff_t c, j;
+    for (j = 0; j < nb; j++)
+        s[j] = XENT_FN(log)(s[j]);
+    for (c = 0; c < C; c++) {
+        const XENT_T *xc = x + c * cs;
+        XENT_T *oc = out + c * ocs;
+        XENT_SIMD
+        for (j = 0; j < nb; j++)
+            oc[j] = (xc[j] - m[j]) - s[j];
+    }
+}
+
+/* After block_stats returned 0: softmax of the block.  s is overwritten with 1/s. */
+static void XENT_FN(block_softmax)(const XENT_T *x, ptrdiff_t C, ptrdiff_t cs, ptrdiff_t nb,
+                                   const XENT_T *m, XENT_T *s, XENT_T *out, ptrdiff_t ocs)
+{
+    ptrdiff_t c, j;
+    for (j = 0; j < nb; j++)
+        s[j] = 1 / s[j];
+    for (c = 0; c < C; c++) {
+        const XENT_T *xc = x + c * cs;
+        XENT_T *oc = out + c * ocs;
+        XENT_SIMD
+        for (j = 0; j < nb; j++)
+            oc[j] = XENT_FN(exp_nonpos)(xc[j] - m[j]) * s[j];
+    }
+}

@@ -1,0 +1,158 @@
+"""Input coercion and checks shared by every public function.
+
+All of this runs before any kernel, so a call that raises has written nothing.
+Error messages name the argument and the offending value, dtype or shape.
+"""
+
+import math
+import operator
+
+import numpy as np
+
+from xent._dispatch import kernels as _kernels
+
+# What a logits-like array is computed as.  16-bit floats are read in place as
+# uint16 bits and converted inside the kernels (no upcast copy).
+FLOAT32 = np.dtype(np.float32)
+FLOAT64 = np.dtype(np.float64)
+
+
+class Logits:
+    """A validated floating input: the array the kernels read and how to read it.
+
+    Attributes
+    ----------
+    array : ndarray
+        float32/float64 (native byte order), or float16/bfloat16 as given.
+    compute : numpy.dtype
+        float32 or float64: the precision of the arithmetic and of array outputs.
+    half : str or None
+        None, "float16" or "bfloat16".
+    """
+
+    __slots__ = ("array", "compute", "half")
+
+    def __init__(self, array, compute, half):
+        self.array = array
+        self.compute = compute
+        self.half = half
+
+    def with_array(self, array):
+        """The same description for a reshaped view of `array`."""
+        return Logits(array, self.compute, self.half)
+
+
+def as_logits(x, name):
+    """np.asarray plus the SPEC's dtype policy; raises TypeError for non-numeric data."""
+    a = np.asarray(x)
+    dt = a.dtype
+    if dt == FLOAT32 or dt == FLOAT64:
+        return Logits(a, dt, None)
+    if dt.kind == "f" and dt.itemsize == 2:  # float16, any byte order
+        if not dt.isnative:
+            a = a.astype(dt.newbyteorder("="))
+        return Logits(a, FLOAT32, "float16")
+    if dt.name == "bfloat16":  # ml_dtypes.bfloat16
+        return Logits(a, FLOAT32, "bfloat16")
+    if dt.kind == "f":
+        # Non-native float32/float64, or long double: computed in float64/float32.
+        target = FLOAT32 if dt.itemsize == 4 else FLOAT64
+        return Logits(a.astype(target), target, None)
+    if dt.kind in "iub":
+        # Integer and bool logits become float64, as NumPy's ufuncs would make them.
+        return Logits(a.astype(FLOAT64), FLOAT64, None)
+    raise TypeError(
+        f"{name}: unsupported dtype {dt} (expected a real floating, integer or bool array)"
+    )
+
+
+def normalize_axis(axis, ndim, name="axis"):
+    """Return `axis` as an index in [0, ndim); ValueError (AxisError) if out of range."""
+    if isinstance(axis, bool):
+        raise TypeError(f"{name}: expected an integer or None, got {axis!r}")
+    try:
+        ax = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"{name}: expected an integer or None, got {axis!r}") from None
+    if not -ndim <= ax < ndim:
+        raise np.exceptions.AxisError(
+            f"{name}={ax} is out of bounds for an array of dimension {ndim}"
+        )
+    return ax % ndim
+
+
+def view_3d(a, axis):
+    """View `a` as (outer, C, inner) around `axis` without copying, or None.
+
+    None means the outer or inner dimensions cannot be merged for this stride
+    pattern (or a stride is not a whole number of items); callers then copy.
+    """
+    shape = a.shape
+    outer = math.prod(shape[:axis])
+    inner = math.prod(shape[axis + 1 :])
+    try:
+        v = np.reshape(a, (outer, shape[axis], inner), copy=False)
+    except ValueError:
+        return None
+    if any(s % v.itemsize for s in v.strides):
+        return None
+    return v
+
+
+def input_3d(a, axis):
+    """Like view_3d, but copies (C order, same axes) when a view is impossible."""
+    v = view_3d(a, axis)
+    if v is None:
+        v = view_3d(np.ascontiguousarray(a), axis)
+    return v
+
+
+def check_out(out, shape, name="out"):
+    """Validate a caller's output array for a result of `shape`."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name}: expected a NumPy array, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {out.shape}, but the result has shape {tuple(shape)}")
+    if out.dtype.kind != "f":
+        raise TypeError(f"{name}: expected a floating dtype, got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name}: the array is read-only")
+
+
+def kernel_out(out, compute, axis, source):
+    """The array a kernel writes for the caller's `out`, or None if it needs a temporary.
+
+    The kernel may write `out` directly when it has the computation dtype in native
+    byte order, can be viewed as 3-D around `axis`, and either shares no memory with
+    `source` (the array the kernel reads) or is that very array (in place).
+    """
+    if out.dtype != compute:
+        return None
+    v = view_3d(out, axis)
+    if v is None:
+        return None
+    if np.may_share_memory(out, source):
+        same = (
+            out.__array_interface__["data"][0] == source.__array_interface__["data"][0]
+            and out.strides == source.strides
+            and out.shape == source.shape
+        )
+        if not same:
+            return None
+    return v
+
+
+def kernel_input(logits, axis):
+    """(3-D array for the kernel, is_bfloat16) for a validated Logits."""
+    v = input_3d(logits.array, axis)
+    if logits.half is None:
+        return v, False
+    return v.view(np.uint16), logits.half == "bfloat16"
+
+
+def run_normalizer(op, v, is_bf16, half, out3d, n_threads):
+    """Dispatch to the float or 16-bit kernel."""
+    if half is None:
+        _kernels.normalize(op, v, out3d, n_threads)
+    else:
+        _kernels.normalize_half(op, v, is_bf16, out3d, n_threads)
