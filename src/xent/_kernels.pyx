@@ -45,9 +45,9 @@ cdef extern from "_rows.h" nogil:
     void scatter_f32 "xent_scatter_f32"(const float *src, Py_ssize_t n, float *out, Py_ssize_t stride)
     void scatter_f64 "xent_scatter_f64"(const double *src, Py_ssize_t n, double *out, Py_ssize_t stride)
     int block_stats_f32 "xent_block_stats_f32"(const float *x, Py_ssize_t C, Py_ssize_t cs,
-                                               Py_ssize_t nb, float *m, float *s)
+                                               Py_ssize_t nb, float *m, float *s, double *acc)
     int block_stats_f64 "xent_block_stats_f64"(const double *x, Py_ssize_t C, Py_ssize_t cs,
-                                               Py_ssize_t nb, double *m, double *s)
+                                               Py_ssize_t nb, double *m, double *s, double *acc)
     void block_logsumexp_f32 "xent_block_logsumexp_f32"(Py_ssize_t nb, const float *m,
                                                        const float *s, float *lse, Py_ssize_t ls)
     void block_logsumexp_f64 "xent_block_logsumexp_f64"(Py_ssize_t nb, const double *m,
@@ -156,17 +156,19 @@ cdef inline void _block(int op, const real *x, Py_ssize_t C, Py_ssize_t cs, Py_s
                         real *scratch) noexcept nogil:
     """op on nb adjacent unit-stride columns whose classes are cs apart.
 
-    scratch holds 2*nb + C values: the block's max and sum, then one column.
+    scratch holds nb doubles for the running sums
+    (first, so they are 8-byte aligned), the block's max and sum, then one column.
     """
-    cdef real *m = scratch
-    cdef real *s = scratch + nb
-    cdef real *col = scratch + 2 * nb
+    cdef double *acc = <double *> scratch
+    cdef real *m = scratch + (nb * sizeof(double)) // sizeof(real)
+    cdef real *s = m + nb
+    cdef real *col = s + nb
     cdef Py_ssize_t j
     cdef int special
     if real is float:
-        special = block_stats_f32(x, C, cs, nb, m, s)
+        special = block_stats_f32(x, C, cs, nb, m, s, acc)
     else:
-        special = block_stats_f64(x, C, cs, nb, m, s)
+        special = block_stats_f64(x, C, cs, nb, m, s, acc)
     if special:
         # Some column has a non-finite max: take each column through the row path,
         # which applies the SPEC's +inf / -inf / NaN rules.
@@ -214,6 +216,11 @@ cdef void _run(int op, const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t
             mine = scratch + omp_get_thread_num() * per_thread
             _block(op, x + o * xs0 + i, C, xs1, width,
                    out + o * os0 + i, os1, lse + o * ls0 + i * ls1, ls1, mine)
+    elif inner == 1:
+        # Plain rows: no index arithmetic beyond the row number.
+        for o in prange(outer, schedule="static", num_threads=n_threads):
+            mine = scratch + omp_get_thread_num() * per_thread
+            _strided_row(op, x + o * xs0, C, xs1, out + o * os0, os1, lse + o * ls0, mine)
     else:
         for t in prange(outer * inner, schedule="static", num_threads=n_threads):
             o = t // inner
@@ -291,7 +298,9 @@ def normalize(int op, cnp.ndarray x not None, cnp.ndarray out not None, int n_th
     if inner > 1 and xs2 == 1 and (op == OP_LOGSUMEXP or os2 == 1):
         nb = BLOCK_BYTES // (C * itemsize) if C > 0 else MAX_BLOCK
         nb = min(max(nb, MIN_BLOCK), MAX_BLOCK, inner)
-        per_thread = 2 * nb + C
+        # nb doubles + max + sum + one column, rounded up to keep 8-byte alignment
+        per_thread = (nb * sizeof(double)) // itemsize + 2 * nb + C
+        per_thread += per_thread % 2
         n_tasks = outer * ((inner + nb - 1) // nb)
     else:
         if xs1 != 1 or (op != OP_LOGSUMEXP and os1 != 1):

@@ -179,6 +179,9 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
     }
 }
 
+/* Values summed in the compute type before the partial sum is added in double. */
+#define XENT_SUM_CHUNK 512
+
 /* ---- the per-type functions ------------------------------------------------- */
 #define XENT_T float
 #define XENT_FN(name) xent_##name##_f32

@@ -17,15 +17,23 @@ static XENT_T XENT_FN(max)(const XENT_T *x, ptrdiff_t n)
     return m;
 }
 
-/* sum_i exp(x[i] - m) for a finite m >= every x[i]. */
+/* sum_i exp(x[i] - m) for a finite m >= every x[i].
+ * SIMD partial sums over chunks of XENT_SUM_CHUNK values, the chunk sums added in
+ * double: a plain float running sum would lose ~n*eps on long rows (a softmax over
+ * 2^20 values would not sum to 1 within 1e-5). */
 static XENT_T XENT_FN(sum_exp)(const XENT_T *x, ptrdiff_t n, XENT_T m)
 {
-    XENT_T s = 0;
-    ptrdiff_t i;
-    XENT_SIMD_SUM(s)
-    for (i = 0; i < n; i++)
-        s += XENT_FN(exp_nonpos)(x[i] - m);
-    return s;
+    double total = 0;
+    ptrdiff_t b, i, len;
+    for (b = 0; b < n; b += XENT_SUM_CHUNK) {
+        XENT_T s = 0;
+        len = n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK;
+        XENT_SIMD_SUM(s)
+        for (i = 0; i < len; i++)
+            s += XENT_FN(exp_nonpos)(x[b + i] - m);
+        total += s;
+    }
+    return (XENT_T)total;
 }
 
 /*
@@ -143,15 +151,16 @@ static void XENT_FN(scatter)(const XENT_T *src, ptrdiff_t n, XENT_T *out, ptrdif
  * block in its memory order; no transposed copy.  m and s are nb-long scratch.
  * Returns 1 when some column has a non-finite max: the caller then takes the
  * column-by-column path for this block instead of the writes below.
+ * acc is nb doubles of scratch.
  */
 static int XENT_FN(block_stats)(const XENT_T *x, ptrdiff_t C, ptrdiff_t cs, ptrdiff_t nb,
-                                XENT_T *m, XENT_T *s)
+                                XENT_T *m, XENT_T *s, double *acc)
 {
-    ptrdiff_t c, j;
+    ptrdiff_t c, c0, c1, j;
     int special = 0;
     for (j = 0; j < nb; j++) {
         m[j] = -INFINITY;
-        s[j] = 0;
+        acc[j] = 0;
     }
     for (c = 0; c < C; c++) {
         const XENT_T *xc = x + c * cs;
@@ -163,12 +172,23 @@ static int XENT_FN(block_stats)(const XENT_T *x, ptrdiff_t C, ptrdiff_t cs, ptrd
         special |= !isfinite(m[j]);
     if (special)
         return 1;
-    for (c = 0; c < C; c++) {
-        const XENT_T *xc = x + c * cs;
-        XENT_SIMD
+    /* Column sums in the compute type over chunks of classes, added in double
+     * (see sum_exp). */
+    for (c0 = 0; c0 < C; c0 = c1) {
+        c1 = C - c0 < XENT_SUM_CHUNK ? C : c0 + XENT_SUM_CHUNK;
         for (j = 0; j < nb; j++)
-            s[j] += XENT_FN(exp_nonpos)(xc[j] - m[j]);
+            s[j] = 0;
+        for (c = c0; c < c1; c++) {
+            const XENT_T *xc = x + c * cs;
+            XENT_SIMD
+            for (j = 0; j < nb; j++)
+                s[j] += XENT_FN(exp_nonpos)(xc[j] - m[j]);
+        }
+        for (j = 0; j < nb; j++)
+            acc[j] += s[j];
     }
+    for (j = 0; j < nb; j++)
+        s[j] = (XENT_T)acc[j];
     return 0;
 }
 

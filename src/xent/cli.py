@@ -1,0 +1,213 @@
+"""The ``xent`` command line (also ``python -m xent``).
+
+Subcommands
+-----------
+``xent bench [--quick] [--threads T] [--repeat R] [--json FILE] [--plot FILE.png]``
+    Time xent against NumPy (and SciPy / PyTorch when installed); see :mod:`xent.bench`.
+``xent eval ...``
+    Not here yet (see SPEC "Command line"); it plugs into ``_SUBCOMMANDS`` below.
+
+Every error, from a bad argument to a failure while running, is reported as one
+line on stderr with exit status 2 -- never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["CommandError", "build_parser", "main"]
+
+
+class CommandError(Exception):
+    """An error shown to the user as one line on stderr (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors become :class:`CommandError` (one line)."""
+
+    def error(self, message: str):  # noqa: D102 - argparse hook
+        raise CommandError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _check_output_path(option: str, path: str) -> None:
+    """Fail before a long run, not after it, if ``path`` cannot be written."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CommandError(f"xent bench: error: {option}: directory {directory!r} does not exist")
+    if os.path.isdir(path):
+        raise CommandError(f"xent bench: error: {option}: {path!r} is a directory")
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def _add_bench(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="time xent against NumPy (and SciPy / PyTorch when installed)",
+        description=(
+            "Time xent's functions against their plain NumPy formulas, SciPy and "
+            "PyTorch (when installed) on standard float32 shapes, and print times, "
+            "GB/s, time relative to one read of the input (np.max) and xent's speed-up."
+        ),
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small shapes and few repeats: finishes in seconds (a smoke test)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="T",
+        help="thread count for xent (and PyTorch) during the run (default: unchanged)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=_positive_int,
+        metavar="R",
+        help="timed calls per implementation, median reported (default 5, 3 with --quick)",
+    )
+    p.add_argument("--json", metavar="FILE", help="write all results and machine info as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="save a bar chart (needs matplotlib)")
+    p.set_defaults(handler=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from xent import bench
+
+    if args.plot is not None:
+        try:
+            bench.require_matplotlib()
+        except ImportError:
+            raise CommandError(
+                "xent bench: error: --plot needs matplotlib: pip install matplotlib"
+            ) from None
+        _check_output_path("--plot", args.plot)
+    if args.json is not None:
+        _check_output_path("--json", args.json)
+
+    repeat = args.repeat or (bench.QUICK_REPEAT if args.quick else bench.DEFAULT_REPEAT)
+    cases = bench.default_cases(quick=args.quick)
+    table = bench.Table(cases)
+    info = bench.machine_info()
+    with bench.thread_count(args.threads) as threads:
+        pass  # what xent will really use with --threads (e.g. 1 without OpenMP)
+    print(bench.format_header(info, threads=threads, repeat=repeat))
+    print()
+    print(table.header(), flush=True)
+
+    def show(case: bench.Case, rows: list[dict]) -> None:
+        print(table.rows(rows), flush=True)
+
+    results = bench.run(
+        quick=args.quick, threads=args.threads, repeat=repeat, cases=cases, on_case=show
+    )
+
+    if args.json is not None:
+        bench.write_json(
+            args.json, results, info, quick=args.quick, repeat=repeat, threads=threads
+        )
+        print(f"\nwrote {args.json}")
+    if args.plot is not None:
+        bench.plot(results, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+# --------------------------------------------------------------------------- eval
+#
+# `xent eval LOGITS TARGET [--axis A] [--ignore-index I] [-k 1 5] [--batch-rows N] [--json]`
+# (SPEC "Command line") goes here: an `_add_eval(subparsers)` that adds the parser and
+# sets `handler=_run_eval`, plus `_run_eval(args) -> int`; then list `_add_eval` in
+# `_SUBCOMMANDS`.  Raise CommandError for user errors (bad file, shape mismatch);
+# `main` turns any exception into one line on stderr and exit status 2.
+
+
+# --------------------------------------------------------------------------- main
+
+#: One entry per subcommand: a function adding its parser (with ``handler`` set).
+_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_bench,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``xent`` argument parser, with one subparser per subcommand.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Usage errors raise :class:`CommandError` instead of exiting.
+    """
+    from xent import __version__
+
+    parser = _Parser(
+        prog="xent",
+        description="Fast softmax / cross-entropy kernels for NumPy arrays.",
+    )
+    parser.add_argument("--version", action="version", version=f"xent {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in _SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``xent`` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 2 on any error (reported as one line on stderr),
+        1 when stdout is closed early (e.g. piped into ``head``), 130 when interrupted.
+
+    Examples
+    --------
+    >>> main(["bench", "--threads", "0"])  # doctest: +SKIP
+    xent bench: error: argument --threads: must be a positive integer, got '0' ...
+    2
+    """
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return args.handler(args)
+    except CommandError as exc:
+        print(_one_line(str(exc)), file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # Output piped into e.g. `head`, which exited: stop quietly (Python docs'
+        # recipe: point stdout at devnull so the flush at exit does not fail again).
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        print("xent: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # --help / --version
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except Exception as exc:
+        message = _one_line(str(exc)) or "(no message)"
+        print(f"xent: error: {type(exc).__name__}: {message}", file=sys.stderr)
+        return 2

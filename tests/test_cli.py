@@ -1,0 +1,150 @@
+"""The ``xent`` command line: ``python -m xent bench`` end to end, and its errors."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import xent
+from xent import bench
+from xent.cli import main
+
+RESULT_KEYS = {
+    "case", "shape", "dtype", "impl", "median_s", "gbps", "x_floor", "speedup", "threads"
+}
+
+
+def run_xent(*args, timeout=120):
+    """``python -m xent ARGS`` in a subprocess with this environment (PYTHONPATH kept)."""
+    return subprocess.run(
+        [sys.executable, "-m", "xent", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One ``xent bench --quick --repeat 1 --threads 1 --json F`` run shared by the tests."""
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    proc = run_xent("bench", "--quick", "--repeat", "1", "--threads", "1", "--json", str(path))
+    return proc, path
+
+
+def test_bench_quick_exits_0_and_prints_table(quick_run):
+    proc, _ = quick_run
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    out = proc.stdout
+    assert f"xent {xent.__version__}" in out
+    for column in ("function", "shape", "impl", "ms", "GB/s", "x floor", "speed-up"):
+        assert column in out
+    for name in ("log_softmax", "softmax", "logsumexp"):
+        for shape in bench.QUICK_SHAPES:
+            assert any(
+                line.split()[:3] == [name, "x".join(map(str, shape)), "numpy"]
+                for line in out.splitlines()
+            ), (name, shape)
+
+
+def test_bench_quick_writes_json(quick_run):
+    proc, path = quick_run
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(path.read_text())
+    assert doc["xent_version"] == xent.__version__
+    assert doc["machine"]["numpy"]
+    assert doc["settings"] == {"quick": True, "repeat": 1, "threads": 1}
+    results = doc["results"]
+    assert len(results) >= 3 * len(bench.QUICK_SHAPES) * 3  # xent, numpy, floor at least
+    for row in results:
+        assert RESULT_KEYS <= row.keys()
+        assert row["median_s"] > 0
+        assert row["threads"] == 1
+        assert row["dtype"] == "float32"
+    impls = {r["impl"] for r in results}
+    assert {"xent", "numpy", "floor"} <= impls
+    if importlib.util.find_spec("scipy") is not None:
+        assert "scipy" in impls
+    for row in results:
+        if row["impl"] == "xent":
+            assert row["speedup"] == pytest.approx(1.0)
+        if row["impl"] == "floor":
+            assert row["x_floor"] == pytest.approx(1.0)
+
+
+def test_bench_restores_thread_count(restore_threads):
+    before = xent.get_num_threads()
+    other = 1 if before != 1 else 2
+    rows = bench.run(threads=other, repeat=1, cases=[bench.Case("softmax", (8, 5))])
+    assert len({r["threads"] for r in rows}) == 1
+    assert xent.get_num_threads() == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bench", "--threads", "0"],
+        ["bench", "--repeat", "x"],
+        ["bench", "--no-such-option"],
+        ["no-such-command"],
+        [],
+    ],
+    ids=["threads0", "repeat-x", "bad-option", "bad-command", "no-command"],
+)
+def test_bad_arguments_one_line_exit_2(args, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("xent")
+
+
+def test_bad_argument_subprocess_no_traceback():
+    proc = run_xent("bench", "--threads", "-3")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "--threads" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_json_into_missing_directory_fails_before_running(tmp_path, capsys):
+    assert main(["bench", "--quick", "--json", str(tmp_path / "missing" / "b.json")]) == 2
+    captured = capsys.readouterr()
+    assert "does not exist" in captured.err
+    assert captured.out == ""  # refused before anything ran
+
+
+def test_plot_without_matplotlib_says_how_to_install():
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from xent.cli import main\n"
+        "sys.exit(main(['bench', '--quick', '--plot', 'never-written.png']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "pip install matplotlib" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "bench.png"
+    assert main(["bench", "--quick", "--repeat", "1", "--plot", str(path)]) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {path}" in capsys.readouterr().out
+
+
+def test_help_exits_0(capsys):
+    assert main(["bench", "--help"]) == 0
+    assert "--quick" in capsys.readouterr().out
