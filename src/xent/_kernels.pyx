@@ -24,7 +24,7 @@ computed by exactly one thread, so results do not depend on the thread count.
 """
 
 from cython.parallel cimport prange
-from libc.stdint cimport uint16_t
+from libc.stdint cimport int64_t, uint16_t
 from libc.stdlib cimport free, malloc
 
 cimport numpy as cnp
@@ -34,36 +34,10 @@ from xent._openmp cimport omp_get_thread_num
 cnp.import_array()
 
 cdef extern from "_rows.h" nogil:
-    float row_logsumexp_f32 "xent_row_logsumexp_f32"(const float *x, Py_ssize_t n)
-    double row_logsumexp_f64 "xent_row_logsumexp_f64"(const double *x, Py_ssize_t n)
-    void row_log_softmax_f32 "xent_row_log_softmax_f32"(const float *x, Py_ssize_t n, float *out)
-    void row_log_softmax_f64 "xent_row_log_softmax_f64"(const double *x, Py_ssize_t n, double *out)
-    void row_softmax_f32 "xent_row_softmax_f32"(const float *x, Py_ssize_t n, float *out)
-    void row_softmax_f64 "xent_row_softmax_f64"(const double *x, Py_ssize_t n, double *out)
     void gather_f32 "xent_gather_f32"(const float *x, Py_ssize_t n, Py_ssize_t stride, float *dst)
     void gather_f64 "xent_gather_f64"(const double *x, Py_ssize_t n, Py_ssize_t stride, double *dst)
     void scatter_f32 "xent_scatter_f32"(const float *src, Py_ssize_t n, float *out, Py_ssize_t stride)
     void scatter_f64 "xent_scatter_f64"(const double *src, Py_ssize_t n, double *out, Py_ssize_t stride)
-    int block_stats_f32 "xent_block_stats_f32"(const float *x, Py_ssize_t C, Py_ssize_t cs,
-                                               Py_ssize_t nb, float *m, float *s, double *acc)
-    int block_stats_f64 "xent_block_stats_f64"(const double *x, Py_ssize_t C, Py_ssize_t cs,
-                                               Py_ssize_t nb, double *m, double *s, double *acc)
-    void block_logsumexp_f32 "xent_block_logsumexp_f32"(Py_ssize_t nb, const float *m,
-                                                       const float *s, float *lse, Py_ssize_t ls)
-    void block_logsumexp_f64 "xent_block_logsumexp_f64"(Py_ssize_t nb, const double *m,
-                                                       const double *s, double *lse, Py_ssize_t ls)
-    void block_log_softmax_f32 "xent_block_log_softmax_f32"(
-        const float *x, Py_ssize_t C, Py_ssize_t cs, Py_ssize_t nb,
-        const float *m, float *s, float *out, Py_ssize_t ocs)
-    void block_log_softmax_f64 "xent_block_log_softmax_f64"(
-        const double *x, Py_ssize_t C, Py_ssize_t cs, Py_ssize_t nb,
-        const double *m, double *s, double *out, Py_ssize_t ocs)
-    void block_softmax_f32 "xent_block_softmax_f32"(
-        const float *x, Py_ssize_t C, Py_ssize_t cs, Py_ssize_t nb,
-        const float *m, float *s, float *out, Py_ssize_t ocs)
-    void block_softmax_f64 "xent_block_softmax_f64"(
-        const double *x, Py_ssize_t C, Py_ssize_t cs, Py_ssize_t nb,
-        const double *m, double *s, double *out, Py_ssize_t ocs)
     void load_half_row "xent_load_half_row"(const uint16_t *x, Py_ssize_t n, Py_ssize_t stride,
                                             int is_bfloat16, float *dst)
     const char *xent_simd_level()
@@ -72,48 +46,9 @@ ctypedef fused real:
     float
     double
 
-# Which normaliser a loop computes (one branch per row, never per element).
-cdef enum Op:
-    OP_LOGSUMEXP = 0
-    OP_LOG_SOFTMAX = 1
-    OP_SOFTMAX = 2
-
-LOGSUMEXP = OP_LOGSUMEXP
-LOG_SOFTMAX = OP_LOG_SOFTMAX
-SOFTMAX = OP_SOFTMAX
-
-# Class-axis-not-last blocks: adjacent positions handled together so the loops
-# vectorise across them.  A block of C x BLOCK_BYTES/C values stays in L2 between
-# the max, sum and write sweeps.
-cdef Py_ssize_t BLOCK_BYTES = 128 * 1024
-cdef Py_ssize_t MIN_BLOCK = 16
-cdef Py_ssize_t MAX_BLOCK = 1024
-
-
 def simd_level():
     """SIMD instruction set the kernels were compiled for."""
     return xent_simd_level().decode("ascii")
-
-
-# ---- one row / one block, all op and type branches in one place ----------------
-
-cdef inline void _row_op(int op, const real *x, Py_ssize_t C, real *out,
-                         real *lse) noexcept nogil:
-    """op on one contiguous row: lse[0] for logsumexp, out[0:C] otherwise."""
-    if real is float:
-        if op == OP_LOGSUMEXP:
-            lse[0] = row_logsumexp_f32(x, C)
-        elif op == OP_LOG_SOFTMAX:
-            row_log_softmax_f32(x, C, out)
-        else:
-            row_softmax_f32(x, C, out)
-    else:
-        if op == OP_LOGSUMEXP:
-            lse[0] = row_logsumexp_f64(x, C)
-        elif op == OP_LOG_SOFTMAX:
-            row_log_softmax_f64(x, C, out)
-        else:
-            row_softmax_f64(x, C, out)
 
 
 cdef inline void _gather(const real *x, Py_ssize_t n, Py_ssize_t stride, real *dst) noexcept nogil:
@@ -130,125 +65,7 @@ cdef inline void _scatter(const real *src, Py_ssize_t n, real *out, Py_ssize_t s
         scatter_f64(src, n, out, stride)
 
 
-cdef inline void _strided_row(int op, const real *x, Py_ssize_t C, Py_ssize_t xs,
-                              real *out, Py_ssize_t os, real *lse,
-                              real *scratch) noexcept nogil:
-    """op on one row of stride xs (elements), written to out with stride os.
-
-    scratch holds C values; it is used only when a stride is not 1.
-    """
-    cdef const real *row = x
-    if xs != 1:
-        _gather(x, C, xs, scratch)
-        row = scratch
-    if op == OP_LOGSUMEXP:
-        _row_op(op, row, C, <real *> NULL, lse)
-    elif os == 1:
-        _row_op(op, row, C, out, lse)
-    else:
-        # Strided output: compute into scratch (in place when row is scratch), scatter.
-        _row_op(op, row, C, scratch, lse)
-        _scatter(scratch, C, out, os)
-
-
-cdef inline void _block(int op, const real *x, Py_ssize_t C, Py_ssize_t cs, Py_ssize_t nb,
-                        real *out, Py_ssize_t ocs, real *lse, Py_ssize_t ls,
-                        real *scratch) noexcept nogil:
-    """op on nb adjacent unit-stride columns whose classes are cs apart.
-
-    scratch holds nb doubles for the running sums
-    (first, so they are 8-byte aligned), the block's max and sum, then one column.
-    """
-    cdef double *acc = <double *> scratch
-    cdef real *m = scratch + (nb * sizeof(double)) // sizeof(real)
-    cdef real *s = m + nb
-    cdef real *col = s + nb
-    cdef Py_ssize_t j
-    cdef int special
-    if real is float:
-        special = block_stats_f32(x, C, cs, nb, m, s, acc)
-    else:
-        special = block_stats_f64(x, C, cs, nb, m, s, acc)
-    if special:
-        # Some column has a non-finite max: take each column through the row path,
-        # which applies the SPEC's +inf / -inf / NaN rules.
-        for j in range(nb):
-            _gather(x + j, C, cs, col)
-            if op == OP_LOGSUMEXP:
-                _row_op(op, col, C, <real *> NULL, lse + j * ls)
-            else:
-                _row_op(op, col, C, col, lse)
-                _scatter(col, C, out + j, ocs)
-        return
-    if real is float:
-        if op == OP_LOGSUMEXP:
-            block_logsumexp_f32(nb, m, s, lse, ls)
-        elif op == OP_LOG_SOFTMAX:
-            block_log_softmax_f32(x, C, cs, nb, m, s, out, ocs)
-        else:
-            block_softmax_f32(x, C, cs, nb, m, s, out, ocs)
-    else:
-        if op == OP_LOGSUMEXP:
-            block_logsumexp_f64(nb, m, s, lse, ls)
-        elif op == OP_LOG_SOFTMAX:
-            block_log_softmax_f64(x, C, cs, nb, m, s, out, ocs)
-        else:
-            block_softmax_f64(x, C, cs, nb, m, s, out, ocs)
-
-
-# ---- the loops over rows and blocks --------------------------------------------
-
-cdef void _run(int op, const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-               Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t xs2,
-               real *out, Py_ssize_t os0, Py_ssize_t os1, Py_ssize_t os2,
-               real *lse, Py_ssize_t ls0, Py_ssize_t ls1,
-               real *scratch, Py_ssize_t per_thread, Py_ssize_t nb,
-               int n_threads) noexcept nogil:
-    """Rows (nb == 0) or blocks of nb positions (nb > 0), split statically over threads."""
-    cdef Py_ssize_t t, o, i, n_blocks, width
-    cdef real *mine
-    if nb > 0:
-        n_blocks = (inner + nb - 1) // nb
-        for t in prange(outer * n_blocks, schedule="static", num_threads=n_threads):
-            o = t // n_blocks
-            i = (t % n_blocks) * nb
-            width = inner - i if inner - i < nb else nb
-            mine = scratch + omp_get_thread_num() * per_thread
-            _block(op, x + o * xs0 + i, C, xs1, width,
-                   out + o * os0 + i, os1, lse + o * ls0 + i * ls1, ls1, mine)
-    elif inner == 1:
-        # Plain rows: no index arithmetic beyond the row number.
-        for o in prange(outer, schedule="static", num_threads=n_threads):
-            mine = scratch + omp_get_thread_num() * per_thread
-            _strided_row(op, x + o * xs0, C, xs1, out + o * os0, os1, lse + o * ls0, mine)
-    else:
-        for t in prange(outer * inner, schedule="static", num_threads=n_threads):
-            o = t // inner
-            i = t % inner
-            mine = scratch + omp_get_thread_num() * per_thread
-            _strided_row(op, x + o * xs0 + i * xs2, C, xs1,
-                         out + o * os0 + i * os2, os1, lse + o * ls0 + i * ls1, mine)
-
-
-cdef void _run_half(int op, const uint16_t *x, bint is_bfloat16,
-                    Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                    Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t xs2,
-                    float *out, Py_ssize_t os0, Py_ssize_t os1, Py_ssize_t os2,
-                    float *lse, Py_ssize_t ls0, Py_ssize_t ls1,
-                    float *scratch, int n_threads) noexcept nogil:
-    """16-bit rows: converted to float32 into scratch on load, then the float32 path."""
-    cdef Py_ssize_t t, o, i
-    cdef float *mine
-    for t in prange(outer * inner, schedule="static", num_threads=n_threads):
-        o = t // inner
-        i = t % inner
-        mine = scratch + omp_get_thread_num() * C
-        load_half_row(x + o * xs0 + i * xs2, C, xs1, is_bfloat16, mine)
-        _strided_row(op, <const float *> mine, C, 1,
-                     out + o * os0 + i * os2, os1, lse + o * ls0 + i * ls1, mine)
-
-
-# ---- entry points called by the Python layer ------------------------------------
+# ---- helpers for the entry points -----------------------------------------------
 
 cdef inline Py_ssize_t _stride(cnp.ndarray a, int axis):
     return cnp.PyArray_STRIDE(a, axis) // cnp.PyArray_ITEMSIZE(a)
@@ -264,91 +81,8 @@ cdef void *_alloc_scratch(Py_ssize_t n_bytes) except? NULL:
     return p
 
 
-def normalize(int op, cnp.ndarray x not None, cnp.ndarray out not None, int n_threads):
-    """Apply op along axis 1 of the 3-D array x.
+# ---- the kernel families ----------------------------------------------------------
 
-    Parameters
-    ----------
-    op : {LOGSUMEXP, LOG_SOFTMAX, SOFTMAX}
-    x : ndarray, shape (outer, C, inner)
-        float32, float64, or uint16 holding float16 / bfloat16 bits (see
-        ``normalize_half``); any strides that are multiples of the item size.
-    out : ndarray
-        ``(outer, inner)`` for LOGSUMEXP, else ``(outer, C, inner)``; same
-        dtype as x; writable; disjoint from x or x itself.
-    n_threads : int
-        Upper bound on the OpenMP team size.
-    """
-    cdef int typenum = cnp.PyArray_TYPE(x)
-    if x.ndim != 3 or cnp.PyArray_TYPE(out) != typenum or typenum not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
-        raise TypeError("xent._kernels.normalize: internal contract violated (ndim/dtype)")
-    if out.ndim != (2 if op == OP_LOGSUMEXP else 3):
-        raise ValueError("xent._kernels.normalize: internal contract violated (out ndim)")
-    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
-    cdef Py_ssize_t xs0 = _stride(x, 0), xs1 = _stride(x, 1), xs2 = _stride(x, 2)
-    cdef Py_ssize_t os0 = 0, os1 = 0, os2 = 0, ls0 = 0, ls1 = 0
-    if op == OP_LOGSUMEXP:
-        ls0, ls1 = _stride(out, 0), _stride(out, 1)
-    else:
-        os0, os1, os2 = _stride(out, 0), _stride(out, 1), _stride(out, 2)
-    if outer * inner == 0:
-        return
-    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(x)
-    cdef Py_ssize_t nb = 0, per_thread = 0, n_tasks
-    if inner > 1 and xs2 == 1 and (op == OP_LOGSUMEXP or os2 == 1):
-        nb = BLOCK_BYTES // (C * itemsize) if C > 0 else MAX_BLOCK
-        nb = min(max(nb, MIN_BLOCK), MAX_BLOCK, inner)
-        # nb doubles + max + sum + one column, rounded up to keep 8-byte alignment
-        per_thread = (nb * sizeof(double)) // itemsize + 2 * nb + C
-        per_thread += per_thread % 2
-        n_tasks = outer * ((inner + nb - 1) // nb)
-    else:
-        if xs1 != 1 or (op != OP_LOGSUMEXP and os1 != 1):
-            per_thread = C
-        n_tasks = outer * inner
-    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, n_tasks))
-    cdef void *scratch = _alloc_scratch(n_threads * per_thread * itemsize)
-    cdef char *xp = cnp.PyArray_BYTES(x)
-    cdef char *op_ = cnp.PyArray_BYTES(out)
-    try:
-        with nogil:
-            if typenum == cnp.NPY_FLOAT32:
-                _run(op, <const float *> xp, outer, C, inner, xs0, xs1, xs2,
-                     <float *> op_, os0, os1, os2, <float *> op_, ls0, ls1,
-                     <float *> scratch, per_thread, nb, n_threads)
-            else:
-                _run(op, <const double *> xp, outer, C, inner, xs0, xs1, xs2,
-                     <double *> op_, os0, os1, os2, <double *> op_, ls0, ls1,
-                     <double *> scratch, per_thread, nb, n_threads)
-    finally:
-        free(scratch)
-
-
-def normalize_half(int op, cnp.ndarray x not None, bint is_bfloat16,
-                   cnp.ndarray out not None, int n_threads):
-    """Like ``normalize`` for 16-bit floats: x is a uint16 view of float16
-    (``is_bfloat16=False``) or bfloat16 bits; computed and written in float32."""
-    if (x.ndim != 3 or cnp.PyArray_TYPE(x) != cnp.NPY_UINT16
-            or cnp.PyArray_TYPE(out) != cnp.NPY_FLOAT32):
-        raise TypeError("xent._kernels.normalize_half: internal contract violated (ndim/dtype)")
-    if out.ndim != (2 if op == OP_LOGSUMEXP else 3):
-        raise ValueError("xent._kernels.normalize_half: internal contract violated (out ndim)")
-    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
-    cdef Py_ssize_t xs0 = _stride(x, 0), xs1 = _stride(x, 1), xs2 = _stride(x, 2)
-    cdef Py_ssize_t os0 = 0, os1 = 0, os2 = 0, ls0 = 0, ls1 = 0
-    if op == OP_LOGSUMEXP:
-        ls0, ls1 = _stride(out, 0), _stride(out, 1)
-    else:
-        os0, os1, os2 = _stride(out, 0), _stride(out, 1), _stride(out, 2)
-    if outer * inner == 0:
-        return
-    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, outer * inner))
-    cdef float *scratch = <float *> _alloc_scratch(n_threads * max(C, 1) * sizeof(float))
-    cdef const uint16_t *xp = <const uint16_t *> cnp.PyArray_BYTES(x)
-    cdef float *op_ = <float *> cnp.PyArray_BYTES(out)
-    try:
-        with nogil:
-            _run_half(op, xp, is_bfloat16, outer, C, inner, xs0, xs1, xs2,
-                      op_, os0, os1, os2, op_, ls0, ls1, scratch, n_threads)
-    finally:
-        free(scratch)
+include "_normalize.pxi"
+include "_crossentropy.pxi"
+include "_pointwise.pxi"

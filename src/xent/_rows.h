@@ -130,6 +130,8 @@ XENT_INLINE double xent_exp_nonpos_f64(double x)
 
 XENT_INLINE float xent_log_f32(float x) { return logf(x); }
 XENT_INLINE double xent_log_f64(double x) { return log(x); }
+XENT_INLINE float xent_log1p_f32(float x) { return log1pf(x); }
+XENT_INLINE double xent_log1p_f64(double x) { return log1p(x); }
 
 /* ---- half-precision loads (computed in float32) ------------------------------ */
 
@@ -192,6 +194,21 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 #define XENT_T double
 #define XENT_FN(name) xent_##name##_f64
 #include "_rows_impl.h"
+#undef XENT_T
+#undef XENT_FN
+
+/* ---- loss rows and pointwise losses ---------------------------------------- */
+#define XENT_T float
+#define XENT_FN(name) xent_##name##_f32
+#include "_losses_impl.h"
+#include "_pointwise_impl.h"
+#undef XENT_T
+#undef XENT_FN
+
+#define XENT_T double
+#define XENT_FN(name) xent_##name##_f64
+#include "_losses_impl.h"
+#include "_pointwise_impl.h"
 #undef XENT_T
 #undef XENT_FN
 

@@ -156,3 +156,69 @@ def run_normalizer(op, v, is_bf16, half, out3d, n_threads):
         _kernels.normalize(op, v, out3d, n_threads)
     else:
         _kernels.normalize_half(op, v, is_bf16, out3d, n_threads)
+
+
+# ---- losses -----------------------------------------------------------------
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def check_reduction(reduction, allowed=REDUCTIONS):
+    """ValueError unless `reduction` is one of `allowed`."""
+    if not isinstance(reduction, str) or reduction not in allowed:
+        choices = ", ".join(repr(r) for r in allowed)
+        raise ValueError(f"reduction: expected one of {choices}, got {reduction!r}")
+
+
+def check_same_shape(a, b, name_a, name_b):
+    """ValueError naming both arguments and shapes unless a.shape == b.shape."""
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_b} has shape {b.shape}, but {name_a} has shape {a.shape}; they must match"
+        )
+
+
+def as_real_array(y, name):
+    """np.asarray for a real-valued argument (targets, weights); TypeError otherwise."""
+    a = np.asarray(y)
+    if a.dtype.kind not in "fiub" and a.dtype.name != "bfloat16":
+        raise TypeError(f"{name}: unsupported dtype {a.dtype} (expected real numbers)")
+    return a
+
+
+def check_scalar(value, name, low=-math.inf, high=math.inf):
+    """A finite float in [low, high] (ValueError/TypeError naming `name` otherwise)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a real number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a real number, got {value!r}") from None
+    if not (low <= v <= high) or math.isnan(v):
+        raise ValueError(f"{name}: expected a value in [{low}, {high}], got {value!r}")
+    return v
+
+
+def check_grad_out(grad_out, shape, return_grad):
+    """Validate `grad_out` (only meaningful with return_grad=True)."""
+    if grad_out is None:
+        return
+    if not return_grad:
+        raise ValueError("grad_out: given, but return_grad is False")
+    check_out(grad_out, shape, name="grad_out")
+
+
+def reduce_losses(losses, reduction, denominator, compute):
+    """Finish a loss from per-element float64 losses.
+
+    "none" -> the array in the computation dtype; "sum" -> their float64 sum;
+    "mean" -> sum / denominator (NaN when the denominator is 0, as PyTorch).
+    Scalars are NumPy scalars of the computation dtype.
+    """
+    if reduction == "none":
+        return losses.astype(compute, copy=False)
+    total = np.sum(losses, dtype=np.float64)
+    if reduction == "sum":
+        return compute.type(total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return compute.type(np.float64(total) / np.float64(denominator))

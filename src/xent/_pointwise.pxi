@@ -1,0 +1,1 @@
+# Pointwise losses; included by _kernels.pyx.
