@@ -7,11 +7,18 @@ arithmetic of each row in a small vectorised C block.  See ``show_config()``.
 __version__ = "0.1.0"
 
 from xent._config import show_config
+from xent._crossentropy import cross_entropy, focal_loss, nll_loss
+from xent._divergences import entropy, kl_divergence
 from xent._normalizers import log_softmax, logsumexp, softmax
 from xent._threading import get_num_threads, set_num_threads
 
 __all__ = [
     "__version__",
+    "cross_entropy",
+    "entropy",
+    "focal_loss",
+    "kl_divergence",
+    "nll_loss",
     "get_num_threads",
     "log_softmax",
     "logsumexp",

@@ -1,0 +1,294 @@
+# Multiclass losses: cross-entropy (class-index and probability targets), the
+# distillation KL and the entropy, each over axis 1 of a 3-D (outer, C, inner)
+# view.  Included by _kernels.pyx.
+#
+# Contract (checked by the Python layer, _crossentropy.py / _divergences.py):
+# every class index is in [0, C) or equals ignore_index; C >= 1 whenever a row is
+# not ignored; strides are whole multiples of the item size; a gradient buffer is
+# either disjoint from every input or the logits themselves (same strides);
+# per-row outputs are contiguous float64 arrays of outer*inner values.
+#
+# Arrays arrive as byte pointers with byte strides plus a storage kind, so one
+# loop serves float32, float64, float16 and bfloat16 logits and targets of
+# another float dtype: a row is used in place when it is contiguous in the
+# computation dtype, and converted into per-thread scratch otherwise.
+
+cdef extern from "_rows.h" nogil:
+    enum:
+        XENT_KIND_F32
+        XENT_KIND_F64
+        XENT_KIND_F16
+        XENT_KIND_BF16
+    void load_row_f32 "xent_load_row_f32"(const char *p, Py_ssize_t n, Py_ssize_t stride,
+                                          int kind, float *dst)
+    void load_row_f64 "xent_load_row_f64"(const char *p, Py_ssize_t n, Py_ssize_t stride,
+                                          int kind, double *dst)
+    int64_t load_index "xent_load_index"(const char *p, int code)
+    void ce_index_row_f32 "xent_ce_index_row_f32"(
+        const float *x, Py_ssize_t C, Py_ssize_t t, const float *w, float wsum, float eps,
+        float z, float scale_ce, float scale_z, float *g, double *ce, double *lse)
+    void ce_index_row_f64 "xent_ce_index_row_f64"(
+        const double *x, Py_ssize_t C, Py_ssize_t t, const double *w, double wsum, double eps,
+        double z, double scale_ce, double scale_z, double *g, double *ce, double *lse)
+    void ce_prob_row_f32 "xent_ce_prob_row_f32"(
+        const float *x, const float *y, Py_ssize_t C, const float *w, float eps, float z,
+        float scale_ce, float scale_z, float *g, double *ce, double *lse)
+    void ce_prob_row_f64 "xent_ce_prob_row_f64"(
+        const double *x, const double *y, Py_ssize_t C, const double *w, double eps, double z,
+        double scale_ce, double scale_z, double *g, double *ce, double *lse)
+    double kl_row_f32 "xent_kl_row_f32"(const float *p, const float *q, Py_ssize_t C, float T,
+                                        float scale, float *g, float *scratch)
+    double kl_row_f64 "xent_kl_row_f64"(const double *p, const double *q, Py_ssize_t C, double T,
+                                        double scale, double *g, double *scratch)
+    double entropy_row_f32 "xent_entropy_row_f32"(const float *x, Py_ssize_t C)
+    double entropy_row_f64 "xent_entropy_row_f64"(const double *x, Py_ssize_t C)
+
+KIND_F32 = XENT_KIND_F32
+KIND_F64 = XENT_KIND_F64
+KIND_F16 = XENT_KIND_F16
+KIND_BF16 = XENT_KIND_BF16
+
+
+cdef inline const real *_row_in(const char *p, Py_ssize_t n, Py_ssize_t stride, int kind,
+                                real *scratch) noexcept nogil:
+    """Row of n values (stride in bytes, storage `kind`) as contiguous `real`s:
+    the row itself when it already is one, else a converted copy in scratch."""
+    if real is float:
+        if kind == XENT_KIND_F32 and stride == sizeof(float):
+            return <const float *> p
+        load_row_f32(p, n, stride, kind, scratch)
+    else:
+        if kind == XENT_KIND_F64 and stride == sizeof(double):
+            return <const double *> p
+        load_row_f64(p, n, stride, kind, scratch)
+    return scratch
+
+
+cdef inline real *_row_out(char *p, Py_ssize_t stride, real *scratch) noexcept nogil:
+    """Where to compute a gradient row: in place if contiguous, else scratch."""
+    if stride == sizeof(real):
+        return <real *> p
+    return scratch
+
+
+cdef inline void _row_done(char *p, Py_ssize_t n, Py_ssize_t stride, real *row) noexcept nogil:
+    """Scatter a gradient row computed in scratch (no-op when it was in place)."""
+    if <char *> row != p:
+        _scatter(row, n, <real *> p, stride // <Py_ssize_t> sizeof(real))
+
+
+cdef inline void _row_zero(real *row, Py_ssize_t n, Py_ssize_t stride) noexcept nogil:
+    """row[c * stride] = 0 (stride in bytes)."""
+    cdef Py_ssize_t c
+    for c in range(n):
+        (<real *> (<char *> row + c * stride))[0] = 0
+
+
+cdef void _ce_loop(const char *x, int xkind, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                   Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t xs2,
+                   const char *tg, int tcode, Py_ssize_t ts0, Py_ssize_t ts1, Py_ssize_t ts2,
+                   bint prob, int64_t ignore_index,
+                   const real *w, real wsum, real eps, real z, real scale_ce, real scale_z,
+                   char *g, Py_ssize_t gs0, Py_ssize_t gs1, Py_ssize_t gs2,
+                   double *ce, double *lse, real *scratch, int n_threads) noexcept nogil:
+    """Cross-entropy rows; strides in bytes.  Index targets: tg[o*ts0 + i*ts2] of
+    integer storage tcode.  Probability targets (prob): rows tg[o*ts0 + c*ts1 + i*ts2]
+    of float storage tcode.  g == NULL: loss only.  scratch: 3*C reals per thread."""
+    cdef Py_ssize_t r, o, i
+    cdef int64_t t
+    cdef real *mine
+    cdef const real *xr
+    cdef const real *yr
+    cdef real *gr
+    for r in prange(outer * inner, schedule="static", num_threads=n_threads):
+        o = r // inner
+        i = r % inner
+        mine = scratch + omp_get_thread_num() * 3 * C
+        gr = NULL
+        if not prob:
+            t = load_index(tg + o * ts0 + i * ts2, tcode)
+            if t == ignore_index:
+                # Ignored rows contribute exactly 0, whatever their logits hold.
+                ce[r] = 0
+                lse[r] = 0
+                if g != NULL:
+                    _row_zero(<real *> (g + o * gs0 + i * gs2), C, gs1)
+                continue
+        xr = _row_in(x + o * xs0 + i * xs2, C, xs1, xkind, mine)
+        if g != NULL:
+            gr = _row_out(g + o * gs0 + i * gs2, gs1, mine + C)
+        if prob:
+            yr = _row_in(tg + o * ts0 + i * ts2, C, ts1, tcode, mine + 2 * C)
+            if real is float:
+                ce_prob_row_f32(xr, yr, C, w, eps, z, scale_ce, scale_z, gr, &ce[r], &lse[r])
+            else:
+                ce_prob_row_f64(xr, yr, C, w, eps, z, scale_ce, scale_z, gr, &ce[r], &lse[r])
+        else:
+            if real is float:
+                ce_index_row_f32(xr, C, t, w, wsum, eps, z, scale_ce, scale_z, gr, &ce[r], &lse[r])
+            else:
+                ce_index_row_f64(xr, C, t, w, wsum, eps, z, scale_ce, scale_z, gr, &ce[r], &lse[r])
+        if gr != NULL:
+            _row_done(g + o * gs0 + i * gs2, C, gs1, gr)
+
+
+cdef inline Py_ssize_t _bstride(cnp.ndarray a, int axis):
+    return cnp.PyArray_STRIDE(a, axis)
+
+
+def cross_entropy(cnp.ndarray x not None, int xkind, bint double_precision,
+                  cnp.ndarray target not None, int tcode, bint prob, int64_t ignore_index,
+                  weight, double wsum, double eps, double z, double scale_ce, double scale_z,
+                  grad, cnp.ndarray ce not None, cnp.ndarray lse not None, int n_threads):
+    """Per-row cross-entropy (and gradient) over axis 1 of x (outer, C, inner).
+
+    x : logits of storage `xkind` (uint16 view for 16-bit floats); computed in
+        double if `double_precision`, else float.
+    target : (outer, 1, inner) class indices of integer storage `tcode`, or with
+        `prob`, (outer, C, inner) probabilities of float storage `tcode`.
+    weight : None or a contiguous (C,) array of the computation dtype.
+    grad : None or a writable (outer, C, inner) array of the computation dtype.
+    ce, lse : contiguous float64 (outer*inner,) outputs: the row's loss without
+        z-loss, and its logsumexp (0 for ignored rows).
+    """
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
+    if x.ndim != 3 or target.ndim != 3 or ce.shape[0] != outer * inner or lse.shape[0] != outer * inner:
+        raise ValueError("xent._kernels.cross_entropy: internal contract violated (shapes)")
+    if outer * inner == 0:
+        return
+    cdef Py_ssize_t itemsize = sizeof(double) if double_precision else sizeof(float)
+    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, outer * inner))
+    cdef void *scratch = _alloc_scratch(n_threads * 3 * max(C, 1) * itemsize)
+    cdef const char *xp = cnp.PyArray_BYTES(x)
+    cdef const char *tp = cnp.PyArray_BYTES(target)
+    cdef Py_ssize_t xs0 = _bstride(x, 0), xs1 = _bstride(x, 1), xs2 = _bstride(x, 2)
+    cdef Py_ssize_t ts0 = _bstride(target, 0), ts1 = _bstride(target, 1), ts2 = _bstride(target, 2)
+    cdef char *gp = NULL
+    cdef Py_ssize_t gs0 = 0, gs1 = 0, gs2 = 0
+    cdef const void *wp = NULL
+    if grad is not None:
+        gp = cnp.PyArray_BYTES(<cnp.ndarray> grad)
+        gs0, gs1, gs2 = _bstride(grad, 0), _bstride(grad, 1), _bstride(grad, 2)
+    if weight is not None:
+        wp = cnp.PyArray_DATA(<cnp.ndarray> weight)
+    cdef double *cep = <double *> cnp.PyArray_DATA(ce)
+    cdef double *lsep = <double *> cnp.PyArray_DATA(lse)
+    try:
+        with nogil:
+            if double_precision:
+                _ce_loop(xp, xkind, outer, C, inner, xs0, xs1, xs2, tp, tcode, ts0, ts1, ts2,
+                         prob, ignore_index, <const double *> wp, wsum, eps, z, scale_ce, scale_z,
+                         gp, gs0, gs1, gs2, cep, lsep, <double *> scratch, n_threads)
+            else:
+                _ce_loop(xp, xkind, outer, C, inner, xs0, xs1, xs2, tp, tcode, ts0, ts1, ts2,
+                         prob, ignore_index, <const float *> wp, <float> wsum, <float> eps,
+                         <float> z, <float> scale_ce, <float> scale_z,
+                         gp, gs0, gs1, gs2, cep, lsep, <float *> scratch, n_threads)
+    finally:
+        free(scratch)
+
+
+cdef void _kl_loop(const char *p, int pkind, const char *q, int qkind,
+                   Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                   Py_ssize_t ps0, Py_ssize_t ps1, Py_ssize_t ps2,
+                   Py_ssize_t qs0, Py_ssize_t qs1, Py_ssize_t qs2, real T, real scale,
+                   char *g, Py_ssize_t gs0, Py_ssize_t gs1, Py_ssize_t gs2,
+                   double *kl, real *scratch, int n_threads) noexcept nogil:
+    """Distillation KL rows; scratch: 5*C reals per thread (p, q, grad, 2 special)."""
+    cdef Py_ssize_t r, o, i
+    cdef real *mine
+    cdef const real *pr
+    cdef const real *qr
+    cdef real *gr
+    for r in prange(outer * inner, schedule="static", num_threads=n_threads):
+        o = r // inner
+        i = r % inner
+        mine = scratch + omp_get_thread_num() * 5 * C
+        pr = _row_in(p + o * ps0 + i * ps2, C, ps1, pkind, mine)
+        qr = _row_in(q + o * qs0 + i * qs2, C, qs1, qkind, mine + C)
+        gr = NULL
+        if g != NULL:
+            gr = _row_out(g + o * gs0 + i * gs2, gs1, mine + 2 * C)
+        if real is float:
+            kl[r] = kl_row_f32(pr, qr, C, T, scale, gr, mine + 3 * C)
+        else:
+            kl[r] = kl_row_f64(pr, qr, C, T, scale, gr, mine + 3 * C)
+        if gr != NULL:
+            _row_done(g + o * gs0 + i * gs2, C, gs1, gr)
+
+
+def kl_divergence(cnp.ndarray p not None, int pkind, cnp.ndarray q not None, int qkind,
+                  bint double_precision, double T, double scale, grad,
+                  cnp.ndarray kl not None, int n_threads):
+    """Per-row KL(softmax(p/T) || softmax(q/T)) over axis 1 of two (outer, C, inner)
+    arrays, and optionally its gradient w.r.t. q times `scale` into `grad`."""
+    cdef Py_ssize_t outer = q.shape[0], C = q.shape[1], inner = q.shape[2]
+    if p.ndim != 3 or q.ndim != 3 or kl.shape[0] != outer * inner:
+        raise ValueError("xent._kernels.kl_divergence: internal contract violated (shapes)")
+    if outer * inner == 0:
+        return
+    cdef Py_ssize_t itemsize = sizeof(double) if double_precision else sizeof(float)
+    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, outer * inner))
+    cdef void *scratch = _alloc_scratch(n_threads * 5 * max(C, 1) * itemsize)
+    cdef const char *pp = cnp.PyArray_BYTES(p)
+    cdef const char *qp = cnp.PyArray_BYTES(q)
+    cdef Py_ssize_t ps0 = _bstride(p, 0), ps1 = _bstride(p, 1), ps2 = _bstride(p, 2)
+    cdef Py_ssize_t qs0 = _bstride(q, 0), qs1 = _bstride(q, 1), qs2 = _bstride(q, 2)
+    cdef char *gp = NULL
+    cdef Py_ssize_t gs0 = 0, gs1 = 0, gs2 = 0
+    if grad is not None:
+        gp = cnp.PyArray_BYTES(<cnp.ndarray> grad)
+        gs0, gs1, gs2 = _bstride(grad, 0), _bstride(grad, 1), _bstride(grad, 2)
+    cdef double *klp = <double *> cnp.PyArray_DATA(kl)
+    try:
+        with nogil:
+            if double_precision:
+                _kl_loop(pp, pkind, qp, qkind, outer, C, inner, ps0, ps1, ps2, qs0, qs1, qs2,
+                         T, scale, gp, gs0, gs1, gs2, klp, <double *> scratch, n_threads)
+            else:
+                _kl_loop(pp, pkind, qp, qkind, outer, C, inner, ps0, ps1, ps2, qs0, qs1, qs2,
+                         <float> T, <float> scale, gp, gs0, gs1, gs2, klp, <float *> scratch,
+                         n_threads)
+    finally:
+        free(scratch)
+
+
+cdef void _entropy_loop(const char *x, int xkind, Py_ssize_t outer, Py_ssize_t C,
+                        Py_ssize_t inner, Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t xs2,
+                        double *h, real *scratch, int n_threads) noexcept nogil:
+    cdef Py_ssize_t r, o, i
+    cdef const real *xr
+    for r in prange(outer * inner, schedule="static", num_threads=n_threads):
+        o = r // inner
+        i = r % inner
+        xr = _row_in(x + o * xs0 + i * xs2, C, xs1, xkind, scratch + omp_get_thread_num() * C)
+        if real is float:
+            h[r] = entropy_row_f32(xr, C)
+        else:
+            h[r] = entropy_row_f64(xr, C)
+
+
+def entropy(cnp.ndarray x not None, int xkind, bint double_precision,
+            cnp.ndarray h not None, int n_threads):
+    """Per-row entropy (nats) of softmax over axis 1 of x (outer, C, inner) into h."""
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
+    if x.ndim != 3 or h.shape[0] != outer * inner:
+        raise ValueError("xent._kernels.entropy: internal contract violated (shapes)")
+    if outer * inner == 0:
+        return
+    cdef Py_ssize_t itemsize = sizeof(double) if double_precision else sizeof(float)
+    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, outer * inner))
+    cdef void *scratch = _alloc_scratch(n_threads * max(C, 1) * itemsize)
+    cdef const char *xp = cnp.PyArray_BYTES(x)
+    cdef Py_ssize_t xs0 = _bstride(x, 0), xs1 = _bstride(x, 1), xs2 = _bstride(x, 2)
+    cdef double *hp = <double *> cnp.PyArray_DATA(h)
+    try:
+        with nogil:
+            if double_precision:
+                _entropy_loop(xp, xkind, outer, C, inner, xs0, xs1, xs2, hp,
+                              <double *> scratch, n_threads)
+            else:
+                _entropy_loop(xp, xkind, outer, C, inner, xs0, xs1, xs2, hp,
+                              <float *> scratch, n_threads)
+    finally:
+        free(scratch)

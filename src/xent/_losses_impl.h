@@ -1,0 +1,284 @@
+/*
+ * Multiclass loss rows: cross-entropy (class-index and probability targets,
+ * with weights, label smoothing and z-loss), distillation KL and entropy.
+ * Included twice by _rows.h, with XENT_T = float / double (after _rows_impl.h,
+ * whose row_stats / row_log_softmax these build on).
+ *
+ * Each function handles one contiguous row of C >= 1 logits (plus, where it
+ * applies, one contiguous row of targets), writes the row's loss in double, and,
+ * when g != NULL, the row's gradient into g, which may be the logits row itself.
+ *
+ * Conventions (SPEC "Conventions", "Multiclass losses"): formulas are PyTorch's
+ * (F.cross_entropy, label smoothing as Szegedy et al. 2016 / torch: (1-eps)*onehot
+ * + eps/C); z-loss is PaLM's (Chowdhery et al. 2022): z * lse^2; a term whose
+ * coefficient is exactly 0 contributes 0 even where its log is infinite
+ * (0 * log 0 = 0); -inf logits are classes of probability 0; k +inf logits share
+ * the probability equally.
+ */
+
+/* a * b, but 0 when a == 0 (so 0 * inf = 0: a zero-weight term costs nothing). */
+XENT_INLINE double XENT_FN(mul0)(double a, double b) { return a == 0 ? 0 : a * b; }
+
+/* -log_softmax of entry x_c of a row whose stats are (kind, m, s), for the
+ * non-finite kinds: k = s entries at +inf share probability 1/k. */
+static double XENT_FN(nll_special)(int kind, XENT_T xc, XENT_T s)
+{
+    if (kind != XENT_ROW_POSINF)
+        return NAN;
+    return xc == INFINITY ? XENT_FN(log)(s) : INFINITY;
+}
+
+/* probability of entry x_c for the non-finite kinds (see nll_special) */
+static XENT_T XENT_FN(prob_special)(int kind, XENT_T xc, XENT_T s)
+{
+    if (kind != XENT_ROW_POSINF)
+        return NAN;
+    return xc == INFINITY ? 1 / s : 0;
+}
+
+/* sum_c w_c * (m - x_c), w == NULL meaning all ones; terms with w_c == 0 are 0.
+ * m - x_c >= 0 (no cancellation); chunked double accumulation as in sum_exp. */
+static double XENT_FN(weighted_gap)(const XENT_T *x, ptrdiff_t n, XENT_T m, const XENT_T *w)
+{
+    double total = 0;
+    ptrdiff_t b, i, len;
+    for (b = 0; b < n; b += XENT_SUM_CHUNK) {
+        XENT_T acc = 0;
+        len = n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK;
+        if (w) {
+            XENT_SIMD_SUM(acc)
+            for (i = 0; i < len; i++)
+                acc += w[b + i] == 0 ? 0 : w[b + i] * (m - x[b + i]);
+        } else {
+            XENT_SIMD_SUM(acc)
+            for (i = 0; i < len; i++)
+                acc += m - x[b + i];
+        }
+        total += acc;
+    }
+    return total;
+}
+
+/*
+ * Cross-entropy of one row with class-index target t (0 <= t < C):
+ *   ce  = (1-eps) w_t (-lp_t) + (eps/C) sum_c w_c (-lp_c)      (without z-loss)
+ *   lse = logsumexp(x)
+ * wsum = sum_c w_c (C when w == NULL).  The gradient written to g is
+ *   scale_ce * d(ce)/dx + scale_z * d(z lse^2)/dx
+ *   = p_c K - scale_ce (eps/C) w_c - [c == t] scale_ce (1-eps) w_t,
+ *   K = scale_ce ((1-eps) w_t + (eps/C) wsum) + 2 z scale_z lse.
+ */
+static void XENT_FN(ce_index_row)(const XENT_T *x, ptrdiff_t C, ptrdiff_t t, const XENT_T *w,
+                                  XENT_T wsum, XENT_T eps, XENT_T z, XENT_T scale_ce,
+                                  XENT_T scale_z, XENT_T *g, double *ce, double *lse)
+{
+    XENT_T m, s, ls, lse_row, K, Ks, wt = w ? w[t] : 1, xt = x[t];
+    XENT_T smooth = eps / (XENT_T)C; /* eps/C, the smoothing mass of each class */
+    double loss;
+    ptrdiff_t c;
+    int kind = XENT_FN(row_stats)(x, C, &m, &s);
+
+    if (kind == XENT_ROW_FINITE) {
+        ls = XENT_FN(log)(s);
+        lse_row = m + ls;
+        loss = XENT_FN(mul0)((1 - (double)eps) * wt, ((double)m - xt) + ls);
+        if (eps > 0)
+            loss += (double)smooth * (XENT_FN(weighted_gap)(x, C, m, w) + (double)wsum * ls);
+        *ce = loss;
+        *lse = lse_row;
+        if (!g)
+            return;
+        K = scale_ce * ((1 - eps) * wt + smooth * wsum);
+        if (z != 0)
+            K += 2 * z * scale_z * lse_row;
+        Ks = K / s;
+        if (w && eps > 0) {
+            XENT_T b = scale_ce * smooth;
+            XENT_SIMD
+            for (c = 0; c < C; c++)
+                g[c] = XENT_FN(exp_nonpos)(x[c] - m) * Ks - b * w[c];
+        } else {
+            XENT_T b = scale_ce * smooth;
+            XENT_SIMD
+            for (c = 0; c < C; c++)
+                g[c] = XENT_FN(exp_nonpos)(x[c] - m) * Ks - b;
+        }
+        g[t] -= scale_ce * (1 - eps) * wt;
+        return;
+    }
+
+    /* +inf / all -inf / NaN rows: the same formulas, term by term, with the
+     * limits of the non-finite rule (rare, so scalar). */
+    loss = XENT_FN(mul0)((1 - (double)eps) * wt, XENT_FN(nll_special)(kind, xt, s));
+    if (eps > 0) {
+        double sm = 0;
+        for (c = 0; c < C; c++)
+            sm += XENT_FN(mul0)(w ? w[c] : 1, XENT_FN(nll_special)(kind, x[c], s));
+        loss += (double)smooth * sm;
+    }
+    *ce = loss;
+    *lse = kind == XENT_ROW_POSINF ? INFINITY : (kind == XENT_ROW_NOPROB ? -INFINITY : NAN);
+    if (!g)
+        return;
+    K = scale_ce * ((1 - eps) * wt + smooth * wsum);
+    for (c = 0; c < C; c++) {
+        XENT_T p = XENT_FN(prob_special)(kind, x[c], s);
+        XENT_T gc = p * K - scale_ce * smooth * (w ? w[c] : 1);
+        if (z != 0)
+            gc += (XENT_T)XENT_FN(mul0)(p, 2 * (double)z * scale_z * (double)*lse);
+        g[c] = gc;
+    }
+    g[t] -= scale_ce * (1 - eps) * wt;
+}
+
+/*
+ * Cross-entropy of one row with probability targets y (contiguous, C values):
+ *   t'_c = (1-eps) y_c + eps/C,   ce = sum_c w_c t'_c (-lp_c),   lse = logsumexp(x)
+ * gradient: scale_ce (p_c T - w_c t'_c) + 2 z scale_z lse p_c,  T = sum_c w_c t'_c.
+ */
+static void XENT_FN(ce_prob_row)(const XENT_T *x, const XENT_T *y, ptrdiff_t C, const XENT_T *w,
+                                 XENT_T eps, XENT_T z, XENT_T scale_ce, XENT_T scale_z,
+                                 XENT_T *g, double *ce, double *lse)
+{
+    XENT_T m, s, ls, lse_row, Ks, keep = 1 - eps, smooth = eps / (XENT_T)C;
+    double T = 0, D = 0;
+    ptrdiff_t b, c, len;
+    int kind = XENT_FN(row_stats)(x, C, &m, &s);
+
+    if (kind == XENT_ROW_FINITE) {
+        /* T = sum w t', D = sum w t' (m - x): one pass, chunked double sums */
+        for (b = 0; b < C; b += XENT_SUM_CHUNK) {
+            XENT_T tsum = 0, dsum = 0;
+            len = C - b < XENT_SUM_CHUNK ? C - b : XENT_SUM_CHUNK;
+            XENT_SIMD_SUM(tsum, dsum)
+            for (c = b; c < b + len; c++) {
+                XENT_T wt = (w ? w[c] : 1) * (keep * y[c] + smooth);
+                tsum += wt;
+                dsum += wt == 0 ? 0 : wt * (m - x[c]);
+            }
+            T += tsum;
+            D += dsum;
+        }
+        ls = XENT_FN(log)(s);
+        lse_row = m + ls;
+        *ce = D + T * ls;
+        *lse = lse_row;
+        if (!g)
+            return;
+        Ks = scale_ce * (XENT_T)T;
+        if (z != 0)
+            Ks += 2 * z * scale_z * lse_row;
+        Ks /= s;
+        XENT_SIMD
+        for (c = 0; c < C; c++)
+            g[c] = XENT_FN(exp_nonpos)(x[c] - m) * Ks
+                   - scale_ce * (w ? w[c] : 1) * (keep * y[c] + smooth);
+        return;
+    }
+
+    for (c = 0; c < C; c++) {
+        double wt = (double)(w ? w[c] : 1) * (keep * y[c] + smooth);
+        T += wt;
+        D += XENT_FN(mul0)(wt, XENT_FN(nll_special)(kind, x[c], s));
+    }
+    *ce = D;
+    *lse = kind == XENT_ROW_POSINF ? INFINITY : (kind == XENT_ROW_NOPROB ? -INFINITY : NAN);
+    if (!g)
+        return;
+    for (c = 0; c < C; c++) {
+        XENT_T p = XENT_FN(prob_special)(kind, x[c], s);
+        XENT_T gc = scale_ce * (p * (XENT_T)T - (w ? w[c] : 1) * (keep * y[c] + smooth));
+        if (z != 0)
+            gc += (XENT_T)XENT_FN(mul0)(p, 2 * (double)z * scale_z * (double)*lse);
+        g[c] = gc;
+    }
+}
+
+/*
+ * Distillation KL of one row: KL(softmax(p/T) || softmax(q/T)) from teacher
+ * logits p and student logits q, and (g != NULL) its gradient with respect to q:
+ * scale * (softmax(q/T) - softmax(p/T)) / T.  g may be q itself.
+ * scratch: 2*C values, used only for rows with non-finite maxima.
+ */
+static double XENT_FN(kl_row)(const XENT_T *p, const XENT_T *q, ptrdiff_t C, XENT_T T,
+                              XENT_T scale, XENT_T *g, XENT_T *scratch)
+{
+    XENT_T mp = XENT_FN(max)(p, C) / T, mq = XENT_FN(max)(q, C) / T;
+    XENT_T inv_sp, inv_sq, gs = scale / T;
+    double sp = 0, sq = 0, D = 0, kl;
+    ptrdiff_t b, c, len;
+
+    if (isfinite(mp) && isfinite(mq)) {
+        for (b = 0; b < C; b += XENT_SUM_CHUNK) {
+            XENT_T a_sp = 0, a_sq = 0, a_d = 0;
+            len = C - b < XENT_SUM_CHUNK ? C - b : XENT_SUM_CHUNK;
+            XENT_SIMD_SUM(a_sp, a_sq, a_d)
+            for (c = b; c < b + len; c++) {
+                XENT_T da = p[c] / T - mp, db = q[c] / T - mq;
+                XENT_T e = XENT_FN(exp_nonpos)(da);
+                a_sp += e;
+                a_sq += XENT_FN(exp_nonpos)(db);
+                a_d += e == 0 ? 0 : e * (da - db);
+            }
+            sp += a_sp;
+            sq += a_sq;
+            D += a_d;
+        }
+        /* sum_c P_c (log P_c - log Q_c) = D/sp - log sp + log sq; NaN reaches D */
+        kl = D / sp - log(sp) + log(sq);
+        if (g) {
+            inv_sp = (XENT_T)(1 / sp);
+            inv_sq = (XENT_T)(1 / sq);
+            XENT_SIMD
+            for (c = 0; c < C; c++)
+                g[c] = gs * (XENT_FN(exp_nonpos)(q[c] / T - mq) * inv_sq
+                             - XENT_FN(exp_nonpos)(p[c] / T - mp) * inv_sp);
+        }
+        return kl;
+    }
+
+    /* Non-finite maxima: log-softmaxes with the non-finite rule, term by term. */
+    {
+        XENT_T *la = scratch, *lb = scratch + C;
+        for (c = 0; c < C; c++) {
+            la[c] = p[c] / T;
+            lb[c] = q[c] / T;
+        }
+        XENT_FN(row_log_softmax)(la, C, la);
+        XENT_FN(row_log_softmax)(lb, C, lb);
+        kl = 0;
+        for (c = 0; c < C; c++) {
+            XENT_T pc = exp(la[c]);
+            kl += (la[c] != la[c] || lb[c] != lb[c]) ? NAN : XENT_FN(mul0)(pc, (double)la[c] - lb[c]);
+        }
+        if (g)
+            for (c = 0; c < C; c++)
+                g[c] = gs * (exp(lb[c]) - exp(la[c]));
+        return kl;
+    }
+}
+
+/* Shannon entropy (nats) of softmax(x) for one row:
+ * H = log s - (1/s) sum_c e_c (x_c - m), e_c = exp(x_c - m). */
+static double XENT_FN(entropy_row)(const XENT_T *x, ptrdiff_t C)
+{
+    XENT_T m, s;
+    double D = 0;
+    ptrdiff_t b, c, len;
+    int kind = XENT_FN(row_stats)(x, C, &m, &s);
+    if (kind == XENT_ROW_POSINF)
+        return log((double)s); /* uniform over the k entries at +inf */
+    if (kind != XENT_ROW_FINITE)
+        return NAN;
+    for (b = 0; b < C; b += XENT_SUM_CHUNK) {
+        XENT_T acc = 0;
+        len = C - b < XENT_SUM_CHUNK ? C - b : XENT_SUM_CHUNK;
+        XENT_SIMD_SUM(acc)
+        for (c = b; c < b + len; c++) {
+            XENT_T d = x[c] - m, e = XENT_FN(exp_nonpos)(d);
+            acc += e == 0 ? 0 : e * d;
+        }
+        D += acc;
+    }
+    return log((double)s) - D / s;
+}

@@ -31,11 +31,11 @@
 #define XENT_PRAGMA(x) _Pragma(#x)
 #if defined(_OPENMP) || defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 5)
 #define XENT_SIMD XENT_PRAGMA(omp simd)
-#define XENT_SIMD_SUM(var) XENT_PRAGMA(omp simd reduction(+ : var))
+#define XENT_SIMD_SUM(...) XENT_PRAGMA(omp simd reduction(+ : __VA_ARGS__))
 #define XENT_SIMD_MAX(var) XENT_PRAGMA(omp simd reduction(max : var))
 #else
 #define XENT_SIMD
-#define XENT_SIMD_SUM(var)
+#define XENT_SIMD_SUM(...)
 #define XENT_SIMD_MAX(var)
 #endif
 
@@ -211,6 +211,78 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 #include "_pointwise_impl.h"
 #undef XENT_T
 #undef XENT_FN
+
+/* ---- rows of any floating dtype, and class indices of any integer dtype ----- */
+
+/* Storage of a floating row as the kernels see it (XENT_KIND_* in _validation.py). */
+enum { XENT_KIND_F32 = 0, XENT_KIND_F64 = 1, XENT_KIND_F16 = 2, XENT_KIND_BF16 = 3 };
+
+/* Load n values of storage `kind`, stride_bytes apart, as floats / doubles. */
+static void xent_load_row_f32(const char *p, ptrdiff_t n, ptrdiff_t stride_bytes, int kind,
+                              float *dst)
+{
+    ptrdiff_t i;
+    switch (kind) {
+    case XENT_KIND_F32:
+        for (i = 0; i < n; i++)
+            dst[i] = *(const float *)(p + i * stride_bytes);
+        break;
+    case XENT_KIND_F64:
+        for (i = 0; i < n; i++)
+            dst[i] = (float)*(const double *)(p + i * stride_bytes);
+        break;
+    default:
+        for (i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, p + i * stride_bytes, sizeof h);
+            dst[i] = kind == XENT_KIND_BF16 ? xent_bfloat16_to_float(h) : xent_half_to_float(h);
+        }
+    }
+}
+
+static void xent_load_row_f64(const char *p, ptrdiff_t n, ptrdiff_t stride_bytes, int kind,
+                              double *dst)
+{
+    ptrdiff_t i;
+    switch (kind) {
+    case XENT_KIND_F64:
+        for (i = 0; i < n; i++)
+            dst[i] = *(const double *)(p + i * stride_bytes);
+        break;
+    case XENT_KIND_F32:
+        for (i = 0; i < n; i++)
+            dst[i] = *(const float *)(p + i * stride_bytes);
+        break;
+    default:
+        for (i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, p + i * stride_bytes, sizeof h);
+            dst[i] = kind == XENT_KIND_BF16 ? xent_bfloat16_to_float(h) : xent_half_to_float(h);
+        }
+    }
+}
+
+/* Integer storage of class indices (XENT_INDEX_* in _validation.py). */
+enum {
+    XENT_INDEX_I8 = 0, XENT_INDEX_U8, XENT_INDEX_I16, XENT_INDEX_U16,
+    XENT_INDEX_I32, XENT_INDEX_U32, XENT_INDEX_I64, XENT_INDEX_U64
+};
+
+/* One class index read from storage `code`.  uint64 values above INT64_MAX wrap,
+ * but the Python layer has range-checked every index before a kernel runs. */
+XENT_INLINE int64_t xent_load_index(const char *p, int code)
+{
+    switch (code) {
+    case XENT_INDEX_I8: return *(const int8_t *)p;
+    case XENT_INDEX_U8: return *(const uint8_t *)p;
+    case XENT_INDEX_I16: return *(const int16_t *)p;
+    case XENT_INDEX_U16: return *(const uint16_t *)p;
+    case XENT_INDEX_I32: return *(const int32_t *)p;
+    case XENT_INDEX_U32: return *(const uint32_t *)p;
+    case XENT_INDEX_I64: return *(const int64_t *)p;
+    default: return (int64_t)*(const uint64_t *)p;
+    }
+}
 
 /* SIMD level this translation unit was compiled for (reported by show_config). */
 static const char *xent_simd_level(void)

@@ -222,3 +222,97 @@ def reduce_losses(losses, reduction, denominator, compute):
         return compute.type(total)
     with np.errstate(invalid="ignore", divide="ignore"):
         return compute.type(np.float64(total) / np.float64(denominator))
+
+
+# ---- storage descriptions for the loss kernels ----------------------------------
+
+_FLOAT_KINDS = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}  # XENT_KIND_* in _rows.h
+_INDEX_CODES = {  # XENT_INDEX_* in _rows.h
+    "int8": 0, "uint8": 1, "int16": 2, "uint16": 3,
+    "int32": 4, "uint32": 5, "int64": 6, "uint64": 7,
+}
+
+
+def float_kind(a):
+    """Storage kind of a native float32/float64/float16/bfloat16 array."""
+    return _FLOAT_KINDS[a.dtype.name]
+
+
+def as_float_storage(a, compute):
+    """`a` if the kernels can read its storage, else a native copy in `compute`."""
+    if a.dtype.name in _FLOAT_KINDS and a.dtype.isnative:
+        return a
+    return a.astype(compute)
+
+
+def index_storage(t):
+    """(native-order integer array, XENT_INDEX code) for class indices `t`."""
+    if not t.dtype.isnative:
+        t = t.astype(t.dtype.newbyteorder("="))
+    name = np.dtype(t.dtype.str).name  # e.g. 'long' -> 'int64'
+    if name not in _INDEX_CODES:  # platform integers with another name
+        name = f"{'u' if t.dtype.kind == 'u' else ''}int{8 * t.dtype.itemsize}"
+    return t, _INDEX_CODES[name]
+
+
+def check_class_indices(target, C, ignore_index, name="target"):
+    """IndexError naming the first index outside [0, C) that is not ignore_index."""
+    if target.size == 0:
+        return
+    bad = (target < 0) | (target >= C)
+    bad &= target != ignore_index
+    if bad.any():
+        flat = int(np.flatnonzero(bad.ravel())[0])
+        pos = np.unravel_index(flat, target.shape)
+        value = target[pos]
+        position = tuple(int(p) for p in pos)
+        raise IndexError(
+            f"{name}: class index {value} at position {position} is outside [0, {C}) "
+            f"and is not ignore_index={ignore_index}"
+        )
+
+
+def check_ignore_index(ignore_index):
+    """ignore_index as a Python int (TypeError otherwise)."""
+    if isinstance(ignore_index, (bool, np.bool_)):
+        raise TypeError(f"ignore_index: expected an integer, got {ignore_index!r}")
+    try:
+        return operator.index(ignore_index)
+    except TypeError:
+        raise TypeError(f"ignore_index: expected an integer, got {ignore_index!r}") from None
+
+
+def class_weights(weight, C, compute, name="weight"):
+    """None, or `weight` as a contiguous (C,) array of the computation dtype."""
+    if weight is None:
+        return None
+    w = as_real_array(weight, name)
+    if w.shape != (C,):
+        raise ValueError(f"{name} has shape {w.shape}, expected ({C},): one value per class")
+    return np.ascontiguousarray(w, dtype=compute)
+
+
+def grad_target(grad_out, shape, compute, axis, readers, logits_source):
+    """(3-D array the kernel writes the gradient into, array to return).
+
+    Writes `grad_out` directly when it has the computation dtype, a 3-D view,
+    and shares memory with none of `readers` except being exactly
+    `logits_source` (in place); otherwise a fresh array (copied into grad_out
+    afterwards by `finish_grad`).
+    """
+    if grad_out is not None:
+        direct = kernel_out(grad_out, compute, axis, logits_source)
+        if direct is not None and not any(
+            r is not None and np.may_share_memory(grad_out, r) for r in readers
+        ):
+            return direct, grad_out
+    result = np.empty(shape, compute)
+    return view_3d(result, axis), result
+
+
+def finish_grad(grad_out, result):
+    """Copy a gradient computed in a temporary into the caller's grad_out."""
+    if grad_out is None or result is grad_out:
+        return result
+    np.copyto(grad_out, result, casting="same_kind")
+    return grad_out
