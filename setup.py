@@ -18,6 +18,7 @@ Everything about *how* the extensions are compiled lives here, in one place:
   switch the whole process to flush-to-zero.
 """
 
+import glob
 import os
 import platform
 import shutil
@@ -187,6 +188,8 @@ def _extension(name, sources, simd_flags=()):
         include_dirs=[np.get_include(), "src/xent"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         extra_compile_args=list(simd_flags),
+        # the C block is in headers: rebuild when any of them changes
+        depends=sorted(glob.glob("src/xent/*.h")),
     )
 
 

@@ -42,21 +42,31 @@ def make_logits(shape, dtype=np.float32):
     return xbench.logits_inputs(tuple(shape), np.dtype(dtype))["x"]
 
 
+def input_bytes(x):
+    """Bytes of an input: an array, or a dict of arrays (logits and targets)."""
+    if isinstance(x, dict):
+        return sum(int(a.nbytes) for a in x.values())
+    return int(x.nbytes)
+
+
 def rounds_for(x):
-    """Timed rounds for an input: a few for big arrays, more for small ones."""
-    return BIG_ROUNDS if x.nbytes >= BIG_BYTES else SMALL_ROUNDS
+    """Timed rounds for an input (array or dict of arrays): a few for big inputs, more
+    for small ones."""
+    return BIG_ROUNDS if input_bytes(x) >= BIG_BYTES else SMALL_ROUNDS
 
 
 @pytest.fixture
 def run_timed(benchmark):
-    """``run_timed(fn, x, group)``: time ``fn()`` with ``benchmark.pedantic`` (one
-    warm-up round, then :func:`rounds_for` ``(x)`` rounds of one call), reported in
-    ``group`` with the input size in ``extra_info``."""
+    """``run_timed(fn, x, group, rounds=None, warmup=1)``: time ``fn()`` with
+    ``benchmark.pedantic`` (``warmup`` warm-up rounds, then ``rounds`` rounds of one
+    call, :func:`rounds_for` ``(x)`` by default), reported in ``group`` with the input
+    size in ``extra_info``.  ``x`` is the input array or a dict of input arrays."""
 
-    def run(fn, x, group):
+    def run(fn, x, group, rounds=None, warmup=1):
         benchmark.group = group
-        benchmark.extra_info["input_bytes"] = int(x.nbytes)
-        return benchmark.pedantic(fn, rounds=rounds_for(x), warmup_rounds=1, iterations=1)
+        benchmark.extra_info["input_bytes"] = input_bytes(x)
+        rounds = rounds_for(x) if rounds is None else rounds
+        return benchmark.pedantic(fn, rounds=rounds, warmup_rounds=warmup, iterations=1)
 
     return run
 
@@ -71,6 +81,15 @@ def measure():
         return xbench.time_call(fn, rounds_for(x))[0]
 
     return run
+
+
+@pytest.fixture
+def torch_threads():
+    """PyTorch (skipped when missing) with xent's thread count for the test, restored
+    after it: both libraries are timed with the same number of threads."""
+    torch = pytest.importorskip("torch")
+    with xbench.thread_count(None):
+        yield torch
 
 
 @pytest.fixture(scope="module", params=SHAPES, ids=shape_id)

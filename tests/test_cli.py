@@ -13,8 +13,11 @@ from xent import bench
 from xent.cli import main
 
 RESULT_KEYS = {
-    "case", "shape", "dtype", "impl", "median_s", "gbps", "x_floor", "speedup", "threads"
+    "case", "id", "shape", "dtype", "impl", "median_s", "gbps", "x_floor", "speedup",
+    "threads", "repeat",
 }
+HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 
 def run_xent(*args, timeout=120):
@@ -30,30 +33,46 @@ def run_xent(*args, timeout=120):
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """One ``xent bench --quick --repeat 1 --threads 1 --json F`` run shared by the tests."""
-    path = tmp_path_factory.mktemp("bench") / "bench.json"
-    proc = run_xent("bench", "--quick", "--repeat", "1", "--threads", "1", "--json", str(path))
-    return proc, path
+    """One ``xent bench --quick --repeat 1 --threads 1 --json F [--plot P]`` run shared
+    by the tests (``--plot`` when matplotlib is installed)."""
+    directory = tmp_path_factory.mktemp("bench")
+    path, png = directory / "bench.json", directory / "bench.png"
+    args = ["bench", "--quick", "--repeat", "1", "--threads", "1", "--json", str(path)]
+    if HAVE_MATPLOTLIB:
+        args += ["--plot", str(png)]
+    proc = run_xent(*args)
+    return proc, path, png
+
+
+def _table_rows(out):
+    """``(function, shape, dtype, impl)`` of each table line of ``xent bench``."""
+    return {tuple(line.split()[:4]) for line in out.splitlines()}
 
 
 def test_bench_quick_exits_0_and_prints_table(quick_run):
-    proc, _ = quick_run
+    proc, _, _ = quick_run
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     out = proc.stdout
     assert f"xent {xent.__version__}" in out
-    for column in ("function", "shape", "impl", "ms", "GB/s", "x floor", "speed-up"):
-        assert column in out
-    for name in ("log_softmax", "softmax", "logsumexp"):
+    header = ("function", "shape", "dtype", "impl", "time", "GB/s", "x floor", "speed-up")
+    assert all(column in out for column in header)
+    rows = _table_rows(out)
+    names = ("log_softmax", "softmax", "logsumexp", "cross_entropy", "cross_entropy+grad")
+    for name in names:
         for shape in bench.QUICK_SHAPES:
-            assert any(
-                line.split()[:3] == [name, "x".join(map(str, shape)), "numpy"]
-                for line in out.splitlines()
-            ), (name, shape)
+            assert (name, "x".join(map(str, shape)), "float32", "numpy") in rows, (name, shape)
+            assert (name, "x".join(map(str, shape)), "float32", "floor") in rows, (name, shape)
+            if HAVE_TORCH:
+                assert (name, "x".join(map(str, shape)), "float32", "torch") in rows
+    assert ("cross_entropy", "256x50257", "float16", "xent") in rows
+    assert ("cross_entropy", "256x10", "float32", "xent") in rows
+    # the binary loss is timed, or shown as skipped while xent lacks it
+    assert any(r[:3] == ("binary_cross_entropy_with_logits", "2000000", "float32") for r in rows)
 
 
 def test_bench_quick_writes_json(quick_run):
-    proc, path = quick_run
+    proc, path, _ = quick_run
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(path.read_text())
     assert doc["xent_version"] == xent.__version__
@@ -65,11 +84,19 @@ def test_bench_quick_writes_json(quick_run):
         assert RESULT_KEYS <= row.keys()
         assert row["median_s"] > 0
         assert row["threads"] == 1
-        assert row["dtype"] == "float32"
+        assert row["dtype"] == ("float16" if row["id"] == "cross_entropy:float16" else "float32")
+        small = row["id"] == "cross_entropy:small"
+        assert row["repeat"] == (bench.SMALL_CALL_REPEAT if small else 1)
+    ids = {r["id"] for r in results}
+    assert {"cross_entropy", "cross_entropy+grad", "cross_entropy:float16",
+            "cross_entropy:small"} <= ids
+    assert {r["impl"] for r in results if r["id"] == "cross_entropy:float16"} == {"xent", "floor"}
     impls = {r["impl"] for r in results}
     assert {"xent", "numpy", "floor"} <= impls
     if importlib.util.find_spec("scipy") is not None:
         assert "scipy" in impls
+    if HAVE_TORCH:
+        assert "torch" in impls
     for row in results:
         if row["impl"] == "xent":
             assert row["speedup"] == pytest.approx(1.0)
@@ -137,12 +164,12 @@ def test_plot_without_matplotlib_says_how_to_install():
     assert "Traceback" not in proc.stderr
 
 
-def test_plot(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
-    path = tmp_path / "bench.png"
-    assert main(["bench", "--quick", "--repeat", "1", "--plot", str(path)]) == 0
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert f"wrote {path}" in capsys.readouterr().out
+@pytest.mark.skipif(not HAVE_MATPLOTLIB, reason="needs matplotlib")
+def test_plot(quick_run):
+    proc, _, png = quick_run
+    assert proc.returncode == 0, proc.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {png}" in proc.stdout
 
 
 def test_help_exits_0(capsys):

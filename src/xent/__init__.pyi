@@ -27,3 +27,115 @@ def softmax(
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...
 def show_config() -> None: ...
+
+_Reduction = Literal["none", "mean", "sum"]
+_Loss = np.floating | npt.NDArray[np.floating]
+
+@overload
+def cross_entropy(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: int = -1,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    return_grad: Literal[False] = False,
+    grad_out: None = None,
+) -> _Loss: ...
+@overload
+def cross_entropy(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: int = -1,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    return_grad: Literal[True],
+    grad_out: npt.NDArray[np.floating] | None = None,
+) -> tuple[_Loss, npt.NDArray[np.floating]]: ...
+def nll_loss(
+    log_probs: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: int = -1,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _Reduction = "mean",
+) -> _Loss: ...
+def focal_loss(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: int = -1,
+    gamma: float = 2.0,
+    alpha: float | npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _Reduction = "mean",
+) -> _Loss: ...
+@overload
+def binary_cross_entropy_with_logits(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = None,
+    pos_weight: npt.ArrayLike | None = None,
+    reduction: _Reduction = "mean",
+    return_grad: Literal[False] = False,
+    grad_out: None = None,
+) -> _Loss: ...
+@overload
+def binary_cross_entropy_with_logits(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = None,
+    pos_weight: npt.ArrayLike | None = None,
+    reduction: _Reduction = "mean",
+    return_grad: Literal[True],
+    grad_out: npt.NDArray[np.floating] | None = None,
+) -> tuple[_Loss, npt.NDArray[np.floating]]: ...
+def binary_cross_entropy(
+    probs: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = None,
+    reduction: _Reduction = "mean",
+) -> _Loss: ...
+def kl_div(
+    input: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    reduction: Literal["none", "mean", "sum", "batchmean"] = "mean",
+    log_target: bool = False,
+) -> _Loss: ...
+@overload
+def kl_divergence(
+    p_logits: npt.ArrayLike,
+    q_logits: npt.ArrayLike,
+    *,
+    axis: int = -1,
+    temperature: float = 1.0,
+    reduction: _Reduction = "mean",
+    return_grad: Literal[False] = False,
+    grad_out: None = None,
+) -> _Loss: ...
+@overload
+def kl_divergence(
+    p_logits: npt.ArrayLike,
+    q_logits: npt.ArrayLike,
+    *,
+    axis: int = -1,
+    temperature: float = 1.0,
+    reduction: _Reduction = "mean",
+    return_grad: Literal[True],
+    grad_out: npt.NDArray[np.floating] | None = None,
+) -> tuple[_Loss, npt.NDArray[np.floating]]: ...
+def entropy(
+    logits: npt.ArrayLike, *, axis: int = -1, base: float | None = None
+) -> _Loss: ...

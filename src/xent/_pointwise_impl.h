@@ -1,1 +1,356 @@
-/* Pointwise losses (binary cross-entropy, kl_div); instantiated by _rows.h. */
+/*
+ * Pointwise losses (binary cross-entropy with logits, binary cross-entropy on
+ * probabilities, kl_div); instantiated by _rows.h with XENT_T = float / double.
+ *
+ * Each function handles one contiguous piece of n elements (the Cython layer in
+ * _pointwise.pxi owns strides, broadcasting, threads and scratch) and returns the
+ * piece's sum of losses accumulated in double.  Optional operands are NULL when
+ * absent; every NULL combination is a separate specialisation of one inlined
+ * body, so the hot loops have no per-element flag tests.
+ *
+ * Contract: pointers are valid for n elements; outputs are disjoint from the
+ * inputs, except that `grad` may be exactly `x` (in place: each element is read
+ * before it is written, in the same iteration).
+ */
+
+/* ---- vectorisable log and exp --------------------------------------------------
+ * libm's log/log1p/exp are scalar calls, which keep a loop from vectorising; these
+ * are branch-free, so the loops below vectorise at every SIMD level.
+ *
+ * log_any(v), any v: musl's logf / fdlibm's log reduction, done with integer
+ * operations on the bits: v = 2^k * m with m in [sqrt(2)/2, sqrt(2)], f = m - 1,
+ * s = f / (2 + f), log(1 + f) = f - hfsq + s * (hfsq + R(s^2)) with the minimax
+ * polynomials R of musl logf (float, |error| < 2^-25) and fdlibm e_log.c
+ * (double, < 2^-58.45); k * ln2 split in a high part exact for any k and a low
+ * part.  Subnormal v are scaled by 2^25 (float) / 2^54 (double) first.
+ * Specials as libm: log(0) = -inf, log(+inf) = +inf, log(v < 0) = log(NaN) = NaN.
+ * `corr` is added before the last roundings (log1p uses it for the rounding
+ * error of 1 + e); pass 0 otherwise.  Measured error < 0.76 ulp (float and double).
+ */
+XENT_INLINE XENT_T XENT_FN(log_any)(XENT_T v, XENT_T corr)
+{
+    XENT_T m, k, f, s, z, R, hfsq, ln2_hi, ln2_lo, res;
+    if (sizeof(XENT_T) == sizeof(float)) {
+        float vf = (float)v, mf, kf;
+        uint32_t ix, kb;
+        int sub = vf < 1.17549435e-38f; /* subnormal (or <= 0, fixed below) */
+        vf = sub ? vf * 33554432.0f : vf; /* 2^25 */
+        memcpy(&ix, &vf, sizeof ix);
+        ix += 0x3f800000u - 0x3f3504f3u;
+        kb = (ix >> 23) | 0x4b000000u; /* 2^23 + biased exponent, as a float */
+        memcpy(&kf, &kb, sizeof kf);
+        kf = kf - (8388608.0f + 127.0f) - (sub ? 25.0f : 0.0f);
+        ix = (ix & 0x007fffffu) + 0x3f3504f3u;
+        memcpy(&mf, &ix, sizeof mf);
+        m = (XENT_T)mf;
+        k = (XENT_T)kf;
+        f = m - 1;
+        s = f / (2 + f);
+        z = s * s;
+        R = z * ((XENT_T)6.6666662693e-01 +
+                 z * ((XENT_T)4.0000972152e-01 +
+                      z * ((XENT_T)2.8498786688e-01 + z * (XENT_T)2.4279078841e-01)));
+        ln2_hi = (XENT_T)6.9313812256e-01; /* 0x3f317180: k * ln2_hi exact */
+        ln2_lo = (XENT_T)9.0580006145e-06;
+    } else {
+        double vd = (double)v, md, kd;
+        uint64_t ix, kb;
+        int sub = vd < 2.2250738585072014e-308;
+        vd = sub ? vd * 18014398509481984.0 : vd; /* 2^54 */
+        memcpy(&ix, &vd, sizeof ix);
+        ix += (uint64_t)(0x3ff00000u - 0x3fe6a09eu) << 32;
+        kb = (ix >> 52) | UINT64_C(0x4330000000000000); /* 2^52 + biased exponent */
+        memcpy(&kd, &kb, sizeof kd);
+        kd = kd - (4503599627370496.0 + 1023.0) - (sub ? 54.0 : 0.0);
+        ix = (ix & UINT64_C(0x000fffffffffffff)) + ((uint64_t)0x3fe6a09eu << 32);
+        memcpy(&md, &ix, sizeof md);
+        m = (XENT_T)md;
+        k = (XENT_T)kd;
+        f = m - 1;
+        s = f / (2 + f);
+        z = s * s;
+        R = z * ((XENT_T)6.666666666666735130e-01 +
+                 z * ((XENT_T)3.999999999940941908e-01 +
+                      z * ((XENT_T)2.857142874366239149e-01 +
+                           z * ((XENT_T)2.222219843214978396e-01 +
+                                z * ((XENT_T)1.818357216161805012e-01 +
+                                     z * ((XENT_T)1.531383769920937332e-01 +
+                                          z * (XENT_T)1.479819860511658591e-01))))));
+        ln2_hi = (XENT_T)6.93147180369123816490e-01; /* 0x3fe62e42fee00000 */
+        ln2_lo = (XENT_T)1.90821492927058770002e-10;
+    }
+    hfsq = (XENT_T)0.5 * f * f;
+    res = k * ln2_hi + (f - (hfsq - (s * (hfsq + R) + (k * ln2_lo + corr))));
+    res = v == (XENT_T)INFINITY ? v : res;
+    res = v == 0 ? (XENT_T)-INFINITY : res;
+    return v >= 0 ? res : (XENT_T)NAN; /* negative or NaN */
+}
+
+/* log1p(e) for e in [0, 1] (or NaN): log(u) for u = 1 + e rounded, plus c / u
+ * where c = e - (u - 1) is the exact rounding error (Fast2Sum, 1 >= e), as in
+ * fdlibm's log1p.  Also returns r = 1 / u (the sigmoid's denominator).
+ * e = 0 -> 0 exactly; tiny e -> e. */
+XENT_INLINE XENT_T XENT_FN(log1p_unit)(XENT_T e, XENT_T *r_out)
+{
+    XENT_T u = 1 + e;
+    XENT_T c = e - (u - 1);
+    XENT_T r = 1 / u;
+    *r_out = r;
+    return XENT_FN(log_any)(u, c * r);
+}
+
+/* log1p(-p) = log(1 - p) for p in [0, 1] (or anything: NaN outside), the same way:
+ * u = 1 - p rounded, c = -p - (u - 1) exact; log(u) + c / u.  p = 1 -> -inf. */
+XENT_INLINE XENT_T XENT_FN(log1m)(XENT_T p)
+{
+    XENT_T u = 1 - p;
+    XENT_T c = -p - (u - 1);
+    XENT_T corr = c / (u == 0 ? (XENT_T)1 : u);
+    return XENT_FN(log_any)(u, corr);
+}
+
+/* exp(x) for any x, the method of xent_exp_nonpos (Cody-Waite reduction, Taylor
+ * polynomial, 2^n applied as two powers of two) over the whole real line:
+ * x is clamped to [-104, 89] (float) / [-746, 710] (double), past which the result
+ * is 0 or +inf anyway.  exp(-inf) = 0, exp(+inf) = +inf, NaN -> NaN. */
+XENT_INLINE XENT_T XENT_FN(exp_any)(XENT_T x)
+{
+    if (sizeof(XENT_T) == sizeof(float)) {
+        const float shifter = 12582912.0f, log2e = 1.44269504088896341f;
+        const float ln2_hi = 0.693145751953125f, ln2_lo = 1.42860676533018704e-06f;
+        float xf = (float)x, t, n, r, p, s1, s2;
+        int32_t ti, ni, n1, n2, b1, b2;
+        xf = xf < -104.0f ? -104.0f : xf;
+        xf = xf > 89.0f ? 89.0f : xf;
+        t = xf * log2e + shifter;
+        n = t - shifter;
+        memcpy(&ti, &t, sizeof ti);
+        ni = ti - 0x4B400000; /* n in [-150, 129] */
+        r = xf - n * ln2_hi;
+        r = r - n * ln2_lo;
+        p = 1.0f / 5040.0f;
+        p = p * r + 1.0f / 720.0f;
+        p = p * r + 1.0f / 120.0f;
+        p = p * r + 1.0f / 24.0f;
+        p = p * r + 1.0f / 6.0f;
+        p = p * r + 0.5f;
+        p = p * r + 1.0f;
+        p = p * r + 1.0f;
+        n1 = ni >> 1; /* each half in [-75, 65]: a normal power of two */
+        n2 = ni - n1;
+        b1 = (n1 + 127) << 23;
+        b2 = (n2 + 127) << 23;
+        memcpy(&s1, &b1, sizeof s1);
+        memcpy(&s2, &b2, sizeof s2);
+        return (XENT_T)((p * s1) * s2);
+    } else {
+        const double shifter = 6755399441055744.0, log2e = 1.4426950408889634;
+        const double ln2_hi = 0.6931471803691238, ln2_lo = 1.9082149292705877e-10;
+        double xd = (double)x, t, n, r, p, s1, s2;
+        int64_t ti, ni, n1, n2, b1, b2;
+        xd = xd < -746.0 ? -746.0 : xd;
+        xd = xd > 710.0 ? 710.0 : xd;
+        t = xd * log2e + shifter;
+        n = t - shifter;
+        memcpy(&ti, &t, sizeof ti);
+        ni = ti - INT64_C(0x4338000000000000); /* n in [-1077, 1025] */
+        r = xd - n * ln2_hi;
+        r = r - n * ln2_lo;
+        p = 1.0 / 6227020800.0;
+        p = p * r + 1.0 / 479001600.0;
+        p = p * r + 1.0 / 39916800.0;
+        p = p * r + 1.0 / 3628800.0;
+        p = p * r + 1.0 / 362880.0;
+        p = p * r + 1.0 / 40320.0;
+        p = p * r + 1.0 / 5040.0;
+        p = p * r + 1.0 / 720.0;
+        p = p * r + 1.0 / 120.0;
+        p = p * r + 1.0 / 24.0;
+        p = p * r + 1.0 / 6.0;
+        p = p * r + 0.5;
+        p = p * r + 1.0;
+        p = p * r + 1.0;
+        n1 = ni >> 1; /* each half in [-539, 513] */
+        n2 = ni - n1;
+        b1 = (n1 + 1023) * (INT64_C(1) << 52);
+        b2 = (n2 + 1023) * (INT64_C(1) << 52);
+        memcpy(&s1, &b1, sizeof s1);
+        memcpy(&s2, &b2, sizeof s2);
+        return (XENT_T)((p * s1) * s2);
+    }
+}
+
+/* ---- binary cross-entropy with logits ----------------------------------------
+ * PyTorch's binary_cross_entropy_with_logits,
+ *     l = w * [(1 - y) * x - (1 + (pw - 1) * y) * log sigmoid(x)],
+ * rewritten with softplus(z) = max(z, 0) + log1p(exp(-|z|)) as
+ *     l = cp * softplus(-x) + cn * softplus(x),  cp = w*pw*y,  cn = w*(1 - y),
+ * which has no cancellation and no overflow.  A term whose coefficient is exactly
+ * 0 contributes 0 even when its softplus is +inf (SPEC: the loss returns its limit
+ * at infinite logits, so x = +inf, y = 1 gives 0 where PyTorch gives NaN); a NaN
+ * logit still gives NaN.
+ * Gradient (PyTorch's backward formula): dl/dx = sigmoid(x) * (cp + cn) - cp,
+ * times `scale` (1 for "sum"/"none", 1/numel for "mean").
+ */
+XENT_INLINE double XENT_FN(bce_logits_body)(ptrdiff_t n, const XENT_T *x, const XENT_T *y,
+                                            const XENT_T *w, const XENT_T *pw, XENT_T *loss,
+                                            XENT_T *grad, XENT_T scale, const int has_w,
+                                            const int has_pw, const int has_loss,
+                                            const int has_grad)
+{
+    double total = 0;
+    ptrdiff_t i;
+    XENT_SIMD_SUM(total)
+    for (i = 0; i < n; i++) {
+        XENT_T xi = x[i], yi = y[i];
+        XENT_T wi = has_w ? w[i] : (XENT_T)1;
+        XENT_T pwi = has_pw ? pw[i] : (XENT_T)1;
+        XENT_T ax = xi < 0 ? -xi : xi;
+        XENT_T e = XENT_FN(exp_nonpos)(-ax); /* exp(-|x|) in [0, 1] */
+        XENT_T r, lg = XENT_FN(log1p_unit)(e, &r);
+        XENT_T cp = wi * pwi * yi;
+        XENT_T cn = wi * (1 - yi);
+        XENT_T sp_pos = (xi > 0 ? xi : 0) + lg;  /* softplus(x)  = -log(1 - sigmoid(x)) */
+        XENT_T sp_neg = (xi < 0 ? -xi : 0) + lg; /* softplus(-x) = -log sigmoid(x) */
+        XENT_T l = (cp == 0 ? (XENT_T)0 : cp * sp_neg) + (cn == 0 ? (XENT_T)0 : cn * sp_pos);
+        l = xi != xi ? xi : l; /* NaN logit -> NaN loss, even with zero coefficients */
+        total += (double)l;
+        if (has_loss)
+            loss[i] = l;
+        if (has_grad) {
+            XENT_T sig = xi >= 0 ? r : e * r; /* 1/(1+e) or e/(1+e); NaN stays NaN */
+            grad[i] = scale * (sig * (cp + cn) - cp);
+        }
+    }
+    return total;
+}
+
+#define XENT_BCE_LOGITS_CASE(k)                                                            \
+    case k:                                                                                \
+        return XENT_FN(bce_logits_body)(n, x, y, w, pw, loss, grad, scale, (k) & 1,        \
+                                        ((k) >> 1) & 1, ((k) >> 2) & 1, ((k) >> 3) & 1)
+
+/* One piece of BCE with logits; w, pw, loss and grad may each be NULL.
+ * Returns the sum of the piece's losses, in double. */
+static double XENT_FN(bce_logits)(ptrdiff_t n, const XENT_T *x, const XENT_T *y, const XENT_T *w,
+                                  const XENT_T *pw, XENT_T *loss, XENT_T *grad, XENT_T scale)
+{
+    int k = (w != NULL) | (pw != NULL) << 1 | (loss != NULL) << 2 | (grad != NULL) << 3;
+    switch (k) {
+        XENT_BCE_LOGITS_CASE(0);
+        XENT_BCE_LOGITS_CASE(1);
+        XENT_BCE_LOGITS_CASE(2);
+        XENT_BCE_LOGITS_CASE(3);
+        XENT_BCE_LOGITS_CASE(4);
+        XENT_BCE_LOGITS_CASE(5);
+        XENT_BCE_LOGITS_CASE(6);
+        XENT_BCE_LOGITS_CASE(7);
+        XENT_BCE_LOGITS_CASE(8);
+        XENT_BCE_LOGITS_CASE(9);
+        XENT_BCE_LOGITS_CASE(10);
+        XENT_BCE_LOGITS_CASE(11);
+        XENT_BCE_LOGITS_CASE(12);
+        XENT_BCE_LOGITS_CASE(13);
+        XENT_BCE_LOGITS_CASE(14);
+    default:
+        XENT_BCE_LOGITS_CASE(15);
+    }
+}
+#undef XENT_BCE_LOGITS_CASE
+
+/* ---- binary cross-entropy on probabilities -------------------------------------
+ * PyTorch's binary_cross_entropy (aten/src/ATen/native/Loss.cpp), formula for
+ * formula: l = w * ((y - 1) * max(log1p(-p), -100) - y * max(log(p), -100)).
+ * The clamp at -100 keeps l finite at p = 0 and p = 1.  PyTorch rejects p and y
+ * outside [0, 1], NaN included; the piece counts such elements and, if there are
+ * any, reports the first bad p and the first bad y (index in the piece, or -1).
+ * The losses written for a piece with bad values are meaningless: the caller
+ * raises instead of returning them.
+ */
+XENT_INLINE double XENT_FN(bce_body)(ptrdiff_t n, const XENT_T *p, const XENT_T *y,
+                                     const XENT_T *w, XENT_T *loss, ptrdiff_t *nbad_out,
+                                     const int has_w, const int has_loss)
+{
+    double total = 0;
+    ptrdiff_t i, nbad = 0;
+    XENT_SIMD_SUM(total)
+    for (i = 0; i < n; i++) {
+        XENT_T pi = p[i], yi = y[i];
+        XENT_T lp = XENT_FN(log_any)(pi, 0);
+        XENT_T lq = XENT_FN(log1m)(pi); /* log1p(-p), as PyTorch */
+        XENT_T l;
+        lp = lp > (XENT_T)-100 ? lp : (XENT_T)-100; /* NaN (bad p) is counted below */
+        lq = lq > (XENT_T)-100 ? lq : (XENT_T)-100;
+        l = (yi - 1) * lq - yi * lp;
+        if (has_w)
+            l = l * w[i];
+        nbad += !(pi >= 0 && pi <= 1) | !(yi >= 0 && yi <= 1);
+        total += (double)l;
+        if (has_loss)
+            loss[i] = l;
+    }
+    *nbad_out = nbad;
+    return total;
+}
+
+static double XENT_FN(bce)(ptrdiff_t n, const XENT_T *p, const XENT_T *y, const XENT_T *w,
+                           XENT_T *loss, ptrdiff_t *bad_p, ptrdiff_t *bad_y)
+{
+    ptrdiff_t i, nbad;
+    double total;
+    if (w != NULL)
+        total = loss != NULL ? XENT_FN(bce_body)(n, p, y, w, loss, &nbad, 1, 1)
+                             : XENT_FN(bce_body)(n, p, y, w, loss, &nbad, 1, 0);
+    else
+        total = loss != NULL ? XENT_FN(bce_body)(n, p, y, w, loss, &nbad, 0, 1)
+                             : XENT_FN(bce_body)(n, p, y, w, loss, &nbad, 0, 0);
+    *bad_p = -1;
+    *bad_y = -1;
+    if (nbad) {
+        for (i = 0; i < n; i++) {
+            if (*bad_p < 0 && !(p[i] >= 0 && p[i] <= 1))
+                *bad_p = i;
+            if (*bad_y < 0 && !(y[i] >= 0 && y[i] <= 1))
+                *bad_y = i;
+        }
+    }
+    return total;
+}
+
+/* ---- kl_div ------------------------------------------------------------------------
+ * torch.nn.functional.kl_div with input q = log Q and target p (or t = log p):
+ *     log_target=False: l = xlogy(p, p) - p * q
+ *     log_target=True:  l = exp(t) * (t - q)
+ * Where the target probability is exactly 0 (p == 0, or t == -inf) the term is 0
+ * whatever q is (0 log 0 = 0 and the limit p -> 0 of p * q, SPEC "Conventions"),
+ * unless q is NaN, which propagates.  PyTorch gives NaN there when q or t is
+ * infinite (0 * inf); everywhere else the formulas are PyTorch's.
+ */
+static double XENT_FN(kl_div)(ptrdiff_t n, const XENT_T *q, const XENT_T *t, XENT_T *loss,
+                              int log_target)
+{
+    double total = 0;
+    ptrdiff_t i;
+    if (log_target) {
+        XENT_SIMD_SUM(total)
+        for (i = 0; i < n; i++) {
+            XENT_T qi = q[i], ti = t[i];
+            XENT_T l = XENT_FN(exp_any)(ti) * (ti - qi);
+            l = ti == -INFINITY ? (qi != qi ? qi : (XENT_T)0) : l;
+            total += (double)l;
+            if (loss != NULL)
+                loss[i] = l;
+        }
+    } else {
+        XENT_SIMD_SUM(total)
+        for (i = 0; i < n; i++) {
+            XENT_T qi = q[i], pi = t[i];
+            XENT_T l = pi * XENT_FN(log_any)(pi, 0) - pi * qi;
+            l = pi == 0 ? (qi != qi ? qi : (XENT_T)0) : l;
+            total += (double)l;
+            if (loss != NULL)
+                loss[i] = l;
+        }
+    }
+    return total;
+}
