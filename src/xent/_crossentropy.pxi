@@ -404,3 +404,36 @@ def entropy(cnp.ndarray x not None, int xkind, bint double_precision,
                               <float *> scratch, n_threads)
     finally:
         free(scratch)
+
+
+def class_index_stats(cnp.ndarray t not None, int tcode, Py_ssize_t C, int64_t ignore_index,
+                      weight):
+    """One pass over 1-D class indices t (storage tcode, any stride).
+
+    Returns (first_bad, n_valid, weight_total): the flat position of the first
+    index outside [0, C) that is not ignore_index (-1 if none), the number of
+    non-ignored indices, and the sum of weight[t] over them (float64 weight,
+    contiguous, or None for a weight of 1).
+    """
+    cdef Py_ssize_t n = t.shape[0], stride = cnp.PyArray_STRIDE(t, 0), i, bad = -1, valid = 0
+    cdef const char *p = cnp.PyArray_BYTES(t)
+    cdef const double *w = NULL
+    cdef double total = 0
+    cdef int64_t v
+    if t.ndim != 1:
+        raise ValueError("xent._kernels.class_index_stats: internal contract violated (ndim)")
+    if weight is not None:
+        w = <const double *> cnp.PyArray_DATA(<cnp.ndarray> weight)
+    with nogil:
+        for i in range(n):
+            v = load_index(p + i * stride, tcode)
+            if v == ignore_index:
+                continue
+            # uint64 indices above INT64_MAX load as negative: out of range too
+            if v < 0 or v >= C:
+                bad = i
+                break
+            valid += 1
+            if w != NULL:
+                total += w[v]
+    return bad, valid, (total if w != NULL else <double> valid)

@@ -21,6 +21,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 #if defined(__GNUC__) || defined(__clang__)
 #define XENT_INLINE static inline __attribute__((always_inline))
@@ -266,19 +269,31 @@ XENT_INLINE float xent_bfloat16_to_float(uint16_t h)
     return f;
 }
 
-/* Convert n strided 16-bit values (stride in elements) to contiguous floats. */
+/* Convert n strided 16-bit values (stride in elements) to contiguous floats.
+ * Unit-stride float16 rows use the F16C conversion instruction where the build
+ * has it (the AVX2 and AVX-512 variants): 8 values per instruction. */
 static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
                                int is_bfloat16, float *dst)
 {
-    ptrdiff_t i;
+    ptrdiff_t i = 0;
     if (is_bfloat16) {
-        XENT_SIMD
-        for (i = 0; i < n; i++)
-            dst[i] = xent_bfloat16_to_float(x[i * stride]);
-    } else {
-        for (i = 0; i < n; i++)
-            dst[i] = xent_half_to_float(x[i * stride]);
+        if (stride == 1) {
+            XENT_SIMD
+            for (i = 0; i < n; i++)
+                dst[i] = xent_bfloat16_to_float(x[i]);
+        } else {
+            for (i = 0; i < n; i++)
+                dst[i] = xent_bfloat16_to_float(x[i * stride]);
+        }
+        return;
     }
+#if defined(__F16C__)
+    if (stride == 1)
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+#endif
+    for (; i < n; i++)
+        dst[i] = xent_half_to_float(x[i * stride]);
 }
 
 /* Values summed in the compute type before the partial sum is added in double. */
@@ -332,6 +347,10 @@ static void xent_load_row_f32(const char *p, ptrdiff_t n, ptrdiff_t stride_bytes
             dst[i] = (float)*(const double *)(p + i * stride_bytes);
         break;
     default:
+        if (stride_bytes % 2 == 0 && ((uintptr_t)p) % 2 == 0) {
+            xent_load_half_row((const uint16_t *)p, n, stride_bytes / 2, kind == XENT_KIND_BF16, dst);
+            break;
+        }
         for (i = 0; i < n; i++) {
             uint16_t h;
             memcpy(&h, p + i * stride_bytes, sizeof h);
