@@ -40,6 +40,18 @@ cdef extern from "_rows.h" nogil:
                                         float scale, float *g, float *scratch)
     double kl_row_f64 "xent_kl_row_f64"(const double *p, const double *q, Py_ssize_t C, double T,
                                         double scale, double *g, double *scratch)
+    void block_ce_index_f32 "xent_block_ce_index_f32"(
+        const float *x, Py_ssize_t C, Py_ssize_t cs, Py_ssize_t nb, const float *m,
+        const float *s, const float *ls, const int64_t *t, const float *w, float wsum,
+        float eps, float z,
+        float scale_ce, float scale_z, float *g, Py_ssize_t gcs, double *ce, double *lse,
+        float *K)
+    void block_ce_index_f64 "xent_block_ce_index_f64"(
+        const double *x, Py_ssize_t C, Py_ssize_t cs, Py_ssize_t nb, const double *m,
+        const double *s, const double *ls, const int64_t *t, const double *w, double wsum,
+        double eps, double z,
+        double scale_ce, double scale_z, double *g, Py_ssize_t gcs, double *ce, double *lse,
+        double *K)
     double entropy_row_f32 "xent_entropy_row_f32"(const float *x, Py_ssize_t C)
     double entropy_row_f64 "xent_entropy_row_f64"(const double *x, Py_ssize_t C)
 
@@ -84,6 +96,44 @@ cdef inline void _row_zero(real *row, Py_ssize_t n, Py_ssize_t stride) noexcept 
         (<real *> (<char *> row + c * stride))[0] = 0
 
 
+cdef inline void _ce_row(const char *xrow, int xkind, Py_ssize_t C, Py_ssize_t xs1,
+                         const char *trow, int tcode, Py_ssize_t ts1, bint prob,
+                         int64_t ignore_index, const real *w, real wsum, real eps, real z,
+                         real scale_ce, real scale_z, char *grow, Py_ssize_t gs1,
+                         double *ce, double *lse, real *mine) noexcept nogil:
+    """One cross-entropy row (strides in bytes); grow == NULL: loss only.
+    mine: 3*C reals of scratch."""
+    cdef int64_t t = 0
+    cdef const real *xr
+    cdef const real *yr
+    cdef real *gr = NULL
+    if not prob:
+        t = load_index(trow, tcode)
+        if t == ignore_index:
+            # Ignored rows contribute exactly 0, whatever their logits hold.
+            ce[0] = 0
+            lse[0] = 0
+            if grow != NULL:
+                _row_zero(<real *> grow, C, gs1)
+            return
+    xr = _row_in(xrow, C, xs1, xkind, mine)
+    if grow != NULL:
+        gr = _row_out(grow, gs1, mine + C)
+    if prob:
+        yr = _row_in(trow, C, ts1, tcode, mine + 2 * C)
+        if real is float:
+            ce_prob_row_f32(xr, yr, C, w, eps, z, scale_ce, scale_z, gr, ce, lse)
+        else:
+            ce_prob_row_f64(xr, yr, C, w, eps, z, scale_ce, scale_z, gr, ce, lse)
+    else:
+        if real is float:
+            ce_index_row_f32(xr, C, t, w, wsum, eps, z, scale_ce, scale_z, gr, ce, lse)
+        else:
+            ce_index_row_f64(xr, C, t, w, wsum, eps, z, scale_ce, scale_z, gr, ce, lse)
+    if gr != NULL:
+        _row_done(grow, C, gs1, gr)
+
+
 cdef void _ce_loop(const char *x, int xkind, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
                    Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t xs2,
                    const char *tg, int tcode, Py_ssize_t ts0, Py_ssize_t ts1, Py_ssize_t ts2,
@@ -95,41 +145,86 @@ cdef void _ce_loop(const char *x, int xkind, Py_ssize_t outer, Py_ssize_t C, Py_
     integer storage tcode.  Probability targets (prob): rows tg[o*ts0 + c*ts1 + i*ts2]
     of float storage tcode.  g == NULL: loss only.  scratch: 3*C reals per thread."""
     cdef Py_ssize_t r, o, i
-    cdef int64_t t
-    cdef real *mine
-    cdef const real *xr
-    cdef const real *yr
-    cdef real *gr
+    cdef char *grow
     for r in prange(outer * inner, schedule="static", num_threads=n_threads):
         o = r // inner
         i = r % inner
-        mine = scratch + omp_get_thread_num() * 3 * C
-        gr = NULL
-        if not prob:
-            t = load_index(tg + o * ts0 + i * ts2, tcode)
-            if t == ignore_index:
-                # Ignored rows contribute exactly 0, whatever their logits hold.
-                ce[r] = 0
-                lse[r] = 0
-                if g != NULL:
-                    _row_zero(<real *> (g + o * gs0 + i * gs2), C, gs1)
-                continue
-        xr = _row_in(x + o * xs0 + i * xs2, C, xs1, xkind, mine)
+        grow = NULL
         if g != NULL:
-            gr = _row_out(g + o * gs0 + i * gs2, gs1, mine + C)
-        if prob:
-            yr = _row_in(tg + o * ts0 + i * ts2, C, ts1, tcode, mine + 2 * C)
-            if real is float:
-                ce_prob_row_f32(xr, yr, C, w, eps, z, scale_ce, scale_z, gr, &ce[r], &lse[r])
-            else:
-                ce_prob_row_f64(xr, yr, C, w, eps, z, scale_ce, scale_z, gr, &ce[r], &lse[r])
+            grow = g + o * gs0 + i * gs2
+        _ce_row(x + o * xs0 + i * xs2, xkind, C, xs1, tg + o * ts0 + i * ts2, tcode, ts1,
+                prob, ignore_index, w, wsum, eps, z, scale_ce, scale_z, grow, gs1,
+                &ce[r], &lse[r], scratch + omp_get_thread_num() * 3 * C)
+
+
+cdef inline Py_ssize_t _ce_tile_scratch(Py_ssize_t C, Py_ssize_t itemsize) noexcept nogil:
+    """Reals of scratch per thread for _ce_tiles (kept even for 8-byte alignment)."""
+    cdef Py_ssize_t wide = (TILE_ROWS * 8) // itemsize  # TILE_ROWS doubles / int64s
+    cdef Py_ssize_t n = 2 * wide + 4 * TILE_ROWS + 2 * C * TILE_ROWS + 3 * C
+    return n + n % 2
+
+
+cdef void _ce_tiles(const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t xs0,
+                    const char *tg, int tcode, Py_ssize_t ts0, int64_t ignore_index,
+                    const real *w, real wsum, real eps, real z, real scale_ce, real scale_z,
+                    char *g, Py_ssize_t gs0, Py_ssize_t gs1,
+                    double *ce, double *lse, real *scratch, int n_threads) noexcept nogil:
+    """Class-index cross-entropy of few-class rows (C <= SMALL_C, unit class
+    stride, xs0 in elements), TILE_ROWS rows at a time transposed into scratch so
+    the arithmetic vectorises across rows (block_ce_index)."""
+    cdef Py_ssize_t tile, r0, R, r, c, j, n_tiles = (outer + TILE_ROWS - 1) // TILE_ROWS
+    cdef Py_ssize_t per_thread = _ce_tile_scratch(C, sizeof(real))
+    cdef Py_ssize_t wide = (TILE_ROWS * 8) // sizeof(real)
+    cdef real *mine
+    cdef double *acc
+    cdef int64_t *tt
+    cdef real *m
+    cdef real *s
+    cdef real *K
+    cdef real *ls
+    cdef real *xt
+    cdef real *gt
+    cdef int64_t t
+    cdef int special
+    for tile in prange(n_tiles, schedule="static", num_threads=n_threads):
+        r0 = tile * TILE_ROWS
+        R = outer - r0 if outer - r0 < TILE_ROWS else TILE_ROWS
+        mine = scratch + omp_get_thread_num() * per_thread
+        acc = <double *> mine
+        tt = <int64_t *> (mine + wide)
+        m = mine + 2 * wide
+        s = m + TILE_ROWS
+        ls = s + TILE_ROWS
+        K = ls + TILE_ROWS
+        xt = K + TILE_ROWS
+        gt = xt + C * TILE_ROWS
+        for r in range(R):
+            for c in range(C):
+                xt[c * R + r] = x[(r0 + r) * xs0 + c]
+            t = load_index(tg + (r0 + r) * ts0, tcode)
+            tt[r] = -1 if t == ignore_index else t
+        if real is float:
+            special = block_stats_f32(xt, C, R, R, m, s, ls, acc)
         else:
-            if real is float:
-                ce_index_row_f32(xr, C, t, w, wsum, eps, z, scale_ce, scale_z, gr, &ce[r], &lse[r])
-            else:
-                ce_index_row_f64(xr, C, t, w, wsum, eps, z, scale_ce, scale_z, gr, &ce[r], &lse[r])
-        if gr != NULL:
-            _row_done(g + o * gs0 + i * gs2, C, gs1, gr)
+            special = block_stats_f64(xt, C, R, R, m, s, ls, acc)
+        if special:
+            # A row with a non-finite max: every row of this tile by the row path.
+            for r in range(r0, r0 + R):
+                _ce_row(<const char *> (x + r * xs0), XENT_KIND_F32 if real is float else XENT_KIND_F64,
+                        C, sizeof(real), tg + r * ts0, tcode, 0, False, ignore_index,
+                        w, wsum, eps, z, scale_ce, scale_z,
+                        g + r * gs0 if g != NULL else NULL, gs1, &ce[r], &lse[r], gt)
+            continue
+        if real is float:
+            block_ce_index_f32(xt, C, R, R, m, s, ls, tt, w, wsum, eps, z, scale_ce, scale_z,
+                               gt if g != NULL else NULL, R, &ce[r0], &lse[r0], K)
+        else:
+            block_ce_index_f64(xt, C, R, R, m, s, ls, tt, w, wsum, eps, z, scale_ce, scale_z,
+                               gt if g != NULL else NULL, R, &ce[r0], &lse[r0], K)
+        if g != NULL:
+            for r in range(R):
+                for c in range(C):
+                    (<real *> (g + (r0 + r) * gs0 + c * gs1))[0] = gt[c * R + r]
 
 
 cdef inline Py_ssize_t _bstride(cnp.ndarray a, int axis):
@@ -173,9 +268,26 @@ def cross_entropy(cnp.ndarray x not None, int xkind, bint double_precision,
         wp = cnp.PyArray_DATA(<cnp.ndarray> weight)
     cdef double *cep = <double *> cnp.PyArray_DATA(ce)
     cdef double *lsep = <double *> cnp.PyArray_DATA(lse)
+    cdef bint tiles = (not prob and inner == 1 and 0 < C <= SMALL_C and outer >= 2 * MIN_BLOCK
+                       and xkind == (XENT_KIND_F64 if double_precision else XENT_KIND_F32)
+                       and xs1 == itemsize and xs0 % itemsize == 0)
+    if tiles:
+        free(scratch)
+        scratch = NULL
+        n_threads = <int> max(1, min(<Py_ssize_t> n_threads, (outer + TILE_ROWS - 1) // TILE_ROWS))
+        scratch = _alloc_scratch(n_threads * _ce_tile_scratch(C, itemsize) * itemsize)
     try:
         with nogil:
-            if double_precision:
+            if tiles and double_precision:
+                _ce_tiles(<const double *> xp, outer, C, xs0 // itemsize, tp, tcode, ts0,
+                          ignore_index, <const double *> wp, wsum, eps, z, scale_ce, scale_z,
+                          gp, gs0, gs1, cep, lsep, <double *> scratch, n_threads)
+            elif tiles:
+                _ce_tiles(<const float *> xp, outer, C, xs0 // itemsize, tp, tcode, ts0,
+                          ignore_index, <const float *> wp, <float> wsum, <float> eps,
+                          <float> z, <float> scale_ce, <float> scale_z,
+                          gp, gs0, gs1, cep, lsep, <float *> scratch, n_threads)
+            elif double_precision:
                 _ce_loop(xp, xkind, outer, C, inner, xs0, xs1, xs2, tp, tcode, ts0, ts1, ts2,
                          prob, ignore_index, <const double *> wp, wsum, eps, z, scale_ce, scale_z,
                          gp, gs0, gs1, gs2, cep, lsep, <double *> scratch, n_threads)
@@ -292,3 +404,36 @@ def entropy(cnp.ndarray x not None, int xkind, bint double_precision,
                               <float *> scratch, n_threads)
     finally:
         free(scratch)
+
+
+def class_index_stats(cnp.ndarray t not None, int tcode, Py_ssize_t C, int64_t ignore_index,
+                      weight):
+    """One pass over 1-D class indices t (storage tcode, any stride).
+
+    Returns (first_bad, n_valid, weight_total): the flat position of the first
+    index outside [0, C) that is not ignore_index (-1 if none), the number of
+    non-ignored indices, and the sum of weight[t] over them (float64 weight,
+    contiguous, or None for a weight of 1).
+    """
+    cdef Py_ssize_t n = t.shape[0], stride = cnp.PyArray_STRIDE(t, 0), i, bad = -1, valid = 0
+    cdef const char *p = cnp.PyArray_BYTES(t)
+    cdef const double *w = NULL
+    cdef double total = 0
+    cdef int64_t v
+    if t.ndim != 1:
+        raise ValueError("xent._kernels.class_index_stats: internal contract violated (ndim)")
+    if weight is not None:
+        w = <const double *> cnp.PyArray_DATA(<cnp.ndarray> weight)
+    with nogil:
+        for i in range(n):
+            v = load_index(p + i * stride, tcode)
+            if v == ignore_index:
+                continue
+            # uint64 indices above INT64_MAX load as negative: out of range too
+            if v < 0 or v >= C:
+                bad = i
+                break
+            valid += 1
+            if w != NULL:
+                total += w[v]
+    return bad, valid, (total if w != NULL else <double> valid)

@@ -7,6 +7,8 @@ entirely here, before any kernel runs; the kernels (``_crossentropy.pxi``)
 compute each row's loss, logsumexp and gradient in one pass over the row.
 """
 
+import math
+
 import numpy as np
 
 from xent._dispatch import kernels as _kernels
@@ -15,7 +17,7 @@ from xent._validation import (
     FLOAT64,
     as_float_storage,
     as_logits,
-    check_class_indices,
+    bad_index_error,
     check_grad_out,
     check_ignore_index,
     check_reduction,
@@ -31,24 +33,36 @@ from xent._validation import (
 
 
 class _Targets:
-    """Validated targets of a multiclass loss over logits `a` with class axis `ax`."""
+    """Validated targets of a multiclass loss over logits `a` with class axis `ax`.
 
-    __slots__ = ("array3d", "code", "prob", "row_shape", "valid")
+    For class indices, one pass in the kernel checks every index and counts the
+    non-ignored ones and their summed class weight (`n_valid`, `weight_total`).
+    """
 
-    def __init__(self, target, a, ax, C, ignore_index, compute, allow_prob):
+    __slots__ = ("array", "array3d", "code", "prob", "row_shape", "n_valid", "weight_total",
+                 "ignore_index")
+
+    def __init__(self, target, a, ax, C, ignore_index, compute, allow_prob, weight64=None):
         row_shape = a.shape[:ax] + a.shape[ax + 1 :]
         t = np.asarray(target)
         self.row_shape = row_shape
+        self.ignore_index = ignore_index
         if t.dtype.kind in "iu":
             if t.shape != row_shape:
                 raise ValueError(
                     f"target has shape {t.shape}, but class indices for logits of shape "
                     f"{a.shape} (class axis {ax}) must have shape {row_shape}"
                 )
-            check_class_indices(t, C, ignore_index)
             t, self.code = index_storage(t)
+            bad, n_valid, weight_total = _kernels.class_index_stats(
+                t.reshape(-1), self.code, C, ignore_index, weight64
+            )
+            if bad >= 0:
+                raise bad_index_error(t, bad, C, ignore_index)
+            self.array = t
             self.prob = False
-            self.valid = t != ignore_index
+            self.n_valid = float(n_valid)
+            self.weight_total = float(weight_total)
             self.array3d = input_3d(t.reshape(row_shape[:ax] + (1,) + row_shape[ax:]), ax)
             return
         if t.dtype.kind == "f" or t.dtype.name == "bfloat16":
@@ -63,15 +77,22 @@ class _Targets:
                     "(use an integer dtype for class indices)"
                 )
             t = as_float_storage(t, compute)
+            self.array = t
             self.code = float_kind(t)
             self.prob = True
-            self.valid = None
+            # "mean" over probability targets divides by the number of rows
+            self.n_valid = self.weight_total = float(math.prod(row_shape))
             self.array3d = input_3d(t, ax)
             return
         raise TypeError(
             f"target: unsupported dtype {t.dtype} (expected integer class indices "
             "or floating class probabilities)"
         )
+
+    @property
+    def valid(self):
+        """Boolean mask of the non-ignored class indices."""
+        return self.array != self.ignore_index
 
 
 def _logits_and_axis(logits, axis, name="logits"):
@@ -193,22 +214,14 @@ def cross_entropy(
     eps = check_scalar(label_smoothing, "label_smoothing", 0.0, 1.0)
     z = check_scalar(z_loss, "z_loss", 0.0)
     ignore_index = check_ignore_index(ignore_index)
-    targets = _Targets(target, a, ax, C, ignore_index, lg.compute, allow_prob=True)
     w = class_weights(weight, C, lg.compute)
+    w64 = None if w is None else w.astype(FLOAT64)
+    targets = _Targets(target, a, ax, C, ignore_index, lg.compute, allow_prob=True, weight64=w64)
     check_grad_out(grad_out, a.shape, return_grad)
 
     # Denominators of "mean" (PyTorch's): the weight of the non-ignored targets
     # for the cross-entropy, the number of non-ignored rows for the z-loss.
-    if targets.prob:
-        n_valid = float(np.prod(targets.row_shape))
-        weight_total = n_valid
-    else:
-        n_valid = float(np.count_nonzero(targets.valid))
-        if w is None:
-            weight_total = n_valid
-        else:
-            picked = np.asarray(target)[targets.valid]
-            weight_total = float(np.sum(w.astype(FLOAT64)[picked]))
+    n_valid, weight_total = targets.n_valid, targets.weight_total
     if reduction == "mean":
         scale_ce = 1.0 / weight_total if weight_total != 0 else float("nan")
         scale_z = 1.0 / n_valid if n_valid != 0 else float("nan")

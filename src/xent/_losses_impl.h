@@ -76,10 +76,9 @@ static void XENT_FN(ce_index_row)(const XENT_T *x, ptrdiff_t C, ptrdiff_t t, con
     XENT_T smooth = eps / (XENT_T)C; /* eps/C, the smoothing mass of each class */
     double loss;
     ptrdiff_t c;
-    int kind = XENT_FN(row_stats)(x, C, &m, &s);
+    int kind = XENT_FN(row_stats)(x, C, &m, &s, &ls);
 
     if (kind == XENT_ROW_FINITE) {
-        ls = XENT_FN(log)(s);
         lse_row = m + ls;
         loss = XENT_FN(mul0)((1 - (double)eps) * wt, ((double)m - xt) + ls);
         if (eps > 0)
@@ -143,7 +142,7 @@ static void XENT_FN(ce_prob_row)(const XENT_T *x, const XENT_T *y, ptrdiff_t C, 
     XENT_T m, s, ls, lse_row, Ks, keep = 1 - eps, smooth = eps / (XENT_T)C;
     double T = 0, D = 0;
     ptrdiff_t b, c, len;
-    int kind = XENT_FN(row_stats)(x, C, &m, &s);
+    int kind = XENT_FN(row_stats)(x, C, &m, &s, &ls);
 
     if (kind == XENT_ROW_FINITE) {
         /* T = sum w t', D = sum w t' (m - x): one pass, chunked double sums */
@@ -159,7 +158,6 @@ static void XENT_FN(ce_prob_row)(const XENT_T *x, const XENT_T *y, ptrdiff_t C, 
             T += tsum;
             D += dsum;
         }
-        ls = XENT_FN(log)(s);
         lse_row = m + ls;
         *ce = D + T * ls;
         *lse = lse_row;
@@ -262,12 +260,12 @@ static double XENT_FN(kl_row)(const XENT_T *p, const XENT_T *q, ptrdiff_t C, XEN
  * H = log s - (1/s) sum_c e_c (x_c - m), e_c = exp(x_c - m). */
 static double XENT_FN(entropy_row)(const XENT_T *x, ptrdiff_t C)
 {
-    XENT_T m, s;
+    XENT_T m, s, ls;
     double D = 0;
     ptrdiff_t b, c, len;
-    int kind = XENT_FN(row_stats)(x, C, &m, &s);
+    int kind = XENT_FN(row_stats)(x, C, &m, &s, &ls);
     if (kind == XENT_ROW_POSINF)
-        return log((double)s); /* uniform over the k entries at +inf */
+        return ls; /* log k: uniform over the k entries at +inf */
     if (kind != XENT_ROW_FINITE)
         return NAN;
     for (b = 0; b < C; b += XENT_SUM_CHUNK) {
@@ -280,5 +278,77 @@ static double XENT_FN(entropy_row)(const XENT_T *x, ptrdiff_t C)
         }
         D += acc;
     }
-    return log((double)s) - D / s;
+    return (double)ls - D / s;
+}
+
+/*
+ * Cross-entropy of the nb columns of a block whose class c of column j is at
+ * x[c*cs + j] (the transposed tile of few-class rows), after block_stats
+ * returned 0 for it (every column has a finite max m[j], sum s[j], log-sum ls[j]).
+ * t[j] is column j's class index, or -1 if the column is ignored (loss,
+ * logsumexp and gradient 0).  Writes ce[j], lse[j] and, if g != NULL, the
+ * gradient g[c*gcs + j].  Same formulas as ce_index_row; vectorised across
+ * columns.  K is nb values of scratch.
+ */
+static void XENT_FN(block_ce_index)(const XENT_T *x, ptrdiff_t C, ptrdiff_t cs, ptrdiff_t nb,
+                                    const XENT_T *m, const XENT_T *s, const XENT_T *lsum,
+                                    const int64_t *t,
+                                    const XENT_T *w, XENT_T wsum, XENT_T eps, XENT_T z,
+                                    XENT_T scale_ce, XENT_T scale_z, XENT_T *g, ptrdiff_t gcs,
+                                    double *ce, double *lse, XENT_T *K)
+{
+    XENT_T smooth = eps / (XENT_T)C, keep = 1 - eps;
+    ptrdiff_t c, j;
+    if (eps > 0) {
+        /* ce[j] = sum_c w_c (m_j - x_cj), accumulated across columns */
+        for (j = 0; j < nb; j++)
+            ce[j] = 0;
+        for (c = 0; c < C; c++) {
+            const XENT_T *xc = x + c * cs;
+            XENT_T wc = w ? w[c] : 1;
+            if (wc == 0)
+                continue;
+            XENT_SIMD
+            for (j = 0; j < nb; j++)
+                ce[j] += (double)(wc * (m[j] - xc[j]));
+        }
+    }
+    for (j = 0; j < nb; j++) {
+        XENT_T ls = lsum[j], wt;
+        double loss;
+        if (t[j] < 0) {
+            ce[j] = 0;
+            lse[j] = 0;
+            K[j] = 0;
+            continue;
+        }
+        wt = w ? w[t[j]] : 1;
+        loss = XENT_FN(mul0)((double)keep * wt, ((double)m[j] - x[t[j] * cs + j]) + ls);
+        if (eps > 0)
+            loss += (double)smooth * (ce[j] + (double)wsum * ls);
+        ce[j] = loss;
+        lse[j] = (double)m[j] + ls;
+        K[j] = scale_ce * (keep * wt + smooth * wsum);
+        if (z != 0)
+            K[j] += 2 * z * scale_z * (m[j] + ls);
+        K[j] /= s[j];
+    }
+    if (!g)
+        return;
+    for (c = 0; c < C; c++) {
+        const XENT_T *xc = x + c * cs;
+        XENT_T *gc = g + c * gcs;
+        XENT_T b = scale_ce * smooth * (w ? w[c] : 1);
+        XENT_SIMD
+        for (j = 0; j < nb; j++)
+            gc[j] = XENT_FN(exp_nonpos)(xc[j] - m[j]) * K[j] - b;
+    }
+    for (j = 0; j < nb; j++) {
+        if (t[j] >= 0) {
+            g[t[j] * gcs + j] -= scale_ce * keep * (w ? w[t[j]] : 1);
+        } else {
+            for (c = 0; c < C; c++)
+                g[c * gcs + j] = 0;
+        }
+    }
 }

@@ -9,19 +9,21 @@ cdef extern from "_rows.h" nogil:
     void row_softmax_f32 "xent_row_softmax_f32"(const float *x, Py_ssize_t n, float *out)
     void row_softmax_f64 "xent_row_softmax_f64"(const double *x, Py_ssize_t n, double *out)
     int block_stats_f32 "xent_block_stats_f32"(const float *x, Py_ssize_t C, Py_ssize_t cs,
-                                               Py_ssize_t nb, float *m, float *s, double *acc)
+                                               Py_ssize_t nb, float *m, float *s, float *ls,
+                                               double *acc)
     int block_stats_f64 "xent_block_stats_f64"(const double *x, Py_ssize_t C, Py_ssize_t cs,
-                                               Py_ssize_t nb, double *m, double *s, double *acc)
+                                               Py_ssize_t nb, double *m, double *s, double *ls,
+                                               double *acc)
     void block_logsumexp_f32 "xent_block_logsumexp_f32"(Py_ssize_t nb, const float *m,
                                                        const float *s, float *lse, Py_ssize_t ls)
     void block_logsumexp_f64 "xent_block_logsumexp_f64"(Py_ssize_t nb, const double *m,
                                                        const double *s, double *lse, Py_ssize_t ls)
     void block_log_softmax_f32 "xent_block_log_softmax_f32"(
         const float *x, Py_ssize_t C, Py_ssize_t cs, Py_ssize_t nb,
-        const float *m, float *s, float *out, Py_ssize_t ocs)
+        const float *m, const float *ls, float *out, Py_ssize_t ocs)
     void block_log_softmax_f64 "xent_block_log_softmax_f64"(
         const double *x, Py_ssize_t C, Py_ssize_t cs, Py_ssize_t nb,
-        const double *m, double *s, double *out, Py_ssize_t ocs)
+        const double *m, const double *ls, double *out, Py_ssize_t ocs)
     void block_softmax_f32 "xent_block_softmax_f32"(
         const float *x, Py_ssize_t C, Py_ssize_t cs, Py_ssize_t nb,
         const float *m, float *s, float *out, Py_ssize_t ocs)
@@ -45,6 +47,12 @@ SOFTMAX = OP_SOFTMAX
 cdef Py_ssize_t BLOCK_BYTES = 128 * 1024
 cdef Py_ssize_t MIN_BLOCK = 16
 cdef Py_ssize_t MAX_BLOCK = 1024
+
+# Few classes (rows shorter than a SIMD register or two): rows are taken
+# TILE_ROWS at a time and transposed into scratch, so the block kernels above
+# vectorise across rows instead of within a row.
+cdef Py_ssize_t SMALL_C = 32
+cdef Py_ssize_t TILE_ROWS = 256
 
 
 # ---- one row / one block, all op and type branches in one place ----------------
@@ -89,49 +97,78 @@ cdef inline void _strided_row(int op, const real *x, Py_ssize_t C, Py_ssize_t xs
         _scatter(scratch, C, out, os)
 
 
+cdef inline Py_ssize_t _block_scratch(Py_ssize_t nb, Py_ssize_t C, Py_ssize_t itemsize) noexcept nogil:
+    """Values of scratch _block needs: nb doubles, 3 nb-arrays, one column (even)."""
+    cdef Py_ssize_t n = (nb * 8) // itemsize + 3 * nb + C
+    return n + n % 2
+
+
 cdef inline void _block(int op, const real *x, Py_ssize_t C, Py_ssize_t cs, Py_ssize_t nb,
-                        real *out, Py_ssize_t ocs, real *lse, Py_ssize_t ls,
+                        real *out, Py_ssize_t ocs, real *lse, Py_ssize_t lse_stride,
                         real *scratch) noexcept nogil:
     """op on nb adjacent unit-stride columns whose classes are cs apart.
 
     scratch holds nb doubles for the running sums
-    (first, so they are 8-byte aligned), the block's max and sum, then one column.
+    (first, so they are 8-byte aligned), the block's max, sum and log-sum, then
+    one column: _block_scratch(nb, C) values.
     """
     cdef double *acc = <double *> scratch
     cdef real *m = scratch + (nb * sizeof(double)) // sizeof(real)
     cdef real *s = m + nb
-    cdef real *col = s + nb
+    cdef real *ls = s + nb
+    cdef real *col = ls + nb
     cdef Py_ssize_t j
     cdef int special
     if real is float:
-        special = block_stats_f32(x, C, cs, nb, m, s, acc)
+        special = block_stats_f32(x, C, cs, nb, m, s, ls, acc)
     else:
-        special = block_stats_f64(x, C, cs, nb, m, s, acc)
+        special = block_stats_f64(x, C, cs, nb, m, s, ls, acc)
     if special:
         # Some column has a non-finite max: take each column through the row path,
         # which applies the SPEC's +inf / -inf / NaN rules.
         for j in range(nb):
             _gather(x + j, C, cs, col)
             if op == OP_LOGSUMEXP:
-                _row_op(op, col, C, <real *> NULL, lse + j * ls)
+                _row_op(op, col, C, <real *> NULL, lse + j * lse_stride)
             else:
                 _row_op(op, col, C, col, lse)
                 _scatter(col, C, out + j, ocs)
         return
     if real is float:
         if op == OP_LOGSUMEXP:
-            block_logsumexp_f32(nb, m, s, lse, ls)
+            block_logsumexp_f32(nb, m, ls, lse, lse_stride)
         elif op == OP_LOG_SOFTMAX:
-            block_log_softmax_f32(x, C, cs, nb, m, s, out, ocs)
+            block_log_softmax_f32(x, C, cs, nb, m, ls, out, ocs)
         else:
             block_softmax_f32(x, C, cs, nb, m, s, out, ocs)
     else:
         if op == OP_LOGSUMEXP:
-            block_logsumexp_f64(nb, m, s, lse, ls)
+            block_logsumexp_f64(nb, m, ls, lse, lse_stride)
         elif op == OP_LOG_SOFTMAX:
-            block_log_softmax_f64(x, C, cs, nb, m, s, out, ocs)
+            block_log_softmax_f64(x, C, cs, nb, m, ls, out, ocs)
         else:
             block_softmax_f64(x, C, cs, nb, m, s, out, ocs)
+
+
+cdef inline void _tile(int op, const real *x, Py_ssize_t R, Py_ssize_t C, Py_ssize_t xs0,
+                       real *out, Py_ssize_t os0, Py_ssize_t os1, real *lse, Py_ssize_t ls0,
+                       real *scratch) noexcept nogil:
+    """op on R rows of C <= SMALL_C unit-stride classes, rows xs0 apart.
+
+    scratch: 2*C*R values for the transposed tile and its result, then the
+    block scratch of ``_block(nb=R)``.
+    """
+    cdef real *xt = scratch
+    cdef real *ot = scratch + C * R
+    cdef Py_ssize_t r, c
+    for r in range(R):
+        for c in range(C):
+            xt[c * R + r] = x[r * xs0 + c]
+    _block(op, xt, C, R, R, ot, R, lse, ls0, ot + C * R)
+    if op != OP_LOGSUMEXP:
+        for r in range(R):
+            for c in range(C):
+                out[r * os0 + c * os1] = ot[c * R + r]
 
 
 # ---- the loops over rows and blocks --------------------------------------------
@@ -142,10 +179,18 @@ cdef void _run(int op, const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t
                real *lse, Py_ssize_t ls0, Py_ssize_t ls1,
                real *scratch, Py_ssize_t per_thread, Py_ssize_t nb,
                int n_threads) noexcept nogil:
-    """Rows (nb == 0) or blocks of nb positions (nb > 0), split statically over threads."""
+    """Rows (nb == 0), blocks of nb positions (nb > 0), or tiles of TILE_ROWS short
+    rows (nb < 0), split statically over threads."""
     cdef Py_ssize_t t, o, i, n_blocks, width
     cdef real *mine
-    if nb > 0:
+    if nb < 0:
+        n_blocks = (outer + TILE_ROWS - 1) // TILE_ROWS
+        for t in prange(n_blocks, schedule="static", num_threads=n_threads):
+            o = t * TILE_ROWS
+            width = outer - o if outer - o < TILE_ROWS else TILE_ROWS
+            mine = scratch + omp_get_thread_num() * per_thread
+            _tile(op, x + o * xs0, width, C, xs0, out + o * os0, os0, os1, lse + o * ls0, ls0, mine)
+    elif nb > 0:
         n_blocks = (inner + nb - 1) // nb
         for t in prange(outer * n_blocks, schedule="static", num_threads=n_threads):
             o = t // n_blocks
@@ -217,12 +262,15 @@ def normalize(int op, cnp.ndarray x not None, cnp.ndarray out not None, int n_th
         return
     cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(x)
     cdef Py_ssize_t nb = 0, per_thread = 0, n_tasks
-    if inner > 1 and xs2 == 1 and (op == OP_LOGSUMEXP or os2 == 1):
+    if inner == 1 and xs1 == 1 and 0 < C <= SMALL_C and outer >= 2 * MIN_BLOCK:
+        nb = -1
+        per_thread = 2 * C * TILE_ROWS + _block_scratch(TILE_ROWS, C, itemsize)
+        per_thread += per_thread % 2
+        n_tasks = (outer + TILE_ROWS - 1) // TILE_ROWS
+    elif inner > 1 and xs2 == 1 and (op == OP_LOGSUMEXP or os2 == 1):
         nb = BLOCK_BYTES // (C * itemsize) if C > 0 else MAX_BLOCK
         nb = min(max(nb, MIN_BLOCK), MAX_BLOCK, inner)
-        # nb doubles + max + sum + one column, rounded up to keep 8-byte alignment
-        per_thread = (nb * sizeof(double)) // itemsize + 2 * nb + C
-        per_thread += per_thread % 2
+        per_thread = _block_scratch(nb, C, itemsize)
         n_tasks = outer * ((inner + nb - 1) // nb)
     else:
         if xs1 != 1 or (op != OP_LOGSUMEXP and os1 != 1):

@@ -17,39 +17,58 @@ static XENT_T XENT_FN(max)(const XENT_T *x, ptrdiff_t n)
     return m;
 }
 
-/* sum_i exp(x[i] - m) for a finite m >= every x[i].
- * SIMD partial sums over chunks of XENT_SUM_CHUNK values, the chunk sums added in
- * double: a plain float running sum would lose ~n*eps on long rows (a softmax over
- * 2^20 values would not sum to 1 within 1e-5). */
-static XENT_T XENT_FN(sum_exp)(const XENT_T *x, ptrdiff_t n, XENT_T m)
+/* For a finite m >= every x[i]: returns rest = sum of exp(x[i] - m) over the
+ * entries below m (NaN entries included, so NaN propagates) and sets *k to the
+ * number of entries equal to m (each contributes exp(0) = 1).  The sum of exps is
+ * k + rest; keeping the two apart lets log(sum) = log1p(rest) stay exact for a
+ * confident row whose sum is 1 + tiny.  SIMD partial sums over chunks of
+ * XENT_SUM_CHUNK values, added in double: a plain float running sum would lose
+ * ~n*eps on long rows. */
+static double XENT_FN(sum_exp_rest)(const XENT_T *x, ptrdiff_t n, XENT_T m, ptrdiff_t *k)
 {
     double total = 0;
-    ptrdiff_t b, i, len;
+    ptrdiff_t b, i, len, count = 0;
     for (b = 0; b < n; b += XENT_SUM_CHUNK) {
         XENT_T s = 0;
+        ptrdiff_t kc = 0;
         len = n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK;
-        XENT_SIMD_SUM(s)
-        for (i = 0; i < len; i++)
-            s += XENT_FN(exp_nonpos)(x[b + i] - m);
+        XENT_SIMD_SUM(s, kc)
+        for (i = 0; i < len; i++) {
+            XENT_T v = x[b + i];
+            s += v == m ? 0 : XENT_FN(exp_nonpos)(v - m);
+            kc += v == m;
+        }
         total += s;
+        count += kc;
     }
-    return (XENT_T)total;
+    *k = count;
+    return total;
+}
+
+/* log(k + rest) in double, exact for k == 1 and rest tiny (see sum_exp_rest). */
+static double XENT_FN(log_sum)(ptrdiff_t k, double rest)
+{
+    return k == 1 ? log1p(rest) : log((double)k + rest);
 }
 
 /*
- * The normaliser of one row: *m = max, *s = sum exp(x - max), and the row's kind.
+ * The normaliser of one row: *m = max, *s = sum exp(x - max), *ls = log(*s)
+ * (computed from the parts, see sum_exp_rest), and the row's kind.
  * FINITE: the usual case (a NaN entry makes *s NaN, which then reaches every
- * output).  POSINF: *s = k, the number of +inf entries.  NOPROB: empty or all
- * -inf.  NAN: a NaN together with a non-finite max.
+ * output).  POSINF: *s = k, the number of +inf entries, *ls = log k.  NOPROB:
+ * empty or all -inf.  NAN: a NaN together with a non-finite max.
  */
-static int XENT_FN(row_stats)(const XENT_T *x, ptrdiff_t n, XENT_T *m, XENT_T *s)
+static int XENT_FN(row_stats)(const XENT_T *x, ptrdiff_t n, XENT_T *m, XENT_T *s, XENT_T *ls)
 {
     ptrdiff_t i, k = 0;
     int has_nan = 0;
+    double rest;
     XENT_T mx = XENT_FN(max)(x, n);
     *m = mx;
     if (isfinite(mx)) {
-        *s = XENT_FN(sum_exp)(x, n, mx);
+        rest = XENT_FN(sum_exp_rest)(x, n, mx, &k);
+        *s = (XENT_T)((double)k + rest);
+        *ls = (XENT_T)XENT_FN(log_sum)(k, rest);
         return XENT_ROW_FINITE;
     }
     for (i = 0; i < n; i++) {
@@ -57,15 +76,16 @@ static int XENT_FN(row_stats)(const XENT_T *x, ptrdiff_t n, XENT_T *m, XENT_T *s
         k += x[i] == INFINITY;
     }
     *s = (XENT_T)k;
+    *ls = (XENT_T)log((double)k);
     if (has_nan)
         return XENT_ROW_NAN;
     return mx > 0 ? XENT_ROW_POSINF : XENT_ROW_NOPROB;
 }
 
-static XENT_T XENT_FN(logsumexp_from_stats)(int kind, XENT_T m, XENT_T s)
+static XENT_T XENT_FN(logsumexp_from_stats)(int kind, XENT_T m, XENT_T ls)
 {
     switch (kind) {
-    case XENT_ROW_FINITE: return m + XENT_FN(log)(s);
+    case XENT_ROW_FINITE: return m + ls;
     case XENT_ROW_POSINF: return INFINITY;
     case XENT_ROW_NOPROB: return -INFINITY;
     default: return NAN;
@@ -74,9 +94,9 @@ static XENT_T XENT_FN(logsumexp_from_stats)(int kind, XENT_T m, XENT_T s)
 
 static XENT_T XENT_FN(row_logsumexp)(const XENT_T *x, ptrdiff_t n)
 {
-    XENT_T m, s;
-    int kind = XENT_FN(row_stats)(x, n, &m, &s);
-    return XENT_FN(logsumexp_from_stats)(kind, m, s);
+    XENT_T m, s, ls;
+    int kind = XENT_FN(row_stats)(x, n, &m, &s, &ls);
+    return XENT_FN(logsumexp_from_stats)(kind, m, ls);
 }
 
 static void XENT_FN(fill)(XENT_T *out, ptrdiff_t n, XENT_T v)
@@ -93,17 +113,15 @@ static void XENT_FN(row_log_softmax)(const XENT_T *x, ptrdiff_t n, XENT_T *out)
 {
     XENT_T m, s, ls;
     ptrdiff_t i;
-    int kind = XENT_FN(row_stats)(x, n, &m, &s);
+    int kind = XENT_FN(row_stats)(x, n, &m, &s, &ls);
     if (kind == XENT_ROW_FINITE) {
-        ls = XENT_FN(log)(s);
         XENT_SIMD
         for (i = 0; i < n; i++)
             out[i] = (x[i] - m) - ls;
     } else if (kind == XENT_ROW_POSINF) {
         /* k entries at +inf share all the probability: -log k there, -inf elsewhere */
-        ls = -XENT_FN(log)(s);
         for (i = 0; i < n; i++)
-            out[i] = x[i] == INFINITY ? ls : -INFINITY;
+            out[i] = x[i] == INFINITY ? -ls : -INFINITY;
     } else {
         XENT_FN(fill)(out, n, NAN);
     }
@@ -112,9 +130,9 @@ static void XENT_FN(row_log_softmax)(const XENT_T *x, ptrdiff_t n, XENT_T *out)
 /* out = softmax(x) = exp(x - m) / s. */
 static void XENT_FN(row_softmax)(const XENT_T *x, ptrdiff_t n, XENT_T *out)
 {
-    XENT_T m, s, inv;
+    XENT_T m, s, ls, inv;
     ptrdiff_t i;
-    int kind = XENT_FN(row_stats)(x, n, &m, &s);
+    int kind = XENT_FN(row_stats)(x, n, &m, &s, &ls);
     if (kind == XENT_ROW_FINITE) {
         inv = 1 / s;
         XENT_SIMD
@@ -149,18 +167,20 @@ static void XENT_FN(scatter)(const XENT_T *src, ptrdiff_t n, XENT_T *out, ptrdif
  * classes c are cs elements apart, element (c, j) at x[c*cs + j].  The loops run
  * over c outside and j inside, so they vectorise across positions and read the
  * block in its memory order; no transposed copy.  m and s are nb-long scratch.
- * Returns 1 when some column has a non-finite max: the caller then takes the
- * column-by-column path for this block instead of the writes below.
+ * On return m[j], s[j] and ls[j] = log s[j] (exact for confident columns, see
+ * sum_exp_rest).  Returns 1 when some column has a non-finite max: the caller then
+ * takes the column-by-column path for this block instead of the writes below.
  * acc is nb doubles of scratch.
  */
 static int XENT_FN(block_stats)(const XENT_T *x, ptrdiff_t C, ptrdiff_t cs, ptrdiff_t nb,
-                                XENT_T *m, XENT_T *s, double *acc)
+                                XENT_T *m, XENT_T *s, XENT_T *ls, double *acc)
 {
     ptrdiff_t c, c0, c1, j;
     int special = 0;
     for (j = 0; j < nb; j++) {
         m[j] = -INFINITY;
         acc[j] = 0;
+        ls[j] = 0; /* the count k of entries equal to the max, for now */
     }
     for (c = 0; c < C; c++) {
         const XENT_T *xc = x + c * cs;
@@ -172,8 +192,8 @@ static int XENT_FN(block_stats)(const XENT_T *x, ptrdiff_t C, ptrdiff_t cs, ptrd
         special |= !isfinite(m[j]);
     if (special)
         return 1;
-    /* Column sums in the compute type over chunks of classes, added in double
-     * (see sum_exp). */
+    /* As sum_exp_rest, per column: the terms below the max summed in the compute
+     * type over chunks of classes, then in double; the count k apart. */
     for (c0 = 0; c0 < C; c0 = c1) {
         c1 = C - c0 < XENT_SUM_CHUNK ? C : c0 + XENT_SUM_CHUNK;
         for (j = 0; j < nb; j++)
@@ -181,40 +201,45 @@ static int XENT_FN(block_stats)(const XENT_T *x, ptrdiff_t C, ptrdiff_t cs, ptrd
         for (c = c0; c < c1; c++) {
             const XENT_T *xc = x + c * cs;
             XENT_SIMD
-            for (j = 0; j < nb; j++)
-                s[j] += XENT_FN(exp_nonpos)(xc[j] - m[j]);
+            for (j = 0; j < nb; j++) {
+                XENT_T v = xc[j];
+                s[j] += v == m[j] ? 0 : XENT_FN(exp_nonpos)(v - m[j]);
+                ls[j] += v == m[j];
+            }
         }
         for (j = 0; j < nb; j++)
             acc[j] += s[j];
     }
-    for (j = 0; j < nb; j++)
-        s[j] = (XENT_T)acc[j];
+    XENT_SIMD
+    for (j = 0; j < nb; j++) {
+        XENT_T k = ls[j], rest = (XENT_T)acc[j];
+        s[j] = k + rest;
+        ls[j] = k == 1 ? XENT_FN(log1p)(rest) : XENT_FN(log)(k + rest);
+    }
     return 0;
 }
 
 /* After block_stats returned 0: lse[j * lse_stride] = m[j] + log s[j]. */
-static void XENT_FN(block_logsumexp)(ptrdiff_t nb, const XENT_T *m, const XENT_T *s,
+static void XENT_FN(block_logsumexp)(ptrdiff_t nb, const XENT_T *m, const XENT_T *ls,
                                      XENT_T *lse, ptrdiff_t lse_stride)
 {
     ptrdiff_t j;
     for (j = 0; j < nb; j++)
-        lse[j * lse_stride] = m[j] + XENT_FN(log)(s[j]);
+        lse[j * lse_stride] = m[j] + ls[j];
 }
 
-/* After block_stats returned 0: log-softmax of the block into out (class stride ocs).
- * s is overwritten with log s. */
+/* After block_stats returned 0: log-softmax of the block into out (class stride ocs). */
 static void XENT_FN(block_log_softmax)(const XENT_T *x, ptrdiff_t C, ptrdiff_t cs, ptrdiff_t nb,
-                                       const XENT_T *m, XENT_T *s, XENT_T *out, ptrdiff_t ocs)
+                                       const XENT_T *m, const XENT_T *ls, XENT_T *out,
+                                       ptrdiff_t ocs)
 {
     ptrdiff_t c, j;
-    for (j = 0; j < nb; j++)
-        s[j] = XENT_FN(log)(s[j]);
     for (c = 0; c < C; c++) {
         const XENT_T *xc = x + c * cs;
         XENT_T *oc = out + c * ocs;
         XENT_SIMD
         for (j = 0; j < nb; j++)
-            oc[j] = (xc[j] - m[j]) - s[j];
+            oc[j] = (xc[j] - m[j]) - ls[j];
     }
 }
 

@@ -249,27 +249,23 @@ def index_storage(t):
     """(native-order integer array, XENT_INDEX code) for class indices `t`."""
     if not t.dtype.isnative:
         t = t.astype(t.dtype.newbyteorder("="))
-    name = np.dtype(t.dtype.str).name  # e.g. 'long' -> 'int64'
-    if name not in _INDEX_CODES:  # platform integers with another name
-        name = f"{'u' if t.dtype.kind == 'u' else ''}int{8 * t.dtype.itemsize}"
-    return t, _INDEX_CODES[name]
+    code = _INDEX_CODE_BY_DTYPE.get(t.dtype)
+    if code is None:  # platform integer types with other names (intc, longlong, ...)
+        code = _INDEX_CODES[f"{'u' if t.dtype.kind == 'u' else ''}int{8 * t.dtype.itemsize}"]
+    return t, code
 
 
-def check_class_indices(target, C, ignore_index, name="target"):
-    """IndexError naming the first index outside [0, C) that is not ignore_index."""
-    if target.size == 0:
-        return
-    bad = (target < 0) | (target >= C)
-    bad &= target != ignore_index
-    if bad.any():
-        flat = int(np.flatnonzero(bad.ravel())[0])
-        pos = np.unravel_index(flat, target.shape)
-        value = target[pos]
-        position = tuple(int(p) for p in pos)
-        raise IndexError(
-            f"{name}: class index {value} at position {position} is outside [0, {C}) "
-            f"and is not ignore_index={ignore_index}"
-        )
+_INDEX_CODE_BY_DTYPE = {np.dtype(name): code for name, code in _INDEX_CODES.items()}
+
+
+def bad_index_error(target, flat, C, ignore_index, name="target"):
+    """IndexError naming the index at flat position `flat` of `target` and its position."""
+    pos = np.unravel_index(flat, target.shape)
+    position = tuple(int(p) for p in pos)
+    return IndexError(
+        f"{name}: class index {target[pos]} at position {position} is outside [0, {C}) "
+        f"and is not ignore_index={ignore_index}"
+    )
 
 
 def check_ignore_index(ignore_index):
