@@ -14,76 +14,15 @@
  */
 
 /* ---- vectorisable log and exp --------------------------------------------------
- * libm's log/log1p/exp are scalar calls, which keep a loop from vectorising; these
- * are branch-free, so the loops below vectorise at every SIMD level.
+ * libm's log/log1p/exp are scalar calls, which keep a loop from vectorising; the
+ * loops below use xent's own branch-free log (_rows.h) and exp.
  *
- * log_any(v), any v: musl's logf / fdlibm's log reduction, done with integer
- * operations on the bits: v = 2^k * m with m in [sqrt(2)/2, sqrt(2)], f = m - 1,
- * s = f / (2 + f), log(1 + f) = f - hfsq + s * (hfsq + R(s^2)) with the minimax
- * polynomials R of musl logf (float, |error| < 2^-25) and fdlibm e_log.c
- * (double, < 2^-58.45); k * ln2 split in a high part exact for any k and a low
- * part.  Subnormal v are scaled by 2^25 (float) / 2^54 (double) first.
- * Specials as libm: log(0) = -inf, log(+inf) = +inf, log(v < 0) = log(NaN) = NaN.
- * `corr` is added before the last roundings (log1p uses it for the rounding
- * error of 1 + e); pass 0 otherwise.  Measured error < 0.76 ulp (float and double).
+ * log_any(v, corr) = log(v) + corr, where corr is a small correction for the
+ * rounding of v (log1p uses it for the rounding error of 1 + e); pass 0 otherwise.
  */
 XENT_INLINE XENT_T XENT_FN(log_any)(XENT_T v, XENT_T corr)
 {
-    XENT_T m, k, f, s, z, R, hfsq, ln2_hi, ln2_lo, res;
-    if (sizeof(XENT_T) == sizeof(float)) {
-        float vf = (float)v, mf, kf;
-        uint32_t ix, kb;
-        int sub = vf < 1.17549435e-38f; /* subnormal (or <= 0, fixed below) */
-        vf = sub ? vf * 33554432.0f : vf; /* 2^25 */
-        memcpy(&ix, &vf, sizeof ix);
-        ix += 0x3f800000u - 0x3f3504f3u;
-        kb = (ix >> 23) | 0x4b000000u; /* 2^23 + biased exponent, as a float */
-        memcpy(&kf, &kb, sizeof kf);
-        kf = kf - (8388608.0f + 127.0f) - (sub ? 25.0f : 0.0f);
-        ix = (ix & 0x007fffffu) + 0x3f3504f3u;
-        memcpy(&mf, &ix, sizeof mf);
-        m = (XENT_T)mf;
-        k = (XENT_T)kf;
-        f = m - 1;
-        s = f / (2 + f);
-        z = s * s;
-        R = z * ((XENT_T)6.6666662693e-01 +
-                 z * ((XENT_T)4.0000972152e-01 +
-                      z * ((XENT_T)2.8498786688e-01 + z * (XENT_T)2.4279078841e-01)));
-        ln2_hi = (XENT_T)6.9313812256e-01; /* 0x3f317180: k * ln2_hi exact */
-        ln2_lo = (XENT_T)9.0580006145e-06;
-    } else {
-        double vd = (double)v, md, kd;
-        uint64_t ix, kb;
-        int sub = vd < 2.2250738585072014e-308;
-        vd = sub ? vd * 18014398509481984.0 : vd; /* 2^54 */
-        memcpy(&ix, &vd, sizeof ix);
-        ix += (uint64_t)(0x3ff00000u - 0x3fe6a09eu) << 32;
-        kb = (ix >> 52) | UINT64_C(0x4330000000000000); /* 2^52 + biased exponent */
-        memcpy(&kd, &kb, sizeof kd);
-        kd = kd - (4503599627370496.0 + 1023.0) - (sub ? 54.0 : 0.0);
-        ix = (ix & UINT64_C(0x000fffffffffffff)) + ((uint64_t)0x3fe6a09eu << 32);
-        memcpy(&md, &ix, sizeof md);
-        m = (XENT_T)md;
-        k = (XENT_T)kd;
-        f = m - 1;
-        s = f / (2 + f);
-        z = s * s;
-        R = z * ((XENT_T)6.666666666666735130e-01 +
-                 z * ((XENT_T)3.999999999940941908e-01 +
-                      z * ((XENT_T)2.857142874366239149e-01 +
-                           z * ((XENT_T)2.222219843214978396e-01 +
-                                z * ((XENT_T)1.818357216161805012e-01 +
-                                     z * ((XENT_T)1.531383769920937332e-01 +
-                                          z * (XENT_T)1.479819860511658591e-01))))));
-        ln2_hi = (XENT_T)6.93147180369123816490e-01; /* 0x3fe62e42fee00000 */
-        ln2_lo = (XENT_T)1.90821492927058770002e-10;
-    }
-    hfsq = (XENT_T)0.5 * f * f;
-    res = k * ln2_hi + (f - (hfsq - (s * (hfsq + R) + (k * ln2_lo + corr))));
-    res = v == (XENT_T)INFINITY ? v : res;
-    res = v == 0 ? (XENT_T)-INFINITY : res;
-    return v >= 0 ? res : (XENT_T)NAN; /* negative or NaN */
+    return XENT_FN(log)(v) + corr;
 }
 
 /* log1p(e) for e in [0, 1] (or NaN): log(u) for u = 1 + e rounded, plus c / u
