@@ -108,7 +108,7 @@ def _row_losses(lg, ax, targets, w, eps, z, scale_ce, scale_z, grad3d, ignore_in
     n_rows = x3.shape[0] * x3.shape[2]
     ce = np.empty(n_rows, FLOAT64)
     lse = np.empty(n_rows, FLOAT64)
-    wsum = float(np.sum(w, dtype=np.float64)) if w is not None else float(x3.shape[1])
+    wsum = float(w.sum(dtype=FLOAT64)) if w is not None else float(x3.shape[1])
     _kernels.cross_entropy(
         x3, float_kind(lg.array), lg.compute == FLOAT64,
         targets.array3d, targets.code, targets.prob, ignore_index,
@@ -246,14 +246,14 @@ def _reduce_ce(ce, lse, z, reduction, weight_total, n_valid, row_shape, compute)
     if reduction == "none":
         rows = ce if z_rows is None else ce + z_rows
         return _shaped(rows.astype(compute), row_shape)
-    total = np.sum(ce)
-    z_total = np.sum(z_rows) if z_rows is not None else 0.0
+    total = float(ce.sum())
+    z_total = float(z_rows.sum()) if z_rows is not None else 0.0
     if reduction == "sum":
         return compute.type(total + z_total)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.float64(total) / np.float64(weight_total)
-        if z_rows is not None:
-            mean += np.float64(z_total) / np.float64(n_valid)
+    # 0/0 (nothing to average) is NaN, as in PyTorch
+    mean = total / weight_total if weight_total != 0 else math.nan
+    if z_rows is not None:
+        mean += z_total / n_valid if n_valid != 0 else math.nan
     return compute.type(mean)
 
 

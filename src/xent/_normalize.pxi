@@ -31,6 +31,22 @@ cdef extern from "_rows.h" nogil:
         const double *x, Py_ssize_t C, Py_ssize_t cs, Py_ssize_t nb,
         const double *m, double *s, double *out, Py_ssize_t ocs)
 
+cdef extern from "_rows.h" nogil:
+    void chunk_stats_f32 "xent_chunk_stats_f32"(const float *x, Py_ssize_t n, double *stats)
+    void chunk_stats_f64 "xent_chunk_stats_f64"(const double *x, Py_ssize_t n, double *stats)
+    int merge_chunks_f32 "xent_merge_chunks_f32"(const double *stats, Py_ssize_t n,
+                                                 float *m, float *s, float *ls)
+    int merge_chunks_f64 "xent_merge_chunks_f64"(const double *stats, Py_ssize_t n,
+                                                 double *m, double *s, double *ls)
+    void write_log_softmax_f32 "xent_write_log_softmax_f32"(const float *x, Py_ssize_t n,
+                                                           float m, float ls, float *out)
+    void write_log_softmax_f64 "xent_write_log_softmax_f64"(const double *x, Py_ssize_t n,
+                                                           double m, double ls, double *out)
+    void write_softmax_f32 "xent_write_softmax_f32"(const float *x, Py_ssize_t n, float m,
+                                                   float inv_s, float *out)
+    void write_softmax_f64 "xent_write_softmax_f64"(const double *x, Py_ssize_t n, double m,
+                                                   double inv_s, double *out)
+
 # Which normaliser a loop computes (one branch per row, never per element).
 cdef enum Op:
     OP_LOGSUMEXP = 0
@@ -52,6 +68,12 @@ cdef Py_ssize_t MAX_BLOCK = 1024
 # TILE_ROWS at a time and transposed into scratch, so the block kernels above
 # vectorise across rows instead of within a row.
 cdef Py_ssize_t SMALL_C = 32
+
+# Long rows (at least SPLIT_MIN unit-stride classes, a megabyte of float32: more
+# than one core's L2) are normalised in chunks of SPLIT_CHUNK, spread over the
+# threads even when there are fewer rows than threads; see _run_split.
+cdef Py_ssize_t SPLIT_MIN = 1 << 18
+cdef Py_ssize_t SPLIT_CHUNK = 1 << 15
 cdef Py_ssize_t TILE_ROWS = 256
 
 
@@ -231,6 +253,70 @@ cdef void _run_half(int op, const uint16_t *x, bint is_bfloat16,
                      out + o * os0 + i * os2, os1, lse + o * ls0 + i * ls1, mine)
 
 
+cdef void _run_split(int op, const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                     Py_ssize_t xs0, Py_ssize_t xs2, real *out, Py_ssize_t os0, Py_ssize_t os2,
+                     real *lse, Py_ssize_t ls0, Py_ssize_t ls1, double *stats, double *row,
+                     int n_threads) noexcept nogil:
+    """Long unit-stride rows in chunks: chunk stats in parallel, a merge per row in
+    chunk order, then the chunk writes in parallel.  stats: 3 doubles per chunk;
+    row: 3 doubles per row (max, log-sum, 1/sum; NaN max marks a row done by
+    the whole-row path)."""
+    cdef Py_ssize_t n_chunks = (C + SPLIT_CHUNK - 1) // SPLIT_CHUNK
+    cdef Py_ssize_t t, r, o, i, c0, n
+    cdef real m, sm, ls
+    cdef int finite
+    cdef const real *base
+    for t in prange(outer * inner * n_chunks, schedule="static", num_threads=n_threads):
+        r = t // n_chunks
+        c0 = (t % n_chunks) * SPLIT_CHUNK
+        n = C - c0 if C - c0 < SPLIT_CHUNK else SPLIT_CHUNK
+        base = x + (r // inner) * xs0 + (r % inner) * xs2 + c0
+        if real is float:
+            chunk_stats_f32(base, n, stats + 3 * t)
+        else:
+            chunk_stats_f64(base, n, stats + 3 * t)
+    for r in range(outer * inner):
+        o = r // inner
+        i = r % inner
+        if real is float:
+            finite = merge_chunks_f32(stats + 3 * r * n_chunks, n_chunks, &m, &sm, &ls)
+        else:
+            finite = merge_chunks_f64(stats + 3 * r * n_chunks, n_chunks, &m, &sm, &ls)
+        row[3 * r] = m
+        row[3 * r + 1] = ls
+        row[3 * r + 2] = 1 / sm
+        if not finite:
+            # +inf, all -inf or NaN-only: the whole-row path applies the rules
+            row[3 * r] = NAN
+            _row_op(op, x + o * xs0 + i * xs2, C, out + o * os0 + i * os2, lse + o * ls0 + i * ls1)
+        elif op == OP_LOGSUMEXP:
+            lse[o * ls0 + i * ls1] = m + ls
+    if op == OP_LOGSUMEXP:
+        return
+    for t in prange(outer * inner * n_chunks, schedule="static", num_threads=n_threads):
+        r = t // n_chunks
+        if row[3 * r] != row[3 * r]:
+            continue
+        c0 = (t % n_chunks) * SPLIT_CHUNK
+        n = C - c0 if C - c0 < SPLIT_CHUNK else SPLIT_CHUNK
+        o = r // inner
+        i = r % inner
+        if op == OP_LOG_SOFTMAX:
+            if real is float:
+                write_log_softmax_f32(x + o * xs0 + i * xs2 + c0, n, <float> row[3 * r],
+                                      <float> row[3 * r + 1], out + o * os0 + i * os2 + c0)
+            else:
+                write_log_softmax_f64(x + o * xs0 + i * xs2 + c0, n, row[3 * r],
+                                      row[3 * r + 1], out + o * os0 + i * os2 + c0)
+        else:
+            if real is float:
+                write_softmax_f32(x + o * xs0 + i * xs2 + c0, n, <float> row[3 * r],
+                                  <float> row[3 * r + 2], out + o * os0 + i * os2 + c0)
+            else:
+                write_softmax_f64(x + o * xs0 + i * xs2 + c0, n, row[3 * r],
+                                  row[3 * r + 2], out + o * os0 + i * os2 + c0)
+
+
 def normalize(int op, cnp.ndarray x not None, cnp.ndarray out not None, int n_threads):
     """Apply op along axis 1 of the 3-D array x.
 
@@ -262,6 +348,27 @@ def normalize(int op, cnp.ndarray x not None, cnp.ndarray out not None, int n_th
         return
     cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(x)
     cdef Py_ssize_t nb = 0, per_thread = 0, n_tasks
+    cdef char *xp = cnp.PyArray_BYTES(x)
+    cdef char *op_ = cnp.PyArray_BYTES(out)
+    cdef double *split = NULL
+    cdef Py_ssize_t n_rows = outer * inner, n_chunks
+    if xs1 == 1 and C >= SPLIT_MIN and (op == OP_LOGSUMEXP or os1 == 1):
+        n_chunks = (C + SPLIT_CHUNK - 1) // SPLIT_CHUNK
+        split = <double *> _alloc_scratch((3 * n_rows * n_chunks + 3 * n_rows) * sizeof(double))
+        n_threads = <int> max(1, min(<Py_ssize_t> n_threads, n_rows * n_chunks))
+        try:
+            with nogil:
+                if typenum == cnp.NPY_FLOAT32:
+                    _run_split(op, <const float *> xp, outer, C, inner, xs0, xs2,
+                               <float *> op_, os0, os2, <float *> op_, ls0, ls1,
+                               split, split + 3 * n_rows * n_chunks, n_threads)
+                else:
+                    _run_split(op, <const double *> xp, outer, C, inner, xs0, xs2,
+                               <double *> op_, os0, os2, <double *> op_, ls0, ls1,
+                               split, split + 3 * n_rows * n_chunks, n_threads)
+        finally:
+            free(split)
+        return
     if inner == 1 and xs1 == 1 and 0 < C <= SMALL_C and outer >= 2 * MIN_BLOCK:
         nb = -1
         per_thread = 2 * C * TILE_ROWS + _block_scratch(TILE_ROWS, C, itemsize)
@@ -278,8 +385,6 @@ def normalize(int op, cnp.ndarray x not None, cnp.ndarray out not None, int n_th
         n_tasks = outer * inner
     n_threads = <int> max(1, min(<Py_ssize_t> n_threads, n_tasks))
     cdef void *scratch = _alloc_scratch(n_threads * per_thread * itemsize)
-    cdef char *xp = cnp.PyArray_BYTES(x)
-    cdef char *op_ = cnp.PyArray_BYTES(out)
     try:
         with nogil:
             if typenum == cnp.NPY_FLOAT32:

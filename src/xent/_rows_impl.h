@@ -99,6 +99,25 @@ static XENT_T XENT_FN(row_logsumexp)(const XENT_T *x, ptrdiff_t n)
     return XENT_FN(logsumexp_from_stats)(kind, m, ls);
 }
 
+/* out = (x - m) - ls, and out = exp(x - m) * inv_s: the write sweeps. */
+static void XENT_FN(write_log_softmax)(const XENT_T *x, ptrdiff_t n, XENT_T m, XENT_T ls,
+                                       XENT_T *out)
+{
+    ptrdiff_t i;
+    XENT_SIMD
+    for (i = 0; i < n; i++)
+        out[i] = (x[i] - m) - ls;
+}
+
+static void XENT_FN(write_softmax)(const XENT_T *x, ptrdiff_t n, XENT_T m, XENT_T inv_s,
+                                   XENT_T *out)
+{
+    ptrdiff_t i;
+    XENT_SIMD
+    for (i = 0; i < n; i++)
+        out[i] = XENT_FN(exp_nonpos)(x[i] - m) * inv_s;
+}
+
 static void XENT_FN(fill)(XENT_T *out, ptrdiff_t n, XENT_T v)
 {
     ptrdiff_t i;
@@ -115,9 +134,7 @@ static void XENT_FN(row_log_softmax)(const XENT_T *x, ptrdiff_t n, XENT_T *out)
     ptrdiff_t i;
     int kind = XENT_FN(row_stats)(x, n, &m, &s, &ls);
     if (kind == XENT_ROW_FINITE) {
-        XENT_SIMD
-        for (i = 0; i < n; i++)
-            out[i] = (x[i] - m) - ls;
+        XENT_FN(write_log_softmax)(x, n, m, ls, out);
     } else if (kind == XENT_ROW_POSINF) {
         /* k entries at +inf share all the probability: -log k there, -inf elsewhere */
         for (i = 0; i < n; i++)
@@ -134,10 +151,7 @@ static void XENT_FN(row_softmax)(const XENT_T *x, ptrdiff_t n, XENT_T *out)
     ptrdiff_t i;
     int kind = XENT_FN(row_stats)(x, n, &m, &s, &ls);
     if (kind == XENT_ROW_FINITE) {
-        inv = 1 / s;
-        XENT_SIMD
-        for (i = 0; i < n; i++)
-            out[i] = XENT_FN(exp_nonpos)(x[i] - m) * inv;
+        XENT_FN(write_softmax)(x, n, m, 1 / s, out);
     } else if (kind == XENT_ROW_POSINF) {
         inv = 1 / s;
         for (i = 0; i < n; i++)
@@ -145,6 +159,61 @@ static void XENT_FN(row_softmax)(const XENT_T *x, ptrdiff_t n, XENT_T *out)
     } else {
         XENT_FN(fill)(out, n, NAN);
     }
+}
+
+/* ---- long rows, in chunks --------------------------------------------------
+ * A row longer than a cache (or than one thread's share) is normalised in fixed
+ * chunks: each chunk's (max, rest, k) from one read, merged in chunk order
+ * (the online normaliser of Milakov & Gimelshein 2018, per block), then the
+ * chunks are written.  The chunking does not depend on the thread count, so
+ * neither do the bits.
+ */
+
+/* stats[0] = max (NaN ignored); for a finite max stats[1] = rest, stats[2] = k
+ * (see sum_exp_rest); otherwise stats[1] = NaN if the chunk holds a NaN, else 0. */
+static void XENT_FN(chunk_stats)(const XENT_T *x, ptrdiff_t n, double *stats)
+{
+    XENT_T m = XENT_FN(max)(x, n);
+    ptrdiff_t i, k = 0;
+    int has_nan = 0;
+    stats[0] = m;
+    if (isfinite(m)) {
+        stats[1] = XENT_FN(sum_exp_rest)(x, n, m, &k);
+    } else {
+        for (i = 0; i < n; i++)
+            has_nan |= x[i] != x[i];
+        stats[1] = has_nan ? NAN : 0;
+    }
+    stats[2] = (double)k;
+}
+
+/* Merge n chunks' stats in order.  Returns 1 with the row's *m, *s, *ls when its
+ * max is finite, 0 otherwise (the caller then takes the whole-row path, which
+ * applies the non-finite rules). */
+static int XENT_FN(merge_chunks)(const double *stats, ptrdiff_t n, XENT_T *m, XENT_T *s,
+                                 XENT_T *ls)
+{
+    double M = -INFINITY, rest = 0, k = 0;
+    ptrdiff_t i;
+    for (i = 0; i < n; i++)
+        M = stats[3 * i] > M ? stats[3 * i] : M;
+    if (!isfinite(M))
+        return 0;
+    for (i = 0; i < n; i++) {
+        double mi = stats[3 * i];
+        if (mi == M) {
+            rest += stats[3 * i + 1];
+            k += stats[3 * i + 2];
+        } else if (mi == -INFINITY) {
+            rest += stats[3 * i + 1]; /* 0, or NaN if the chunk held one */
+        } else {
+            rest += (stats[3 * i + 1] + stats[3 * i + 2]) * exp(mi - M);
+        }
+    }
+    *m = (XENT_T)M;
+    *s = (XENT_T)(k + rest);
+    *ls = (XENT_T)(k == 1 ? log1p(rest) : log(k + rest));
+    return 1;
 }
 
 /* Strided row <-> contiguous scratch. */

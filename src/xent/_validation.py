@@ -91,11 +91,14 @@ def view_3d(a, axis):
     outer = math.prod(shape[:axis])
     inner = math.prod(shape[axis + 1 :])
     try:
-        v = np.reshape(a, (outer, shape[axis], inner), copy=False)
+        v = a.reshape((outer, shape[axis], inner), copy=False)
     except ValueError:
         return None
-    if any(s % v.itemsize for s in v.strides):
-        return None
+    if not a.flags.c_contiguous:  # (C-contiguous strides are whole items)
+        size = v.itemsize
+        s0, s1, s2 = v.strides
+        if s0 % size or s1 % size or s2 % size:
+            return None
     return v
 
 
@@ -227,6 +230,7 @@ def reduce_losses(losses, reduction, denominator, compute):
 # ---- storage descriptions for the loss kernels ----------------------------------
 
 _FLOAT_KINDS = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}  # XENT_KIND_* in _rows.h
+_FLOAT_KIND_BY_DTYPE = {np.dtype(n): k for n, k in _FLOAT_KINDS.items() if n != "bfloat16"}
 _INDEX_CODES = {  # XENT_INDEX_* in _rows.h
     "int8": 0, "uint8": 1, "int16": 2, "uint16": 3,
     "int32": 4, "uint32": 5, "int64": 6, "uint64": 7,
@@ -235,7 +239,8 @@ _INDEX_CODES = {  # XENT_INDEX_* in _rows.h
 
 def float_kind(a):
     """Storage kind of a native float32/float64/float16/bfloat16 array."""
-    return _FLOAT_KINDS[a.dtype.name]
+    kind = _FLOAT_KIND_BY_DTYPE.get(a.dtype)
+    return kind if kind is not None else _FLOAT_KINDS[a.dtype.name]
 
 
 def as_float_storage(a, compute):
