@@ -87,3 +87,4 @@ cdef void *_alloc_scratch(Py_ssize_t n_bytes) except? NULL:
 include "_normalize.pxi"
 include "_crossentropy.pxi"
 include "_pointwise.pxi"
+include "_evaluate.pxi"

@@ -143,31 +143,33 @@ XENT_INLINE double xent_exp_nonpos_f64(double x)
 XENT_INLINE float xent_log_f32(float x)
 {
     const float ln2_hi = 0.693145751953125f, ln2_lo = 1.42860676533018704e-06f;
-    int32_t ix, e, mb;
-    float m, f, u, u2, p, r, xs;
-    int sub = x < 1.17549435e-38f;           /* subnormal (or <= 0): rescale by 2^23 */
-    xs = sub ? x * 8388608.0f : x;
+    uint32_t ix, eb, mb;
+    float m, e, f, u, u2, p, r, xs;
+    float sub = x < 1.17549435e-38f ? 23.0f : 0.0f; /* subnormal (or <= 0): rescale by 2^23 */
+    xs = sub != 0.0f ? x * 8388608.0f : x;
     memcpy(&ix, &xs, sizeof ix);
-    ix -= 0x3f3504f3;                          /* so the mantissa lands in [sqrt(1/2), sqrt(2)) */
-    e = (ix >> 23) - (sub ? 23 : 0);
-    mb = (ix & 0x007fffff) + 0x3f3504f3;
+    ix -= 0x3f3504f3u; /* so the mantissa lands in [sqrt(1/2), sqrt(2)) */
+    eb = ((uint32_t)((int32_t)ix >> 23) + 0x4b400000u); /* 1.5*2^23 + e, as float bits */
+    memcpy(&e, &eb, sizeof e);
+    e = e - 12582912.0f - sub;
+    mb = (ix & 0x007fffffu) + 0x3f3504f3u;
     memcpy(&m, &mb, sizeof m);
     f = m - 1.0f;
-    u = f / (f + 2.0f);                        /* log m = 2 atanh(u), |u| <= 0.1716 */
+    u = f / (f + 2.0f); /* log m = 2 atanh(u), |u| <= 0.1716 */
     u2 = u * u;
     p = 1.0f / 9.0f;
     p = p * u2 + 1.0f / 7.0f;
     p = p * u2 + 1.0f / 5.0f;
     p = p * u2 + 1.0f / 3.0f;
     p = p * u2;
-    r = (float)e * ln2_lo + (2.0f * u) * p;
+    r = e * ln2_lo + (2.0f * u) * p;
     r = r + 2.0f * u;
-    r = (float)e * ln2_hi + r;
+    r = e * ln2_hi + r;
     /* x == 0 -> -inf; x < 0 or NaN -> NaN; +inf -> +inf */
-    r = x == 0.0f ? -INFINITY : r;
-    r = (x < 0.0f || x != x) ? NAN : r;
+    /* no || or && here: short-circuit logic would keep the loops from vectorising */
     r = x == INFINITY ? INFINITY : r;
-    return r;
+    r = x == 0.0f ? -INFINITY : r;
+    return x >= 0.0f ? r : NAN; /* x < 0 or NaN */
 }
 
 XENT_INLINE double xent_log_f64(double x)
@@ -199,10 +201,9 @@ XENT_INLINE double xent_log_f64(double x)
     r = (double)e * ln2_lo + (2.0 * u) * p;
     r = r + 2.0 * u;
     r = (double)e * ln2_hi + r;
-    r = x == 0.0 ? -INFINITY : r;
-    r = (x < 0.0 || x != x) ? NAN : r;
     r = x == INFINITY ? INFINITY : r;
-    return r;
+    r = x == 0.0 ? -INFINITY : r;
+    return x >= 0.0 ? r : NAN; /* x < 0 or NaN */
 }
 
 /* log(1 + y) for y >= -0.25 (and +inf, NaN), vectorisable: 2 atanh(y / (2 + y))
@@ -220,7 +221,7 @@ XENT_INLINE float xent_log1p_f32(float y)
     p = p * u2;
     small = 2.0f * u + (2.0f * u) * p;
     big = xent_log_f32(1.0f + y);
-    return (y > -0.25f && y < 0.5f) ? small : big;
+    return ((y > -0.25f) & (y < 0.5f)) ? small : big;
 }
 
 XENT_INLINE double xent_log1p_f64(double y)
@@ -233,7 +234,7 @@ XENT_INLINE double xent_log1p_f64(double y)
     p = p * u2;
     small = 2.0 * u + (2.0 * u) * p;
     big = xent_log_f64(1.0 + y);
-    return (y > -0.25 && y < 0.5) ? small : big;
+    return ((y > -0.25) & (y < 0.5)) ? small : big;
 }
 
 /* ---- half-precision loads (computed in float32) ------------------------------ */
@@ -317,6 +318,7 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 #define XENT_FN(name) xent_##name##_f32
 #include "_losses_impl.h"
 #include "_pointwise_impl.h"
+#include "_evaluate_impl.h"
 #undef XENT_T
 #undef XENT_FN
 
@@ -324,6 +326,7 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 #define XENT_FN(name) xent_##name##_f64
 #include "_losses_impl.h"
 #include "_pointwise_impl.h"
+#include "_evaluate_impl.h"
 #undef XENT_T
 #undef XENT_FN
 

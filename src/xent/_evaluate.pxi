@@ -1,0 +1,1 @@
+# Evaluation kernels (evaluate / Evaluator); included by _kernels.pyx.
