@@ -213,9 +213,9 @@ static double XENT_FN(kl_row)(const XENT_T *p, const XENT_T *q, ptrdiff_t C, XEN
             XENT_SIMD_SUM(a_sp, a_sq, a_d)
             for (c = b; c < b + len; c++) {
                 XENT_T da = p[c] / T - mp, db = q[c] / T - mq;
-                XENT_T e = XENT_FN(exp_nonpos)(da);
+                XENT_T e = XENT_FN(exp_term)(da);
                 a_sp += e;
-                a_sq += XENT_FN(exp_nonpos)(db);
+                a_sq += XENT_FN(exp_term)(db);
                 a_d += e == 0 ? 0 : e * (da - db);
             }
             sp += a_sp;
@@ -273,7 +273,7 @@ static double XENT_FN(entropy_row)(const XENT_T *x, ptrdiff_t C)
         len = C - b < XENT_SUM_CHUNK ? C - b : XENT_SUM_CHUNK;
         XENT_SIMD_SUM(acc)
         for (c = b; c < b + len; c++) {
-            XENT_T d = x[c] - m, e = XENT_FN(exp_nonpos)(d);
+            XENT_T d = x[c] - m, e = XENT_FN(exp_term)(d);
             acc += e == 0 ? 0 : e * d;
         }
         D += acc;

@@ -92,6 +92,68 @@ XENT_INLINE float xent_exp_nonpos_f32(float x)
     return (p * s1) * s2;
 }
 
+/* exp(x) for x <= 0 as a term of a sum of exps whose largest term is 1: results
+ * below the smallest normal (x < -87.3 in float, -708.4 in double) are 0 instead
+ * of subnormal.  That changes a sum >= 1 by less than 2^-126 per term, far below
+ * its rounding, and saves the two-step scaling: one exact power of two. */
+XENT_INLINE float xent_exp_term_f32(float x)
+{
+    const float shifter = 12582912.0f, log2e = 1.44269504088896341f;
+    const float ln2_hi = 0.693145751953125f, ln2_lo = 1.42860676533018704e-06f;
+    float t, n, r, p, s, xc;
+    int32_t ti, b;
+    xc = x < -87.0f ? -87.0f : x;
+    t = xc * log2e + shifter;
+    n = t - shifter;
+    memcpy(&ti, &t, sizeof ti);
+    r = xc - n * ln2_hi;
+    r = r - n * ln2_lo;
+    p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    b = (ti - 0x4B400000 + 127) << 23; /* n >= -126: a normal power of two */
+    memcpy(&s, &b, sizeof s);
+    p = p * s;
+    return x < -87.0f ? 0.0f : p; /* -inf -> 0; NaN (comparison false) -> NaN */
+}
+
+XENT_INLINE double xent_exp_term_f64(double x)
+{
+    const double shifter = 6755399441055744.0, log2e = 1.4426950408889634;
+    const double ln2_hi = 0.6931471803691238, ln2_lo = 1.9082149292705877e-10;
+    double t, n, r, p, s, xc;
+    int64_t ti, b;
+    xc = x < -708.0 ? -708.0 : x;
+    t = xc * log2e + shifter;
+    n = t - shifter;
+    memcpy(&ti, &t, sizeof ti);
+    r = xc - n * ln2_hi;
+    r = r - n * ln2_lo;
+    p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    b = (ti - INT64_C(0x4338000000000000) + 1023) << 52;
+    memcpy(&s, &b, sizeof s);
+    p = p * s;
+    return x < -708.0 ? 0.0 : p;
+}
+
 XENT_INLINE double xent_exp_nonpos_f64(double x)
 {
     const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */

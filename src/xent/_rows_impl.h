@@ -29,17 +29,16 @@ static double XENT_FN(sum_exp_rest)(const XENT_T *x, ptrdiff_t n, XENT_T m, ptrd
     double total = 0;
     ptrdiff_t b, i, len, count = 0;
     for (b = 0; b < n; b += XENT_SUM_CHUNK) {
-        XENT_T s = 0;
-        ptrdiff_t kc = 0;
+        XENT_T s = 0, kc = 0; /* a float count is exact up to 2^24 > XENT_SUM_CHUNK */
         len = n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK;
         XENT_SIMD_SUM(s, kc)
         for (i = 0; i < len; i++) {
             XENT_T v = x[b + i];
-            s += v == m ? 0 : XENT_FN(exp_nonpos)(v - m);
-            kc += v == m;
+            s += v == m ? 0 : XENT_FN(exp_term)(v - m);
+            kc += v == m ? 1 : 0;
         }
         total += s;
-        count += kc;
+        count += (ptrdiff_t)kc;
     }
     *k = count;
     return total;
@@ -272,7 +271,7 @@ static int XENT_FN(block_stats)(const XENT_T *x, ptrdiff_t C, ptrdiff_t cs, ptrd
             XENT_SIMD
             for (j = 0; j < nb; j++) {
                 XENT_T v = xc[j];
-                s[j] += v == m[j] ? 0 : XENT_FN(exp_nonpos)(v - m[j]);
+                s[j] += v == m[j] ? 0 : XENT_FN(exp_term)(v - m[j]);
                 ls[j] += v == m[j];
             }
         }

@@ -4,8 +4,9 @@ Subcommands
 -----------
 ``xent bench [--quick] [--threads T] [--repeat R] [--json FILE] [--plot FILE.png]``
     Time xent against NumPy (and SciPy / PyTorch when installed); see :mod:`xent.bench`.
-``xent eval ...``
-    Not here yet (see SPEC "Command line"); it plugs into ``_SUBCOMMANDS`` below.
+``xent eval LOGITS TARGET [--axis A] [--ignore-index I] [-k 1 5] [--batch-rows N] [--json]``
+    Loss, perplexity and top-k accuracy of memory-mapped ``.npy`` files, streamed in
+    batches; see :mod:`xent._eval_cli`.
 
 Every error, from a bad argument to a failure while running, is reported as one
 line on stderr with exit status 2 -- never a traceback.
@@ -132,18 +133,67 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- eval
-#
-# `xent eval LOGITS TARGET [--axis A] [--ignore-index I] [-k 1 5] [--batch-rows N] [--json]`
-# (SPEC "Command line") goes here: an `_add_eval(subparsers)` that adds the parser and
-# sets `handler=_run_eval`, plus `_run_eval(args) -> int`; then list `_add_eval` in
-# `_SUBCOMMANDS`.  Raise CommandError for user errors (bad file, shape mismatch);
-# `main` turns any exception into one line on stderr and exit status 2.
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _add_eval(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="loss, perplexity and top-k accuracy of logits in a .npy file",
+        description=(
+            "Evaluate logits (a .npy file) against integer class indices (a .npy file "
+            "with the logits' shape without the class axis): mean cross-entropy, "
+            "perplexity, top-k accuracy and the number of rows, over the rows whose "
+            "target is not --ignore-index.  Both files are memory-mapped and streamed "
+            "in batches, so files larger than RAM work; a progress bar is shown on a "
+            "terminal when tqdm is installed (pip install 'xent[progress]')."
+        ),
+    )
+    p.add_argument("logits", metavar="LOGITS", help=".npy file of logits (float, int or bool)")
+    p.add_argument("target", metavar="TARGET", help=".npy file of integer class indices")
+    p.add_argument("--axis", type=_int, default=-1, metavar="A",
+                   help="the class axis of LOGITS (default: -1, the last)")
+    p.add_argument("--ignore-index", type=_int, default=-100, metavar="I",
+                   help="targets equal to I are left out (default: -100)")
+    p.add_argument("-k", type=_positive_int, nargs="+", default=[1, 5], metavar="K",
+                   help="the k of the top-k accuracies (default: 1 5)")
+    p.add_argument("--batch-rows", type=_positive_int, metavar="N",
+                   help="entries of LOGITS' leading axis per batch (default: ~64 MiB of logits)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object {loss, perplexity, accuracy: {k: value}, count} "
+                        "(NaN and infinities as null)")
+    p.set_defaults(handler=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from xent._eval_cli import as_json, evaluate_npy, format_plain
+
+    try:
+        result = evaluate_npy(
+            args.logits, args.target, axis=args.axis, ignore_index=args.ignore_index,
+            k=args.k, batch_rows=args.batch_rows, progress=True,
+        )
+    except (OSError, ValueError, TypeError, IndexError) as exc:
+        raise CommandError(f"xent eval: error: {exc}") from None
+    if args.json:
+        print(json.dumps(as_json(result)))
+    else:
+        print(format_plain(result))
+    return 0
 
 
 # --------------------------------------------------------------------------- main
 
 #: One entry per subcommand: a function adding its parser (with ``handler`` set).
-_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_bench,)
+_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_bench, _add_eval)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,279 @@
+"""Streaming evaluation of ``.npy`` files: the engine of ``xent eval``.
+
+The logits and targets are memory-mapped (``np.load(mmap_mode="r")``) and fed to
+an `Evaluator` in batches along the array's outermost non-class axis, so a file
+several times larger than RAM is evaluated with bounded memory:
+
+* nothing of the file's size is ever allocated: each batch is a view of the
+  mapping, read in place by the kernels (16-bit floats included);
+* before a batch is evaluated, the next one is announced to the kernel
+  (``MADV_WILLNEED``: read-ahead from disk while this batch is computed); after
+  it, its pages are dropped from the process (``MADV_DONTNEED``; the page cache
+  keeps them, so a second run still reads from memory).  The resident set stays
+  about two batches above the interpreter's, whatever the file size.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+import sys
+
+import numpy as np
+
+from xent._evaluate import Evaluator, _check_ks
+from xent._validation import check_ignore_index, normalize_axis
+
+__all__ = ["evaluate_npy"]
+
+#: Default batch size: about this many bytes of logits per batch ...
+BATCH_BYTES = 64 << 20
+#: ... and at most this many rows (the kernel writes 16 bytes of output per row).
+BATCH_MAX_ROWS = 1 << 21
+
+_PAGE = mmap.PAGESIZE
+_HAVE_MADVISE = hasattr(mmap.mmap, "madvise") and hasattr(mmap, "MADV_DONTNEED")
+
+
+def _open_npy(path, name):
+    """`path` as a read-only memory-mapped array (ValueError/FileNotFoundError naming `name`)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{name}: no such file: {path!r}")
+    if os.path.isdir(path):
+        raise ValueError(f"{name}: {path!r} is a directory, not a .npy file")
+    try:
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"{name}: cannot read {path!r} as a .npy array ({exc})") from None
+    if not isinstance(a, np.ndarray):  # e.g. an .npz archive
+        raise ValueError(f"{name}: {path!r} is not a .npy file (an .npz archive?)")
+    return a
+
+
+class _Pages:
+    """The mapping behind a memory-mapped array, for read-ahead and release hints."""
+
+    def __init__(self, a):
+        mm = a.base if isinstance(a.base, mmap.mmap) else getattr(a, "_mmap", None)
+        self.mm = mm if (_HAVE_MADVISE and isinstance(mm, mmap.mmap)) else None
+        if self.mm is not None:
+            self.base = np.frombuffer(self.mm, np.uint8).ctypes.data
+            self.size = len(self.mm)
+
+    def _range(self, view):
+        """Byte range [lo, hi) of `view` within the mapping (None if it is not a view of it)."""
+        if self.mm is None or view.size == 0:
+            return None
+        lo = hi = view.ctypes.data - self.base
+        for n, s in zip(view.shape, view.strides):
+            if s < 0:
+                lo += s * (n - 1)
+            else:
+                hi += s * (n - 1)
+        hi += view.itemsize
+        if lo < 0 or hi > self.size:
+            return None
+        return lo, hi
+
+    def will_need(self, view):
+        r = self._range(view)
+        if r is not None and hasattr(mmap, "MADV_WILLNEED"):
+            lo = r[0] - r[0] % _PAGE
+            self.mm.madvise(mmap.MADV_WILLNEED, lo, r[1] - lo)
+
+    def done(self, view):
+        """Unmap the whole pages of `view` from this process (they stay in the page cache).
+
+        A page shared with the next batch is kept (the range is rounded down at
+        its end); one shared with the previous batch was already processed.
+        """
+        r = self._range(view)
+        if r is None:
+            return
+        lo = r[0] - r[0] % _PAGE
+        hi = r[1] - r[1] % _PAGE if r[1] < self.size else self.size
+        if hi > lo:
+            self.mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
+def _batch_axis(a, ax):
+    """The non-class axis to cut batches along: the one with the largest stride
+    (the leading axis of a C-order file), or None for a single row."""
+    candidates = [d for d in range(a.ndim) if d != ax]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda d: (abs(a.strides[d]), -d))
+
+
+def _check_inputs(x, t, axis, logits_name, target_name):
+    """Shape and dtype checks of the whole files, before any batch is read."""
+    if x.ndim == 0:
+        raise ValueError(f"{logits_name}: expected at least one dimension (the class axis), got a scalar")
+    if x.dtype.kind not in "fiub" and x.dtype.name != "bfloat16":
+        raise TypeError(f"{logits_name}: unsupported dtype {x.dtype} (expected real numbers)")
+    ax = normalize_axis(axis, x.ndim)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{target_name}: expected integer class indices, got dtype {t.dtype}")
+    row_shape = x.shape[:ax] + x.shape[ax + 1 :]
+    if t.shape != row_shape:
+        raise ValueError(
+            f"{target_name} has shape {t.shape}, but class indices for logits of shape "
+            f"{x.shape} (class axis {ax}) must have shape {row_shape}"
+        )
+    return ax
+
+
+def _position(bad_flat, t_batch, t_axis, start):
+    """Position in the whole target array of flat index `bad_flat` of a batch."""
+    pos = list(np.unravel_index(bad_flat, t_batch.shape))
+    pos[t_axis] += start
+    return tuple(int(p) for p in pos)
+
+
+def _default_batch_rows(x, ax, bax):
+    """Entries of the batch axis per batch: ~BATCH_BYTES of logits, <= BATCH_MAX_ROWS rows."""
+    per_entry = max(1, x.size // max(1, x.shape[bax]))  # logits values per entry
+    rows_per_entry = max(1, per_entry // max(1, x.shape[ax]))  # class rows per entry
+    return max(1, min(BATCH_BYTES // (per_entry * x.itemsize), BATCH_MAX_ROWS // rows_per_entry))
+
+
+def evaluate_npy(logits_path, target_path, *, axis=-1, ignore_index=-100, k=(1, 5),
+                 batch_rows=None, progress=False, logits_name="LOGITS", target_name="TARGET"):
+    """Evaluate a ``.npy`` file of logits against a ``.npy`` file of class indices.
+
+    Both files are memory-mapped and streamed in batches along their outermost
+    non-class axis; the result is that of `xent.evaluate` on the whole arrays
+    (up to float64 rounding of the loss sum).
+
+    Parameters
+    ----------
+    logits_path, target_path : str or path-like
+        The ``.npy`` files (any float, integer or bool logits; integer targets with
+        the logits' shape without `axis`).
+    axis, ignore_index, k
+        As for `xent.evaluate`.
+    batch_rows : int, optional
+        Entries of the batch axis per batch (default: about 64 MiB of logits, at
+        most 2**21 rows).
+    progress : bool, optional
+        Show a tqdm progress bar on stderr -- only if tqdm is installed and stderr
+        is a terminal.
+    logits_name, target_name : str, optional
+        How error messages name the two inputs.
+
+    Returns
+    -------
+    Evaluation
+
+    Raises
+    ------
+    FileNotFoundError
+        A missing file.
+    ValueError
+        A file that is not a .npy array, shape mismatches, bad `axis`/`k`.
+    TypeError
+        Non-numeric logits, non-integer targets.
+    IndexError
+        A class index outside ``[0, C)`` that is not `ignore_index`; the message
+        gives its position in the whole target array.
+    """
+    ks = _check_ks(k)
+    ignore_index = check_ignore_index(ignore_index)
+    if batch_rows is not None and (isinstance(batch_rows, bool) or int(batch_rows) < 1):
+        raise ValueError(f"batch_rows: expected a positive integer, got {batch_rows!r}")
+    x = _open_npy(logits_path, logits_name)
+    t = _open_npy(target_path, target_name)
+    ax = _check_inputs(x, t, axis, logits_name, target_name)
+    ev = Evaluator(axis=ax, ignore_index=ignore_index, k=ks)
+    bax = _batch_axis(x, ax)
+    if bax is None or x.size == 0:
+        ev.update(x, t)
+        return ev.result()
+    tax = bax if bax < ax else bax - 1
+    n = x.shape[bax]
+    step = int(batch_rows) if batch_rows is not None else _default_batch_rows(x, ax, bax)
+    xpages, tpages = _Pages(x), _Pages(t)
+    index = [slice(None)] * x.ndim
+    tindex = [slice(None)] * t.ndim
+
+    def batch(start):
+        index[bax] = tindex[tax] = slice(start, min(start + step, n))
+        return x[tuple(index)], t[tuple(tindex)]
+
+    bar = _progress_bar(n) if progress else None
+    try:
+        following = batch(0)
+        for start in range(0, n, step):
+            xb, tb = following
+            following = batch(start + step) if start + step < n else None
+            if following is not None:
+                xpages.will_need(following[0])  # read-ahead while this batch is computed
+            try:
+                ev.update(xb, tb)
+            except IndexError as exc:
+                # the batch's message has a position within the batch: give the file's
+                raise _global_index_error(tb, tax, start, x.shape[ax], ignore_index,
+                                          target_name) or exc from None
+            xpages.done(xb)
+            tpages.done(tb)
+            if bar is not None:
+                bar.update(xb.shape[bax])
+    finally:
+        if bar is not None:
+            bar.close()
+    return ev.result()
+
+
+def _progress_bar(total):
+    """A tqdm bar on stderr, or None when tqdm is missing or stderr is not a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="row", unit_scale=True, file=sys.stderr, leave=False,
+                dynamic_ncols=True, desc="xent eval")
+
+
+def _global_index_error(tb, tax, start, C, ignore_index, name):
+    """The IndexError of a batch, with the bad index's position in the whole file
+    (None if the batch has no bad index)."""
+    tb = np.asarray(tb)
+    bad = np.flatnonzero(((tb != ignore_index) & ((tb < 0) | (tb >= C))).reshape(-1))
+    if bad.size == 0:
+        return None
+    flat = int(bad[0])
+    value = tb.reshape(-1)[flat]
+    return IndexError(
+        f"{name}: class index {value} at position {_position(flat, tb, tax, start)} "
+        f"is outside [0, {C}) and is not ignore_index={ignore_index}"
+    )
+
+
+def format_plain(result):
+    """`xent eval`'s human-readable output (one ``name value`` line each)."""
+    lines = [
+        f"loss        {result.loss:.6f}",
+        f"perplexity  {result.perplexity:.6f}",
+    ]
+    for kk, acc in result.accuracy.items():
+        pct = "" if math.isnan(acc) else f"  ({100 * acc:.2f}%)"
+        lines.append(f"{f'top-{kk}':<12}{acc:.6f}{pct}")
+    lines.append(f"count       {result.count}")
+    return "\n".join(lines)
+
+
+def as_json(result):
+    """`xent eval --json`'s object: strict JSON, so NaN and infinities are null."""
+
+    def num(v):
+        return v if math.isfinite(v) else None
+
+    return {
+        "loss": num(result.loss),
+        "perplexity": num(result.perplexity),
+        "accuracy": {str(kk): num(v) for kk, v in result.accuracy.items()},
+        "count": result.count,
+    }
