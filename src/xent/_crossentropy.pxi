@@ -227,6 +227,76 @@ cdef void _ce_tiles(const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t xs
                     (<real *> (g + (r0 + r) * gs0 + c * gs1))[0] = gt[c * R + r]
 
 
+cdef inline Py_ssize_t _ce_block_scratch(Py_ssize_t nb, Py_ssize_t C, Py_ssize_t itemsize) noexcept nogil:
+    """Reals of scratch per thread for _ce_inner_blocks (even, for 8-byte alignment)."""
+    cdef Py_ssize_t n = 2 * ((nb * 8) // itemsize) + 4 * nb + 3 * C
+    return n + n % 2
+
+
+cdef void _ce_inner_blocks(const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                           Py_ssize_t xs0, Py_ssize_t xs1,
+                           const char *tg, int tcode, Py_ssize_t ts0, Py_ssize_t ts2,
+                           int64_t ignore_index, const real *w, real wsum, real eps, real z,
+                           real scale_ce, real scale_z, char *g, Py_ssize_t gs0, Py_ssize_t gs1,
+                           double *ce, double *lse, real *scratch, Py_ssize_t nb,
+                           int n_threads) noexcept nogil:
+    """Class-index cross-entropy with the class axis not last ((N, C, H, W), axis=1):
+    blocks of nb adjacent positions (unit stride) whose classes are xs1 elements
+    apart are computed together, vectorised across positions (block_ce_index),
+    reading the data in memory order with no transposed copy.  xs0, xs1 in
+    elements; target and gradient strides in bytes."""
+    cdef Py_ssize_t per_thread = _ce_block_scratch(nb, C, sizeof(real))
+    cdef Py_ssize_t wide = (nb * 8) // sizeof(real)
+    cdef Py_ssize_t n_blocks = (inner + nb - 1) // nb
+    cdef Py_ssize_t t, o, i0, width, j
+    cdef real *mine
+    cdef double *acc
+    cdef int64_t *tt
+    cdef real *m
+    cdef real *s
+    cdef real *ls
+    cdef real *K
+    cdef const real *xb
+    cdef int64_t v
+    cdef int special
+    for t in prange(outer * n_blocks, schedule="static", num_threads=n_threads):
+        o = t // n_blocks
+        i0 = (t % n_blocks) * nb
+        width = inner - i0 if inner - i0 < nb else nb
+        mine = scratch + omp_get_thread_num() * per_thread
+        acc = <double *> mine
+        tt = <int64_t *> (mine + wide)
+        m = mine + 2 * wide
+        s = m + nb
+        ls = s + nb
+        K = ls + nb
+        xb = x + o * xs0 + i0
+        for j in range(width):
+            v = load_index(tg + o * ts0 + (i0 + j) * ts2, tcode)
+            tt[j] = -1 if v == ignore_index else v
+        if real is float:
+            special = block_stats_f32(xb, C, xs1, width, m, s, ls, acc)
+        else:
+            special = block_stats_f64(xb, C, xs1, width, m, s, ls, acc)
+        if special:
+            # A position with a non-finite max: this block column by column.
+            for j in range(width):
+                _ce_row(<const char *> (xb + j), XENT_KIND_F32 if real is float else XENT_KIND_F64,
+                        C, xs1 * sizeof(real), tg + o * ts0 + (i0 + j) * ts2, tcode, 0, False,
+                        ignore_index, w, wsum, eps, z, scale_ce, scale_z,
+                        g + o * gs0 + (i0 + j) * sizeof(real) if g != NULL else NULL, gs1,
+                        &ce[o * inner + i0 + j], &lse[o * inner + i0 + j], K + nb)
+            continue
+        if real is float:
+            block_ce_index_f32(xb, C, xs1, width, m, s, ls, tt, w, wsum, eps, z, scale_ce,
+                               scale_z, <float *> (g + o * gs0) + i0 if g != NULL else NULL,
+                               gs1 // sizeof(float), &ce[o * inner + i0], &lse[o * inner + i0], K)
+        else:
+            block_ce_index_f64(xb, C, xs1, width, m, s, ls, tt, w, wsum, eps, z, scale_ce,
+                               scale_z, <double *> (g + o * gs0) + i0 if g != NULL else NULL,
+                               gs1 // sizeof(double), &ce[o * inner + i0], &lse[o * inner + i0], K)
+
+
 cdef inline Py_ssize_t _bstride(cnp.ndarray a, int axis):
     return cnp.PyArray_STRIDE(a, axis)
 
@@ -271,14 +341,38 @@ def cross_entropy(cnp.ndarray x not None, int xkind, bint double_precision,
     cdef bint tiles = (not prob and inner == 1 and 0 < C <= SMALL_C and outer >= 2 * MIN_BLOCK
                        and xkind == (XENT_KIND_F64 if double_precision else XENT_KIND_F32)
                        and xs1 == itemsize and xs0 % itemsize == 0)
+    # Class axis not last, unit stride across positions: vectorise across them.
+    cdef bint blocks = (not tiles and not prob and inner > 1 and C > 0
+                        and xkind == (XENT_KIND_F64 if double_precision else XENT_KIND_F32)
+                        and xs2 == itemsize and xs1 % itemsize == 0 and xs0 % itemsize == 0
+                        and (gp == NULL or (gs2 == itemsize and gs1 % itemsize == 0
+                                            and gs0 % itemsize == 0)))
+    cdef Py_ssize_t nb = 0
     if tiles:
         free(scratch)
         scratch = NULL
         n_threads = <int> max(1, min(<Py_ssize_t> n_threads, (outer + TILE_ROWS - 1) // TILE_ROWS))
         scratch = _alloc_scratch(n_threads * _ce_tile_scratch(C, itemsize) * itemsize)
+    elif blocks:
+        nb = min(max(BLOCK_BYTES // (C * itemsize), MIN_BLOCK), MAX_BLOCK, inner)
+        free(scratch)
+        scratch = NULL
+        n_threads = <int> max(1, min(<Py_ssize_t> n_threads, outer * ((inner + nb - 1) // nb)))
+        scratch = _alloc_scratch(n_threads * _ce_block_scratch(nb, C, itemsize) * itemsize)
     try:
         with nogil:
-            if tiles and double_precision:
+            if blocks and double_precision:
+                _ce_inner_blocks(<const double *> xp, outer, C, inner, xs0 // itemsize,
+                                 xs1 // itemsize, tp, tcode, ts0, ts2, ignore_index,
+                                 <const double *> wp, wsum, eps, z, scale_ce, scale_z,
+                                 gp, gs0, gs1, cep, lsep, <double *> scratch, nb, n_threads)
+            elif blocks:
+                _ce_inner_blocks(<const float *> xp, outer, C, inner, xs0 // itemsize,
+                                 xs1 // itemsize, tp, tcode, ts0, ts2, ignore_index,
+                                 <const float *> wp, <float> wsum, <float> eps, <float> z,
+                                 <float> scale_ce, <float> scale_z,
+                                 gp, gs0, gs1, cep, lsep, <float *> scratch, nb, n_threads)
+            elif tiles and double_precision:
                 _ce_tiles(<const double *> xp, outer, C, xs0 // itemsize, tp, tcode, ts0,
                           ignore_index, <const double *> wp, wsum, eps, z, scale_ce, scale_z,
                           gp, gs0, gs1, cep, lsep, <double *> scratch, n_threads)
