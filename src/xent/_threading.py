@@ -47,6 +47,18 @@ def _initial_num_threads():
 
 _num_threads = _initial_num_threads()
 
+# OpenMP's team size at import.  If it later drops in the calling thread (an
+# `omp_set_num_threads` from threadpoolctl's OpenMP controller, for one), xent
+# follows it down too, so a limit applies even where threadpoolctl has not
+# picked up xent's own controller.
+_OPENMP_DEFAULT = max(1, _xent_runtime.openmp_max_threads())
+
+
+def _limit():
+    n = _num_threads
+    omp = _xent_runtime.openmp_max_threads()
+    return n if omp >= _OPENMP_DEFAULT else max(1, min(n, omp))
+
 
 def get_num_threads():
     """Return the number of threads xent's kernels may use.
@@ -63,7 +75,7 @@ def get_num_threads():
     >>> xent.get_num_threads() >= 1
     True
     """
-    return _num_threads
+    return _limit()
 
 
 def set_num_threads(n):
@@ -104,7 +116,7 @@ def set_num_threads(n):
 
 def threads_for(n_elements):
     """Team size for a kernel that reads `n_elements` values."""
-    return 1 if n_elements < SMALL_WORK else _num_threads
+    return 1 if n_elements < SMALL_WORK else _limit()
 
 
 def _register_with_threadpoolctl():
@@ -122,7 +134,7 @@ def _register_with_threadpoolctl():
         filename_prefixes = ("_xent_runtime",)
 
         def get_num_threads(self):
-            return get_num_threads()
+            return _num_threads
 
         def set_num_threads(self, num_threads):
             set_num_threads(max(1, int(num_threads)))
