@@ -1,4 +1,5 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+# cython: language_level=3, boundscheck=False, wraparound=False
+# cython: initializedcheck=False, cdivision=True
 """A downstream Cython extension built on xent's nogil row kernels.
 
 Shows the pattern xent's own kernels follow: validate in Python (labels, shapes),

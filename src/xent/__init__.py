@@ -10,6 +10,7 @@ from xent._binary import binary_cross_entropy, binary_cross_entropy_with_logits
 from xent._config import show_config
 from xent._crossentropy import cross_entropy, focal_loss, nll_loss
 from xent._divergences import entropy, kl_divergence
+from xent._include import get_include
 from xent._kl_div import kl_div
 from xent._normalizers import log_softmax, logsumexp, softmax
 from xent._threading import get_num_threads, set_num_threads
@@ -21,6 +22,7 @@ __all__ = [
     "cross_entropy",
     "entropy",
     "focal_loss",
+    "get_include",
     "kl_div",
     "kl_divergence",
     "nll_loss",

@@ -202,11 +202,11 @@ def cross_entropy(
     --------
     >>> import numpy as np, xent
     >>> logits = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
-    >>> float(xent.cross_entropy(logits, np.array([0, 1])))
-    0.3185...
+    >>> round(float(xent.cross_entropy(logits, np.array([0, 1]))), 4)
+    0.3606
     >>> loss, grad = xent.cross_entropy(logits, np.array([0, 1]), return_grad=True)
-    >>> grad.sum(axis=1)
-    array([0., 0.])
+    >>> bool(np.allclose(grad.sum(axis=1), 0))  # softmax minus one-hot, per row
+    True
     """
     if (not return_grad and weight is None and grad_out is None and z_loss == 0
             and label_smoothing == 0 and type(logits) is np.ndarray and type(target) is np.ndarray):

@@ -83,8 +83,8 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, reduction="me
     >>> p = np.array([[1.0, 2.0, 3.0]])
     >>> float(xent.kl_divergence(p, p))
     0.0
-    >>> float(xent.kl_divergence(p, np.zeros((1, 3)), temperature=2.0))
-    0.0413...
+    >>> round(float(xent.kl_divergence(p, np.zeros((1, 3)), temperature=2.0)), 4)
+    0.0784
     """
     lp = as_logits(p_logits, "p_logits")
     lq = as_logits(q_logits, "q_logits")

@@ -73,8 +73,8 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     Examples
     --------
     >>> import numpy as np, xent
-    >>> xent.logsumexp(np.array([[0.0, 0.0], [1000.0, 1000.0]]))
-    array([   0.69314718, 1000.69314718])
+    >>> xent.logsumexp(np.array([[0.0, 0.0], [1000.0, 1000.0]])).round(4).tolist()
+    [0.6931, 1000.6931]
     >>> float(xent.logsumexp(np.zeros(4, dtype=np.float32), axis=None))
     1.3862943649291992
     """
@@ -187,8 +187,8 @@ def log_softmax(x, axis=-1, *, out=None):
     >>> import numpy as np, xent
     >>> xent.log_softmax(np.array([1e30, 0.0]))
     array([ 0.e+00, -1.e+30])
-    >>> xent.log_softmax(np.log(np.array([[1.0, 3.0]], dtype=np.float32)))
-    array([[-1.3862944 , -0.28768206]], dtype=float32)
+    >>> xent.log_softmax(np.log(np.array([[1.0, 3.0]], dtype=np.float32))).round(4)
+    array([[-1.3863, -0.2877]], dtype=float32)
     """
     return _normalize(_kernels.LOG_SOFTMAX, x, axis, out)
 
