@@ -22,9 +22,11 @@ import warnings
 
 from xent import _xent_runtime
 
-# Below this many input elements a call runs on one thread.  Measured on the
-# 2-vCPU development machines: a two-thread team costs about as much as
-# normalising 2**15 float32 values (see BENCHMARKS.md, "thread threshold").
+# Below this many input elements a call runs on one thread.  Measured with
+# bench/threads.py on the 2-vCPU development machines: a second thread starts to
+# pay between 8K and 32K float32 elements (0.5-0.9x the one-thread time), and on a
+# busy machine a team of two can stall for milliseconds on small inputs; 32K is
+# where it wins reliably (BENCHMARKS.md, "Threads").
 SMALL_WORK = 1 << 15
 
 
