@@ -10,6 +10,7 @@ from xent._binary import binary_cross_entropy, binary_cross_entropy_with_logits
 from xent._config import show_config
 from xent._crossentropy import cross_entropy, focal_loss, nll_loss
 from xent._divergences import entropy, kl_divergence
+from xent._evaluate import Evaluation, Evaluator, evaluate
 from xent._include import get_include
 from xent._kl_div import kl_div
 from xent._normalizers import log_softmax, logsumexp, softmax
@@ -17,6 +18,9 @@ from xent._threading import get_num_threads, set_num_threads
 
 __all__ = [
     "__version__",
+    "Evaluation",
+    "Evaluator",
+    "evaluate",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",

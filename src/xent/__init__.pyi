@@ -1,4 +1,5 @@
-from typing import Literal, overload
+from collections.abc import Iterable
+from typing import Any, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -140,3 +141,39 @@ def kl_divergence(
 def entropy(
     logits: npt.ArrayLike, *, axis: int = -1, base: float | None = None
 ) -> _Loss: ...
+
+class Evaluation:
+    loss: float
+    perplexity: float
+    accuracy: dict[int, float]
+    count: int
+    def __init__(
+        self, loss: float, perplexity: float, accuracy: dict[int, float], count: int
+    ) -> None: ...
+    def as_dict(self) -> dict[str, Any]: ...
+
+class Evaluator:
+    def __init__(
+        self, *, axis: int = -1, ignore_index: int = -100, k: int | Iterable[int] = (1, 5)
+    ) -> None: ...
+    @property
+    def axis(self) -> int: ...
+    @property
+    def ignore_index(self) -> int: ...
+    @property
+    def k(self) -> tuple[int, ...]: ...
+    @property
+    def count(self) -> int: ...
+    def update(self, logits: npt.ArrayLike, target: npt.ArrayLike) -> None: ...
+    def merge(self, other: Evaluator) -> Evaluator: ...
+    def result(self) -> Evaluation: ...
+    def reset(self) -> None: ...
+
+def evaluate(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: int = -1,
+    ignore_index: int = -100,
+    k: int | Iterable[int] = (1, 5),
+) -> Evaluation: ...

@@ -135,8 +135,10 @@ def _result(total, count, hits, ks):
         nan = math.nan
         return Evaluation(nan, nan, {k: nan for k in ks}, 0)
     loss = total / count
-    # exp overflows to inf (not OverflowError) for a loss above ~709.8
-    perplexity = math.exp(loss) if loss < 709.0 or math.isnan(loss) else float(np.exp(loss))
+    try:
+        perplexity = math.exp(loss)
+    except OverflowError:  # a finite loss above ~709.8
+        perplexity = math.inf
     return Evaluation(loss, perplexity, {k: h / count for k, h in zip(ks, hits)}, count)
 
 
@@ -301,18 +303,12 @@ class Evaluator:
         target : array_like of int
             Class indices, the logits' shape without `axis`.
 
-        Returns
-        -------
-        Evaluator
-            self.
-
         Raises
         ------
         IndexError, ValueError, TypeError
             As for `evaluate`; a batch that raises is not counted.
         """
         self._add(*_partials(logits, target, self._axis, self._ignore_index, self._ks))
-        return self
 
     def merge(self, other):
         """Add the state of another evaluator (same axis, ignore_index and k) into this one.
@@ -324,7 +320,8 @@ class Evaluator:
         Returns
         -------
         Evaluator
-            self, now counting the rows of both.
+            self, now counting the rows of both (so ``functools.reduce(Evaluator.merge,
+            evaluators)`` combines many).
 
         Raises
         ------

@@ -71,6 +71,7 @@ static void XENT_FN(eval_row)(const XENT_T *x, ptrdiff_t C, ptrdiff_t t, double 
                               int64_t *rank)
 {
     XENT_T xt = x[t], m, s, ls;
+    int kind;
     double M = -INFINITY, rest = 0, k = 0;
     ptrdiff_t b, len, split, kc = 0;
     int above = 0, finite = 1;
@@ -122,5 +123,6 @@ static void XENT_FN(eval_row)(const XENT_T *x, ptrdiff_t C, ptrdiff_t t, double 
         return;
     }
     /* +inf logits, or every entry -inf / NaN: the SPEC's rules (rare, scalar) */
-    *nll = XENT_FN(nll_special)(XENT_FN(row_stats)(x, C, &m, &s, &ls), xt, s);
+    kind = XENT_FN(row_stats)(x, C, &m, &s, &ls);
+    *nll = XENT_FN(nll_special)(kind, xt, s);
 }

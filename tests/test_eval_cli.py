@@ -1,0 +1,256 @@
+"""``xent eval`` (SPEC "Command line") end to end, on generated .npy files.
+
+The command runs in a subprocess (``python -m xent eval ...``); its numbers are
+compared with ``evaluate`` on the same arrays in memory, and with the plain NumPy
+reference of test_evaluate.py.  Errors must be one line on stderr, exit status
+non-zero, never a traceback.  The memory test streams a 1 GiB file and samples the
+subprocess's anonymous resident memory while it runs.
+"""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from test_evaluate import ref_evaluate
+
+from xent._eval_cli import _batch_axis, evaluate_npy
+from xent._evaluate import evaluate
+from xent.cli import main
+
+
+def run_xent(*args, timeout=120):
+    """``python -m xent ARGS`` in a subprocess with this environment (PYTHONPATH kept)."""
+    return subprocess.run(
+        [sys.executable, "-m", "xent", *map(str, args)],
+        capture_output=True, text=True, env=dict(os.environ), timeout=timeout,
+    )
+
+
+def assert_fails_cleanly(proc, *fragments):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("xent eval: error:"), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert proc.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eval")
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((500, 13)) * 2).astype(np.float32)
+    x[::9, 4] = x[::9, 2]  # some ties
+    t = rng.integers(0, 13, 500)
+    t[::11] = -100
+    paths = {"x": d / "logits.npy", "t": d / "target.npy"}
+    np.save(paths["x"], x)
+    np.save(paths["t"], t)
+    return d, x, t, paths
+
+
+def _same(result_json, expected, rel=1e-12):
+    assert result_json["count"] == expected.count
+    assert result_json["accuracy"] == {str(k): v for k, v in expected.accuracy.items()}
+    assert result_json["loss"] == pytest.approx(expected.loss, rel=rel)
+    assert result_json["perplexity"] == pytest.approx(expected.perplexity, rel=rel)
+
+
+def test_json_output_matches_evaluate_and_reference(files):
+    _, x, t, p = files
+    proc = run_xent("eval", p["x"], p["t"], "--json", "-k", 1, 3, 20)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # no progress bar when stderr is not a terminal
+    out = json.loads(proc.stdout)
+    assert set(out) == {"loss", "perplexity", "accuracy", "count"}
+    _same(out, evaluate(x, t, k=(1, 3, 20)))
+    loss, _, acc, count = ref_evaluate(x, t, k=(1, 3, 20))
+    assert out["count"] == count and out["accuracy"] == {str(k): v for k, v in acc.items()}
+    assert out["loss"] == pytest.approx(loss, rel=2e-6)
+
+
+def test_plain_output_is_readable(files):
+    _, x, t, p = files
+    proc = run_xent("eval", p["x"], p["t"])
+    assert proc.returncode == 0, proc.stderr
+    e = evaluate(x, t)
+    lines = dict(line.split(None, 1) for line in proc.stdout.strip().splitlines())
+    assert list(lines) == ["loss", "perplexity", "top-1", "top-5", "count"]
+    assert float(lines["loss"]) == pytest.approx(e.loss, abs=1e-6)
+    assert float(lines["perplexity"]) == pytest.approx(e.perplexity, rel=1e-6)
+    assert float(lines["top-1"].split()[0]) == pytest.approx(e.accuracy[1], abs=1e-6)
+    assert int(lines["count"]) == e.count
+
+
+@pytest.mark.parametrize("batch_rows", [1, 7, 499, 10_000])
+def test_batches_do_not_change_the_result(files, batch_rows):
+    _, x, t, p = files
+    r = evaluate_npy(p["x"], p["t"], k=(1, 2), batch_rows=batch_rows)
+    e = evaluate(x, t, k=(1, 2))
+    assert r.count == e.count and r.accuracy == e.accuracy
+    assert r.loss == pytest.approx(e.loss, rel=1e-13)
+
+
+@pytest.mark.parametrize(
+    "case", ["axis1", "axis0", "fortran", "float16", "one_row", "int8_target", "leading_1"]
+)
+def test_layouts_and_dtypes(tmp_path, case):
+    rng = np.random.default_rng(11)
+    axis = -1
+    if case == "axis1":
+        x, axis = rng.standard_normal((20, 5, 9)), 1
+    elif case == "axis0":  # the class axis first: batches along axis 1
+        x, axis = rng.standard_normal((6, 40)), 0
+    elif case == "fortran":  # batches along the last axis (the largest stride)
+        x = np.asfortranarray(rng.standard_normal((50, 8)))
+    elif case == "float16":
+        x = rng.standard_normal((64, 300)).astype(np.float16)
+    elif case == "one_row":
+        x = rng.standard_normal(17)
+    elif case == "leading_1":  # (1, N, C): batches along N, not along the length-1 axis
+        x = rng.standard_normal((1, 40, 6))
+    else:
+        x = rng.standard_normal((30, 4))
+    tshape = tuple(s for i, s in enumerate(x.shape) if i != axis % x.ndim)
+    t = rng.integers(0, x.shape[axis], tshape).astype(np.int8 if case == "int8_target" else np.int64)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "t.npy", t)
+    r = evaluate_npy(tmp_path / "x.npy", tmp_path / "t.npy", axis=axis, k=(1, 3), batch_rows=3)
+    e = evaluate(x, t, axis=axis, k=(1, 3))
+    assert r.count == e.count and r.accuracy == e.accuracy
+    assert r.loss == pytest.approx(e.loss, rel=1e-12)
+
+
+def test_batch_axis_is_the_outermost_one_in_memory():
+    assert _batch_axis(np.zeros((8, 5)), 1) == 0
+    assert _batch_axis(np.zeros((8, 5)), 0) == 1
+    assert _batch_axis(np.zeros((1, 8, 5)), 2) == 1
+    assert _batch_axis(np.zeros((8, 6, 5), order="F"), 0) == 2
+    assert _batch_axis(np.zeros(5), 0) is None
+
+
+def test_in_process_main_and_non_finite_json(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.array([[0.0, -np.inf], [1.0, 2.0]]))
+    np.save(tmp_path / "t.npy", np.array([1, -1]))
+    assert main(["eval", str(tmp_path / "x.npy"), str(tmp_path / "t.npy"), "--json",
+                 "--ignore-index", "-1", "-k", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)  # strict JSON: inf is null
+    assert out == {"loss": None, "perplexity": None, "accuracy": {"1": 0.0}, "count": 1}
+    np.save(tmp_path / "t.npy", np.array([-1, -1]))
+    assert main(["eval", str(tmp_path / "x.npy"), str(tmp_path / "t.npy"),
+                 "--ignore-index", "-1"]) == 0
+    out = capsys.readouterr().out
+    assert "nan" in out and "count       0" in out
+
+
+def test_errors_are_one_line_without_traceback(tmp_path, files):
+    _, x, t, p = files
+    d = tmp_path
+    missing = d / "missing.npy"
+    np.save(d / "short.npy", t[:-1])
+    np.save(d / "strings.npy", np.array([["a", "b"]] * 3))
+    np.save(d / "float_t.npy", t.astype(np.float64))
+    bad = t.copy()
+    bad[433] = 13
+    np.save(d / "bad.npy", bad)
+    (d / "text.npy").write_text("not an array\n")
+    np.savez(d / "archive.npz", x=x)
+
+    assert_fails_cleanly(run_xent("eval", missing, p["t"]), "LOGITS", "no such file")
+    assert_fails_cleanly(run_xent("eval", p["x"], missing), "TARGET", "no such file")
+    assert_fails_cleanly(run_xent("eval", p["x"], d / "short.npy"), "(499,)", "(500, 13)")
+    assert_fails_cleanly(run_xent("eval", d / "strings.npy", d / "short.npy"), "LOGITS", "<U1")
+    assert_fails_cleanly(run_xent("eval", p["x"], d / "float_t.npy"), "TARGET", "float64")
+    # a label out of range in a later batch: named with its position in the file
+    assert_fails_cleanly(run_xent("eval", p["x"], d / "bad.npy", "--batch-rows", 100),
+                         "class index 13 at position (433,)")
+    assert_fails_cleanly(run_xent("eval", d / "text.npy", p["t"]), "not a .npy file")
+    assert_fails_cleanly(run_xent("eval", d / "archive.npz", p["t"]), "not a .npy file")
+    assert_fails_cleanly(run_xent("eval", p["x"], p["t"], "--axis", 2), "axis")
+    assert_fails_cleanly(run_xent("eval", p["x"], p["t"], "-k", 0), "-k")
+    assert_fails_cleanly(run_xent("eval", p["x"], p["t"], "--batch-rows", "many"), "--batch-rows")
+    assert_fails_cleanly(run_xent("eval", p["x"]), "TARGET")
+
+
+# ---------------------------------------------------------------------------
+# memory: a 1 GiB file with bounded anonymous memory
+# ---------------------------------------------------------------------------
+
+MEM_ROWS, MEM_C = 1 << 20, 512  # float16: exactly 1 GiB of logits
+BASE_ROWS = 4096
+ANON_LIMIT = 400 << 20
+
+
+def _status_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_a_1gib_file_streams_with_bounded_anonymous_memory(tmp_path):
+    if shutil.disk_usage(tmp_path).free < 3 * (MEM_ROWS * MEM_C * 2):
+        pytest.skip("not enough free disk space for the 1 GiB file")
+    rng = np.random.default_rng(3)
+    base = (rng.standard_normal((BASE_ROWS, MEM_C)) * 2).astype(np.float16)
+    base_t = rng.integers(0, MEM_C, BASE_ROWS)
+    base_t[::5] = -100
+    lpath, tpath = tmp_path / "big_logits.npy", tmp_path / "big_target.npy"
+    try:
+        # written in chunks: the test itself never holds more than one base block
+        x = np.lib.format.open_memmap(lpath, mode="w+", dtype=np.float16, shape=(MEM_ROWS, MEM_C))
+        for i in range(0, MEM_ROWS, BASE_ROWS):
+            x[i : i + BASE_ROWS] = base
+        x.flush()
+        del x
+        np.save(tpath, np.tile(base_t, MEM_ROWS // BASE_ROWS))
+        assert os.path.getsize(lpath) >= 1 << 30
+
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "xent", "eval", str(lpath), str(tpath), "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+        )
+        peak = {"RssAnon": 0, "RssFile": 0, "samples": 0}
+
+        def sample():
+            while proc.poll() is None:
+                try:
+                    for field in ("RssAnon", "RssFile"):
+                        peak[field] = max(peak[field], _status_kib(proc.pid, field) << 10)
+                    peak["samples"] += 1
+                except (OSError, ValueError):
+                    break
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        out, err = proc.communicate(timeout=120)
+        sampler.join()
+        assert proc.returncode == 0, err
+        assert peak["samples"] >= 3, "the run was too short to be sampled"
+        assert peak["RssAnon"] < ANON_LIMIT, (
+            f"anonymous resident memory peaked at {peak['RssAnon'] / 2**20:.0f} MiB "
+            f"(file-backed: {peak['RssFile'] / 2**20:.0f} MiB) for a 1 GiB file"
+        )
+        # every row was read: the file repeats one block, so it evaluates like the block
+        got = json.loads(out)
+        block = evaluate(base, base_t)
+        reps = MEM_ROWS // BASE_ROWS
+        assert got["count"] == reps * block.count
+        assert got["accuracy"] == {str(k): v for k, v in block.accuracy.items()}
+        assert math.isclose(got["loss"], block.loss, rel_tol=1e-9)
+    finally:
+        for path in (lpath, tpath):
+            if os.path.exists(path):
+                os.unlink(path)
