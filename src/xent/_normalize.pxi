@@ -263,7 +263,7 @@ cdef void _run_split(int op, const real *x, Py_ssize_t outer, Py_ssize_t C, Py_s
     the whole-row path)."""
     cdef Py_ssize_t n_chunks = (C + SPLIT_CHUNK - 1) // SPLIT_CHUNK
     cdef Py_ssize_t t, r, o, i, c0, n
-    cdef real m, sm, ls
+    cdef real m = 0, sm = 1, ls = 0
     cdef int finite
     cdef const real *base
     for t in prange(outer * inner * n_chunks, schedule="static", num_threads=n_threads):

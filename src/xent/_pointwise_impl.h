@@ -48,75 +48,12 @@ XENT_INLINE XENT_T XENT_FN(log1m)(XENT_T p)
     return XENT_FN(log_any)(u, corr);
 }
 
-/* exp(x) for any x, the method of xent_exp_nonpos (Cody-Waite reduction, Taylor
- * polynomial, 2^n applied as two powers of two) over the whole real line:
- * x is clamped to [-104, 89] (float) / [-746, 710] (double), past which the result
- * is 0 or +inf anyway.  exp(-inf) = 0, exp(+inf) = +inf, NaN -> NaN. */
+/* exp(x) for any x (see xent_exp_wide_* in _rows.h). */
 XENT_INLINE XENT_T XENT_FN(exp_any)(XENT_T x)
 {
-    if (sizeof(XENT_T) == sizeof(float)) {
-        const float shifter = 12582912.0f, log2e = 1.44269504088896341f;
-        const float ln2_hi = 0.693145751953125f, ln2_lo = 1.42860676533018704e-06f;
-        float xf = (float)x, t, n, r, p, s1, s2;
-        int32_t ti, ni, n1, n2, b1, b2;
-        xf = xf < -104.0f ? -104.0f : xf;
-        xf = xf > 89.0f ? 89.0f : xf;
-        t = xf * log2e + shifter;
-        n = t - shifter;
-        memcpy(&ti, &t, sizeof ti);
-        ni = ti - 0x4B400000; /* n in [-150, 129] */
-        r = xf - n * ln2_hi;
-        r = r - n * ln2_lo;
-        p = 1.0f / 5040.0f;
-        p = p * r + 1.0f / 720.0f;
-        p = p * r + 1.0f / 120.0f;
-        p = p * r + 1.0f / 24.0f;
-        p = p * r + 1.0f / 6.0f;
-        p = p * r + 0.5f;
-        p = p * r + 1.0f;
-        p = p * r + 1.0f;
-        n1 = ni >> 1; /* each half in [-75, 65]: a normal power of two */
-        n2 = ni - n1;
-        b1 = (n1 + 127) << 23;
-        b2 = (n2 + 127) << 23;
-        memcpy(&s1, &b1, sizeof s1);
-        memcpy(&s2, &b2, sizeof s2);
-        return (XENT_T)((p * s1) * s2);
-    } else {
-        const double shifter = 6755399441055744.0, log2e = 1.4426950408889634;
-        const double ln2_hi = 0.6931471803691238, ln2_lo = 1.9082149292705877e-10;
-        double xd = (double)x, t, n, r, p, s1, s2;
-        int64_t ti, ni, n1, n2, b1, b2;
-        xd = xd < -746.0 ? -746.0 : xd;
-        xd = xd > 710.0 ? 710.0 : xd;
-        t = xd * log2e + shifter;
-        n = t - shifter;
-        memcpy(&ti, &t, sizeof ti);
-        ni = ti - INT64_C(0x4338000000000000); /* n in [-1077, 1025] */
-        r = xd - n * ln2_hi;
-        r = r - n * ln2_lo;
-        p = 1.0 / 6227020800.0;
-        p = p * r + 1.0 / 479001600.0;
-        p = p * r + 1.0 / 39916800.0;
-        p = p * r + 1.0 / 3628800.0;
-        p = p * r + 1.0 / 362880.0;
-        p = p * r + 1.0 / 40320.0;
-        p = p * r + 1.0 / 5040.0;
-        p = p * r + 1.0 / 720.0;
-        p = p * r + 1.0 / 120.0;
-        p = p * r + 1.0 / 24.0;
-        p = p * r + 1.0 / 6.0;
-        p = p * r + 0.5;
-        p = p * r + 1.0;
-        p = p * r + 1.0;
-        n1 = ni >> 1; /* each half in [-539, 513] */
-        n2 = ni - n1;
-        b1 = (n1 + 1023) * (INT64_C(1) << 52);
-        b2 = (n2 + 1023) * (INT64_C(1) << 52);
-        memcpy(&s1, &b1, sizeof s1);
-        memcpy(&s2, &b2, sizeof s2);
-        return (XENT_T)((p * s1) * s2);
-    }
+    if (sizeof(XENT_T) == sizeof(float))
+        return (XENT_T)xent_exp_wide_f32((float)x);
+    return (XENT_T)xent_exp_wide_f64((double)x);
 }
 
 /* ---- binary cross-entropy with logits ----------------------------------------

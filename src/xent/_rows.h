@@ -59,118 +59,62 @@ enum {
  * that are subnormal are rounded once instead of flushed.  Branch-free, so the
  * compiler vectorises it.  -inf -> 0, NaN -> NaN, 0 -> 1 exactly.
  */
-XENT_INLINE float xent_exp_nonpos_f32(float x)
+/* Shared steps: x = n ln2 + r with |r| <= ln2/2 (Cody-Waite, two-part ln2 so
+ * n*ln2_hi is exact), e^r by its Taylor polynomial, and 2^n. */
+XENT_INLINE float xent_exp_reduce_f32(float x, int32_t *n)
 {
     const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
     const float log2e = 1.44269504088896341f;
     const float ln2_hi = 0.693145751953125f; /* 0x3f317200: n*ln2_hi is exact, |n| <= 150 */
     const float ln2_lo = 1.42860676533018704e-06f;
-    float t, n, r, p, s1, s2;
-    int32_t ti, ni, n1, n2, b1, b2;
-
-    x = x < -104.0f ? -104.0f : x; /* exp(-104) < half the smallest subnormal */
-    t = x * log2e + shifter;
-    n = t - shifter;
+    float t = x * log2e + shifter, nf = t - shifter, r;
+    int32_t ti;
     memcpy(&ti, &t, sizeof ti);
-    ni = ti - 0x4B400000; /* the integer n, from the low mantissa bits of t */
-    r = x - n * ln2_hi;
-    r = r - n * ln2_lo;
-    p = 1.0f / 5040.0f;
+    *n = ti - 0x4B400000; /* the integer n, from the low mantissa bits of t */
+    r = x - nf * ln2_hi;
+    return r - nf * ln2_lo;
+}
+
+XENT_INLINE float xent_exp_poly_f32(float r)
+{
+    float p = 1.0f / 5040.0f;
     p = p * r + 1.0f / 720.0f;
     p = p * r + 1.0f / 120.0f;
     p = p * r + 1.0f / 24.0f;
     p = p * r + 1.0f / 6.0f;
     p = p * r + 0.5f;
     p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    n1 = ni >> 1; /* n in [-150, 0]: two halves keep each 2^k a normal float */
-    n2 = ni - n1;
-    b1 = (n1 + 127) << 23;
-    b2 = (n2 + 127) << 23;
+    return p * r + 1.0f;
+}
+
+/* p * 2^n for n in [-150, 129]: two halves keep each 2^k a normal float, so a
+ * subnormal result is rounded once instead of flushed. */
+XENT_INLINE float xent_exp_scale2_f32(float p, int32_t n)
+{
+    int32_t n1 = n >> 1, n2 = n - n1, b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
+    float s1, s2;
     memcpy(&s1, &b1, sizeof s1);
     memcpy(&s2, &b2, sizeof s2);
     return (p * s1) * s2;
 }
 
-/* exp(x) for x <= 0 as a term of a sum of exps whose largest term is 1: results
- * below the smallest normal (x < -87.3 in float, -708.4 in double) are 0 instead
- * of subnormal.  That changes a sum >= 1 by less than 2^-126 per term, far below
- * its rounding, and saves the two-step scaling: one exact power of two. */
-XENT_INLINE float xent_exp_term_f32(float x)
-{
-    const float shifter = 12582912.0f, log2e = 1.44269504088896341f;
-    const float ln2_hi = 0.693145751953125f, ln2_lo = 1.42860676533018704e-06f;
-    float t, n, r, p, s, xc;
-    int32_t ti, b;
-    xc = x < -87.0f ? -87.0f : x;
-    t = xc * log2e + shifter;
-    n = t - shifter;
-    memcpy(&ti, &t, sizeof ti);
-    r = xc - n * ln2_hi;
-    r = r - n * ln2_lo;
-    p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    b = (ti - 0x4B400000 + 127) << 23; /* n >= -126: a normal power of two */
-    memcpy(&s, &b, sizeof s);
-    p = p * s;
-    return x < -87.0f ? 0.0f : p; /* -inf -> 0; NaN (comparison false) -> NaN */
-}
-
-XENT_INLINE double xent_exp_term_f64(double x)
-{
-    const double shifter = 6755399441055744.0, log2e = 1.4426950408889634;
-    const double ln2_hi = 0.6931471803691238, ln2_lo = 1.9082149292705877e-10;
-    double t, n, r, p, s, xc;
-    int64_t ti, b;
-    xc = x < -708.0 ? -708.0 : x;
-    t = xc * log2e + shifter;
-    n = t - shifter;
-    memcpy(&ti, &t, sizeof ti);
-    r = xc - n * ln2_hi;
-    r = r - n * ln2_lo;
-    p = 1.0 / 6227020800.0;
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    b = (ti - INT64_C(0x4338000000000000) + 1023) << 52;
-    memcpy(&s, &b, sizeof s);
-    p = p * s;
-    return x < -708.0 ? 0.0 : p;
-}
-
-XENT_INLINE double xent_exp_nonpos_f64(double x)
+XENT_INLINE double xent_exp_reduce_f64(double x, int64_t *n)
 {
     const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
     const double log2e = 1.4426950408889634;
     const double ln2_hi = 0.6931471803691238; /* 0x3fe62e42fee00000: exact n*ln2_hi */
     const double ln2_lo = 1.9082149292705877e-10;
-    double t, n, r, p, s1, s2;
-    int64_t ti, ni, n1, n2, b1, b2;
-
-    x = x < -746.0 ? -746.0 : x; /* exp(-746) < half the smallest subnormal */
-    t = x * log2e + shifter;
-    n = t - shifter;
+    double t = x * log2e + shifter, nf = t - shifter, r;
+    int64_t ti;
     memcpy(&ti, &t, sizeof ti);
-    ni = ti - INT64_C(0x4338000000000000);
-    r = x - n * ln2_hi;
-    r = r - n * ln2_lo;
-    p = 1.0 / 6227020800.0; /* 1/13! */
+    *n = ti - INT64_C(0x4338000000000000);
+    r = x - nf * ln2_hi;
+    return r - nf * ln2_lo;
+}
+
+XENT_INLINE double xent_exp_poly_f64(double r)
+{
+    double p = 1.0 / 6227020800.0; /* 1/13! */
     p = p * r + 1.0 / 479001600.0;
     p = p * r + 1.0 / 39916800.0;
     p = p * r + 1.0 / 3628800.0;
@@ -183,14 +127,75 @@ XENT_INLINE double xent_exp_nonpos_f64(double x)
     p = p * r + 1.0 / 6.0;
     p = p * r + 0.5;
     p = p * r + 1.0;
-    p = p * r + 1.0;
-    n1 = ni >> 1; /* n in [-1077, 0] */
-    n2 = ni - n1;
-    b1 = (n1 + 1023) << 52;
-    b2 = (n2 + 1023) << 52;
+    return p * r + 1.0;
+}
+
+XENT_INLINE double xent_exp_scale2_f64(double p, int64_t n)
+{
+    int64_t n1 = n >> 1, n2 = n - n1, b1 = (n1 + 1023) << 52, b2 = (n2 + 1023) << 52;
+    double s1, s2;
     memcpy(&s1, &b1, sizeof s1);
     memcpy(&s2, &b2, sizeof s2);
     return (p * s1) * s2;
+}
+
+XENT_INLINE float xent_exp_nonpos_f32(float x)
+{
+    int32_t n;
+    float r;
+    x = x < -104.0f ? -104.0f : x; /* exp(-104) < half the smallest subnormal */
+    r = xent_exp_reduce_f32(x, &n);
+    return xent_exp_scale2_f32(xent_exp_poly_f32(r), n);
+}
+
+XENT_INLINE double xent_exp_nonpos_f64(double x)
+{
+    int64_t n;
+    double r;
+    x = x < -746.0 ? -746.0 : x; /* exp(-746) < half the smallest subnormal */
+    r = xent_exp_reduce_f64(x, &n);
+    return xent_exp_scale2_f64(xent_exp_poly_f64(r), n);
+}
+
+/* exp(x) for any x: the same method, x clamped to [-104, 89] (float) /
+ * [-746, 710] (double), past which the result is 0 or +inf anyway.
+ * exp(-inf) = 0, exp(+inf) = +inf, NaN -> NaN. */
+XENT_INLINE float xent_exp_wide_f32(float x)
+{
+    x = x > 89.0f ? 89.0f : x;
+    return xent_exp_nonpos_f32(x);
+}
+
+XENT_INLINE double xent_exp_wide_f64(double x)
+{
+    x = x > 710.0 ? 710.0 : x;
+    return xent_exp_nonpos_f64(x);
+}
+
+/* exp(x) for x <= 0 as a term of a sum of exps whose largest term is 1: results
+ * below the smallest normal (x < -87 in float, -708 in double) are 0 instead
+ * of subnormal.  That changes a sum >= 1 by less than 2^-126 per term, far below
+ * its rounding, and saves the two-step scaling: one exact power of two. */
+XENT_INLINE float xent_exp_term_f32(float x)
+{
+    int32_t n, b;
+    float r, s, p;
+    r = xent_exp_reduce_f32(x < -87.0f ? -87.0f : x, &n);
+    b = (n + 127) << 23; /* n >= -126: a normal power of two */
+    memcpy(&s, &b, sizeof s);
+    p = xent_exp_poly_f32(r) * s;
+    return x < -87.0f ? 0.0f : p; /* -inf -> 0; NaN (comparison false) -> NaN */
+}
+
+XENT_INLINE double xent_exp_term_f64(double x)
+{
+    int64_t n, b;
+    double r, s, p;
+    r = xent_exp_reduce_f64(x < -708.0 ? -708.0 : x, &n);
+    b = (n + 1023) << 52;
+    memcpy(&s, &b, sizeof s);
+    p = xent_exp_poly_f64(r) * s;
+    return x < -708.0 ? 0.0 : p;
 }
 
 /* ---- log for any argument ------------------------------------------------------
