@@ -211,22 +211,6 @@ def check_grad_out(grad_out, shape, return_grad):
     check_out(grad_out, shape, name="grad_out")
 
 
-def reduce_losses(losses, reduction, denominator, compute):
-    """Finish a loss from per-element float64 losses.
-
-    "none" -> the array in the computation dtype; "sum" -> their float64 sum;
-    "mean" -> sum / denominator (NaN when the denominator is 0, as PyTorch).
-    Scalars are NumPy scalars of the computation dtype.
-    """
-    if reduction == "none":
-        return losses.astype(compute, copy=False)
-    total = np.sum(losses, dtype=np.float64)
-    if reduction == "sum":
-        return compute.type(total)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return compute.type(np.float64(total) / np.float64(denominator))
-
-
 # ---- storage descriptions for the loss kernels ----------------------------------
 
 _FLOAT_KINDS = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}  # XENT_KIND_* in _rows.h
