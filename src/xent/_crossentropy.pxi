@@ -322,8 +322,7 @@ def cross_entropy(cnp.ndarray x not None, int xkind, bint double_precision,
     if outer * inner == 0:
         return
     cdef Py_ssize_t itemsize = sizeof(double) if double_precision else sizeof(float)
-    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, outer * inner))
-    cdef void *scratch = _alloc_scratch(n_threads * 3 * max(C, 1) * itemsize)
+    cdef void *scratch = NULL
     cdef const char *xp = cnp.PyArray_BYTES(x)
     cdef const char *tp = cnp.PyArray_BYTES(target)
     cdef Py_ssize_t xs0 = _bstride(x, 0), xs1 = _bstride(x, 1), xs2 = _bstride(x, 2)
@@ -347,18 +346,21 @@ def cross_entropy(cnp.ndarray x not None, int xkind, bint double_precision,
                         and xs2 == itemsize and xs1 % itemsize == 0 and xs0 % itemsize == 0
                         and (gp == NULL or (gs2 == itemsize and gs1 % itemsize == 0
                                             and gs0 % itemsize == 0)))
-    cdef Py_ssize_t nb = 0
+    # One scratch allocation, sized for the path taken: per thread, and no more
+    # threads than there are tasks.
+    cdef Py_ssize_t nb = 0, n_tasks, per_thread
     if tiles:
-        free(scratch)
-        scratch = NULL
-        n_threads = <int> max(1, min(<Py_ssize_t> n_threads, (outer + TILE_ROWS - 1) // TILE_ROWS))
-        scratch = _alloc_scratch(n_threads * _ce_tile_scratch(C, itemsize) * itemsize)
+        n_tasks = (outer + TILE_ROWS - 1) // TILE_ROWS
+        per_thread = _ce_tile_scratch(C, itemsize)
     elif blocks:
         nb = min(max(BLOCK_BYTES // (C * itemsize), MIN_BLOCK), MAX_BLOCK, inner)
-        free(scratch)
-        scratch = NULL
-        n_threads = <int> max(1, min(<Py_ssize_t> n_threads, outer * ((inner + nb - 1) // nb)))
-        scratch = _alloc_scratch(n_threads * _ce_block_scratch(nb, C, itemsize) * itemsize)
+        n_tasks = outer * ((inner + nb - 1) // nb)
+        per_thread = _ce_block_scratch(nb, C, itemsize)
+    else:
+        n_tasks = outer * inner
+        per_thread = 3 * max(C, 1)
+    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, n_tasks))
+    scratch = _alloc_scratch(n_threads * per_thread * itemsize)
     try:
         with nogil:
             if blocks and double_precision:
