@@ -55,6 +55,17 @@ cdef extern from "_rows.h" nogil:
     double entropy_row_f32 "xent_entropy_row_f32"(const float *x, Py_ssize_t C)
     double entropy_row_f64 "xent_entropy_row_f64"(const double *x, Py_ssize_t C)
 
+cdef extern from "_tiles.h" nogil:
+    Py_ssize_t tile_targets "xent_tile_targets"(const char *p, int code, Py_ssize_t stride,
+                                                Py_ssize_t n, int64_t ignore_index, Py_ssize_t C,
+                                                int32_t *ti, Py_ssize_t *n_valid)
+    int tile_ce_forward_f32 "xent_tile_ce_forward_f32"(
+        const float *x, Py_ssize_t xs, Py_ssize_t nr, Py_ssize_t C, const int32_t *t,
+        const float *w, double *ce, double *lse)
+    int tile_ce_forward_f64 "xent_tile_ce_forward_f64"(
+        const double *x, Py_ssize_t xs, Py_ssize_t nr, Py_ssize_t C, const int32_t *t,
+        const double *w, double *ce, double *lse)
+
 KIND_F32 = XENT_KIND_F32
 KIND_F64 = XENT_KIND_F64
 KIND_F16 = XENT_KIND_F16
@@ -160,7 +171,8 @@ cdef void _ce_loop(const char *x, int xkind, Py_ssize_t outer, Py_ssize_t C, Py_
 cdef inline Py_ssize_t _ce_tile_scratch(Py_ssize_t C, Py_ssize_t itemsize) noexcept nogil:
     """Reals of scratch per thread for _ce_tiles (kept even for 8-byte alignment)."""
     cdef Py_ssize_t wide = (TILE_ROWS * 8) // itemsize  # TILE_ROWS doubles / int64s
-    cdef Py_ssize_t n = 2 * wide + 4 * TILE_ROWS + 2 * C * TILE_ROWS + 3 * C
+    cdef Py_ssize_t n = (4 * wide + (TILE_ROWS * 4) // itemsize  # + TILE_ROWS int32s
+                         + 4 * TILE_ROWS + 2 * C * TILE_ROWS + 3 * C)
     return n + n % 2
 
 
@@ -168,63 +180,101 @@ cdef void _ce_tiles(const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t xs
                     const char *tg, int tcode, Py_ssize_t ts0, int64_t ignore_index,
                     const real *w, real wsum, real eps, real z, real scale_ce, real scale_z,
                     char *g, Py_ssize_t gs0, Py_ssize_t gs1,
-                    double *ce, double *lse, real *scratch, int n_threads) noexcept nogil:
+                    double *ce, double *lse, double *tile_sums, Py_ssize_t *tile_info,
+                    real *scratch, int n_threads) noexcept nogil:
     """Class-index cross-entropy of few-class rows (C <= SMALL_C, unit class
-    stride, xs0 in elements), TILE_ROWS rows at a time transposed into scratch so
-    the arithmetic vectorises across rows (block_ce_index)."""
-    cdef Py_ssize_t tile, r0, R, r, c, j, n_tiles = (outer + TILE_ROWS - 1) // TILE_ROWS
+    stride, xs0 in elements), TILE_ROWS rows at a time: without a gradient or
+    label smoothing read in place by the specialised functions of _tiles.h where
+    C has one, else transposed into scratch so the arithmetic vectorises across
+    rows (block_stats / block_ce_index).
+
+    tile_sums == NULL: the rows' ce and lse into ce, lse.  Otherwise (the 2-D
+    fast path: forward only, indices not checked yet) ce and lse are not
+    written; for each tile, tile_sums[tile] is the _sum_fixed of its rows' ce
+    (what _sum_tiles adds for these rows), tile_info[2*tile] its number of rows
+    not ignored and tile_info[2*tile + 1] its first row with an index outside
+    [0, C) (the tile is then not computed), or -1."""
+    cdef Py_ssize_t tile, r0, R, r, c, n_tiles = (outer + TILE_ROWS - 1) // TILE_ROWS
     cdef Py_ssize_t per_thread = _ce_tile_scratch(C, sizeof(real))
     cdef Py_ssize_t wide = (TILE_ROWS * 8) // sizeof(real)
+    cdef Py_ssize_t bad, valid
     cdef real *mine
     cdef double *acc
     cdef int64_t *tt
+    cdef double *ce_t
+    cdef double *lse_t
+    cdef int32_t *ti
     cdef real *m
     cdef real *s
     cdef real *K
     cdef real *ls
     cdef real *xt
     cdef real *gt
-    cdef int64_t t
-    cdef int special
+    cdef int special, status
+    cdef bint direct = g == NULL and eps == 0
     for tile in prange(n_tiles, schedule="static", num_threads=n_threads):
         r0 = tile * TILE_ROWS
         R = outer - r0 if outer - r0 < TILE_ROWS else TILE_ROWS
         mine = scratch + omp_get_thread_num() * per_thread
         acc = <double *> mine
         tt = <int64_t *> (mine + wide)
-        m = mine + 2 * wide
+        ce_t = <double *> (mine + 2 * wide)
+        lse_t = <double *> (mine + 3 * wide)
+        ti = <int32_t *> (mine + 4 * wide)
+        m = mine + 4 * wide + (TILE_ROWS * 4) // sizeof(real)
         s = m + TILE_ROWS
         ls = s + TILE_ROWS
         K = ls + TILE_ROWS
         xt = K + TILE_ROWS
         gt = xt + C * TILE_ROWS
+        bad = tile_targets(tg + r0 * ts0, tcode, ts0, R, ignore_index, C, ti, &valid)
+        if tile_sums != NULL:
+            tile_info[2 * tile] = valid
+            tile_info[2 * tile + 1] = r0 + bad if bad >= 0 else -1
+            tile_sums[tile] = 0
+            if bad >= 0:
+                continue
+        else:
+            ce_t = &ce[r0]
+            lse_t = &lse[r0]
+        if direct:
+            # -1: no specialised function for this C, take the transposed tile
+            if real is float:
+                status = tile_ce_forward_f32(x + r0 * xs0, xs0, R, C, ti, w, ce_t, lse_t)
+            else:
+                status = tile_ce_forward_f64(x + r0 * xs0, xs0, R, C, ti, w, ce_t, lse_t)
+            if status == 0:
+                if tile_sums != NULL:
+                    tile_sums[tile] = _sum_fixed(ce_t, R)
+                continue
         for r in range(R):
             for c in range(C):
                 xt[c * R + r] = x[(r0 + r) * xs0 + c]
-            t = load_index(tg + (r0 + r) * ts0, tcode)
-            tt[r] = -1 if t == ignore_index else t
+            tt[r] = ti[r]
         if real is float:
             special = block_stats_f32(xt, C, R, R, m, s, ls, acc)
         else:
             special = block_stats_f64(xt, C, R, R, m, s, ls, acc)
         if special:
             # A row with a non-finite max: every row of this tile by the row path.
-            for r in range(r0, r0 + R):
-                _ce_row(<const char *> (x + r * xs0), XENT_KIND_F32 if real is float else XENT_KIND_F64,
-                        C, sizeof(real), tg + r * ts0, tcode, 0, False, ignore_index,
-                        w, wsum, eps, z, scale_ce, scale_z,
-                        g + r * gs0 if g != NULL else NULL, gs1, &ce[r], &lse[r], gt)
-            continue
-        if real is float:
-            block_ce_index_f32(xt, C, R, R, m, s, ls, tt, w, wsum, eps, z, scale_ce, scale_z,
-                               gt if g != NULL else NULL, R, &ce[r0], &lse[r0], K)
-        else:
-            block_ce_index_f64(xt, C, R, R, m, s, ls, tt, w, wsum, eps, z, scale_ce, scale_z,
-                               gt if g != NULL else NULL, R, &ce[r0], &lse[r0], K)
-        if g != NULL:
             for r in range(R):
-                for c in range(C):
-                    (<real *> (g + (r0 + r) * gs0 + c * gs1))[0] = gt[c * R + r]
+                _ce_row(<const char *> (x + (r0 + r) * xs0), XENT_KIND_F32 if real is float else XENT_KIND_F64,
+                        C, sizeof(real), tg + (r0 + r) * ts0, tcode, 0, False, ignore_index,
+                        w, wsum, eps, z, scale_ce, scale_z,
+                        g + (r0 + r) * gs0 if g != NULL else NULL, gs1, &ce_t[r], &lse_t[r], gt)
+        else:
+            if real is float:
+                block_ce_index_f32(xt, C, R, R, m, s, ls, tt, w, wsum, eps, z, scale_ce, scale_z,
+                                   gt if g != NULL else NULL, R, ce_t, lse_t, K)
+            else:
+                block_ce_index_f64(xt, C, R, R, m, s, ls, tt, w, wsum, eps, z, scale_ce, scale_z,
+                                   gt if g != NULL else NULL, R, ce_t, lse_t, K)
+            if g != NULL:
+                for r in range(R):
+                    for c in range(C):
+                        (<real *> (g + (r0 + r) * gs0 + c * gs1))[0] = gt[c * R + r]
+        if tile_sums != NULL:
+            tile_sums[tile] = _sum_fixed(ce_t, R)
 
 
 cdef inline Py_ssize_t _ce_block_scratch(Py_ssize_t nb, Py_ssize_t C, Py_ssize_t itemsize) noexcept nogil:
@@ -297,6 +347,11 @@ cdef void _ce_inner_blocks(const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssi
                                gs1 // sizeof(double), &ce[o * inner + i0], &lse[o * inner + i0], K)
 
 
+cdef inline bint _few_classes(Py_ssize_t rows, Py_ssize_t C) noexcept nogil:
+    """Whether unit-stride rows of C classes take the tile path (_ce_tiles)."""
+    return 0 < C <= SMALL_C and rows >= 2 * MIN_BLOCK
+
+
 cdef inline Py_ssize_t _bstride(cnp.ndarray a, int axis):
     return cnp.PyArray_STRIDE(a, axis)
 
@@ -337,7 +392,7 @@ def cross_entropy(cnp.ndarray x not None, int xkind, bint double_precision,
         wp = cnp.PyArray_DATA(<cnp.ndarray> weight)
     cdef double *cep = <double *> cnp.PyArray_DATA(ce)
     cdef double *lsep = <double *> cnp.PyArray_DATA(lse)
-    cdef bint tiles = (not prob and inner == 1 and 0 < C <= SMALL_C and outer >= 2 * MIN_BLOCK
+    cdef bint tiles = (not prob and inner == 1 and _few_classes(outer, C)
                        and xkind == (XENT_KIND_F64 if double_precision else XENT_KIND_F32)
                        and xs1 == itemsize and xs0 % itemsize == 0)
     # Class axis not last, unit stride across positions: vectorise across them.
@@ -377,12 +432,12 @@ def cross_entropy(cnp.ndarray x not None, int xkind, bint double_precision,
             elif tiles and double_precision:
                 _ce_tiles(<const double *> xp, outer, C, xs0 // itemsize, tp, tcode, ts0,
                           ignore_index, <const double *> wp, wsum, eps, z, scale_ce, scale_z,
-                          gp, gs0, gs1, cep, lsep, <double *> scratch, n_threads)
+                          gp, gs0, gs1, cep, lsep, NULL, NULL, <double *> scratch, n_threads)
             elif tiles:
                 _ce_tiles(<const float *> xp, outer, C, xs0 // itemsize, tp, tcode, ts0,
                           ignore_index, <const float *> wp, <float> wsum, <float> eps,
                           <float> z, <float> scale_ce, <float> scale_z,
-                          gp, gs0, gs1, cep, lsep, <float *> scratch, n_threads)
+                          gp, gs0, gs1, cep, lsep, NULL, NULL, <float *> scratch, n_threads)
             elif double_precision:
                 _ce_loop(xp, xkind, outer, C, inner, xs0, xs1, xs2, tp, tcode, ts0, ts1, ts2,
                          prob, ignore_index, <const double *> wp, wsum, eps, z, scale_ce, scale_z,
@@ -548,16 +603,34 @@ cdef double _sum_fixed(const double *v, Py_ssize_t n) noexcept nogil:
             acc[j] += v[i + j]
     for i in range(n - n % 8, n):
         acc[i % 8] += v[i]
+    return _combine8(acc)
+
+
+cdef inline double _combine8(const double *acc) noexcept nogil:
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
+cdef double _sum_tiles(const double *v, Py_ssize_t n) noexcept nogil:
+    """The fixed order of a batch sum of row losses: each block of TILE_ROWS values
+    (the tiles of _ce_tiles) by _sum_fixed, then the block sums as _sum_fixed
+    would add them.  The 2-D fast path forms each tile's sum where the tile is
+    computed and adds the sums in this order, so both give the same bits."""
+    cdef double acc[8]
+    cdef Py_ssize_t b, j, n_blocks = (n + TILE_ROWS - 1) // TILE_ROWS
+    for j in range(8):
+        acc[j] = 0
+    for b in range(n_blocks):
+        acc[b % 8] += _sum_fixed(v + b * TILE_ROWS, min(TILE_ROWS, n - b * TILE_ROWS))
+    return _combine8(acc)
+
+
 def sum_rows(cnp.ndarray v not None):
-    """Fixed-order float64 sum of a contiguous 1-D float64 array (see _sum_fixed)."""
+    """Fixed-order float64 sum of a contiguous 1-D float64 array (see _sum_tiles)."""
     if v.ndim != 1 or cnp.PyArray_TYPE(v) != cnp.NPY_FLOAT64 or not cnp.PyArray_IS_C_CONTIGUOUS(v):
         raise ValueError("xent._kernels.sum_rows: internal contract violated")
     cdef double total
     with nogil:
-        total = _sum_fixed(<const double *> cnp.PyArray_DATA(v), v.shape[0])
+        total = _sum_tiles(<const double *> cnp.PyArray_DATA(v), v.shape[0])
     return total
 
 
@@ -568,18 +641,60 @@ def cross_entropy_2d(cnp.ndarray x not None, cnp.ndarray t not None, int tcode,
     of storage tcode, no weights / smoothing / z-loss / gradient.
 
     Returns (first_bad, total, n_valid): the flat position of the first index
-    outside [0, C) that is not ignore_index (-1 if none; then nothing else was
-    computed), the fixed-order float64 sum of the row losses, and the number of
-    non-ignored rows.
+    outside [0, C) that is not ignore_index (-1 if none; then the other two are
+    not meaningful), the fixed-order float64 sum of the row losses (_sum_tiles),
+    and the number of non-ignored rows.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
+    double_precision = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64
+    if _few_classes(N, C):
+        return _ce_2d_tiles(x, t, tcode, ignore_index, n_threads, double_precision)
     bad, n_valid, _ = class_index_stats(t, tcode, C, ignore_index, None)
     if bad >= 0 or N == 0:
         return bad, 0.0, n_valid
     ce = cnp.PyArray_EMPTY(1, [N], cnp.NPY_FLOAT64, 0)
     lse = cnp.PyArray_EMPTY(1, [N], cnp.NPY_FLOAT64, 0)
-    double_precision = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64
     cross_entropy(x.reshape(N, C, 1), XENT_KIND_F64 if double_precision else XENT_KIND_F32,
                   double_precision, t.reshape(N, 1, 1), tcode, False, ignore_index,
                   None, <double> C, 0.0, 0.0, 1.0, 1.0, None, ce, lse, n_threads)
     return -1, sum_rows(ce), n_valid
+
+
+cdef tuple _ce_2d_tiles(cnp.ndarray x, cnp.ndarray t, int tcode, int64_t ignore_index,
+                        int n_threads, bint double_precision):
+    """cross_entropy_2d of few-class rows in one pass over logits and indices:
+    the indices are checked and counted, and each tile's losses summed, where
+    the tile is computed (_ce_tiles with tile sums); no per-row arrays."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], i, bad = -1, n_valid = 0
+    cdef Py_ssize_t n_tiles = (N + TILE_ROWS - 1) // TILE_ROWS
+    cdef Py_ssize_t itemsize = sizeof(double) if double_precision else sizeof(float)
+    cdef const char *xp = cnp.PyArray_BYTES(x)
+    cdef const char *tp = cnp.PyArray_BYTES(t)
+    cdef Py_ssize_t xs0 = cnp.PyArray_STRIDE(x, 0) // itemsize, ts0 = cnp.PyArray_STRIDE(t, 0)
+    cdef double total = 0
+    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, n_tiles))
+    # tile sums (n_tiles doubles), tile info (2 * n_tiles), then per-thread scratch
+    cdef char *block = <char *> _alloc_scratch(
+        n_tiles * (sizeof(double) + 2 * sizeof(Py_ssize_t))
+        + n_threads * _ce_tile_scratch(C, itemsize) * itemsize)
+    cdef double *sums = <double *> block
+    cdef Py_ssize_t *info = <Py_ssize_t *> (block + n_tiles * sizeof(double))
+    cdef void *scratch = block + n_tiles * (sizeof(double) + 2 * sizeof(Py_ssize_t))
+    try:
+        with nogil:
+            if double_precision:
+                _ce_tiles(<const double *> xp, N, C, xs0, tp, tcode, ts0, ignore_index,
+                          <const double *> NULL, <double> C, 0.0, 0.0, 1.0, 1.0, NULL, 0, 0,
+                          NULL, NULL, sums, info, <double *> scratch, n_threads)
+            else:
+                _ce_tiles(<const float *> xp, N, C, xs0, tp, tcode, ts0, ignore_index,
+                          <const float *> NULL, <float> C, 0.0, 0.0, 1.0, 1.0, NULL, 0, 0,
+                          NULL, NULL, sums, info, <float *> scratch, n_threads)
+            for i in range(n_tiles):
+                n_valid += info[2 * i]
+                if bad < 0 and info[2 * i + 1] >= 0:
+                    bad = info[2 * i + 1]
+            total = _sum_fixed(sums, n_tiles)
+    finally:
+        free(block)
+    return bad, total, n_valid

@@ -24,7 +24,7 @@ computed by exactly one thread, so results do not depend on the thread count.
 """
 
 from cython.parallel cimport prange
-from libc.stdint cimport int64_t, uint16_t
+from libc.stdint cimport int32_t, int64_t, uint16_t
 from libc.math cimport NAN
 from libc.stdlib cimport free, malloc
 
