@@ -207,20 +207,24 @@ def test_in_place_rows_reduced(C, dtype, reduction):
 
 @pytest.mark.parametrize("C", [2, 3, 10, 16])
 @pytest.mark.parametrize("tdtype", [np.int64, np.int32, np.uint8, np.int16, np.uint64])
-@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
-def test_in_place_rows_index_storage(C, tdtype, strided):
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "reversed"])
+def test_in_place_rows_index_storage(C, tdtype, layout):
     """Every index dtype and layout (vectorised int64 / int32 loads and the generic
-    one), strided logit rows (class stride 1, rows further apart), and weights."""
+    one), logit rows further apart than C or in reverse order (class stride 1),
+    and weights."""
     x, t = _in_place_case(C, np.float32, seed=1)
     ignore = -100 if np.dtype(tdtype).kind == "i" else 255 if tdtype == np.uint8 else 2**40
     t = np.where(t == -100, ignore, t)
     tt = t.astype(tdtype)
     xx = x
-    if strided:
+    if layout == "strided":
         tt = np.repeat(tt, 2)[::2]
         wide = np.full((x.shape[0], C + 3), 7.0, np.float32)
         wide[:, 1:C + 1] = x
         xx = wide[:, 1:C + 1]
+    elif layout == "reversed":
+        tt = tt[::-1].copy()[::-1]
+        xx = x[::-1].copy()[::-1]
     w = np.random.default_rng(C).uniform(0.0, 2.0, C).astype(np.float32)
     w[0] = 0  # a zero weight: rows of class 0 cost exactly 0, even at +inf loss
     for kw in (dict(), dict(weight=w)):
