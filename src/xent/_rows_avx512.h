@@ -59,15 +59,17 @@ XENT_INLINE __mmask16 xent_avx512_head_mask(ptrdiff_t len)
 /* One chunk (len <= XENT_SUM_CHUNK values) of sum_exp_rest: the terms of the
  * entries != m added into *s, those entries counted in *cnt; with e != NULL also
  * e[i] = exp(x[i] - m) for every i (1 where x[i] == m).  Always inlined, so the
- * e == NULL calls compile without the stores. */
+ * e == NULL calls compile without the stores.  The cache line `ahead` floats
+ * further is prefetched, one per vector (see prefetch_ahead in _rows_impl.h). */
 XENT_INLINE void xent_avx512_rest_chunk(const float *x, ptrdiff_t len, __m512 vm, float *e,
-                                        __m512 *s, __m512 *cnt)
+                                        __m512 *s, __m512 *cnt, ptrdiff_t ahead)
 {
     const __m512 one = _mm512_set1_ps(1.0f);
     __m512 acc = *s, counted = *cnt;
     ptrdiff_t i;
     for (i = 0; i + 16 <= len; i += 16) {
         __m512 v = _mm512_loadu_ps(x + i);
+        _mm_prefetch((const char *)(x + i + ahead), _MM_HINT_T0); /* see prefetch_ahead */
         /* entries below m (and NaN, which must reach the sum) */
         __mmask16 below = _mm512_cmp_ps_mask(v, vm, _CMP_NEQ_UQ);
         __m512 ev = xent_avx512_exp_nonpos_ps(_mm512_sub_ps(v, vm));
@@ -103,7 +105,7 @@ XENT_INLINE double xent_avx512_sum_exp_rest_f32(const float *x, ptrdiff_t n, flo
     for (b = 0; b < n; b += XENT_SUM_CHUNK) {
         ptrdiff_t len = n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK;
         __m512 s = _mm512_setzero_ps(), cnt = _mm512_setzero_ps();
-        xent_avx512_rest_chunk(x + b, len, vm, e ? e + b : NULL, &s, &cnt);
+        xent_avx512_rest_chunk(x + b, len, vm, e ? e + b : NULL, &s, &cnt, n);
         /* float -> double is exact */
         total = _mm512_add_pd(total, _mm512_cvtps_pd(_mm512_castps512_ps256(s)));
         total = _mm512_add_pd(total, _mm512_cvtps_pd(_mm256_castpd_ps(

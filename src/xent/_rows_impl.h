@@ -17,6 +17,22 @@ static XENT_T XENT_FN(max)(const XENT_T *x, ptrdiff_t n)
     return m;
 }
 
+/* Ask for the cache lines of x[ahead .. ahead + len) while x[0 .. len) is being
+ * summed.  The summing loops pass ahead = the row length: in a C-contiguous
+ * array that is the next row, which the next call's max pass then reads from
+ * cache instead of waiting on memory (the hardware prefetcher stops at every
+ * 4 KiB page).  A prefetch never faults, so reading past the array is harmless. */
+XENT_INLINE void XENT_FN(prefetch_ahead)(const XENT_T *x, ptrdiff_t len, ptrdiff_t ahead)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    ptrdiff_t i;
+    for (i = 0; i < len; i += 64 / (ptrdiff_t)sizeof(XENT_T))
+        __builtin_prefetch(x + ahead + i);
+#else
+    (void)x, (void)len, (void)ahead;
+#endif
+}
+
 /* For a finite m >= every x[i]: returns rest = sum of exp(x[i] - m) over the
  * entries below m (NaN entries included, so NaN propagates) and sets *k to the
  * number of entries equal to m (each contributes exp(0) = 1).  The sum of exps is
@@ -34,6 +50,7 @@ static double XENT_FN(sum_exp_rest)(const XENT_T *x, ptrdiff_t n, XENT_T m, ptrd
     for (b = 0; b < n; b += XENT_SUM_CHUNK) {
         XENT_T s = 0, kc = 0; /* a float count is exact up to 2^24 > XENT_SUM_CHUNK */
         len = n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK;
+        XENT_FN(prefetch_ahead)(x + b, len, n);
         XENT_SIMD_SUM(s, kc)
         for (i = 0; i < len; i++) {
             XENT_T v = x[b + i];
@@ -61,6 +78,7 @@ static double XENT_FN(sum_exp_rest_store)(const XENT_T *x, ptrdiff_t n, XENT_T m
     for (b = 0; b < n; b += XENT_SUM_CHUNK) {
         XENT_T s = 0, kc = 0;
         len = n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK;
+        XENT_FN(prefetch_ahead)(x + b, len, n);
         XENT_SIMD_SUM(s, kc)
         for (i = 0; i < len; i++) {
             XENT_T v = x[b + i], ev = XENT_FN(exp_nonpos)(v - m);
