@@ -6,7 +6,9 @@
 # every class index is in [0, C) or equals ignore_index; C >= 1 whenever a row is
 # not ignored; strides are whole multiples of the item size; a gradient buffer is
 # either disjoint from every input or the logits themselves (same strides);
-# per-row outputs are contiguous float64 arrays of outer*inner values.
+# per-row outputs are contiguous float64 arrays of outer*inner values.  The one
+# exception is cross_entropy_small, the common small call in a single compiled
+# call: it checks its own narrow case (indices included) and declines the rest.
 #
 # Every entry point fills a _CeJob and runs it through _ce_compute, which picks
 # the path (rows, few-class tiles, or blocks when the class axis is not last):
@@ -18,6 +20,11 @@
 # computation dtype, and converted into per-thread scratch otherwise.
 
 cdef extern from "_rows.h" nogil:
+    enum:
+        XENT_INDEX_I8
+        XENT_INDEX_I16
+        XENT_INDEX_I32
+        XENT_INDEX_I64
     enum:
         XENT_KIND_F32
         XENT_KIND_F64
@@ -551,25 +558,111 @@ def sum_rows(cnp.ndarray v not None):
     return total
 
 
-def cross_entropy_2d(cnp.ndarray x not None, cnp.ndarray t not None, int tcode,
-                     int64_t ignore_index, int n_threads):
-    """The common small call, without the Python layer's general machinery:
-    C-contiguous 2-D float32/float64 logits (N, C), contiguous 1-D class indices
-    of storage tcode, no weights / smoothing / z-loss / gradient.
+cdef extern from "numpy/arrayobject.h":
+    object PyArray_Scalar(void *data, cnp.dtype descr, object base)
 
-    Returns (first_bad, total, n_valid): the flat position of the first index
-    outside [0, C) that is not ignore_index (-1 if none; then nothing else was
-    computed), the fixed-order float64 sum of the row losses, and the number of
-    non-ignored rows.
+cdef cnp.dtype _FLOAT32 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT32)
+cdef cnp.dtype _FLOAT64 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT64)
+
+
+cdef inline int _native_index_code(cnp.ndarray t) noexcept:
+    """XENT_INDEX_* storage of an aligned, native-order integer array, else -1."""
+    cdef int num = cnp.PyArray_TYPE(t)
+    cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(t)
+    if not (cnp.PyTypeNum_ISINTEGER(num) and cnp.PyArray_ISBEHAVED_RO(t)):
+        return -1
+    # XENT_INDEX_I8, U8, I16, U16, I32, U32, I64, U64 = 0 .. 7
+    cdef int code
+    if size == 1:
+        code = XENT_INDEX_I8
+    elif size == 2:
+        code = XENT_INDEX_I16
+    elif size == 4:
+        code = XENT_INDEX_I32
+    elif size == 8:
+        code = XENT_INDEX_I64
+    else:
+        return -1
+    return code if cnp.PyTypeNum_ISSIGNED(num) else code + 1  # the unsigned one follows
+
+
+cdef inline bint _is_zero(v):
+    """v is the int or float 0 (not a bool, array or other type: those are checked
+    by the general path)."""
+    return (type(v) is float or type(v) is int) and v == 0
+
+
+def cross_entropy_small(logits, target, axis, ignore_index, reduction, label_smoothing,
+                        z_loss, threads_for):
+    """`cross_entropy(logits, target, ...)` (no weight, gradient or grad_out; the
+    caller has checked that) in one call with no temporary array, or None: then
+    the caller takes the general path, which raises whatever error applies.
+
+    Taken for: exact ndarrays; 2-D, C-contiguous, aligned, native float32/float64
+    logits; class axis -1 or 1 (int); 1-D aligned native integer targets of any
+    stride, every index in [0, C) or ignore_index (an int in int64's range);
+    reduction "mean" or "sum"; label_smoothing and z_loss the number 0.
+    threads_for(n_elements) gives the team size (xent._threading.threads_for).
+
+    The rows go through the same kernel as `cross_entropy` (_ce_compute) and are
+    summed in the same fixed order as `sum_rows`, so the result has the bits of
+    the general path's.
     """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
-    bad, n_valid, _ = class_index_stats(t, tcode, C, ignore_index, None)
-    if bad >= 0 or N == 0:
-        return bad, 0.0, n_valid
-    ce = cnp.PyArray_EMPTY(1, [N], cnp.NPY_FLOAT64, 0)
-    lse = cnp.PyArray_EMPTY(1, [N], cnp.NPY_FLOAT64, 0)
-    double_precision = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64
-    cross_entropy(x.reshape(N, C, 1), XENT_KIND_F64 if double_precision else XENT_KIND_F32,
-                  double_precision, t.reshape(N, 1, 1), tcode, False, ignore_index,
-                  None, <double> C, 0.0, 0.0, 1.0, 1.0, None, ce, lse, n_threads)
-    return -1, sum_rows(ce), n_valid
+    cdef cnp.ndarray x, t
+    cdef int xnum, tcode, overflow = 0
+    cdef bint mean
+    cdef long long ignore
+    cdef Py_ssize_t N, C, bad, n_valid
+    cdef double unused, total
+    cdef float total32
+    cdef _CeJob j
+    if not (cnp.PyArray_CheckExact(logits) and cnp.PyArray_CheckExact(target)):
+        return None
+    if type(reduction) is not str or type(axis) is not int or type(ignore_index) is not int:
+        return None
+    if reduction == "mean":
+        mean = True
+    elif reduction == "sum":
+        mean = False
+    else:
+        return None
+    if not (axis == -1 or axis == 1) or not (_is_zero(label_smoothing) and _is_zero(z_loss)):
+        return None
+    ignore = PyLong_AsLongLongAndOverflow(ignore_index, &overflow)
+    x, t = <cnp.ndarray> logits, <cnp.ndarray> target
+    xnum = cnp.PyArray_TYPE(x)
+    if (overflow or cnp.PyArray_NDIM(x) != 2 or cnp.PyArray_NDIM(t) != 1
+            or (xnum != cnp.NPY_FLOAT32 and xnum != cnp.NPY_FLOAT64)
+            or not (cnp.PyArray_IS_C_CONTIGUOUS(x) and cnp.PyArray_ISBEHAVED_RO(x))):
+        return None
+    N, C = cnp.PyArray_DIM(x, 0), cnp.PyArray_DIM(x, 1)
+    tcode = _native_index_code(t)
+    if tcode < 0 or cnp.PyArray_DIM(t, 0) != N:
+        return None
+    j.t, j.tcode, j.ts0, j.ts1, j.ts2 = cnp.PyArray_BYTES(t), tcode, cnp.PyArray_STRIDE(t, 0), 0, 0
+    bad = scan_indices(j.t, N, j.ts0, tcode, C, ignore, NULL, &n_valid, &unused)
+    if bad >= 0:
+        return None  # the general path raises the IndexError
+    j.outer, j.C, j.inner = N, C, 1
+    j.x, j.xkind = cnp.PyArray_BYTES(x), XENT_KIND_F32 if xnum == cnp.NPY_FLOAT32 else XENT_KIND_F64
+    # C-contiguous: these strides, whatever NumPy reports for an axis of length 1
+    j.xs1 = cnp.PyArray_ITEMSIZE(x)
+    j.xs0, j.xs2 = C * j.xs1, 0
+    j.prob, j.ignore_index, j.w = False, ignore, NULL
+    j.wsum, j.eps, j.z, j.scale_ce, j.scale_z = <double> C, 0.0, 0.0, 1.0, 1.0
+    j.g, j.gs0, j.gs1, j.gs2 = NULL, 0, 0, 0
+    # ce and lse side by side in one block (lse is needed by the kernel, not here)
+    j.ce = <double *> _alloc_scratch(2 * max(N, 1) * sizeof(double))
+    j.lse = j.ce + N
+    try:
+        _ce_compute(&j, xnum == cnp.NPY_FLOAT64, threads_for(N * C))
+        total = _sum_fixed(j.ce, N)
+    finally:
+        free(j.ce)
+    if mean:
+        # 0/0 (nothing to average) is NaN, as in PyTorch
+        total = total / <double> n_valid if n_valid != 0 else NAN
+    if xnum == cnp.NPY_FLOAT64:
+        return PyArray_Scalar(&total, _FLOAT64, None)
+    total32 = <float> total
+    return PyArray_Scalar(&total32, _FLOAT32, None)

@@ -23,6 +23,7 @@ the threads (``prange``, static schedule) and the scratch.  Each row is
 computed by exactly one thread, so results do not depend on the thread count.
 """
 
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t, uint16_t
 from libc.math cimport NAN
