@@ -332,6 +332,8 @@ static void XENT_FN(block_ce_index)(const XENT_T *x, ptrdiff_t C, ptrdiff_t cs, 
             loss += (double)smooth * (ce[j] + (double)wsum * ls);
         ce[j] = loss;
         lse[j] = (double)m[j] + ls;
+        if (!g)
+            continue; /* K (and its division) is for the gradient only */
         K[j] = scale_ce * (keep * wt + smooth * wsum);
         if (z != 0)
             K[j] += 2 * z * scale_z * (m[j] + ls);

@@ -183,9 +183,7 @@ cdef inline void _tile(int op, const real *x, Py_ssize_t R, Py_ssize_t C, Py_ssi
     cdef real *xt = scratch
     cdef real *ot = scratch + C * R
     cdef Py_ssize_t r, c
-    for r in range(R):
-        for c in range(C):
-            xt[c * R + r] = x[r * xs0 + c]
+    _tile_in(x, R, C, xs0, xt)
     _block(op, xt, C, R, R, ot, R, lse, ls0, ot + C * R)
     if op != OP_LOGSUMEXP:
         for r in range(R):

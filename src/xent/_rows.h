@@ -504,6 +504,67 @@ XENT_INLINE int64_t xent_load_index(const char *p, int code)
     }
 }
 
+/* Runs of class indices, one loop per storage with the switch outside it
+ * (xent_load_index in a loop is an indirect jump per index, which costs more
+ * than the rest of these loops).  X(code, C type) for every storage: */
+#define XENT_INDEX_STORAGES(X)                                                      \
+    X(XENT_INDEX_I8, int8_t) X(XENT_INDEX_U8, uint8_t) X(XENT_INDEX_I16, int16_t)   \
+    X(XENT_INDEX_U16, uint16_t) X(XENT_INDEX_I32, int32_t) X(XENT_INDEX_U32, uint32_t) \
+    X(XENT_INDEX_I64, int64_t) X(XENT_INDEX_U64, uint64_t)
+
+/* dst[i] = the index at p + i*stride, or -1 where it equals ignore_index. */
+static void xent_load_indices(const char *p, ptrdiff_t n, ptrdiff_t stride, int code,
+                              int64_t ignore_index, int64_t *dst)
+{
+    ptrdiff_t i;
+    switch (code) {
+#define XENT_LOAD_RUN(CODE, TYPE)                                   \
+    case CODE:                                                      \
+        for (i = 0; i < n; i++) {                                   \
+            int64_t v = (int64_t) * (const TYPE *)(p + i * stride); \
+            dst[i] = v == ignore_index ? -1 : v;                    \
+        }                                                           \
+        break;
+        XENT_INDEX_STORAGES(XENT_LOAD_RUN)
+#undef XENT_LOAD_RUN
+    }
+}
+
+/* The validation pass over n class indices p[i*stride]: returns the position of
+ * the first one outside [0, C) that is not ignore_index, or -1.  Sets *n_valid to
+ * the number of the others before that position and *weight_total to the sum
+ * of w[index] over them (their number when w == NULL).  uint64 indices above
+ * INT64_MAX load as negative: out of range too. */
+static ptrdiff_t xent_scan_indices(const char *p, ptrdiff_t n, ptrdiff_t stride, int code,
+                                   ptrdiff_t C, int64_t ignore_index, const double *w,
+                                   ptrdiff_t *n_valid, double *weight_total)
+{
+    ptrdiff_t i, valid = 0, bad = -1;
+    double total = 0;
+    switch (code) {
+#define XENT_SCAN_RUN(CODE, TYPE)                                   \
+    case CODE:                                                      \
+        for (i = 0; i < n; i++) {                                   \
+            int64_t v = (int64_t) * (const TYPE *)(p + i * stride); \
+            if (v == ignore_index)                                  \
+                continue;                                           \
+            if (v < 0 || v >= C) {                                  \
+                bad = i;                                            \
+                break;                                              \
+            }                                                       \
+            valid++;                                                \
+            if (w)                                                  \
+                total += w[v];                                      \
+        }                                                           \
+        break;
+        XENT_INDEX_STORAGES(XENT_SCAN_RUN)
+#undef XENT_SCAN_RUN
+    }
+    *n_valid = valid;
+    *weight_total = w ? total : (double)valid;
+    return bad;
+}
+
 /* SIMD level this translation unit was compiled for (reported by show_config). */
 static const char *xent_simd_level(void)
 {
