@@ -77,21 +77,6 @@ KIND_F16 = XENT_KIND_F16
 KIND_BF16 = XENT_KIND_BF16
 
 
-cdef inline const real *_row_in(const char *p, Py_ssize_t n, Py_ssize_t stride, int kind,
-                                real *scratch) noexcept nogil:
-    """Row of n values (stride in bytes, storage `kind`) as contiguous `real`s:
-    the row itself when it already is one, else a converted copy in scratch."""
-    if real is float:
-        if kind == XENT_KIND_F32 and stride == sizeof(float):
-            return <const float *> p
-        load_row_f32(p, n, stride, kind, scratch)
-    else:
-        if kind == XENT_KIND_F64 and stride == sizeof(double):
-            return <const double *> p
-        load_row_f64(p, n, stride, kind, scratch)
-    return scratch
-
-
 cdef inline real *_row_out(char *p, Py_ssize_t stride, real *scratch) noexcept nogil:
     """Where to compute a gradient row: in place if contiguous, else scratch."""
     if stride == sizeof(real):

@@ -7,7 +7,8 @@ layer (``_normalizers.py``):
 
 * the input is a 3-D view ``(outer, C, inner)`` of the caller's array with the
   class axis in the middle, any element strides (whole multiples of the item
-  size), dtype float32, float64, or 16-bit floats passed as a ``uint16`` view;
+  size), dtype float32, float64, float16 or bfloat16, with its storage kind
+  (``KIND_*``) passed alongside;
 * outputs are writable arrays of the matching shape -- ``(outer, C, inner)`` for
   log-softmax/softmax, ``(outer, inner)`` for logsumexp -- and of the computation
   dtype (float32 for 16-bit inputs); an output is either disjoint from the input
@@ -98,6 +99,7 @@ cdef void *_alloc_scratch(Py_ssize_t n_bytes) except? NULL:
 
 # ---- the kernel families ----------------------------------------------------------
 
+include "_storage.pxi"
 include "_normalize.pxi"
 include "_crossentropy.pxi"
 include "_pointwise.pxi"
