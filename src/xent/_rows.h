@@ -428,6 +428,35 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 #undef XENT_T
 #undef XENT_FN
 
+/* ---- float16 rows read in place --------------------------------------------- */
+
+/* Loss-only cross-entropy of a unit-stride float16 row with class index t, class
+ * weight wt and no label smoothing: ce_index_row_f32 of the converted row, with
+ * the same bits, but the AVX-512 build reads the float16 values in place
+ * (converting in registers) instead of through a float32 copy: half the bytes
+ * and no copy pass.  Returns 0, writing nothing, where this build has no such
+ * loop or the row's max is not finite: the caller then takes the usual path. */
+static int xent_ce_index_row_f16(const uint16_t *x, ptrdiff_t C, ptrdiff_t t, float wt,
+                                 double *ce, double *lse)
+{
+#if defined(XENT_HAVE_AVX512_ROWS)
+    float m = xent_avx512_max(x, C, 1), ls, xt = xent_half_to_float(x[t]);
+    ptrdiff_t k;
+    double rest;
+    if (!isfinite(m))
+        return 0;
+    rest = xent_avx512_sum_exp_rest(x, 1, C, m, &k, NULL);
+    ls = (float)xent_log_sum_f32(k, rest);
+    /* as the FINITE case of ce_index_row with eps = 0 */
+    *ce = xent_mul0_f32(wt, ((double)m - xt) + ls);
+    *lse = m + ls;
+    return 1;
+#else
+    (void)x, (void)C, (void)t, (void)wt, (void)ce, (void)lse;
+    return 0;
+#endif
+}
+
 /* ---- rows of any floating dtype, and class indices of any integer dtype ----- */
 
 /* Storage of a floating row as the kernels see it (XENT_KIND_* in _validation.py). */

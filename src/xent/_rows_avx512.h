@@ -56,20 +56,53 @@ XENT_INLINE __mmask16 xent_avx512_head_mask(ptrdiff_t len)
     return (__mmask16)((1u << len) - 1u);
 }
 
+/* Values i .. i+15 of a row stored as float32 (half == 0) or float16 (half == 1,
+ * converted exactly by vcvtph2ps), as floats; with valid != all ones only those
+ * lanes are read (the others are 0).  `half` is a constant wherever this is
+ * inlined, so each caller compiles to one kind of load. */
+XENT_INLINE __m512 xent_avx512_load(const void *x, ptrdiff_t i, int half, __mmask16 valid)
+{
+    if (half) {
+        const uint16_t *h = (const uint16_t *)x + i;
+        if (valid == (__mmask16)0xFFFF)
+            return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(valid, h));
+    }
+    if (valid == (__mmask16)0xFFFF)
+        return _mm512_loadu_ps((const float *)x + i);
+    return _mm512_maskz_loadu_ps(valid, (const float *)x + i);
+}
+
+/* Largest of n values (float32 or float16 storage, see xent_avx512_load),
+ * ignoring NaN as xent_max_f32 does. */
+XENT_INLINE float xent_avx512_max(const void *x, ptrdiff_t n, int half)
+{
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    ptrdiff_t i;
+    for (i = 0; i + 16 <= n; i += 16) /* vmaxps returns its second operand on NaN */
+        m = _mm512_max_ps(xent_avx512_load(x, i, half, 0xFFFF), m);
+    if (i < n) {
+        __mmask16 valid = xent_avx512_head_mask(n - i);
+        m = _mm512_mask_max_ps(m, valid, xent_avx512_load(x, i, half, valid), m);
+    }
+    return _mm512_reduce_max_ps(m);
+}
+
 /* One chunk (len <= XENT_SUM_CHUNK values) of sum_exp_rest: the terms of the
  * entries != m added into *s, those entries counted in *cnt; with e != NULL also
  * e[i] = exp(x[i] - m) for every i (1 where x[i] == m).  Always inlined, so the
- * e == NULL calls compile without the stores.  The cache line `ahead` floats
+ * e == NULL calls compile without the stores.  The cache line `ahead` values
  * further is prefetched, one per vector (see prefetch_ahead in _rows_impl.h). */
-XENT_INLINE void xent_avx512_rest_chunk(const float *x, ptrdiff_t len, __m512 vm, float *e,
-                                        __m512 *s, __m512 *cnt, ptrdiff_t ahead)
+XENT_INLINE void xent_avx512_rest_chunk(const void *x, int half, ptrdiff_t len, __m512 vm,
+                                        float *e, __m512 *s, __m512 *cnt, ptrdiff_t ahead)
 {
     const __m512 one = _mm512_set1_ps(1.0f);
+    const ptrdiff_t size = half ? 2 : 4;
     __m512 acc = *s, counted = *cnt;
     ptrdiff_t i;
     for (i = 0; i + 16 <= len; i += 16) {
-        __m512 v = _mm512_loadu_ps(x + i);
-        _mm_prefetch((const char *)(x + i + ahead), _MM_HINT_T0); /* see prefetch_ahead */
+        __m512 v = xent_avx512_load(x, i, half, 0xFFFF);
+        _mm_prefetch((const char *)x + (i + ahead) * size, _MM_HINT_T0); /* see prefetch_ahead */
         /* entries below m (and NaN, which must reach the sum) */
         __mmask16 below = _mm512_cmp_ps_mask(v, vm, _CMP_NEQ_UQ);
         __m512 ev = xent_avx512_exp_nonpos_ps(_mm512_sub_ps(v, vm));
@@ -80,7 +113,7 @@ XENT_INLINE void xent_avx512_rest_chunk(const float *x, ptrdiff_t len, __m512 vm
     }
     if (i < len) {
         __mmask16 valid = xent_avx512_head_mask(len - i);
-        __m512 v = _mm512_maskz_loadu_ps(valid, x + i);
+        __m512 v = xent_avx512_load(x, i, half, valid);
         __mmask16 below = _mm512_mask_cmp_ps_mask(valid, v, vm, _CMP_NEQ_UQ);
         __m512 ev = xent_avx512_exp_nonpos_ps(_mm512_sub_ps(v, vm));
         acc = _mm512_mask_add_ps(acc, below, acc, ev);
@@ -92,20 +125,22 @@ XENT_INLINE void xent_avx512_rest_chunk(const float *x, ptrdiff_t len, __m512 vm
     *cnt = counted;
 }
 
-/* sum_exp_rest for float32 (see _rows_impl.h for the contract), optionally
- * storing every exp(x[i] - m) into e (which may be x itself): the terms of the
- * entries != m summed in float32 vectors over chunks of XENT_SUM_CHUNK values,
- * each chunk's 16 lanes added in double; *k = the number of entries equal to m. */
-XENT_INLINE double xent_avx512_sum_exp_rest_f32(const float *x, ptrdiff_t n, float m,
-                                                ptrdiff_t *k, float *e)
+/* sum_exp_rest (see _rows_impl.h for the contract) of a float32 (half == 0) or
+ * float16 (half == 1) row, optionally storing every exp(x[i] - m) into e (which
+ * may be x itself, for float32): the terms of the entries != m summed in float32
+ * vectors over chunks of XENT_SUM_CHUNK values, each chunk's 16 lanes added in
+ * double; *k = the number of entries equal to m. */
+XENT_INLINE double xent_avx512_sum_exp_rest(const void *x, int half, ptrdiff_t n, float m,
+                                            ptrdiff_t *k, float *e)
 {
     const __m512 vm = _mm512_set1_ps(m);
     __m512d total = _mm512_setzero_pd();
     ptrdiff_t b, counted = 0;
     for (b = 0; b < n; b += XENT_SUM_CHUNK) {
         ptrdiff_t len = n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK;
+        const void *xc = (const char *)x + b * (half ? 2 : 4);
         __m512 s = _mm512_setzero_ps(), cnt = _mm512_setzero_ps();
-        xent_avx512_rest_chunk(x + b, len, vm, e ? e + b : NULL, &s, &cnt, n);
+        xent_avx512_rest_chunk(xc, half, len, vm, e ? e + b : NULL, &s, &cnt, n);
         /* float -> double is exact */
         total = _mm512_add_pd(total, _mm512_cvtps_pd(_mm512_castps512_ps256(s)));
         total = _mm512_add_pd(total, _mm512_cvtps_pd(_mm256_castpd_ps(

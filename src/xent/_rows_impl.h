@@ -43,7 +43,7 @@ XENT_INLINE void XENT_FN(prefetch_ahead)(const XENT_T *x, ptrdiff_t len, ptrdiff
 static double XENT_FN(sum_exp_rest)(const XENT_T *x, ptrdiff_t n, XENT_T m, ptrdiff_t *k)
 {
 #if XENT_IS_F32 && defined(XENT_HAVE_AVX512_ROWS)
-    return xent_avx512_sum_exp_rest_f32((const float *)x, n, (float)m, k, NULL);
+    return xent_avx512_sum_exp_rest(x, 0, n, (float)m, k, NULL);
 #else
     double total = 0;
     ptrdiff_t b, i, len, count = 0;
@@ -71,7 +71,7 @@ static double XENT_FN(sum_exp_rest_store)(const XENT_T *x, ptrdiff_t n, XENT_T m
                                           XENT_T *e)
 {
 #if XENT_IS_F32 && defined(XENT_HAVE_AVX512_ROWS)
-    return xent_avx512_sum_exp_rest_f32((const float *)x, n, (float)m, k, (float *)e);
+    return xent_avx512_sum_exp_rest(x, 0, n, (float)m, k, (float *)e);
 #else
     double total = 0;
     ptrdiff_t b, i, len, count = 0;
