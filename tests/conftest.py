@@ -48,12 +48,23 @@ def computation_dtype(in_dtype):
     raise TypeError(f"no computation dtype for {in_dtype}")
 
 
+def resolve_dtype(dtype):
+    """np.dtype of a parametrized dtype; the string "bfloat16" is ml_dtypes.bfloat16,
+    and the test is skipped when ml_dtypes is not installed."""
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        if BFLOAT16 is None:
+            pytest.skip("ml_dtypes not installed")
+        return BFLOAT16
+    return np.dtype(dtype)
+
+
 # ---------------------------------------------------------------------------
 # float64 references
 # ---------------------------------------------------------------------------
 
 
-def _as_f64(x):
+def as_f64(x):
+    """float64 copy of ``x`` (bfloat16 through float32, which NumPy can convert)."""
     x = np.asarray(x)
     if BFLOAT16 is not None and x.dtype == BFLOAT16:
         return x.astype(np.float32).astype(np.float64)
@@ -62,7 +73,7 @@ def _as_f64(x):
 
 def _rows_last(x, axis):
     """float64 copy of ``x`` with the class axis moved last (axis=None: flattened)."""
-    a = _as_f64(x)
+    a = as_f64(x)
     if axis is None:
         return a.reshape(1, -1)
     return np.moveaxis(a, axis, -1)
@@ -163,7 +174,7 @@ def ref_softmax(x, axis=-1):
 
 def finite_scale(x):
     """max(1, max |finite x|): the scale of absolute rounding errors of a result."""
-    a = _as_f64(x)
+    a = as_f64(x)
     f = a[np.isfinite(a)]
     return max(1.0, float(np.max(np.abs(f)))) if f.size else 1.0
 

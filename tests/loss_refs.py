@@ -20,14 +20,23 @@ formulas (PyTorch's, formula for formula):
 Terms ``0·log 0`` (a zero weight/target on a class of probability zero) are 0.
 """
 
+import re
+
 import numpy as np
 
-from conftest import _as_f64, ref_log_softmax, ref_logsumexp, ref_softmax
+from conftest import (
+    as_f64,
+    assert_close,
+    bitwise_equal,
+    ref_log_softmax,
+    ref_logsumexp,
+    ref_softmax,
+)
 
 
 def rows_2d(x, axis):
     """float64 (n, C) copy of ``x`` with the class axis last, and the moved shape."""
-    a = np.moveaxis(_as_f64(x), axis, -1)
+    a = np.moveaxis(as_f64(x), axis, -1)
     return a.reshape(-1, a.shape[-1]), a.shape
 
 
@@ -67,7 +76,7 @@ def ref_cross_entropy(
     axis = axis % x.ndim
     xr, moved = rows_2d(x, axis)
     n, C = xr.shape
-    w = np.ones(C) if weight is None else _as_f64(weight)
+    w = np.ones(C) if weight is None else as_f64(weight)
     eps = float(label_smoothing)
     z = float(z_loss)
     lse = ref_logsumexp(xr)
@@ -129,7 +138,7 @@ def ref_nll_loss(log_probs, target, axis=-1, weight=None, ignore_index=-100, red
     axis = axis % x.ndim
     xr, moved = rows_2d(x, axis)
     n, C = xr.shape
-    w = np.ones(C) if weight is None else _as_f64(weight)
+    w = np.ones(C) if weight is None else as_f64(weight)
     tf = target.reshape(-1)
     keep = tf != ignore_index
     tc = np.where(keep, tf, 0).astype(np.int64)
@@ -152,7 +161,7 @@ def ref_focal_loss(
     if alpha is None:
         a = np.ones(C)
     else:
-        a = np.broadcast_to(_as_f64(alpha), (C,))
+        a = np.broadcast_to(as_f64(alpha), (C,))
     tf = target.reshape(-1)
     keep = tf != ignore_index
     tc = np.where(keep, tf, 0).astype(np.int64)
@@ -207,6 +216,9 @@ def ref_entropy(logits, axis=-1, base=None):
 # tolerances and helpers
 # ---------------------------------------------------------------------------
 
+REDUCTIONS = ["none", "mean", "sum"]
+SENTINEL = 1234.5  # what a grad_out holds before a call that must not write it
+
 
 def loss_tol(comp_dtype, scale=1.0):
     """(rtol, atol) for a loss or gradient computed in ``comp_dtype`` vs float64."""
@@ -238,13 +250,16 @@ def with_layout(x, layout, readonly=False):
     """A copy of ``x`` with the requested memory layout (values unchanged).
 
     "C": C-contiguous; "F": Fortran order; "strided": every axis stepped by 2 and the
-    first one reversed (negative stride), so neither C- nor F-contiguous.
+    first one reversed (negative stride), so neither C- nor F-contiguous (a 0-d
+    array is just copied).
     """
     x = np.asarray(x)
     if layout == "C":
         y = np.array(x, order="C", copy=True)
     elif layout == "F":
         y = np.array(x, order="F", copy=True)
+    elif layout == "strided" and x.ndim == 0:  # nothing to stride
+        y = np.array(x, copy=True)
     elif layout == "strided":
         big = np.zeros(tuple(2 * s for s in x.shape), dtype=x.dtype)
         sl = (slice(None, None, -2),) + (slice(None, None, 2),) * (x.ndim - 1)
@@ -280,7 +295,7 @@ def ce_grad_scale(target, C, axis=-1, weight=None, ignore_index=-100, reduction=
     the exact value is (close to) 0; comparisons use max(max|grad|, K) as their scale.
     """
     target = np.asarray(target)
-    wmax = 1.0 if weight is None else float(np.max(np.abs(_as_f64(weight)))) if C else 1.0
+    wmax = 1.0 if weight is None else float(np.max(np.abs(as_f64(weight)))) if C else 1.0
     if reduction != "mean":
         return wmax
     if target.dtype.kind == "f":
@@ -289,6 +304,76 @@ def ce_grad_scale(target, C, axis=-1, weight=None, ignore_index=-100, reduction=
     keep = target != ignore_index
     if not keep.any():
         return wmax
-    w = np.ones(C) if weight is None else _as_f64(weight)
+    w = np.ones(C) if weight is None else as_f64(weight)
     den = float(w[target[keep].astype(np.int64)].sum())
     return wmax / den if den else wmax
+
+
+def make_case(rng, shape, axis, dtype, kind="index", ignore_frac=0.2, ignore_index=-100, scale=3.0):
+    """Random logits of ``dtype`` and targets for them.
+
+    kind "index": int64 class indices, about ``ignore_frac`` of them ``ignore_index``;
+    kind "prob": rows of probabilities along ``axis`` (float32 for float16 logits).
+    """
+    x = (rng.standard_normal(shape) * scale).astype(dtype)
+    C = shape[axis]
+    if kind == "index":
+        t = rng.integers(0, C, size=target_shape(shape, axis)).astype(np.int64)
+        if ignore_frac and t.size:
+            t[rng.random(t.shape) < ignore_frac] = ignore_index
+    else:
+        t = random_prob_targets(rng, shape, axis).astype(dtype if dtype != np.float16 else np.float32)
+    return x, t
+
+
+def check_loss(res, expected, comp, scale, reduction, n_rows=1, err_msg=""):
+    """Compare a loss: an array of ``comp`` for "none", else a ``comp`` scalar
+    (whose absolute tolerance grows with the ``n_rows`` summed for "sum")."""
+    comp = np.dtype(comp)
+    rtol, atol = loss_tol(comp, scale)
+    if reduction == "none":
+        assert isinstance(res, np.ndarray), type(res)
+        assert res.dtype == comp, (res.dtype, comp)
+        assert_close(res, expected, rtol, atol, err_msg=err_msg)
+    else:
+        assert type(res) is comp.type, f"{type(res)} is not {comp.type} {err_msg}"
+        if reduction == "sum":
+            atol = atol * max(1, n_rows)
+        assert_close(np.asarray(res), np.asarray(expected), rtol, atol, err_msg=err_msg)
+
+
+def check_grad(g, expected, comp, scale, gscale=0.0, err_msg=""):
+    """Compare a gradient; absolute errors scale with max(max|expected|, gscale)."""
+    comp = np.dtype(comp)
+    assert isinstance(g, np.ndarray)
+    assert g.shape == expected.shape, (g.shape, expected.shape)
+    e = np.asarray(expected)
+    fin = np.isfinite(e)
+    gmax = float(np.max(np.abs(e[fin]))) if fin.any() else 1.0
+    gmax = max(gmax, gscale)
+    rtol, atol = loss_tol(comp, scale)
+    assert_close(g, expected, rtol, atol * max(gmax, 1e-300), err_msg=err_msg)
+
+
+def sentinel(shape, dtype=np.float64):
+    """A grad_out filled with SENTINEL."""
+    return np.full(shape, SENTINEL, dtype=dtype)
+
+
+def assert_untouched(g, *pairs):
+    """After a call that raised: ``g`` (unless None) still all SENTINEL, and each
+    ``(array, saved copy)`` pair bitwise unchanged."""
+    if g is not None:
+        assert bitwise_equal(g, np.full(g.shape, SENTINEL, dtype=g.dtype)), "grad_out was written"
+    for a, saved in pairs:
+        assert bitwise_equal(a, saved), "an input was modified by a call that raised"
+
+
+def pos_pattern(index_tuple, flat):
+    """Regex for a position in an error message: the index tuple as ``(i, j)`` or
+    ``[i, j]``, or the flat index."""
+    tup = ", ".join(str(i) for i in index_tuple)
+    pats = [re.escape(f"({tup})"), re.escape(f"[{tup}]"), rf"\b{flat}\b"]
+    if len(index_tuple) == 1:
+        pats.append(re.escape(f"({index_tuple[0]},)"))
+    return "|".join(pats)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import xent
-from conftest import BFLOAT16, assert_close
+from conftest import as_f64, assert_close, computation_dtype, resolve_dtype
+from loss_refs import with_layout
 from xent._binary import binary_cross_entropy, binary_cross_entropy_with_logits
 
 inf = np.inf
@@ -23,13 +24,6 @@ nan = np.nan
 # ---------------------------------------------------------------------------
 # independent float64 references (PyTorch's formulas)
 # ---------------------------------------------------------------------------
-
-
-def f64(a):
-    a = np.asarray(a)
-    if BFLOAT16 is not None and a.dtype == BFLOAT16:
-        a = a.astype(np.float32)
-    return a.astype(np.float64)
 
 
 def log_sigmoid(x):
@@ -42,9 +36,9 @@ def ref_bce_logits(x, y, w=None, pw=None):
     Loss: PyTorch's literal formula ``w*((1-y)*x - (1+(pw-1)*y)*log sigmoid(x))``
     for finite x; at infinite x the SPEC's limits, term by term.
     """
-    x, y = f64(x), f64(y)
-    w = np.ones_like(x) if w is None else np.broadcast_to(f64(w), x.shape)
-    pw = np.ones_like(x) if pw is None else np.broadcast_to(f64(pw), x.shape)
+    x, y = as_f64(x), as_f64(y)
+    w = np.ones_like(x) if w is None else np.broadcast_to(as_f64(w), x.shape)
+    pw = np.ones_like(x) if pw is None else np.broadcast_to(as_f64(pw), x.shape)
     with np.errstate(all="ignore"):
         torch_formula = w * ((1 - y) * x - (1 + (pw - 1) * y) * log_sigmoid(x))
         # limits at x = +-inf: -log sigmoid(+inf) = 0, softplus(+inf) = inf
@@ -59,13 +53,13 @@ def ref_bce_logits(x, y, w=None, pw=None):
 
 
 def ref_bce(p, y, w=None):
-    p, y = f64(p), f64(y)
+    p, y = as_f64(p), as_f64(y)
     with np.errstate(divide="ignore"):
         lp = np.maximum(np.log(p), -100.0)
         lq = np.maximum(np.log1p(-p), -100.0)
     loss = -(y * lp + (1 - y) * lq)
     if w is not None:
-        loss = loss * np.broadcast_to(f64(w), p.shape)
+        loss = loss * np.broadcast_to(as_f64(w), p.shape)
     return loss
 
 
@@ -83,13 +77,6 @@ def tol(dtype, scale=1.0):
     if np.dtype(dtype) == np.float64:
         return 1e-12, 1e-14 * scale
     return 2e-5, 2e-6 * scale
-
-
-def comp_dtype(dtype):
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f" and dtype.itemsize == 8 or dtype.kind in "iub":
-        return np.dtype(np.float64)
-    return np.dtype(np.float32)
 
 
 def test_reference_matches_hand_values():
@@ -161,16 +148,6 @@ def test_bce_logits_matrix(dtype, w_kind, pw_kind, reduction, return_grad, rng):
             np.testing.assert_array_equal(a, b)
 
 
-def with_layout(a, layout):
-    a = np.asarray(a)
-    if layout in ("C", "F") or a.ndim == 0:
-        return np.array(a, order="F" if layout == "F" else "C")
-    big = np.zeros(tuple(2 * s for s in a.shape), a.dtype)
-    v = big[(slice(None, None, -2),) + (slice(None, None, 2),) * (a.ndim - 1)]
-    v[...] = a
-    return v
-
-
 @pytest.mark.parametrize("readonly", [False, True], ids=["rw", "ro"])
 @pytest.mark.parametrize("layout", ["C", "F", "strided"])
 @pytest.mark.parametrize(
@@ -208,11 +185,7 @@ def test_bce_logits_layouts_and_broadcasts(shape, wshape, pwshape, layout, reado
 
 @pytest.mark.parametrize("dtype", [np.float16, "bfloat16", np.int64, np.bool_, np.float32])
 def test_bce_logits_dtypes(dtype, rng):
-    if dtype == "bfloat16":
-        if BFLOAT16 is None:
-            pytest.skip("ml_dtypes not installed")
-        dtype = BFLOAT16
-    dtype = np.dtype(dtype)
+    dtype = resolve_dtype(dtype)
     if dtype.kind == "i":
         x = rng.integers(-5, 6, size=(7, 4)).astype(dtype)
     elif dtype.kind == "b":
@@ -221,7 +194,7 @@ def test_bce_logits_dtypes(dtype, rng):
         x = (rng.standard_normal((7, 4)) * 3).astype(dtype)
     y = rng.random((7, 4)).astype(np.float16)  # another float dtype: converted
     pw = np.array([1.0, 2.0, 0.5, 3.0])
-    comp = comp_dtype(dtype)
+    comp = computation_dtype(dtype)
     loss, grad = binary_cross_entropy_with_logits(x, y, pos_weight=pw, reduction="mean", return_grad=True)
     assert type(loss) is comp.type and grad.dtype == comp
     per, g = ref_bce_logits(x, y, None, pw)
@@ -488,17 +461,13 @@ def test_bce_clamp_and_edges():
 
 @pytest.mark.parametrize("dtype", [np.float16, "bfloat16", np.int64, np.bool_])
 def test_bce_dtypes(dtype, rng):
-    if dtype == "bfloat16":
-        if BFLOAT16 is None:
-            pytest.skip("ml_dtypes not installed")
-        dtype = BFLOAT16
-    dtype = np.dtype(dtype)
+    dtype = resolve_dtype(dtype)
     if dtype.kind in "ib":
         p = (rng.random((5, 3)) < 0.5).astype(dtype)
     else:
         p = rng.random((5, 3)).astype(dtype)
     y = (rng.random((5, 3)) < 0.5).astype(np.int8)
-    comp = comp_dtype(dtype)
+    comp = computation_dtype(dtype)
     res = binary_cross_entropy(p, y, weight=np.arange(3.0))
     assert type(res) is comp.type
     assert_close(res, ref_bce(p, y, np.arange(3.0)).mean(), *tol(comp, 100))

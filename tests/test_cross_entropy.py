@@ -19,67 +19,25 @@ from hypothesis import strategies as st
 import xent
 from conftest import assert_close, bitwise_equal, computation_dtype, finite_scale
 from loss_refs import (
+    REDUCTIONS,
+    SENTINEL,
     ce_grad_scale,
     central_difference,
+    check_grad,
+    check_loss,
     loss_tol,
+    make_case,
     random_prob_targets,
     ref_cross_entropy,
     target_shape,
     with_layout,
 )
+from loss_refs import assert_untouched as _assert_untouched
+from loss_refs import pos_pattern as _pos_pattern
+from loss_refs import sentinel as _sentinel
 
 inf = np.inf
 nan = np.nan
-SENTINEL = 1234.5
-REDUCTIONS = ["none", "mean", "sum"]
-
-
-# ---------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------
-
-
-def make_case(rng, shape, axis, dtype, kind, ignore_frac=0.2, ignore_index=-100, scale=3.0):
-    x = (rng.standard_normal(shape) * scale).astype(dtype)
-    C = shape[axis]
-    if kind == "index":
-        t = rng.integers(0, C, size=target_shape(shape, axis)).astype(np.int64)
-        if ignore_frac and t.size:
-            t[rng.random(t.shape) < ignore_frac] = ignore_index
-    else:
-        t = random_prob_targets(rng, shape, axis).astype(dtype if dtype != np.float16 else np.float32)
-    return x, t
-
-
-def check_loss(res, expected, comp, scale, reduction, n_rows=1, err_msg=""):
-    comp = np.dtype(comp)
-    rtol, atol = loss_tol(comp, scale)
-    if reduction == "none":
-        assert isinstance(res, np.ndarray), type(res)
-        assert res.dtype == comp, (res.dtype, comp)
-        assert_close(res, expected, rtol, atol, err_msg=err_msg)
-    else:
-        assert type(res) is comp.type, f"{type(res)} is not {comp.type} {err_msg}"
-        if reduction == "sum":
-            atol = atol * max(1, n_rows)
-        assert_close(np.asarray(res), np.asarray(expected), rtol, atol, err_msg=err_msg)
-
-
-def check_grad(g, expected, comp, scale, gscale=0.0, err_msg=""):
-    """Compare a gradient; absolute errors scale with max(max|expected|, gscale)."""
-    comp = np.dtype(comp)
-    assert isinstance(g, np.ndarray)
-    assert g.shape == expected.shape, (g.shape, expected.shape)
-    e = np.asarray(expected)
-    fin = np.isfinite(e)
-    gmax = float(np.max(np.abs(e[fin]))) if fin.any() else 1.0
-    gmax = max(gmax, gscale)
-    rtol, atol = loss_tol(comp, scale)
-    assert_close(g, expected, rtol, atol * max(gmax, 1e-300), err_msg=err_msg)
-
-
-def _sentinel(shape, dtype=np.float64):
-    return np.full(shape, SENTINEL, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -619,21 +577,6 @@ def _setup_err(rng, dtype=np.float64, shape=(6, 5)):
     x = rng.standard_normal(shape).astype(dtype)
     t = rng.integers(0, shape[-1], size=shape[:-1])
     return x, t
-
-
-def _assert_untouched(g, *pairs):
-    if g is not None:
-        assert bitwise_equal(g, np.full(g.shape, SENTINEL, dtype=g.dtype)), "grad_out was written"
-    for a, saved in pairs:
-        assert bitwise_equal(a, saved), "an input was modified by a call that raised"
-
-
-def _pos_pattern(index_tuple, flat):
-    tup = ", ".join(str(i) for i in index_tuple)
-    pats = [re.escape(f"({tup})"), re.escape(f"[{tup}]"), rf"\b{flat}\b"]
-    if len(index_tuple) == 1:
-        pats.append(re.escape(f"({index_tuple[0]},)"))
-    return "|".join(pats)
 
 
 @pytest.mark.parametrize("in_place", [False, True])

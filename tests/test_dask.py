@@ -238,3 +238,37 @@ def test_workers_import_this_xent(client):
     paths = client.run(lambda: __import__("xent").__file__)
     assert set(paths.values()) == {xent.__file__}
     assert all(pid != os.getpid() for pid in client.run(os.getpid).values())
+
+
+def test_block_sums_stay_float64_until_the_end(sync):
+    """float32 logits over many blocks whose sums nearly cancel (class weights +1
+    and -1, alternating from block to block): each block's float64 sum must reach
+    the final division unrounded.  Rounding every block's sum to float32 first (a
+    sum of per-block ``reduction="sum"`` results) is off by many units in the last
+    place of the result; xent.dask must agree with xent on the whole array."""
+    rows, n_pairs, C = 2048, 32, 40
+    rng = np.random.default_rng(11)
+    # small logits: every row's loss is close to log(C), so the block sums are large
+    # next to what is left of them after the cancellation
+    x = (rng.standard_normal((2 * n_pairs * rows + 64, C)) * 0.1).astype(np.float32)
+    w = np.where(np.arange(C) % 2 == 0, 1.0, -1.0)
+    plus, minus = np.arange(0, C, 2), np.arange(1, C, 2)
+    t = np.concatenate(
+        [rng.choice(minus if b % 2 else plus, rows) for b in range(2 * n_pairs)]
+        + [rng.choice(plus, 64)]  # a small last block: the weight sum is 64
+    )
+    chunks = (rows,) * (2 * n_pairs) + (64,)
+    X = da.from_array(x, chunks=(chunks, C))
+    T = da.from_array(t, chunks=(chunks,))
+    starts = np.cumsum((0,) + chunks)
+    for reduction, denominator in (("sum", 1.0), ("mean", 64.0)):
+        whole = xent.cross_entropy(x, t, weight=w, reduction=reduction)
+        ulp = np.spacing(np.abs(whole))
+        rounded = sum(
+            np.float64(xent.cross_entropy(x[a:b], t[a:b], weight=w, reduction="sum"))
+            for a, b in zip(starts[:-1], starts[1:])
+        )
+        assert abs(np.float32(rounded / denominator) - whole) > 8 * ulp  # the test can fail
+        got = xd.cross_entropy(X, T, weight=w, reduction=reduction).compute()
+        assert got.dtype == np.float32
+        assert abs(got - whole) <= ulp, (reduction, got, whole)

@@ -11,7 +11,7 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import BFLOAT16, _as_f64, ref_log_softmax
+from conftest import BFLOAT16, as_f64, ref_log_softmax
 from loss_refs import with_layout
 
 import xent
@@ -24,7 +24,7 @@ from xent._evaluate import Evaluation, Evaluator, evaluate
 
 def ref_rows(logits, target, axis=-1, ignore_index=-100):
     """float64 (n, C) non-ignored rows, their targets (int64), and -log p_t."""
-    x = np.moveaxis(_as_f64(logits), axis, -1)
+    x = np.moveaxis(as_f64(logits), axis, -1)
     C = x.shape[-1]
     x = x.reshape(-1, C)
     t = np.asarray(target).reshape(-1).astype(np.int64)

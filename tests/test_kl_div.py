@@ -10,18 +10,11 @@ import numpy as np
 import pytest
 
 import xent
-from conftest import BFLOAT16, assert_close
+from conftest import as_f64, assert_close, resolve_dtype
 from xent._kl_div import kl_div
 
 inf = np.inf
 nan = np.nan
-
-
-def f64(a):
-    a = np.asarray(a)
-    if BFLOAT16 is not None and a.dtype == BFLOAT16:
-        a = a.astype(np.float32)
-    return a.astype(np.float64)
 
 
 def ref_kl_div(q, t, log_target=False):
@@ -29,7 +22,7 @@ def ref_kl_div(q, t, log_target=False):
 
     Where the target probability is exactly 0 the term is 0 (NaN if q is NaN).
     """
-    q, t = f64(q), f64(t)
+    q, t = as_f64(q), as_f64(t)
     with np.errstate(all="ignore"):
         if log_target:
             val = np.exp(t) * (t - q)
@@ -110,11 +103,7 @@ def test_kl_div_layouts(layout, rng):
 
 @pytest.mark.parametrize("dtype", [np.float16, "bfloat16", np.int64])
 def test_kl_div_dtypes(dtype, rng):
-    if dtype == "bfloat16":
-        if BFLOAT16 is None:
-            pytest.skip("ml_dtypes not installed")
-        dtype = BFLOAT16
-    dtype = np.dtype(dtype)
+    dtype = resolve_dtype(dtype)
     if dtype.kind == "i":
         q = rng.integers(-4, 1, size=(5, 6)).astype(dtype)
         comp = np.dtype(np.float64)

@@ -19,7 +19,12 @@ from hypothesis import strategies as st
 import xent
 from conftest import assert_close, bitwise_equal, computation_dtype, finite_scale
 from loss_refs import (
+    REDUCTIONS,
+    SENTINEL,
+    assert_untouched,
     central_difference,
+    check_grad,
+    check_loss,
     loss_tol,
     ref_entropy,
     ref_kl_divergence,
@@ -29,8 +34,6 @@ from loss_refs import (
 
 inf = np.inf
 nan = np.nan
-SENTINEL = 1234.5
-REDUCTIONS = ["none", "mean", "sum"]
 CASES = [
     ((10, 7), -1),
     ((10, 7), 0),
@@ -39,31 +42,6 @@ CASES = [
     ((5, 1), -1),
 ]
 CASE_IDS = [f"{'x'.join(map(str, s))}-ax{a}" for s, a in CASES]
-
-
-def check_value(res, expected, comp, scale, reduction, n_rows=1, err_msg=""):
-    comp = np.dtype(comp)
-    rtol, atol = loss_tol(comp, scale)
-    if reduction == "none":
-        assert isinstance(res, np.ndarray), type(res)
-        assert res.dtype == comp, (res.dtype, comp)
-        assert_close(res, expected, rtol, atol, err_msg=err_msg)
-    else:
-        assert type(res) is comp.type, f"{type(res)} is not {comp.type} {err_msg}"
-        if reduction == "sum":
-            atol = atol * max(1, n_rows)
-        assert_close(np.asarray(res), np.asarray(expected), rtol, atol, err_msg=err_msg)
-
-
-def check_grad(g, expected, comp, scale, err_msg=""):
-    comp = np.dtype(comp)
-    assert isinstance(g, np.ndarray)
-    assert g.shape == expected.shape
-    e = np.asarray(expected)
-    fin = np.isfinite(e)
-    gmax = float(np.max(np.abs(e[fin]))) if fin.any() else 1.0
-    rtol, atol = loss_tol(comp, scale)
-    assert_close(g, expected, rtol, atol * max(gmax, 1e-300), err_msg=err_msg)
 
 
 def make_pq(rng, shape, dtype, scale=3.0):
@@ -118,11 +96,11 @@ def _kl_matrix_case(dtype, shape, axis, layout, temperature, reduction):
     scale = (finite_scale(p0) + finite_scale(q0)) / temperature
     n_rows = int(np.prod(target_shape(shape, axis)))
     res = xent.kl_divergence(p, q, **kw)
-    check_value(res, exp_l, comp, scale, reduction, n_rows)
+    check_loss(res, exp_l, comp, scale, reduction, n_rows)
     if reduction == "none":
         assert res.shape == target_shape(shape, axis)
     res2, g = xent.kl_divergence(p, q, return_grad=True, **kw)
-    check_value(res2, exp_l, comp, scale, reduction, n_rows)
+    check_loss(res2, exp_l, comp, scale, reduction, n_rows)
     assert g.dtype == comp and g.shape == shape
     check_grad(g, exp_g, comp, scale)
     assert bitwise_equal(p, p0) and bitwise_equal(q, q0)
@@ -279,13 +257,6 @@ def test_kl_finite_differences(shape, axis, temperature, reduction, rng):
 # --- errors -------------------------------------------------------------------------------
 
 
-def _untouched(g, *pairs):
-    if g is not None:
-        assert bitwise_equal(g, np.full(g.shape, SENTINEL, dtype=g.dtype)), "grad_out was written"
-    for a, s in pairs:
-        assert bitwise_equal(a, s), "an input was modified by a call that raised"
-
-
 @pytest.mark.parametrize("qshape", [(6, 4), (5, 5), (6, 5, 1), (5, 6)])
 def test_kl_shape_mismatch(qshape, rng):
     p = rng.standard_normal((6, 5))
@@ -296,7 +267,7 @@ def test_kl_shape_mismatch(qshape, rng):
         xent.kl_divergence(p, q, return_grad=True, grad_out=g)
     msg = str(ei.value)
     assert str((6, 5)) in msg and str(qshape) in msg, msg
-    _untouched(g, (p, ps), (q, qs))
+    assert_untouched(g, (p, ps), (q, qs))
 
 
 @pytest.mark.parametrize(
@@ -319,10 +290,10 @@ def test_kl_bad_arguments(kwargs, rng):
     g = np.full(q.shape, SENTINEL)
     with pytest.raises(ValueError):
         xent.kl_divergence(p, q, return_grad=True, grad_out=g, **kwargs)
-    _untouched(g, (p, ps), (q, qs))
+    assert_untouched(g, (p, ps), (q, qs))
     with pytest.raises(ValueError):
         xent.kl_divergence(p, q, return_grad=True, grad_out=q, **kwargs)
-    _untouched(None, (q, qs))
+    assert_untouched(None, (q, qs))
 
 
 def test_kl_grad_out_errors(rng):
@@ -333,18 +304,18 @@ def test_kl_grad_out_errors(rng):
         g = np.full(gshape, SENTINEL)
         with pytest.raises(ValueError):
             xent.kl_divergence(p, q, return_grad=True, grad_out=g)
-        _untouched(g)
+        assert_untouched(g)
     g = np.full(q.shape, SENTINEL)
     with pytest.raises(ValueError):
         xent.kl_divergence(p, q, grad_out=g)  # grad_out without return_grad
-    _untouched(g)
+    assert_untouched(g)
     with pytest.raises(ValueError):
         xent.kl_divergence(p, q, grad_out=q)
-    _untouched(None, (q, qs))
+    assert_untouched(None, (q, qs))
     g.flags.writeable = False
     with pytest.raises(ValueError):
         xent.kl_divergence(p, q, return_grad=True, grad_out=g)
-    _untouched(g)
+    assert_untouched(g)
     gi = np.full(q.shape, 7, dtype=np.int64)
     with pytest.raises((TypeError, ValueError)):
         xent.kl_divergence(p, q, return_grad=True, grad_out=gi)

@@ -15,7 +15,11 @@ import pytest
 import xent
 from conftest import assert_close, bitwise_equal, computation_dtype, finite_scale
 from loss_refs import (
+    REDUCTIONS,
+    check_loss,
     loss_tol,
+    make_case,
+    pos_pattern,
     ref_cross_entropy,
     ref_focal_loss,
     ref_nll_loss,
@@ -25,7 +29,6 @@ from loss_refs import (
 
 inf = np.inf
 nan = np.nan
-REDUCTIONS = ["none", "mean", "sum"]
 INT_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
 CASES = [
     ((11, 7), -1),
@@ -35,36 +38,6 @@ CASES = [
     ((5, 1), -1),
 ]
 CASE_IDS = [f"{'x'.join(map(str, s))}-ax{a}" for s, a in CASES]
-
-
-def make_case(rng, shape, axis, dtype, ignore_frac=0.2, scale=3.0):
-    x = (rng.standard_normal(shape) * scale).astype(dtype)
-    t = rng.integers(0, shape[axis], size=target_shape(shape, axis)).astype(np.int64)
-    if ignore_frac and t.size:
-        t[rng.random(t.shape) < ignore_frac] = -100
-    return x, t
-
-
-def check_loss(res, expected, comp, scale, reduction, n_rows=1, err_msg=""):
-    comp = np.dtype(comp)
-    rtol, atol = loss_tol(comp, scale)
-    if reduction == "none":
-        assert isinstance(res, np.ndarray), type(res)
-        assert res.dtype == comp, (res.dtype, comp)
-        assert_close(res, expected, rtol, atol, err_msg=err_msg)
-    else:
-        assert type(res) is comp.type, f"{type(res)} is not {comp.type} {err_msg}"
-        if reduction == "sum":
-            atol = atol * max(1, n_rows)
-        assert_close(np.asarray(res), np.asarray(expected), rtol, atol, err_msg=err_msg)
-
-
-def _pos_pattern(index_tuple, flat):
-    tup = ", ".join(str(i) for i in index_tuple)
-    pats = [re.escape(f"({tup})"), re.escape(f"[{tup}]"), rf"\b{flat}\b"]
-    if len(index_tuple) == 1:
-        pats.append(re.escape(f"({index_tuple[0]},)"))
-    return "|".join(pats)
 
 
 # ===========================================================================
@@ -337,7 +310,7 @@ def test_target_out_of_range(func, bad_value, tdtype, rng):
         _call(func, x, t)
     msg = str(ei.value)
     assert str(bad_value) in msg, msg
-    assert re.search(_pos_pattern((2,), 2), msg), f"no position in {msg!r}"
+    assert re.search(pos_pattern((2,), 2), msg), f"no position in {msg!r}"
     assert bitwise_equal(x, xs) and bitwise_equal(t, ts)
 
 
@@ -350,7 +323,7 @@ def test_target_out_of_range_multidim(func, rng):
         _call(func, x, t, axis=1)
     msg = str(ei.value)
     assert "8" in msg
-    assert re.search(_pos_pattern((1, 0, 3), 15 + 3), msg), f"no position in {msg!r}"
+    assert re.search(pos_pattern((1, 0, 3), 15 + 3), msg), f"no position in {msg!r}"
 
 
 @pytest.mark.parametrize("func", FUNCS)

@@ -114,21 +114,11 @@ def binary_cross_entropy_with_logits(
     array([[-0.2384,  0.2689],
            [-1.    , -0.0474]])
     """
-    lg = as_logits(logits, "logits")
+    lg, y, w = _check_args(logits, "logits", "the logits' shape", target, weight, reduction)
     x = lg.array
     compute = lg.compute
-    y = as_real_array(target, "target")
-    check_same_shape(x, y, "logits", "target")
-    check_reduction(reduction)
-    w = None
-    if weight is not None:
-        w = _pointwise.broadcast_shape_check(weight, "weight", x.shape, "the logits' shape")
-    pw = None
-    if pos_weight is not None:
-        # PyTorch: pos_weight is broadcast with the target along the class (last) axis.
-        pw = _pointwise.broadcast_shape_check(
-            pos_weight, "pos_weight", x.shape, "the logits' shape"
-        )
+    # PyTorch: pos_weight is broadcast with the target along the class (last) axis.
+    pw = _pointwise.broadcast_shape_check(pos_weight, "pos_weight", x.shape, "the logits' shape")
     return_grad = bool(return_grad)
     check_grad_out(grad_out, x.shape, return_grad)
     # ---- everything is valid: nothing below raises on user input ----
@@ -218,15 +208,9 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean"):
         ...
     ValueError: probs: expected probabilities in [0, 1], got 1.5 at index (0,)
     """
-    lg = as_logits(probs, "probs")
+    lg, y, w = _check_args(probs, "probs", "the shape of probs", target, weight, reduction)
     p = lg.array
     compute = lg.compute
-    y = as_real_array(target, "target")
-    check_same_shape(p, y, "probs", "target")
-    check_reduction(reduction)
-    w = None
-    if weight is not None:
-        w = _pointwise.broadcast_shape_check(weight, "weight", p.shape, "the shape of probs")
 
     shape = p.shape
     numel = math.prod(shape)
@@ -247,6 +231,17 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean"):
     if reduction == "none":
         return loss
     return _pointwise.finish(total, reduction, numel, compute)
+
+
+def _check_args(values, name, what, target, weight, reduction):
+    """Validate what both losses take: (Logits of `values`, target array, weight
+    array or None).  `name` is the argument `values` came in, `what` how errors
+    call its shape."""
+    lg = as_logits(values, name)
+    y = as_real_array(target, "target")
+    check_same_shape(lg.array, y, name, "target")
+    check_reduction(reduction)
+    return lg, y, _pointwise.broadcast_shape_check(weight, "weight", lg.array.shape, what)
 
 
 def _raise_out_of_range(name, what, a, flat_index):

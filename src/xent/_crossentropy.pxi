@@ -6,7 +6,16 @@
 # every class index is in [0, C) or equals ignore_index; C >= 1 whenever a row is
 # not ignored; strides are whole multiples of the item size; a gradient buffer is
 # either disjoint from every input or the logits themselves (same strides);
-# per-row outputs are contiguous float64 arrays of outer*inner values.
+# per-row outputs are contiguous float64 arrays of outer*inner values.  The one
+# exception is cross_entropy_small, the common small call in a single compiled
+# call: it checks its own narrow case (indices included) and declines the rest.
+#
+# Every entry point fills a _CeJob and runs it through _ce_compute, which picks
+# the path (rows, few-class tiles, or blocks when the class axis is not last):
+# the same row gets the same bits from every entry point.  A batch sum of row
+# losses is taken in one fixed order, _sum_tiles (per TILE_ROWS rows, then over
+# those sums), which the few-class tiles can also form as they go: the one-pass
+# forward of cross_entropy_small gives the bits of sum_rows over the rows.
 #
 # Arrays arrive as byte pointers with byte strides plus a storage kind, so one
 # loop serves float32, float64, float16 and bfloat16 logits and targets of
@@ -14,6 +23,11 @@
 # computation dtype, and converted into per-thread scratch otherwise.
 
 cdef extern from "_rows.h" nogil:
+    enum:
+        XENT_INDEX_I8
+        XENT_INDEX_I16
+        XENT_INDEX_I32
+        XENT_INDEX_I64
     enum:
         XENT_KIND_F32
         XENT_KIND_F64
@@ -24,6 +38,11 @@ cdef extern from "_rows.h" nogil:
     void load_row_f64 "xent_load_row_f64"(const char *p, Py_ssize_t n, Py_ssize_t stride,
                                           int kind, double *dst)
     int64_t load_index "xent_load_index"(const char *p, int code)
+    void load_indices "xent_load_indices"(const char *p, Py_ssize_t n, Py_ssize_t stride, int code,
+                                          int64_t ignore_index, int64_t *dst)
+    Py_ssize_t scan_indices "xent_scan_indices"(
+        const char *p, Py_ssize_t n, Py_ssize_t stride, int code, Py_ssize_t C,
+        int64_t ignore_index, const double *w, Py_ssize_t *n_valid, double *weight_total)
     void ce_index_row_f32 "xent_ce_index_row_f32"(
         const float *x, Py_ssize_t C, Py_ssize_t t, const float *w, float wsum, float eps,
         float z, float scale_ce, float scale_z, float *g, double *ce, double *lse)
@@ -72,21 +91,6 @@ KIND_F16 = XENT_KIND_F16
 KIND_BF16 = XENT_KIND_BF16
 
 
-cdef inline const real *_row_in(const char *p, Py_ssize_t n, Py_ssize_t stride, int kind,
-                                real *scratch) noexcept nogil:
-    """Row of n values (stride in bytes, storage `kind`) as contiguous `real`s:
-    the row itself when it already is one, else a converted copy in scratch."""
-    if real is float:
-        if kind == XENT_KIND_F32 and stride == sizeof(float):
-            return <const float *> p
-        load_row_f32(p, n, stride, kind, scratch)
-    else:
-        if kind == XENT_KIND_F64 and stride == sizeof(double):
-            return <const double *> p
-        load_row_f64(p, n, stride, kind, scratch)
-    return scratch
-
-
 cdef inline real *_row_out(char *p, Py_ssize_t stride, real *scratch) noexcept nogil:
     """Where to compute a gradient row: in place if contiguous, else scratch."""
     if stride == sizeof(real):
@@ -107,249 +111,307 @@ cdef inline void _row_zero(real *row, Py_ssize_t n, Py_ssize_t stride) noexcept 
         (<real *> (<char *> row + c * stride))[0] = 0
 
 
-cdef inline void _ce_row(const char *xrow, int xkind, Py_ssize_t C, Py_ssize_t xs1,
-                         const char *trow, int tcode, Py_ssize_t ts1, bint prob,
-                         int64_t ignore_index, const real *w, real wsum, real eps, real z,
-                         real scale_ce, real scale_z, char *grow, Py_ssize_t gs1,
+# One cross-entropy call: everything a row, tile or block task reads.  Strides
+# are in bytes; the scalars are converted to the computation type where a task
+# uses them (the same conversion every time, so the same bits).
+cdef struct _CeJob:
+    const char *x           # logits, storage xkind, (outer, C, inner)
+    int xkind
+    Py_ssize_t outer, C, inner, xs0, xs1, xs2
+    const char *t           # class indices (integer storage tcode), or with prob
+    int tcode               # probabilities (float storage tcode) of the logits' shape
+    Py_ssize_t ts0, ts1, ts2
+    bint prob
+    int64_t ignore_index
+    const void *w           # NULL, or C weights of the computation dtype
+    double wsum, eps, z, scale_ce, scale_z
+    char *g                 # NULL: loss only; else the gradient, computation dtype
+    Py_ssize_t gs0, gs1, gs2
+    double *ce              # outer*inner per-row losses (without z-loss)
+    double *lse             # outer*inner per-row logsumexps
+    # NULL, or the one-pass forward of few-class tiles (cross_entropy_small; the
+    # tile path, no gradient, indices not checked yet): ce and lse are then not
+    # used (each tile's rows go to scratch), and per tile k, tile_sums[k] is the
+    # _sum_fixed of its rows' ce, tile_info[2k] its number of rows not ignored
+    # and tile_info[2k + 1] its first row with an index outside [0, C) and not
+    # ignored (the tile is then not computed), or -1.
+    double *tile_sums
+    Py_ssize_t *tile_info
+
+
+cdef inline void _ce_row(const _CeJob *j, const char *xrow, const char *trow, char *grow,
                          double *ce, double *lse, real *mine) noexcept nogil:
-    """One cross-entropy row (strides in bytes); grow == NULL: loss only.
-    mine: 3*C reals of scratch."""
+    """One row of the job: logits at xrow (class stride j.xs1), its target at trow,
+    its gradient at grow (class stride j.gs1; NULL: loss only), its loss and
+    logsumexp into *ce and *lse.  mine: 3*C reals."""
+    cdef Py_ssize_t C = j.C
+    cdef const real *w = <const real *> j.w
     cdef int64_t t = 0
     cdef const real *xr
     cdef const real *yr
     cdef real *gr = NULL
-    if not prob:
-        t = load_index(trow, tcode)
-        if t == ignore_index:
+    if not j.prob:
+        t = load_index(trow, j.tcode)
+        if t == j.ignore_index:
             # Ignored rows contribute exactly 0, whatever their logits hold.
             ce[0] = 0
             lse[0] = 0
             if grow != NULL:
-                _row_zero(<real *> grow, C, gs1)
+                _row_zero(<real *> grow, C, j.gs1)
             return
-    xr = _row_in(xrow, C, xs1, xkind, mine)
+    xr = _row_in(xrow, C, j.xs1, j.xkind, mine)
     if grow != NULL:
-        gr = _row_out(grow, gs1, mine + C)
-    if prob:
-        yr = _row_in(trow, C, ts1, tcode, mine + 2 * C)
+        gr = _row_out(grow, j.gs1, mine + C)
+    if j.prob:
+        yr = _row_in(trow, C, j.ts1, j.tcode, mine + 2 * C)
         if real is float:
-            ce_prob_row_f32(xr, yr, C, w, eps, z, scale_ce, scale_z, gr, ce, lse)
+            ce_prob_row_f32(xr, yr, C, w, <float> j.eps, <float> j.z, <float> j.scale_ce,
+                            <float> j.scale_z, gr, ce, lse)
         else:
-            ce_prob_row_f64(xr, yr, C, w, eps, z, scale_ce, scale_z, gr, ce, lse)
+            ce_prob_row_f64(xr, yr, C, w, j.eps, j.z, j.scale_ce, j.scale_z, gr, ce, lse)
     else:
         if real is float:
-            ce_index_row_f32(xr, C, t, w, wsum, eps, z, scale_ce, scale_z, gr, ce, lse)
+            ce_index_row_f32(xr, C, t, w, <float> j.wsum, <float> j.eps, <float> j.z,
+                             <float> j.scale_ce, <float> j.scale_z, gr, ce, lse)
         else:
-            ce_index_row_f64(xr, C, t, w, wsum, eps, z, scale_ce, scale_z, gr, ce, lse)
+            ce_index_row_f64(xr, C, t, w, j.wsum, j.eps, j.z, j.scale_ce, j.scale_z, gr,
+                             ce, lse)
     if gr != NULL:
-        _row_done(grow, C, gs1, gr)
+        _row_done(grow, C, j.gs1, gr)
 
 
-cdef void _ce_loop(const char *x, int xkind, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                   Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t xs2,
-                   const char *tg, int tcode, Py_ssize_t ts0, Py_ssize_t ts1, Py_ssize_t ts2,
-                   bint prob, int64_t ignore_index,
-                   const real *w, real wsum, real eps, real z, real scale_ce, real scale_z,
-                   char *g, Py_ssize_t gs0, Py_ssize_t gs1, Py_ssize_t gs2,
-                   double *ce, double *lse, real *scratch, int n_threads) noexcept nogil:
-    """Cross-entropy rows; strides in bytes.  Index targets: tg[o*ts0 + i*ts2] of
-    integer storage tcode.  Probability targets (prob): rows tg[o*ts0 + c*ts1 + i*ts2]
-    of float storage tcode.  g == NULL: loss only.  scratch: 3*C reals per thread."""
-    cdef Py_ssize_t r, o, i
-    cdef char *grow
-    for r in prange(outer * inner, schedule="static", num_threads=n_threads):
-        o = r // inner
-        i = r % inner
-        grow = NULL
-        if g != NULL:
-            grow = g + o * gs0 + i * gs2
-        _ce_row(x + o * xs0 + i * xs2, xkind, C, xs1, tg + o * ts0 + i * ts2, tcode, ts1,
-                prob, ignore_index, w, wsum, eps, z, scale_ce, scale_z, grow, gs1,
-                &ce[r], &lse[r], scratch + omp_get_thread_num() * 3 * C)
+cdef inline void _ce_rows_task(const _CeJob *j, Py_ssize_t r, real *mine) noexcept nogil:
+    """Row r = o*inner + i, any strides and storage.  mine: 3*C reals."""
+    cdef Py_ssize_t o = r // j.inner, i = r % j.inner
+    _ce_row(j, j.x + o * j.xs0 + i * j.xs2, j.t + o * j.ts0 + i * j.ts2,
+            j.g + o * j.gs0 + i * j.gs2 if j.g != NULL else NULL, &j.ce[r], &j.lse[r], mine)
 
 
 cdef inline Py_ssize_t _ce_tile_scratch(Py_ssize_t C, Py_ssize_t itemsize) noexcept nogil:
-    """Reals of scratch per thread for _ce_tiles (kept even for 8-byte alignment)."""
+    """Reals of scratch per thread for _ce_tile (kept even for 8-byte alignment)."""
     cdef Py_ssize_t wide = (TILE_ROWS * 8) // itemsize  # TILE_ROWS doubles / int64s
     cdef Py_ssize_t n = (4 * wide + (TILE_ROWS * 4) // itemsize  # + TILE_ROWS int32s
                          + 4 * TILE_ROWS + 2 * C * TILE_ROWS + 3 * C)
     return n + n % 2
 
 
-cdef void _ce_tiles(const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t xs0,
-                    const char *tg, int tcode, Py_ssize_t ts0, int64_t ignore_index,
-                    const real *w, real wsum, real eps, real z, real scale_ce, real scale_z,
-                    char *g, Py_ssize_t gs0, Py_ssize_t gs1,
-                    double *ce, double *lse, double *tile_sums, Py_ssize_t *tile_info,
-                    real *scratch, int n_threads) noexcept nogil:
-    """Class-index cross-entropy of few-class rows (C <= SMALL_C, unit class
-    stride, xs0 in elements), TILE_ROWS rows at a time: without a gradient or
-    label smoothing read in place by the specialised functions of _tiles.h where
-    C has one, else transposed into scratch so the arithmetic vectorises across
-    rows (block_stats / block_ce_index).
-
-    tile_sums == NULL: the rows' ce and lse into ce, lse.  Otherwise (the 2-D
-    fast path: forward only, indices not checked yet) ce and lse are not
-    written; for each tile, tile_sums[tile] is the _sum_fixed of its rows' ce
-    (what _sum_tiles adds for these rows), tile_info[2*tile] its number of rows
-    not ignored and tile_info[2*tile + 1] its first row with an index outside
-    [0, C) (the tile is then not computed), or -1."""
-    cdef Py_ssize_t tile, r0, R, r, c, n_tiles = (outer + TILE_ROWS - 1) // TILE_ROWS
-    cdef Py_ssize_t per_thread = _ce_tile_scratch(C, sizeof(real))
+cdef void _ce_tile(const _CeJob *j, Py_ssize_t tile, real *mine) noexcept nogil:
+    """Class-index cross-entropy of few-class rows (C <= SMALL_C, contiguous rows
+    of the computation dtype, inner == 1): rows tile*TILE_ROWS onwards, at most
+    TILE_ROWS of them.  The indices are read once into int32 (xent_tile_targets,
+    which also counts and checks them).  Without a gradient or label smoothing
+    the rows are read in place by the function of _tiles.h specialised for this
+    C; for other C, or with a gradient or smoothing, they are transposed into
+    scratch so the arithmetic vectorises across rows (block_stats /
+    block_ce_index).  With j.tile_sums, the one-pass forward (see _CeJob).
+    mine: _ce_tile_scratch reals."""
+    cdef Py_ssize_t C = j.C, xs0 = j.xs0 // <Py_ssize_t> sizeof(real)
+    cdef Py_ssize_t r0 = tile * TILE_ROWS, r, c, bad, valid
+    cdef Py_ssize_t R = j.outer - r0 if j.outer - r0 < TILE_ROWS else TILE_ROWS
     cdef Py_ssize_t wide = (TILE_ROWS * 8) // sizeof(real)
-    cdef Py_ssize_t bad, valid
-    cdef real *mine
-    cdef double *acc
-    cdef int64_t *tt
-    cdef double *ce_t
-    cdef double *lse_t
-    cdef int32_t *ti
-    cdef real *m
-    cdef real *s
-    cdef real *K
-    cdef real *ls
-    cdef real *xt
-    cdef real *gt
+    cdef const real *x = <const real *> j.x + r0 * xs0
+    cdef const real *w = <const real *> j.w
+    cdef double *acc = <double *> mine
+    cdef int64_t *tt = <int64_t *> (mine + wide)
+    cdef double *ce = <double *> (mine + 2 * wide)
+    cdef double *lse = <double *> (mine + 3 * wide)
+    cdef int32_t *ti = <int32_t *> (mine + 4 * wide)
+    cdef real *m = mine + 4 * wide + (TILE_ROWS * 4) // sizeof(real)
+    cdef real *s = m + TILE_ROWS
+    cdef real *ls = s + TILE_ROWS
+    cdef real *K = ls + TILE_ROWS
+    cdef real *xt = K + TILE_ROWS
+    cdef real *gt = xt + C * TILE_ROWS
     cdef int special, status
-    cdef bint direct = g == NULL and eps == 0
-    for tile in prange(n_tiles, schedule="static", num_threads=n_threads):
-        r0 = tile * TILE_ROWS
-        R = outer - r0 if outer - r0 < TILE_ROWS else TILE_ROWS
-        mine = scratch + omp_get_thread_num() * per_thread
-        acc = <double *> mine
-        tt = <int64_t *> (mine + wide)
-        ce_t = <double *> (mine + 2 * wide)
-        lse_t = <double *> (mine + 3 * wide)
-        ti = <int32_t *> (mine + 4 * wide)
-        m = mine + 4 * wide + (TILE_ROWS * 4) // sizeof(real)
-        s = m + TILE_ROWS
-        ls = s + TILE_ROWS
-        K = ls + TILE_ROWS
-        xt = K + TILE_ROWS
-        gt = xt + C * TILE_ROWS
-        bad = tile_targets(tg + r0 * ts0, tcode, ts0, R, ignore_index, C, ti, &valid)
-        if tile_sums != NULL:
-            tile_info[2 * tile] = valid
-            tile_info[2 * tile + 1] = r0 + bad if bad >= 0 else -1
-            tile_sums[tile] = 0
-            if bad >= 0:
-                continue
-        else:
-            ce_t = &ce[r0]
-            lse_t = &lse[r0]
-        if direct:
-            # -1: no specialised function for this C, take the transposed tile
-            if real is float:
-                status = tile_ce_forward_f32(x + r0 * xs0, xs0, R, C, ti, w, ce_t, lse_t)
-            else:
-                status = tile_ce_forward_f64(x + r0 * xs0, xs0, R, C, ti, w, ce_t, lse_t)
-            if status == 0:
-                if tile_sums != NULL:
-                    tile_sums[tile] = _sum_fixed(ce_t, R)
-                continue
-        for r in range(R):
-            for c in range(C):
-                xt[c * R + r] = x[(r0 + r) * xs0 + c]
-            tt[r] = ti[r]
+    bad = tile_targets(j.t + r0 * j.ts0, j.tcode, j.ts0, R, j.ignore_index, C, ti, &valid)
+    if j.tile_sums != NULL:
+        j.tile_info[2 * tile] = valid
+        j.tile_info[2 * tile + 1] = r0 + bad if bad >= 0 else -1
+        j.tile_sums[tile] = 0
+        if bad >= 0:
+            return
+    else:
+        ce = &j.ce[r0]
+        lse = &j.lse[r0]
+    if j.g == NULL and j.eps == 0:
+        # -1: no specialised function for this C, take the transposed tile
         if real is float:
-            special = block_stats_f32(xt, C, R, R, m, s, ls, acc)
+            status = tile_ce_forward_f32(x, xs0, R, C, ti, w, ce, lse)
         else:
-            special = block_stats_f64(xt, C, R, R, m, s, ls, acc)
-        if special:
-            # A row with a non-finite max: every row of this tile by the row path.
+            status = tile_ce_forward_f64(x, xs0, R, C, ti, w, ce, lse)
+        if status == 0:
+            if j.tile_sums != NULL:
+                j.tile_sums[tile] = _sum_fixed(ce, R)
+            return
+    _tile_in(x, R, C, xs0, xt)
+    for r in range(R):
+        tt[r] = ti[r]
+    if real is float:
+        special = block_stats_f32(xt, C, R, R, m, s, ls, acc)
+    else:
+        special = block_stats_f64(xt, C, R, R, m, s, ls, acc)
+    if special:
+        # A row with a non-finite max: every row of this tile by the row path.
+        for r in range(R):
+            _ce_row(j, j.x + (r0 + r) * j.xs0, j.t + (r0 + r) * j.ts0,
+                    j.g + (r0 + r) * j.gs0 if j.g != NULL else NULL, &ce[r], &lse[r], gt)
+    else:
+        if real is float:
+            block_ce_index_f32(xt, C, R, R, m, s, ls, tt, w, <float> j.wsum, <float> j.eps,
+                               <float> j.z, <float> j.scale_ce, <float> j.scale_z,
+                               gt if j.g != NULL else NULL, R, ce, lse, K)
+        else:
+            block_ce_index_f64(xt, C, R, R, m, s, ls, tt, w, j.wsum, j.eps, j.z, j.scale_ce,
+                               j.scale_z, gt if j.g != NULL else NULL, R, ce, lse, K)
+        if j.g != NULL:
             for r in range(R):
-                _ce_row(<const char *> (x + (r0 + r) * xs0), XENT_KIND_F32 if real is float else XENT_KIND_F64,
-                        C, sizeof(real), tg + (r0 + r) * ts0, tcode, 0, False, ignore_index,
-                        w, wsum, eps, z, scale_ce, scale_z,
-                        g + (r0 + r) * gs0 if g != NULL else NULL, gs1, &ce_t[r], &lse_t[r], gt)
-        else:
-            if real is float:
-                block_ce_index_f32(xt, C, R, R, m, s, ls, tt, w, wsum, eps, z, scale_ce, scale_z,
-                                   gt if g != NULL else NULL, R, ce_t, lse_t, K)
-            else:
-                block_ce_index_f64(xt, C, R, R, m, s, ls, tt, w, wsum, eps, z, scale_ce, scale_z,
-                                   gt if g != NULL else NULL, R, ce_t, lse_t, K)
-            if g != NULL:
-                for r in range(R):
-                    for c in range(C):
-                        (<real *> (g + (r0 + r) * gs0 + c * gs1))[0] = gt[c * R + r]
-        if tile_sums != NULL:
-            tile_sums[tile] = _sum_fixed(ce_t, R)
+                for c in range(C):
+                    (<real *> (j.g + (r0 + r) * j.gs0 + c * j.gs1))[0] = gt[c * R + r]
+    if j.tile_sums != NULL:
+        j.tile_sums[tile] = _sum_fixed(ce, R)
 
 
 cdef inline Py_ssize_t _ce_block_scratch(Py_ssize_t nb, Py_ssize_t C, Py_ssize_t itemsize) noexcept nogil:
-    """Reals of scratch per thread for _ce_inner_blocks (even, for 8-byte alignment)."""
+    """Reals of scratch per thread for _ce_block (even, for 8-byte alignment)."""
     cdef Py_ssize_t n = 2 * ((nb * 8) // itemsize) + 4 * nb + 3 * C
     return n + n % 2
 
 
-cdef void _ce_inner_blocks(const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                           Py_ssize_t xs0, Py_ssize_t xs1,
-                           const char *tg, int tcode, Py_ssize_t ts0, Py_ssize_t ts2,
-                           int64_t ignore_index, const real *w, real wsum, real eps, real z,
-                           real scale_ce, real scale_z, char *g, Py_ssize_t gs0, Py_ssize_t gs1,
-                           double *ce, double *lse, real *scratch, Py_ssize_t nb,
-                           int n_threads) noexcept nogil:
+cdef void _ce_block(const _CeJob *j, Py_ssize_t task, Py_ssize_t nb, real *mine) noexcept nogil:
     """Class-index cross-entropy with the class axis not last ((N, C, H, W), axis=1):
-    blocks of nb adjacent positions (unit stride) whose classes are xs1 elements
-    apart are computed together, vectorised across positions (block_ce_index),
-    reading the data in memory order with no transposed copy.  xs0, xs1 in
-    elements; target and gradient strides in bytes."""
-    cdef Py_ssize_t per_thread = _ce_block_scratch(nb, C, sizeof(real))
-    cdef Py_ssize_t wide = (nb * 8) // sizeof(real)
+    block `task` of nb adjacent positions (unit stride) whose classes are j.xs1
+    bytes apart, computed together, vectorised across positions (block_ce_index),
+    reading the data in memory order with no transposed copy (logits and gradient
+    of the computation dtype, strides whole multiples of its size).
+    mine: _ce_block_scratch reals."""
+    cdef Py_ssize_t C = j.C, inner = j.inner
     cdef Py_ssize_t n_blocks = (inner + nb - 1) // nb
-    cdef Py_ssize_t t, o, i0, width, j
-    cdef real *mine
-    cdef double *acc
-    cdef int64_t *tt
-    cdef real *m
-    cdef real *s
-    cdef real *ls
-    cdef real *K
-    cdef const real *xb
-    cdef int64_t v
+    cdef Py_ssize_t o = task // n_blocks, i0 = (task % n_blocks) * nb, k, r
+    cdef Py_ssize_t width = inner - i0 if inner - i0 < nb else nb
+    cdef Py_ssize_t xs1 = j.xs1 // <Py_ssize_t> sizeof(real)
+    cdef Py_ssize_t wide = (nb * 8) // sizeof(real)
+    cdef const real *xb = <const real *> (j.x + o * j.xs0) + i0
+    cdef const real *w = <const real *> j.w
+    cdef double *acc = <double *> mine
+    cdef int64_t *tt = <int64_t *> (mine + wide)
+    cdef real *m = mine + 2 * wide
+    cdef real *s = m + nb
+    cdef real *ls = s + nb
+    cdef real *K = ls + nb
+    cdef real *gb = NULL
     cdef int special
-    for t in prange(outer * n_blocks, schedule="static", num_threads=n_threads):
-        o = t // n_blocks
-        i0 = (t % n_blocks) * nb
-        width = inner - i0 if inner - i0 < nb else nb
+    load_indices(j.t + o * j.ts0 + i0 * j.ts2, width, j.ts2, j.tcode, j.ignore_index, tt)
+    if real is float:
+        special = block_stats_f32(xb, C, xs1, width, m, s, ls, acc)
+    else:
+        special = block_stats_f64(xb, C, xs1, width, m, s, ls, acc)
+    if special:
+        # A position with a non-finite max: this block column by column.
+        for k in range(width):
+            _ce_rows_task(j, o * inner + i0 + k, K + nb)
+        return
+    if j.g != NULL:
+        gb = <real *> (j.g + o * j.gs0) + i0
+    r = o * inner + i0
+    if real is float:
+        block_ce_index_f32(xb, C, xs1, width, m, s, ls, tt, w, <float> j.wsum, <float> j.eps,
+                           <float> j.z, <float> j.scale_ce, <float> j.scale_z,
+                           gb, j.gs1 // <Py_ssize_t> sizeof(float), &j.ce[r], &j.lse[r], K)
+    else:
+        block_ce_index_f64(xb, C, xs1, width, m, s, ls, tt, w, j.wsum, j.eps, j.z,
+                           j.scale_ce, j.scale_z, gb, j.gs1 // <Py_ssize_t> sizeof(double),
+                           &j.ce[r], &j.lse[r], K)
+
+
+# The three ways through a cross-entropy call (chosen by _ce_compute).
+cdef enum:
+    _CE_ROWS = 0
+    _CE_TILES = 1
+    _CE_BLOCKS = 2
+
+
+cdef inline void _ce_task(const _CeJob *j, int path, Py_ssize_t k, Py_ssize_t nb,
+                          real *mine) noexcept nogil:
+    if path == _CE_TILES:
+        _ce_tile(j, k, mine)
+    elif path == _CE_BLOCKS:
+        _ce_block(j, k, nb, mine)
+    else:
+        _ce_rows_task(j, k, mine)
+
+
+cdef void _ce_tasks(const _CeJob *j, int path, Py_ssize_t n_tasks, Py_ssize_t nb,
+                    real *scratch, Py_ssize_t per_thread, int n_threads) noexcept nogil:
+    """Run the job's tasks (rows, tiles or blocks), statically split over n_threads,
+    each with per_thread reals of scratch."""
+    cdef Py_ssize_t k
+    cdef real *mine
+    if n_threads == 1:
+        # No parallel region: opening one, even for a team of one, costs about a
+        # microsecond (libgomp allocates a team), the whole arithmetic of a
+        # 256x10 call.
+        for k in range(n_tasks):
+            _ce_task(j, path, k, nb, scratch)
+        return
+    for k in prange(n_tasks, schedule="static", num_threads=n_threads):
         mine = scratch + omp_get_thread_num() * per_thread
-        acc = <double *> mine
-        tt = <int64_t *> (mine + wide)
-        m = mine + 2 * wide
-        s = m + nb
-        ls = s + nb
-        K = ls + nb
-        xb = x + o * xs0 + i0
-        for j in range(width):
-            v = load_index(tg + o * ts0 + (i0 + j) * ts2, tcode)
-            tt[j] = -1 if v == ignore_index else v
-        if real is float:
-            special = block_stats_f32(xb, C, xs1, width, m, s, ls, acc)
-        else:
-            special = block_stats_f64(xb, C, xs1, width, m, s, ls, acc)
-        if special:
-            # A position with a non-finite max: this block column by column.
-            for j in range(width):
-                _ce_row(<const char *> (xb + j), XENT_KIND_F32 if real is float else XENT_KIND_F64,
-                        C, xs1 * sizeof(real), tg + o * ts0 + (i0 + j) * ts2, tcode, 0, False,
-                        ignore_index, w, wsum, eps, z, scale_ce, scale_z,
-                        g + o * gs0 + (i0 + j) * sizeof(real) if g != NULL else NULL, gs1,
-                        &ce[o * inner + i0 + j], &lse[o * inner + i0 + j], K + nb)
-            continue
-        if real is float:
-            block_ce_index_f32(xb, C, xs1, width, m, s, ls, tt, w, wsum, eps, z, scale_ce,
-                               scale_z, <float *> (g + o * gs0) + i0 if g != NULL else NULL,
-                               gs1 // sizeof(float), &ce[o * inner + i0], &lse[o * inner + i0], K)
-        else:
-            block_ce_index_f64(xb, C, xs1, width, m, s, ls, tt, w, wsum, eps, z, scale_ce,
-                               scale_z, <double *> (g + o * gs0) + i0 if g != NULL else NULL,
-                               gs1 // sizeof(double), &ce[o * inner + i0], &lse[o * inner + i0], K)
+        _ce_task(j, path, k, nb, mine)
 
 
-cdef inline bint _few_classes(Py_ssize_t rows, Py_ssize_t C) noexcept nogil:
-    """Whether unit-stride rows of C classes take the tile path (_ce_tiles)."""
-    return 0 < C <= SMALL_C and rows >= 2 * MIN_BLOCK
+cdef int _ce_path(const _CeJob *j, bint double_precision) noexcept nogil:
+    """The path of the job (_CE_*): tiles of few-class rows, blocks of positions
+    when the class axis is not last, else row by row."""
+    cdef Py_ssize_t C = j.C, inner = j.inner
+    cdef Py_ssize_t itemsize = sizeof(double) if double_precision else sizeof(float)
+    cdef bint native = j.xkind == (XENT_KIND_F64 if double_precision else XENT_KIND_F32)
+    if (not j.prob and inner == 1 and 0 < C <= SMALL_C and j.outer >= 2 * MIN_BLOCK
+            and native and j.xs1 == itemsize and j.xs0 % itemsize == 0):
+        return _CE_TILES
+    if (not j.prob and inner > 1 and C > 0 and native and j.xs2 == itemsize
+            and j.xs1 % itemsize == 0 and j.xs0 % itemsize == 0
+            and (j.g == NULL or (j.gs2 == itemsize and j.gs1 % itemsize == 0
+                                 and j.gs0 % itemsize == 0))):
+        # Class axis not last, unit stride across positions: vectorise across them.
+        return _CE_BLOCKS
+    return _CE_ROWS
+
+
+cdef int _ce_compute(const _CeJob *j, bint double_precision, int n_threads) except -1:
+    """Fill j.ce and j.lse (and the gradient when j.g != NULL) for every row, or
+    with j.tile_sums the tile sums and counts (the tile path only).
+
+    Chooses the path (_ce_path), allocates its scratch once and runs it without
+    the GIL.  Every caller goes through here, so a row's loss has the same bits
+    whichever entry point computed it."""
+    cdef Py_ssize_t outer = j.outer, C = j.C, inner = j.inner
+    if outer * inner == 0:
+        return 0
+    cdef Py_ssize_t itemsize = sizeof(double) if double_precision else sizeof(float)
+    cdef int path = _ce_path(j, double_precision)
+    if j.tile_sums != NULL and (path != _CE_TILES or j.g != NULL):
+        raise ValueError("xent._kernels: internal contract violated (tile sums off the tile path)")
+    # One scratch allocation, sized for the path taken: per thread, and no more
+    # threads than there are tasks.
+    cdef Py_ssize_t nb = 0, n_tasks, per_thread
+    if path == _CE_TILES:
+        n_tasks = (outer + TILE_ROWS - 1) // TILE_ROWS
+        per_thread = _ce_tile_scratch(C, itemsize)
+    elif path == _CE_BLOCKS:
+        nb = min(max(BLOCK_BYTES // (C * itemsize), MIN_BLOCK), MAX_BLOCK, inner)
+        n_tasks = outer * ((inner + nb - 1) // nb)
+        per_thread = _ce_block_scratch(nb, C, itemsize)
+    else:
+        n_tasks = outer * inner
+        per_thread = 3 * max(C, 1)
+    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, n_tasks))
+    cdef void *scratch = _alloc_scratch(n_threads * per_thread * itemsize)
+    with nogil:
+        if double_precision:
+            _ce_tasks(j, path, n_tasks, nb, <double *> scratch, per_thread, n_threads)
+        else:
+            _ce_tasks(j, path, n_tasks, nb, <float *> scratch, per_thread, n_threads)
+    free(scratch)
+    return 0
 
 
 cdef inline Py_ssize_t _bstride(cnp.ndarray a, int axis):
@@ -371,84 +433,25 @@ def cross_entropy(cnp.ndarray x not None, int xkind, bint double_precision,
     ce, lse : contiguous float64 (outer*inner,) outputs: the row's loss without
         z-loss, and its logsumexp (0 for ignored rows).
     """
-    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
-    if x.ndim != 3 or target.ndim != 3 or ce.shape[0] != outer * inner or lse.shape[0] != outer * inner:
+    cdef _CeJob j
+    j.outer, j.C, j.inner = x.shape[0], x.shape[1], x.shape[2]
+    if (x.ndim != 3 or target.ndim != 3 or ce.shape[0] != j.outer * j.inner
+            or lse.shape[0] != j.outer * j.inner):
         raise ValueError("xent._kernels.cross_entropy: internal contract violated (shapes)")
-    if outer * inner == 0:
-        return
-    cdef Py_ssize_t itemsize = sizeof(double) if double_precision else sizeof(float)
-    cdef void *scratch = NULL
-    cdef const char *xp = cnp.PyArray_BYTES(x)
-    cdef const char *tp = cnp.PyArray_BYTES(target)
-    cdef Py_ssize_t xs0 = _bstride(x, 0), xs1 = _bstride(x, 1), xs2 = _bstride(x, 2)
-    cdef Py_ssize_t ts0 = _bstride(target, 0), ts1 = _bstride(target, 1), ts2 = _bstride(target, 2)
-    cdef char *gp = NULL
-    cdef Py_ssize_t gs0 = 0, gs1 = 0, gs2 = 0
-    cdef const void *wp = NULL
+    j.x, j.xkind = cnp.PyArray_BYTES(x), xkind
+    j.xs0, j.xs1, j.xs2 = _bstride(x, 0), _bstride(x, 1), _bstride(x, 2)
+    j.t, j.tcode, j.prob, j.ignore_index = cnp.PyArray_BYTES(target), tcode, prob, ignore_index
+    j.ts0, j.ts1, j.ts2 = _bstride(target, 0), _bstride(target, 1), _bstride(target, 2)
+    j.w = NULL if weight is None else cnp.PyArray_DATA(<cnp.ndarray> weight)
+    j.wsum, j.eps, j.z, j.scale_ce, j.scale_z = wsum, eps, z, scale_ce, scale_z
+    j.g, j.gs0, j.gs1, j.gs2 = NULL, 0, 0, 0
     if grad is not None:
-        gp = cnp.PyArray_BYTES(<cnp.ndarray> grad)
-        gs0, gs1, gs2 = _bstride(grad, 0), _bstride(grad, 1), _bstride(grad, 2)
-    if weight is not None:
-        wp = cnp.PyArray_DATA(<cnp.ndarray> weight)
-    cdef double *cep = <double *> cnp.PyArray_DATA(ce)
-    cdef double *lsep = <double *> cnp.PyArray_DATA(lse)
-    cdef bint tiles = (not prob and inner == 1 and _few_classes(outer, C)
-                       and xkind == (XENT_KIND_F64 if double_precision else XENT_KIND_F32)
-                       and xs1 == itemsize and xs0 % itemsize == 0)
-    # Class axis not last, unit stride across positions: vectorise across them.
-    cdef bint blocks = (not tiles and not prob and inner > 1 and C > 0
-                        and xkind == (XENT_KIND_F64 if double_precision else XENT_KIND_F32)
-                        and xs2 == itemsize and xs1 % itemsize == 0 and xs0 % itemsize == 0
-                        and (gp == NULL or (gs2 == itemsize and gs1 % itemsize == 0
-                                            and gs0 % itemsize == 0)))
-    # One scratch allocation, sized for the path taken: per thread, and no more
-    # threads than there are tasks.
-    cdef Py_ssize_t nb = 0, n_tasks, per_thread
-    if tiles:
-        n_tasks = (outer + TILE_ROWS - 1) // TILE_ROWS
-        per_thread = _ce_tile_scratch(C, itemsize)
-    elif blocks:
-        nb = min(max(BLOCK_BYTES // (C * itemsize), MIN_BLOCK), MAX_BLOCK, inner)
-        n_tasks = outer * ((inner + nb - 1) // nb)
-        per_thread = _ce_block_scratch(nb, C, itemsize)
-    else:
-        n_tasks = outer * inner
-        per_thread = 3 * max(C, 1)
-    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, n_tasks))
-    scratch = _alloc_scratch(n_threads * per_thread * itemsize)
-    try:
-        with nogil:
-            if blocks and double_precision:
-                _ce_inner_blocks(<const double *> xp, outer, C, inner, xs0 // itemsize,
-                                 xs1 // itemsize, tp, tcode, ts0, ts2, ignore_index,
-                                 <const double *> wp, wsum, eps, z, scale_ce, scale_z,
-                                 gp, gs0, gs1, cep, lsep, <double *> scratch, nb, n_threads)
-            elif blocks:
-                _ce_inner_blocks(<const float *> xp, outer, C, inner, xs0 // itemsize,
-                                 xs1 // itemsize, tp, tcode, ts0, ts2, ignore_index,
-                                 <const float *> wp, <float> wsum, <float> eps, <float> z,
-                                 <float> scale_ce, <float> scale_z,
-                                 gp, gs0, gs1, cep, lsep, <float *> scratch, nb, n_threads)
-            elif tiles and double_precision:
-                _ce_tiles(<const double *> xp, outer, C, xs0 // itemsize, tp, tcode, ts0,
-                          ignore_index, <const double *> wp, wsum, eps, z, scale_ce, scale_z,
-                          gp, gs0, gs1, cep, lsep, NULL, NULL, <double *> scratch, n_threads)
-            elif tiles:
-                _ce_tiles(<const float *> xp, outer, C, xs0 // itemsize, tp, tcode, ts0,
-                          ignore_index, <const float *> wp, <float> wsum, <float> eps,
-                          <float> z, <float> scale_ce, <float> scale_z,
-                          gp, gs0, gs1, cep, lsep, NULL, NULL, <float *> scratch, n_threads)
-            elif double_precision:
-                _ce_loop(xp, xkind, outer, C, inner, xs0, xs1, xs2, tp, tcode, ts0, ts1, ts2,
-                         prob, ignore_index, <const double *> wp, wsum, eps, z, scale_ce, scale_z,
-                         gp, gs0, gs1, gs2, cep, lsep, <double *> scratch, n_threads)
-            else:
-                _ce_loop(xp, xkind, outer, C, inner, xs0, xs1, xs2, tp, tcode, ts0, ts1, ts2,
-                         prob, ignore_index, <const float *> wp, <float> wsum, <float> eps,
-                         <float> z, <float> scale_ce, <float> scale_z,
-                         gp, gs0, gs1, gs2, cep, lsep, <float *> scratch, n_threads)
-    finally:
-        free(scratch)
+        j.g = cnp.PyArray_BYTES(<cnp.ndarray> grad)
+        j.gs0, j.gs1, j.gs2 = _bstride(grad, 0), _bstride(grad, 1), _bstride(grad, 2)
+    j.ce = <double *> cnp.PyArray_DATA(ce)
+    j.lse = <double *> cnp.PyArray_DATA(lse)
+    j.tile_sums, j.tile_info = NULL, NULL
+    _ce_compute(&j, double_precision, n_threads)
 
 
 cdef void _kl_loop(const char *p, int pkind, const char *q, int qkind,
@@ -566,28 +569,17 @@ def class_index_stats(cnp.ndarray t not None, int tcode, Py_ssize_t C, int64_t i
     non-ignored indices, and the sum of weight[t] over them (float64 weight,
     contiguous, or None for a weight of 1).
     """
-    cdef Py_ssize_t n = t.shape[0], stride = cnp.PyArray_STRIDE(t, 0), i, bad = -1, valid = 0
-    cdef const char *p = cnp.PyArray_BYTES(t)
+    cdef Py_ssize_t bad, valid
     cdef const double *w = NULL
-    cdef double total = 0
-    cdef int64_t v
+    cdef double total
     if t.ndim != 1:
         raise ValueError("xent._kernels.class_index_stats: internal contract violated (ndim)")
     if weight is not None:
         w = <const double *> cnp.PyArray_DATA(<cnp.ndarray> weight)
     with nogil:
-        for i in range(n):
-            v = load_index(p + i * stride, tcode)
-            if v == ignore_index:
-                continue
-            # uint64 indices above INT64_MAX load as negative: out of range too
-            if v < 0 or v >= C:
-                bad = i
-                break
-            valid += 1
-            if w != NULL:
-                total += w[v]
-    return bad, valid, (total if w != NULL else <double> valid)
+        bad = scan_indices(cnp.PyArray_BYTES(t), t.shape[0], cnp.PyArray_STRIDE(t, 0), tcode,
+                           C, ignore_index, w, &valid, &total)
+    return bad, valid, total
 
 
 cdef double _sum_fixed(const double *v, Py_ssize_t n) noexcept nogil:
@@ -612,9 +604,10 @@ cdef inline double _combine8(const double *acc) noexcept nogil:
 
 cdef double _sum_tiles(const double *v, Py_ssize_t n) noexcept nogil:
     """The fixed order of a batch sum of row losses: each block of TILE_ROWS values
-    (the tiles of _ce_tiles) by _sum_fixed, then the block sums as _sum_fixed
-    would add them.  The 2-D fast path forms each tile's sum where the tile is
-    computed and adds the sums in this order, so both give the same bits."""
+    (the tiles of _ce_tile) by _sum_fixed, then the block sums as _sum_fixed
+    would add them.  The one-pass few-class forward forms each tile's sum where
+    the tile is computed and adds the sums in this order, so both give the same
+    bits."""
     cdef double acc[8]
     cdef Py_ssize_t b, j, n_blocks = (n + TILE_ROWS - 1) // TILE_ROWS
     for j in range(8):
@@ -634,67 +627,137 @@ def sum_rows(cnp.ndarray v not None):
     return total
 
 
-def cross_entropy_2d(cnp.ndarray x not None, cnp.ndarray t not None, int tcode,
-                     int64_t ignore_index, int n_threads):
-    """The common small call, without the Python layer's general machinery:
-    C-contiguous 2-D float32/float64 logits (N, C), contiguous 1-D class indices
-    of storage tcode, no weights / smoothing / z-loss / gradient.
+cdef extern from "numpy/arrayobject.h":
+    object PyArray_Scalar(void *data, cnp.dtype descr, object base)
 
-    Returns (first_bad, total, n_valid): the flat position of the first index
-    outside [0, C) that is not ignore_index (-1 if none; then the other two are
-    not meaningful), the fixed-order float64 sum of the row losses (_sum_tiles),
-    and the number of non-ignored rows.
+cdef cnp.dtype _FLOAT32 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT32)
+cdef cnp.dtype _FLOAT64 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT64)
+
+
+cdef inline int _native_index_code(cnp.ndarray t) noexcept:
+    """XENT_INDEX_* storage of an aligned, native-order integer array, else -1."""
+    cdef int num = cnp.PyArray_TYPE(t)
+    cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(t)
+    if not (cnp.PyTypeNum_ISINTEGER(num) and cnp.PyArray_ISBEHAVED_RO(t)):
+        return -1
+    # XENT_INDEX_I8, U8, I16, U16, I32, U32, I64, U64 = 0 .. 7
+    cdef int code
+    if size == 1:
+        code = XENT_INDEX_I8
+    elif size == 2:
+        code = XENT_INDEX_I16
+    elif size == 4:
+        code = XENT_INDEX_I32
+    elif size == 8:
+        code = XENT_INDEX_I64
+    else:
+        return -1
+    return code if cnp.PyTypeNum_ISSIGNED(num) else code + 1  # the unsigned one follows
+
+
+cdef inline bint _is_zero(v):
+    """v is the int or float 0 (not a bool, array or other type: those are checked
+    by the general path)."""
+    return (type(v) is float or type(v) is int) and v == 0
+
+
+def cross_entropy_small(logits, target, axis, ignore_index, reduction, label_smoothing,
+                        z_loss, threads_for):
+    """`cross_entropy(logits, target, ...)` (no weight, gradient or grad_out; the
+    caller has checked that) in one call with no temporary array, or None: then
+    the caller takes the general path, which raises whatever error applies.
+
+    Taken for: exact ndarrays; 2-D, C-contiguous, aligned, native float32/float64
+    logits; class axis -1 or 1 (int); 1-D aligned native integer targets of any
+    stride, every index in [0, C) or ignore_index (an int in int64's range);
+    reduction "mean" or "sum"; label_smoothing and z_loss the number 0.
+    threads_for(n_elements) gives the team size (xent._threading.threads_for).
+
+    The rows go through the same kernel as `cross_entropy` (_ce_compute) and are
+    summed in the same fixed order as `sum_rows` (_sum_tiles), so the result has
+    the bits of the general path's.  Where that kernel takes the few-class tiles,
+    it does so in one pass (_CeJob.tile_sums): each tile's indices are checked
+    and counted, and its losses summed, where the tile is computed, with no
+    per-row arrays and no separate index pass.  Elsewhere the indices are
+    checked first (xent_scan_indices), then the rows computed and summed.
     """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
-    double_precision = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64
-    if _few_classes(N, C):
-        return _ce_2d_tiles(x, t, tcode, ignore_index, n_threads, double_precision)
-    bad, n_valid, _ = class_index_stats(t, tcode, C, ignore_index, None)
-    if bad >= 0 or N == 0:
-        return bad, 0.0, n_valid
-    ce = cnp.PyArray_EMPTY(1, [N], cnp.NPY_FLOAT64, 0)
-    lse = cnp.PyArray_EMPTY(1, [N], cnp.NPY_FLOAT64, 0)
-    cross_entropy(x.reshape(N, C, 1), XENT_KIND_F64 if double_precision else XENT_KIND_F32,
-                  double_precision, t.reshape(N, 1, 1), tcode, False, ignore_index,
-                  None, <double> C, 0.0, 0.0, 1.0, 1.0, None, ce, lse, n_threads)
-    return -1, sum_rows(ce), n_valid
-
-
-cdef tuple _ce_2d_tiles(cnp.ndarray x, cnp.ndarray t, int tcode, int64_t ignore_index,
-                        int n_threads, bint double_precision):
-    """cross_entropy_2d of few-class rows in one pass over logits and indices:
-    the indices are checked and counted, and each tile's losses summed, where
-    the tile is computed (_ce_tiles with tile sums); no per-row arrays."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], i, bad = -1, n_valid = 0
-    cdef Py_ssize_t n_tiles = (N + TILE_ROWS - 1) // TILE_ROWS
-    cdef Py_ssize_t itemsize = sizeof(double) if double_precision else sizeof(float)
-    cdef const char *xp = cnp.PyArray_BYTES(x)
-    cdef const char *tp = cnp.PyArray_BYTES(t)
-    cdef Py_ssize_t xs0 = cnp.PyArray_STRIDE(x, 0) // itemsize, ts0 = cnp.PyArray_STRIDE(t, 0)
-    cdef double total = 0
-    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, n_tiles))
-    # tile sums (n_tiles doubles), tile info (2 * n_tiles), then per-thread scratch
-    cdef char *block = <char *> _alloc_scratch(
-        n_tiles * (sizeof(double) + 2 * sizeof(Py_ssize_t))
-        + n_threads * _ce_tile_scratch(C, itemsize) * itemsize)
-    cdef double *sums = <double *> block
-    cdef Py_ssize_t *info = <Py_ssize_t *> (block + n_tiles * sizeof(double))
-    cdef void *scratch = block + n_tiles * (sizeof(double) + 2 * sizeof(Py_ssize_t))
-    try:
-        with nogil:
-            if double_precision:
-                _ce_tiles(<const double *> xp, N, C, xs0, tp, tcode, ts0, ignore_index,
-                          <const double *> NULL, <double> C, 0.0, 0.0, 1.0, 1.0, NULL, 0, 0,
-                          NULL, NULL, sums, info, <double *> scratch, n_threads)
-            else:
-                _ce_tiles(<const float *> xp, N, C, xs0, tp, tcode, ts0, ignore_index,
-                          <const float *> NULL, <float> C, 0.0, 0.0, 1.0, 1.0, NULL, 0, 0,
-                          NULL, NULL, sums, info, <float *> scratch, n_threads)
-            for i in range(n_tiles):
-                n_valid += info[2 * i]
-                if bad < 0 and info[2 * i + 1] >= 0:
-                    bad = info[2 * i + 1]
-            total = _sum_fixed(sums, n_tiles)
-    finally:
-        free(block)
-    return bad, total, n_valid
+    cdef cnp.ndarray x, t
+    cdef int xnum, tcode, overflow = 0
+    cdef bint mean, double_precision
+    cdef long long ignore
+    cdef Py_ssize_t N, C, bad, n_valid, k, n_tiles
+    cdef double unused, total
+    cdef char *block
+    cdef float total32
+    cdef _CeJob j
+    if not (cnp.PyArray_CheckExact(logits) and cnp.PyArray_CheckExact(target)):
+        return None
+    if type(reduction) is not str or type(axis) is not int or type(ignore_index) is not int:
+        return None
+    if reduction == "mean":
+        mean = True
+    elif reduction == "sum":
+        mean = False
+    else:
+        return None
+    if not (axis == -1 or axis == 1) or not (_is_zero(label_smoothing) and _is_zero(z_loss)):
+        return None
+    ignore = PyLong_AsLongLongAndOverflow(ignore_index, &overflow)
+    x, t = <cnp.ndarray> logits, <cnp.ndarray> target
+    xnum = cnp.PyArray_TYPE(x)
+    if (overflow or cnp.PyArray_NDIM(x) != 2 or cnp.PyArray_NDIM(t) != 1
+            or (xnum != cnp.NPY_FLOAT32 and xnum != cnp.NPY_FLOAT64)
+            or not (cnp.PyArray_IS_C_CONTIGUOUS(x) and cnp.PyArray_ISBEHAVED_RO(x))):
+        return None
+    N, C = cnp.PyArray_DIM(x, 0), cnp.PyArray_DIM(x, 1)
+    tcode = _native_index_code(t)
+    if tcode < 0 or cnp.PyArray_DIM(t, 0) != N:
+        return None
+    j.t, j.tcode, j.ts0, j.ts1, j.ts2 = cnp.PyArray_BYTES(t), tcode, cnp.PyArray_STRIDE(t, 0), 0, 0
+    j.outer, j.C, j.inner = N, C, 1
+    j.x, j.xkind = cnp.PyArray_BYTES(x), XENT_KIND_F32 if xnum == cnp.NPY_FLOAT32 else XENT_KIND_F64
+    # C-contiguous: these strides, whatever NumPy reports for an axis of length 1
+    j.xs1 = cnp.PyArray_ITEMSIZE(x)
+    j.xs0, j.xs2 = C * j.xs1, 0
+    j.prob, j.ignore_index, j.w = False, ignore, NULL
+    j.wsum, j.eps, j.z, j.scale_ce, j.scale_z = <double> C, 0.0, 0.0, 1.0, 1.0
+    j.g, j.gs0, j.gs1, j.gs2 = NULL, 0, 0, 0
+    j.ce, j.lse, j.tile_sums, j.tile_info = NULL, NULL, NULL, NULL
+    double_precision = xnum == cnp.NPY_FLOAT64
+    if _ce_path(&j, double_precision) == _CE_TILES:
+        # One pass: per tile its loss sum, rows not ignored and first bad index.
+        n_tiles = (N + TILE_ROWS - 1) // TILE_ROWS
+        block = <char *> _alloc_scratch(n_tiles * (sizeof(double) + 2 * sizeof(Py_ssize_t)))
+        j.tile_sums = <double *> block
+        j.tile_info = <Py_ssize_t *> (block + n_tiles * sizeof(double))
+        bad, n_valid = -1, 0
+        try:
+            _ce_compute(&j, double_precision, threads_for(N * C))
+            for k in range(n_tiles):
+                n_valid += j.tile_info[2 * k]
+                if bad < 0:
+                    bad = j.tile_info[2 * k + 1]
+            total = _sum_fixed(j.tile_sums, n_tiles)  # = _sum_tiles over the rows
+        finally:
+            free(block)
+        if bad >= 0:
+            return None  # the general path raises the IndexError
+    else:
+        bad = scan_indices(j.t, N, j.ts0, tcode, C, ignore, NULL, &n_valid, &unused)
+        if bad >= 0:
+            return None  # the general path raises the IndexError
+        # ce and lse side by side in one block (lse is needed by the kernel, not here)
+        j.ce = <double *> _alloc_scratch(2 * max(N, 1) * sizeof(double))
+        j.lse = j.ce + N
+        try:
+            _ce_compute(&j, double_precision, threads_for(N * C))
+            total = _sum_tiles(j.ce, N)
+        finally:
+            free(j.ce)
+    if mean:
+        # 0/0 (nothing to average) is NaN, as in PyTorch
+        total = total / <double> n_valid if n_valid != 0 else NAN
+    if double_precision:
+        return PyArray_Scalar(&total, _FLOAT64, None)
+    total32 = <float> total
+    return PyArray_Scalar(&total32, _FLOAT32, None)

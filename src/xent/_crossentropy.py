@@ -14,7 +14,6 @@ import numpy as np
 from xent._dispatch import kernels as _kernels
 from xent._threading import threads_for
 from xent._validation import (
-    FLOAT32,
     FLOAT64,
     as_float_storage,
     as_logits,
@@ -208,11 +207,12 @@ def cross_entropy(
     >>> bool(np.allclose(grad.sum(axis=1), 0))  # softmax minus one-hot, per row
     True
     """
-    if (not return_grad and weight is None and grad_out is None and z_loss == 0
-            and label_smoothing == 0 and type(logits) is np.ndarray and type(target) is np.ndarray):
-        fast = _cross_entropy_2d(logits, target, axis, ignore_index, reduction)
-        if fast is not None:
-            return fast
+    if weight is None and grad_out is None and not return_grad:
+        # The common small call in one compiled call (same bits as below), or None.
+        loss = _cross_entropy_small(logits, target, axis, ignore_index, reduction,
+                                    label_smoothing, z_loss, threads_for)
+        if loss is not None:
+            return loss
     lg, ax = _logits_and_axis(logits, axis)
     a = lg.array
     C = a.shape[ax]
@@ -246,36 +246,8 @@ def cross_entropy(
     return loss
 
 
-_FAST_LOGITS = (FLOAT32, FLOAT64)
-
-
-def _cross_entropy_2d(logits, target, axis, ignore_index, reduction):
-    """The common small call in one kernel call, or None to take the general path.
-
-    Only for C-contiguous 2-D float32/float64 logits with the class axis last,
-    contiguous 1-D native integer targets, reduction "mean"/"sum" and no other
-    option; anything unusual (including every error) goes the general way, which
-    computes the same bits (the same kernel and the same fixed-order sum).
-    """
-    if (logits.ndim != 2 or logits.dtype not in _FAST_LOGITS or axis not in (-1, 1)
-            or not logits.flags.c_contiguous or target.ndim != 1
-            or target.shape[0] != logits.shape[0] or not target.flags.c_contiguous
-            or reduction not in ("mean", "sum") or type(ignore_index) is not int):
-        return None
-    code = _FAST_INDEX_CODES.get(target.dtype)
-    if code is None:
-        return None
-    bad, total, n_valid = _kernels.cross_entropy_2d(
-        logits, target, code, ignore_index, threads_for(logits.size)
-    )
-    if bad >= 0:
-        return None  # the general path raises the IndexError
-    if reduction == "sum":
-        return logits.dtype.type(total)
-    return logits.dtype.type(total / n_valid if n_valid else math.nan)
-
-
-_FAST_INDEX_CODES = {np.dtype(np.int64): 6, np.dtype(np.int32): 4}  # XENT_INDEX_* (native)
+# The kernel variant is chosen once, at import (_dispatch); bind its entry point.
+_cross_entropy_small = _kernels.cross_entropy_small
 
 
 def _reduce_ce(ce, lse, z, reduction, weight_total, n_valid, row_shape, compute):

@@ -1,6 +1,6 @@
 # Evaluation kernels (evaluate / Evaluator): each row's cross-entropy and the rank
 # of its target from one read of the row.  Included by _kernels.pyx, after
-# _crossentropy.pxi (whose _row_in, load_index and storage kinds it uses).
+# _storage.pxi (_row_in) and _crossentropy.pxi (load_index, storage kinds).
 #
 # Contract (checked by the Python layer, _evaluate.py): every class index is in
 # [0, C) or equals ignore_index; C >= 1 whenever a row is not ignored; strides are

@@ -7,7 +7,8 @@ layer (``_normalizers.py``):
 
 * the input is a 3-D view ``(outer, C, inner)`` of the caller's array with the
   class axis in the middle, any element strides (whole multiples of the item
-  size), dtype float32, float64, or 16-bit floats passed as a ``uint16`` view;
+  size), dtype float32, float64, float16 or bfloat16, with its storage kind
+  (``KIND_*``) passed alongside;
 * outputs are writable arrays of the matching shape -- ``(outer, C, inner)`` for
   log-softmax/softmax, ``(outer, inner)`` for logsumexp -- and of the computation
   dtype (float32 for 16-bit inputs); an output is either disjoint from the input
@@ -23,6 +24,7 @@ the threads (``prange``, static schedule) and the scratch.  Each row is
 computed by exactly one thread, so results do not depend on the thread count.
 """
 
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t, uint16_t
 from libc.math cimport NAN
@@ -39,6 +41,10 @@ cdef extern from "_rows.h" nogil:
     void gather_f64 "xent_gather_f64"(const double *x, Py_ssize_t n, Py_ssize_t stride, double *dst)
     void scatter_f32 "xent_scatter_f32"(const float *src, Py_ssize_t n, float *out, Py_ssize_t stride)
     void scatter_f64 "xent_scatter_f64"(const double *src, Py_ssize_t n, double *out, Py_ssize_t stride)
+    void tile_in_f32 "xent_tile_in_f32"(const float *x, Py_ssize_t R, Py_ssize_t C, Py_ssize_t xs0,
+                                        float *t)
+    void tile_in_f64 "xent_tile_in_f64"(const double *x, Py_ssize_t R, Py_ssize_t C, Py_ssize_t xs0,
+                                        double *t)
     void load_half_row "xent_load_half_row"(const uint16_t *x, Py_ssize_t n, Py_ssize_t stride,
                                             int is_bfloat16, float *dst)
     const char *xent_simd_level()
@@ -66,6 +72,15 @@ cdef inline void _scatter(const real *src, Py_ssize_t n, real *out, Py_ssize_t s
         scatter_f64(src, n, out, stride)
 
 
+cdef inline void _tile_in(const real *x, Py_ssize_t R, Py_ssize_t C, Py_ssize_t xs0,
+                          real *t) noexcept nogil:
+    """t[c*R + r] = x[r*xs0 + c]: a tile of R few-class rows, class-major."""
+    if real is float:
+        tile_in_f32(x, R, C, xs0, t)
+    else:
+        tile_in_f64(x, R, C, xs0, t)
+
+
 # ---- helpers for the entry points -----------------------------------------------
 
 cdef inline Py_ssize_t _stride(cnp.ndarray a, int axis):
@@ -84,6 +99,7 @@ cdef void *_alloc_scratch(Py_ssize_t n_bytes) except? NULL:
 
 # ---- the kernel families ----------------------------------------------------------
 
+include "_storage.pxi"
 include "_normalize.pxi"
 include "_crossentropy.pxi"
 include "_pointwise.pxi"

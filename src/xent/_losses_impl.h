@@ -72,17 +72,20 @@ static void XENT_FN(ce_index_row)(const XENT_T *x, ptrdiff_t C, ptrdiff_t t, con
                                   XENT_T wsum, XENT_T eps, XENT_T z, XENT_T scale_ce,
                                   XENT_T scale_z, XENT_T *g, double *ce, double *lse)
 {
-    XENT_T m, s, ls, lse_row, K, Ks, wt = w ? w[t] : 1, xt = x[t];
+    XENT_T m = XENT_FN(max)(x, C), s, ls, lse_row, K, Ks, wt = w ? w[t] : 1, xt = x[t];
     XENT_T smooth = eps / (XENT_T)C; /* eps/C, the smoothing mass of each class */
-    double loss;
+    double loss, gap;
     ptrdiff_t c;
-    int kind = XENT_FN(row_stats)(x, C, &m, &s, &ls);
+    int kind;
 
-    if (kind == XENT_ROW_FINITE) {
+    if (isfinite(m)) {
+        /* read x before g (which may be x) receives the exps */
+        gap = eps > 0 ? XENT_FN(weighted_gap)(x, C, m, w) : 0;
+        XENT_FN(finite_stats)(x, C, m, &s, &ls, g); /* g[c] = exp(x[c] - m) */
         lse_row = m + ls;
         loss = XENT_FN(mul0)((1 - (double)eps) * wt, ((double)m - xt) + ls);
         if (eps > 0)
-            loss += (double)smooth * (XENT_FN(weighted_gap)(x, C, m, w) + (double)wsum * ls);
+            loss += (double)smooth * (gap + (double)wsum * ls);
         *ce = loss;
         *lse = lse_row;
         if (!g)
@@ -95,17 +98,18 @@ static void XENT_FN(ce_index_row)(const XENT_T *x, ptrdiff_t C, ptrdiff_t t, con
             XENT_T b = scale_ce * smooth;
             XENT_SIMD
             for (c = 0; c < C; c++)
-                g[c] = XENT_FN(exp_nonpos)(x[c] - m) * Ks - b * w[c];
+                g[c] = g[c] * Ks - b * w[c];
         } else {
             XENT_T b = scale_ce * smooth;
             XENT_SIMD
             for (c = 0; c < C; c++)
-                g[c] = XENT_FN(exp_nonpos)(x[c] - m) * Ks - b;
+                g[c] = g[c] * Ks - b;
         }
         g[t] -= scale_ce * (1 - eps) * wt;
         return;
     }
 
+    kind = XENT_FN(row_stats)(x, C, &m, &s, &ls);
     /* +inf / all -inf / NaN rows: the same formulas, term by term, with the
      * limits of the non-finite rule (rare, so scalar). */
     loss = XENT_FN(mul0)((1 - (double)eps) * wt, XENT_FN(nll_special)(kind, xt, s));
@@ -328,6 +332,8 @@ static void XENT_FN(block_ce_index)(const XENT_T *x, ptrdiff_t C, ptrdiff_t cs, 
             loss += (double)smooth * (ce[j] + (double)wsum * ls);
         ce[j] = loss;
         lse[j] = (double)m[j] + ls;
+        if (!g)
+            continue; /* K (and its division) is for the gradient only */
         K[j] = scale_ce * (keep * wt + smooth * wsum);
         if (z != 0)
             K[j] += 2 * z * scale_z * (m[j] + ls);

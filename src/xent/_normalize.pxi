@@ -1,5 +1,6 @@
 # Normalisers (logsumexp, log-softmax, softmax) over axis 1 of a 3-D view.
-# Included by _kernels.pyx; uses its fused type `real`, _gather/_scatter, scratch.
+# Included by _kernels.pyx; uses its fused type `real`, _gather/_scatter, scratch,
+# and _row_in (_storage.pxi) to read rows of any floating storage.
 
 cdef extern from "_rows.h" nogil:
     float row_logsumexp_f32 "xent_row_logsumexp_f32"(const float *x, Py_ssize_t n)
@@ -98,17 +99,16 @@ cdef inline void _row_op(int op, const real *x, Py_ssize_t C, real *out,
             row_softmax_f64(x, C, out)
 
 
-cdef inline void _strided_row(int op, const real *x, Py_ssize_t C, Py_ssize_t xs,
+cdef inline void _strided_row(int op, const char *x, int xkind, Py_ssize_t C, Py_ssize_t xs,
                               real *out, Py_ssize_t os, real *lse,
                               real *scratch) noexcept nogil:
-    """op on one row of stride xs (elements), written to out with stride os.
+    """op on one row of storage xkind and stride xs (bytes), written to out with
+    stride os (elements).
 
-    scratch holds C values; it is used only when a stride is not 1.
+    scratch holds C values; it is used only when the row is not contiguous
+    `real`s or os is not 1.
     """
-    cdef const real *row = x
-    if xs != 1:
-        _gather(x, C, xs, scratch)
-        row = scratch
+    cdef const real *row = _row_in(x, C, xs, xkind, scratch)
     if op == OP_LOGSUMEXP:
         _row_op(op, row, C, <real *> NULL, lse)
     elif os == 1:
@@ -183,9 +183,7 @@ cdef inline void _tile(int op, const real *x, Py_ssize_t R, Py_ssize_t C, Py_ssi
     cdef real *xt = scratch
     cdef real *ot = scratch + C * R
     cdef Py_ssize_t r, c
-    for r in range(R):
-        for c in range(C):
-            xt[c * R + r] = x[r * xs0 + c]
+    _tile_in(x, R, C, xs0, xt)
     _block(op, xt, C, R, R, ot, R, lse, ls0, ot + C * R)
     if op != OP_LOGSUMEXP:
         for r in range(R):
@@ -195,15 +193,18 @@ cdef inline void _tile(int op, const real *x, Py_ssize_t R, Py_ssize_t C, Py_ssi
 
 # ---- the loops over rows and blocks --------------------------------------------
 
-cdef void _run(int op, const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-               Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t xs2,
+cdef void _run(int op, const char *x, int xkind, Py_ssize_t outer, Py_ssize_t C,
+               Py_ssize_t inner, Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t xs2,
                real *out, Py_ssize_t os0, Py_ssize_t os1, Py_ssize_t os2,
                real *lse, Py_ssize_t ls0, Py_ssize_t ls1,
                real *scratch, Py_ssize_t per_thread, Py_ssize_t nb,
                int n_threads) noexcept nogil:
     """Rows (nb == 0), blocks of nb positions (nb > 0), or tiles of TILE_ROWS short
-    rows (nb < 0), split statically over threads."""
+    rows (nb < 0), split statically over threads.  x's strides are in bytes; rows
+    may be of any storage xkind, blocks and tiles only of `real` storage."""
     cdef Py_ssize_t t, o, i, n_blocks, width
+    cdef const real *xr = <const real *> x
+    cdef Py_ssize_t e0 = xs0 // <Py_ssize_t> sizeof(real), e1 = xs1 // <Py_ssize_t> sizeof(real)
     cdef real *mine
     if nb < 0:
         n_blocks = (outer + TILE_ROWS - 1) // TILE_ROWS
@@ -211,7 +212,7 @@ cdef void _run(int op, const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t
             o = t * TILE_ROWS
             width = outer - o if outer - o < TILE_ROWS else TILE_ROWS
             mine = scratch + omp_get_thread_num() * per_thread
-            _tile(op, x + o * xs0, width, C, xs0, out + o * os0, os0, os1, lse + o * ls0, ls0, mine)
+            _tile(op, xr + o * e0, width, C, e0, out + o * os0, os0, os1, lse + o * ls0, ls0, mine)
     elif nb > 0:
         n_blocks = (inner + nb - 1) // nb
         for t in prange(outer * n_blocks, schedule="static", num_threads=n_threads):
@@ -219,38 +220,20 @@ cdef void _run(int op, const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t
             i = (t % n_blocks) * nb
             width = inner - i if inner - i < nb else nb
             mine = scratch + omp_get_thread_num() * per_thread
-            _block(op, x + o * xs0 + i, C, xs1, width,
+            _block(op, xr + o * e0 + i, C, e1, width,
                    out + o * os0 + i, os1, lse + o * ls0 + i * ls1, ls1, mine)
     elif inner == 1:
         # Plain rows: no index arithmetic beyond the row number.
         for o in prange(outer, schedule="static", num_threads=n_threads):
             mine = scratch + omp_get_thread_num() * per_thread
-            _strided_row(op, x + o * xs0, C, xs1, out + o * os0, os1, lse + o * ls0, mine)
+            _strided_row(op, x + o * xs0, xkind, C, xs1, out + o * os0, os1, lse + o * ls0, mine)
     else:
         for t in prange(outer * inner, schedule="static", num_threads=n_threads):
             o = t // inner
             i = t % inner
             mine = scratch + omp_get_thread_num() * per_thread
-            _strided_row(op, x + o * xs0 + i * xs2, C, xs1,
+            _strided_row(op, x + o * xs0 + i * xs2, xkind, C, xs1,
                          out + o * os0 + i * os2, os1, lse + o * ls0 + i * ls1, mine)
-
-
-cdef void _run_half(int op, const uint16_t *x, bint is_bfloat16,
-                    Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                    Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t xs2,
-                    float *out, Py_ssize_t os0, Py_ssize_t os1, Py_ssize_t os2,
-                    float *lse, Py_ssize_t ls0, Py_ssize_t ls1,
-                    float *scratch, int n_threads) noexcept nogil:
-    """16-bit rows: converted to float32 into scratch on load, then the float32 path."""
-    cdef Py_ssize_t t, o, i
-    cdef float *mine
-    for t in prange(outer * inner, schedule="static", num_threads=n_threads):
-        o = t // inner
-        i = t % inner
-        mine = scratch + omp_get_thread_num() * C
-        load_half_row(x + o * xs0 + i * xs2, C, xs1, is_bfloat16, mine)
-        _strided_row(op, <const float *> mine, C, 1,
-                     out + o * os0 + i * os2, os1, lse + o * ls0 + i * ls1, mine)
 
 
 cdef void _run_split(int op, const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
@@ -317,28 +300,37 @@ cdef void _run_split(int op, const real *x, Py_ssize_t outer, Py_ssize_t C, Py_s
                                   row[3 * r + 2], out + o * os0 + i * os2 + c0)
 
 
-def normalize(int op, cnp.ndarray x not None, cnp.ndarray out not None, int n_threads):
+def normalize(int op, cnp.ndarray x not None, int xkind, cnp.ndarray out not None,
+              int n_threads):
     """Apply op along axis 1 of the 3-D array x.
 
     Parameters
     ----------
     op : {LOGSUMEXP, LOG_SOFTMAX, SOFTMAX}
     x : ndarray, shape (outer, C, inner)
-        float32, float64, or uint16 holding float16 / bfloat16 bits (see
-        ``normalize_half``); any strides that are multiples of the item size.
+        float32, float64, float16 or bfloat16, of storage kind `xkind`; any
+        strides that are multiples of the item size.
+    xkind : {KIND_F32, KIND_F64, KIND_F16, KIND_BF16}
+        x's storage.
     out : ndarray
-        ``(outer, inner)`` for LOGSUMEXP, else ``(outer, C, inner)``; same
-        dtype as x; writable; disjoint from x or x itself.
+        ``(outer, inner)`` for LOGSUMEXP, else ``(outer, C, inner)``; float32 or
+        float64 (the computation dtype: float32 for 16-bit x, else x's dtype);
+        writable; disjoint from x or x itself.
     n_threads : int
         Upper bound on the OpenMP team size.
+
+    Rows of x's own dtype take the fast paths (long rows in chunks, few classes
+    in tiles, class axis not last in blocks); 16-bit rows are converted into
+    per-thread scratch one row at a time.
     """
-    cdef int typenum = cnp.PyArray_TYPE(x)
-    if x.ndim != 3 or cnp.PyArray_TYPE(out) != typenum or typenum not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
+    cdef int typenum = cnp.PyArray_TYPE(out)
+    if x.ndim != 3 or typenum not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
         raise TypeError("xent._kernels.normalize: internal contract violated (ndim/dtype)")
     if out.ndim != (2 if op == OP_LOGSUMEXP else 3):
         raise ValueError("xent._kernels.normalize: internal contract violated (out ndim)")
     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
-    cdef Py_ssize_t xs0 = _stride(x, 0), xs1 = _stride(x, 1), xs2 = _stride(x, 2)
+    cdef Py_ssize_t xs0 = cnp.PyArray_STRIDE(x, 0), xs1 = cnp.PyArray_STRIDE(x, 1)
+    cdef Py_ssize_t xs2 = cnp.PyArray_STRIDE(x, 2)
     cdef Py_ssize_t os0 = 0, os1 = 0, os2 = 0, ls0 = 0, ls1 = 0
     if op == OP_LOGSUMEXP:
         ls0, ls1 = _stride(out, 0), _stride(out, 1)
@@ -346,41 +338,49 @@ def normalize(int op, cnp.ndarray x not None, cnp.ndarray out not None, int n_th
         os0, os1, os2 = _stride(out, 0), _stride(out, 1), _stride(out, 2)
     if outer * inner == 0:
         return
-    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(x)
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(out)
+    # own: x is stored in the computation dtype, so the typed fast paths may read it.
+    cdef bint own = xkind == (XENT_KIND_F32 if typenum == cnp.NPY_FLOAT32 else XENT_KIND_F64)
+    if cnp.PyArray_ITEMSIZE(x) != (4 if xkind == XENT_KIND_F32 else 8 if xkind == XENT_KIND_F64
+                                   else 2 if xkind in (XENT_KIND_F16, XENT_KIND_BF16) else 0):
+        raise TypeError("xent._kernels.normalize: internal contract violated (xkind)")
+    cdef bint unit = own and xs1 == itemsize
     cdef Py_ssize_t nb = 0, per_thread = 0, n_tasks
     cdef char *xp = cnp.PyArray_BYTES(x)
     cdef char *op_ = cnp.PyArray_BYTES(out)
     cdef double *split = NULL
     cdef Py_ssize_t n_rows = outer * inner, n_chunks
-    if xs1 == 1 and C >= SPLIT_MIN and (op == OP_LOGSUMEXP or os1 == 1):
+    if unit and C >= SPLIT_MIN and (op == OP_LOGSUMEXP or os1 == 1):
         n_chunks = (C + SPLIT_CHUNK - 1) // SPLIT_CHUNK
         split = <double *> _alloc_scratch((3 * n_rows * n_chunks + 3 * n_rows) * sizeof(double))
         n_threads = <int> max(1, min(<Py_ssize_t> n_threads, n_rows * n_chunks))
         try:
             with nogil:
                 if typenum == cnp.NPY_FLOAT32:
-                    _run_split(op, <const float *> xp, outer, C, inner, xs0, xs2,
+                    _run_split(op, <const float *> xp, outer, C, inner,
+                               xs0 // itemsize, xs2 // itemsize,
                                <float *> op_, os0, os2, <float *> op_, ls0, ls1,
                                split, split + 3 * n_rows * n_chunks, n_threads)
                 else:
-                    _run_split(op, <const double *> xp, outer, C, inner, xs0, xs2,
+                    _run_split(op, <const double *> xp, outer, C, inner,
+                               xs0 // itemsize, xs2 // itemsize,
                                <double *> op_, os0, os2, <double *> op_, ls0, ls1,
                                split, split + 3 * n_rows * n_chunks, n_threads)
         finally:
             free(split)
         return
-    if inner == 1 and xs1 == 1 and 0 < C <= SMALL_C and outer >= 2 * MIN_BLOCK:
+    if inner == 1 and unit and 0 < C <= SMALL_C and outer >= 2 * MIN_BLOCK:
         nb = -1
         per_thread = 2 * C * TILE_ROWS + _block_scratch(TILE_ROWS, C, itemsize)
         per_thread += per_thread % 2
         n_tasks = (outer + TILE_ROWS - 1) // TILE_ROWS
-    elif inner > 1 and xs2 == 1 and (op == OP_LOGSUMEXP or os2 == 1):
+    elif inner > 1 and own and xs2 == itemsize and (op == OP_LOGSUMEXP or os2 == 1):
         nb = BLOCK_BYTES // (C * itemsize) if C > 0 else MAX_BLOCK
         nb = min(max(nb, MIN_BLOCK), MAX_BLOCK, inner)
         per_thread = _block_scratch(nb, C, itemsize)
         n_tasks = outer * ((inner + nb - 1) // nb)
     else:
-        if xs1 != 1 or (op != OP_LOGSUMEXP and os1 != 1):
+        if not unit or (op != OP_LOGSUMEXP and os1 != 1):
             per_thread = C
         n_tasks = outer * inner
     n_threads = <int> max(1, min(<Py_ssize_t> n_threads, n_tasks))
@@ -388,42 +388,12 @@ def normalize(int op, cnp.ndarray x not None, cnp.ndarray out not None, int n_th
     try:
         with nogil:
             if typenum == cnp.NPY_FLOAT32:
-                _run(op, <const float *> xp, outer, C, inner, xs0, xs1, xs2,
+                _run(op, xp, xkind, outer, C, inner, xs0, xs1, xs2,
                      <float *> op_, os0, os1, os2, <float *> op_, ls0, ls1,
                      <float *> scratch, per_thread, nb, n_threads)
             else:
-                _run(op, <const double *> xp, outer, C, inner, xs0, xs1, xs2,
+                _run(op, xp, xkind, outer, C, inner, xs0, xs1, xs2,
                      <double *> op_, os0, os1, os2, <double *> op_, ls0, ls1,
                      <double *> scratch, per_thread, nb, n_threads)
-    finally:
-        free(scratch)
-
-
-def normalize_half(int op, cnp.ndarray x not None, bint is_bfloat16,
-                   cnp.ndarray out not None, int n_threads):
-    """Like ``normalize`` for 16-bit floats: x is a uint16 view of float16
-    (``is_bfloat16=False``) or bfloat16 bits; computed and written in float32."""
-    if (x.ndim != 3 or cnp.PyArray_TYPE(x) != cnp.NPY_UINT16
-            or cnp.PyArray_TYPE(out) != cnp.NPY_FLOAT32):
-        raise TypeError("xent._kernels.normalize_half: internal contract violated (ndim/dtype)")
-    if out.ndim != (2 if op == OP_LOGSUMEXP else 3):
-        raise ValueError("xent._kernels.normalize_half: internal contract violated (out ndim)")
-    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
-    cdef Py_ssize_t xs0 = _stride(x, 0), xs1 = _stride(x, 1), xs2 = _stride(x, 2)
-    cdef Py_ssize_t os0 = 0, os1 = 0, os2 = 0, ls0 = 0, ls1 = 0
-    if op == OP_LOGSUMEXP:
-        ls0, ls1 = _stride(out, 0), _stride(out, 1)
-    else:
-        os0, os1, os2 = _stride(out, 0), _stride(out, 1), _stride(out, 2)
-    if outer * inner == 0:
-        return
-    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, outer * inner))
-    cdef float *scratch = <float *> _alloc_scratch(n_threads * max(C, 1) * sizeof(float))
-    cdef const uint16_t *xp = <const uint16_t *> cnp.PyArray_BYTES(x)
-    cdef float *op_ = <float *> cnp.PyArray_BYTES(out)
-    try:
-        with nogil:
-            _run_half(op, xp, is_bfloat16, outer, C, inner, xs0, xs1, xs2,
-                      op_, os0, os1, os2, op_, ls0, ls1, scratch, n_threads)
     finally:
         free(scratch)

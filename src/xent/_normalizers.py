@@ -14,7 +14,7 @@ from xent._threading import threads_for
 from xent._validation import (
     as_logits,
     check_out,
-    kernel_input,
+    input_3d,
     kernel_out,
     normalize_axis,
     run_normalizer,
@@ -87,14 +87,14 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
         reduced_shape = a.shape[:ax] + ((1,) if keepdims else ()) + a.shape[ax + 1 :]
     if out is not None:
         check_out(out, reduced_shape)
-    v, is_bf16 = kernel_input(logits.with_array(flat), ax)
+    v = input_3d(flat, ax)
     outer, inner = v.shape[0], v.shape[2]
 
     result = None
     if out is not None and out.dtype == logits.compute:
         result = _lse_view(out, outer, inner)
     target = result if result is not None else np.empty((outer, inner), logits.compute)
-    run_normalizer(_kernels.LOGSUMEXP, v, is_bf16, logits.half, target, threads_for(v.size))
+    run_normalizer(_kernels.LOGSUMEXP, v, target, threads_for(v.size))
 
     if out is not None:
         if result is None:
@@ -132,17 +132,17 @@ def _normalize(op, x, axis, out):
     else:
         flat, ax = _flat_or_axis(a, axis)
         out_flat = out
-    v, is_bf16 = kernel_input(logits.with_array(flat), ax)
+    v = input_3d(flat, ax)
 
     direct = None
     if out_flat is not None:
         direct = kernel_out(out_flat, logits.compute, ax, flat)
     if direct is not None:
-        run_normalizer(op, v, is_bf16, logits.half, direct, threads_for(v.size))
+        run_normalizer(op, v, direct, threads_for(v.size))
         return out
     result = np.empty(a.shape, logits.compute)
     target = view_3d(result.reshape(-1) if axis is None else result, ax)
-    run_normalizer(op, v, is_bf16, logits.half, target, threads_for(v.size))
+    run_normalizer(op, v, target, threads_for(v.size))
     if out is None:
         return result
     np.copyto(out, result, casting="same_kind")

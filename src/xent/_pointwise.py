@@ -40,9 +40,14 @@ def kernel_operand(a, compute):
 
 
 def broadcast_shape_check(value, name, shape, what):
-    """`value` as a real array that broadcasts to `shape`; ValueError otherwise."""
+    """`value` as a real array that broadcasts to `shape`; ValueError otherwise.
+
+    None (an optional operand not given) stays None, as in broadcast_operand.
+    """
     from xent._validation import as_real_array
 
+    if value is None:
+        return None
     a = as_real_array(value, name)
     try:
         ok = np.broadcast_shapes(a.shape, tuple(shape)) == tuple(shape)

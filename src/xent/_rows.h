@@ -53,9 +53,9 @@ enum {
 /* ---- exp for arguments <= 0 --------------------------------------------------
  * Every exp in a normaliser is exp(x - max) with x - max <= 0 (or -inf, or NaN),
  * so only that half-line is needed.  Method: Cody-Waite range reduction
- * x = n*ln2 + r with |r| <= ln2/2, a Taylor polynomial for exp(r) whose truncation
- * error is far below half an ulp (degree 7 for float: 5e-9 relative; degree 13 for
- * double: 4e-18), and the scale 2^n applied as two exact powers of two so results
+ * x = n*ln2 + r with |r| <= ln2/2, a polynomial for exp(r) whose error is far
+ * below half an ulp (minimax degree 6 for float: 3.7e-9 relative; Taylor degree 13
+ * for double: 4e-18), and the scale 2^n applied as two exact powers of two so results
  * that are subnormal are rounded once instead of flushed.  Branch-free, so the
  * compiler vectorises it.  -inf -> 0, NaN -> NaN, 0 -> 1 exactly.
  */
@@ -75,14 +75,22 @@ XENT_INLINE float xent_exp_reduce_f32(float x, int32_t *n)
     return r - nf * ln2_lo;
 }
 
+/* e^r on |r| <= ln2/2: 1 + r + r^2 q(r), q the minimax polynomial of degree 4
+ * for the relative error (3.7e-9 with these float32 coefficients, a sixteenth of
+ * an ulp; Taylor needs degree 7 for that).  Shared with _rows_avx512.h. */
+#define XENT_EXP_C2 4.999999702e-01f
+#define XENT_EXP_C3 1.666651815e-01f
+#define XENT_EXP_C4 4.166729003e-02f
+#define XENT_EXP_C5 8.368801326e-03f
+#define XENT_EXP_C6 1.387980999e-03f
+
 XENT_INLINE float xent_exp_poly_f32(float r)
 {
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
+    float p = XENT_EXP_C6;
+    p = p * r + XENT_EXP_C5;
+    p = p * r + XENT_EXP_C4;
+    p = p * r + XENT_EXP_C3;
+    p = p * r + XENT_EXP_C2;
     p = p * r + 1.0f;
     return p * r + 1.0f;
 }
@@ -339,7 +347,7 @@ XENT_INLINE float xent_bfloat16_to_float(uint16_t h)
 
 /* Convert n strided 16-bit values (stride in elements) to contiguous floats.
  * Unit-stride float16 rows use the F16C conversion instruction where the build
- * has it (the AVX2 and AVX-512 variants): 8 values per instruction. */
+ * has it (the AVX2 and AVX-512 variants): 8 or 16 values per instruction. */
 static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
                                int is_bfloat16, float *dst)
 {
@@ -356,6 +364,22 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
         return;
     }
 #if defined(__F16C__)
+    /* 32 values (one cache line) per step, and the line one row further asked
+     * for: the next row is read from cache (see prefetch_ahead in _rows_impl.h) */
+    if (stride == 1)
+        for (; i + 32 <= n; i += 32) {
+            __builtin_prefetch(x + i + n);
+#if defined(__AVX512F__)
+            _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + i))));
+            _mm512_storeu_ps(dst + i + 16,
+                             _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + i + 16))));
+#else
+            int j;
+            for (j = 0; j < 32; j += 8)
+                _mm256_storeu_ps(dst + i + j,
+                                 _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i + j))));
+#endif
+        }
     if (stride == 1)
         for (; i + 8 <= n; i += 8)
             _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
@@ -367,18 +391,25 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 /* Values summed in the compute type before the partial sum is added in double. */
 #define XENT_SUM_CHUNK 512
 
+/* Hand-vectorised AVX-512 loops (x86-64-v4 build only). */
+#include "_rows_avx512.h"
+
 /* ---- the per-type functions ------------------------------------------------- */
 #define XENT_T float
 #define XENT_FN(name) xent_##name##_f32
+#define XENT_IS_F32 1
 #include "_rows_impl.h"
 #undef XENT_T
 #undef XENT_FN
+#undef XENT_IS_F32
 
 #define XENT_T double
 #define XENT_FN(name) xent_##name##_f64
+#define XENT_IS_F32 0
 #include "_rows_impl.h"
 #undef XENT_T
 #undef XENT_FN
+#undef XENT_IS_F32
 
 /* ---- loss rows and pointwise losses ---------------------------------------- */
 #define XENT_T float
@@ -396,6 +427,35 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 #include "_evaluate_impl.h"
 #undef XENT_T
 #undef XENT_FN
+
+/* ---- float16 rows read in place --------------------------------------------- */
+
+/* Loss-only cross-entropy of a unit-stride float16 row with class index t, class
+ * weight wt and no label smoothing: ce_index_row_f32 of the converted row, with
+ * the same bits, but the AVX-512 build reads the float16 values in place
+ * (converting in registers) instead of through a float32 copy: half the bytes
+ * and no copy pass.  Returns 0, writing nothing, where this build has no such
+ * loop or the row's max is not finite: the caller then takes the usual path. */
+static int xent_ce_index_row_f16(const uint16_t *x, ptrdiff_t C, ptrdiff_t t, float wt,
+                                 double *ce, double *lse)
+{
+#if defined(XENT_HAVE_AVX512_ROWS)
+    float m = xent_avx512_max(x, C, 1), ls, xt = xent_half_to_float(x[t]);
+    ptrdiff_t k;
+    double rest;
+    if (!isfinite(m))
+        return 0;
+    rest = xent_avx512_sum_exp_rest(x, 1, C, m, &k, NULL);
+    ls = (float)xent_log_sum_f32(k, rest);
+    /* as the FINITE case of ce_index_row with eps = 0 */
+    *ce = xent_mul0_f32(wt, ((double)m - xt) + ls);
+    *lse = m + ls;
+    return 1;
+#else
+    (void)x, (void)C, (void)t, (void)wt, (void)ce, (void)lse;
+    return 0;
+#endif
+}
 
 /* ---- rows of any floating dtype, and class indices of any integer dtype ----- */
 
@@ -471,6 +531,67 @@ XENT_INLINE int64_t xent_load_index(const char *p, int code)
     case XENT_INDEX_I64: return *(const int64_t *)p;
     default: return (int64_t)*(const uint64_t *)p;
     }
+}
+
+/* Runs of class indices, one loop per storage with the switch outside it
+ * (xent_load_index in a loop is an indirect jump per index, which costs more
+ * than the rest of these loops).  X(code, C type) for every storage: */
+#define XENT_INDEX_STORAGES(X)                                                      \
+    X(XENT_INDEX_I8, int8_t) X(XENT_INDEX_U8, uint8_t) X(XENT_INDEX_I16, int16_t)   \
+    X(XENT_INDEX_U16, uint16_t) X(XENT_INDEX_I32, int32_t) X(XENT_INDEX_U32, uint32_t) \
+    X(XENT_INDEX_I64, int64_t) X(XENT_INDEX_U64, uint64_t)
+
+/* dst[i] = the index at p + i*stride, or -1 where it equals ignore_index. */
+static void xent_load_indices(const char *p, ptrdiff_t n, ptrdiff_t stride, int code,
+                              int64_t ignore_index, int64_t *dst)
+{
+    ptrdiff_t i;
+    switch (code) {
+#define XENT_LOAD_RUN(CODE, TYPE)                                   \
+    case CODE:                                                      \
+        for (i = 0; i < n; i++) {                                   \
+            int64_t v = (int64_t) * (const TYPE *)(p + i * stride); \
+            dst[i] = v == ignore_index ? -1 : v;                    \
+        }                                                           \
+        break;
+        XENT_INDEX_STORAGES(XENT_LOAD_RUN)
+#undef XENT_LOAD_RUN
+    }
+}
+
+/* The validation pass over n class indices p[i*stride]: returns the position of
+ * the first one outside [0, C) that is not ignore_index, or -1.  Sets *n_valid to
+ * the number of the others before that position and *weight_total to the sum
+ * of w[index] over them (their number when w == NULL).  uint64 indices above
+ * INT64_MAX load as negative: out of range too. */
+static ptrdiff_t xent_scan_indices(const char *p, ptrdiff_t n, ptrdiff_t stride, int code,
+                                   ptrdiff_t C, int64_t ignore_index, const double *w,
+                                   ptrdiff_t *n_valid, double *weight_total)
+{
+    ptrdiff_t i, valid = 0, bad = -1;
+    double total = 0;
+    switch (code) {
+#define XENT_SCAN_RUN(CODE, TYPE)                                   \
+    case CODE:                                                      \
+        for (i = 0; i < n; i++) {                                   \
+            int64_t v = (int64_t) * (const TYPE *)(p + i * stride); \
+            if (v == ignore_index)                                  \
+                continue;                                           \
+            if (v < 0 || v >= C) {                                  \
+                bad = i;                                            \
+                break;                                              \
+            }                                                       \
+            valid++;                                                \
+            if (w)                                                  \
+                total += w[v];                                      \
+        }                                                           \
+        break;
+        XENT_INDEX_STORAGES(XENT_SCAN_RUN)
+#undef XENT_SCAN_RUN
+    }
+    *n_valid = valid;
+    *weight_total = w ? total : (double)valid;
+    return bad;
 }
 
 /* SIMD level this translation unit was compiled for (reported by show_config). */

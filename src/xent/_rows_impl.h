@@ -17,6 +17,22 @@ static XENT_T XENT_FN(max)(const XENT_T *x, ptrdiff_t n)
     return m;
 }
 
+/* Ask for the cache lines of x[ahead .. ahead + len) while x[0 .. len) is being
+ * summed.  The summing loops pass ahead = the row length: in a C-contiguous
+ * array that is the next row, which the next call's max pass then reads from
+ * cache instead of waiting on memory (the hardware prefetcher stops at every
+ * 4 KiB page).  A prefetch never faults, so reading past the array is harmless. */
+XENT_INLINE void XENT_FN(prefetch_ahead)(const XENT_T *x, ptrdiff_t len, ptrdiff_t ahead)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    ptrdiff_t i;
+    for (i = 0; i < len; i += 64 / (ptrdiff_t)sizeof(XENT_T))
+        __builtin_prefetch(x + ahead + i);
+#else
+    (void)x, (void)len, (void)ahead;
+#endif
+}
+
 /* For a finite m >= every x[i]: returns rest = sum of exp(x[i] - m) over the
  * entries below m (NaN entries included, so NaN propagates) and sets *k to the
  * number of entries equal to m (each contributes exp(0) = 1).  The sum of exps is
@@ -26,11 +42,15 @@ static XENT_T XENT_FN(max)(const XENT_T *x, ptrdiff_t n)
  * ~n*eps on long rows. */
 static double XENT_FN(sum_exp_rest)(const XENT_T *x, ptrdiff_t n, XENT_T m, ptrdiff_t *k)
 {
+#if XENT_IS_F32 && defined(XENT_HAVE_AVX512_ROWS)
+    return xent_avx512_sum_exp_rest(x, 0, n, (float)m, k, NULL);
+#else
     double total = 0;
     ptrdiff_t b, i, len, count = 0;
     for (b = 0; b < n; b += XENT_SUM_CHUNK) {
         XENT_T s = 0, kc = 0; /* a float count is exact up to 2^24 > XENT_SUM_CHUNK */
         len = n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK;
+        XENT_FN(prefetch_ahead)(x + b, len, n);
         XENT_SIMD_SUM(s, kc)
         for (i = 0; i < len; i++) {
             XENT_T v = x[b + i];
@@ -42,6 +62,36 @@ static double XENT_FN(sum_exp_rest)(const XENT_T *x, ptrdiff_t n, XENT_T m, ptrd
     }
     *k = count;
     return total;
+#endif
+}
+
+/* sum_exp_rest, and e[i] = exp(x[i] - m) for every i from the same exps (one exp
+ * per entry where a sum-then-write would take two).  e may be x itself. */
+static double XENT_FN(sum_exp_rest_store)(const XENT_T *x, ptrdiff_t n, XENT_T m, ptrdiff_t *k,
+                                          XENT_T *e)
+{
+#if XENT_IS_F32 && defined(XENT_HAVE_AVX512_ROWS)
+    return xent_avx512_sum_exp_rest(x, 0, n, (float)m, k, (float *)e);
+#else
+    double total = 0;
+    ptrdiff_t b, i, len, count = 0;
+    for (b = 0; b < n; b += XENT_SUM_CHUNK) {
+        XENT_T s = 0, kc = 0;
+        len = n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK;
+        XENT_FN(prefetch_ahead)(x + b, len, n);
+        XENT_SIMD_SUM(s, kc)
+        for (i = 0; i < len; i++) {
+            XENT_T v = x[b + i], ev = XENT_FN(exp_nonpos)(v - m);
+            e[b + i] = ev;
+            s += v == m ? 0 : ev;
+            kc += v == m ? 1 : 0;
+        }
+        total += s;
+        count += (ptrdiff_t)kc;
+    }
+    *k = count;
+    return total;
+#endif
 }
 
 /* log(k + rest) in double, exact for k == 1 and rest tiny (see sum_exp_rest). */
@@ -57,17 +107,26 @@ static double XENT_FN(log_sum)(ptrdiff_t k, double rest)
  * output).  POSINF: *s = k, the number of +inf entries, *ls = log k.  NOPROB:
  * empty or all -inf.  NAN: a NaN together with a non-finite max.
  */
+/* The FINITE case of row_stats, for a finite max m: *s and *ls; with e != NULL
+ * also e[i] = exp(x[i] - m) (see sum_exp_rest_store; e may be x). */
+static void XENT_FN(finite_stats)(const XENT_T *x, ptrdiff_t n, XENT_T m, XENT_T *s, XENT_T *ls,
+                                  XENT_T *e)
+{
+    ptrdiff_t k = 0;
+    double rest = e ? XENT_FN(sum_exp_rest_store)(x, n, m, &k, e)
+                    : XENT_FN(sum_exp_rest)(x, n, m, &k);
+    *s = (XENT_T)((double)k + rest);
+    *ls = (XENT_T)XENT_FN(log_sum)(k, rest);
+}
+
 static int XENT_FN(row_stats)(const XENT_T *x, ptrdiff_t n, XENT_T *m, XENT_T *s, XENT_T *ls)
 {
     ptrdiff_t i, k = 0;
     int has_nan = 0;
-    double rest;
     XENT_T mx = XENT_FN(max)(x, n);
     *m = mx;
     if (isfinite(mx)) {
-        rest = XENT_FN(sum_exp_rest)(x, n, mx, &k);
-        *s = (XENT_T)((double)k + rest);
-        *ls = (XENT_T)XENT_FN(log_sum)(k, rest);
+        XENT_FN(finite_stats)(x, n, mx, s, ls, NULL);
         return XENT_ROW_FINITE;
     }
     for (i = 0; i < n; i++) {
@@ -143,15 +202,23 @@ static void XENT_FN(row_log_softmax)(const XENT_T *x, ptrdiff_t n, XENT_T *out)
     }
 }
 
-/* out = softmax(x) = exp(x - m) / s. */
+/* out = softmax(x) = exp(x - m) / s: the exps stored by the summing pass, then
+ * scaled (out may be x). */
 static void XENT_FN(row_softmax)(const XENT_T *x, ptrdiff_t n, XENT_T *out)
 {
-    XENT_T m, s, ls, inv;
+    XENT_T m = XENT_FN(max)(x, n), s, ls, inv;
     ptrdiff_t i;
-    int kind = XENT_FN(row_stats)(x, n, &m, &s, &ls);
-    if (kind == XENT_ROW_FINITE) {
-        XENT_FN(write_softmax)(x, n, m, 1 / s, out);
-    } else if (kind == XENT_ROW_POSINF) {
+    int kind;
+    if (isfinite(m)) {
+        XENT_FN(finite_stats)(x, n, m, &s, &ls, out);
+        inv = 1 / s;
+        XENT_SIMD
+        for (i = 0; i < n; i++)
+            out[i] *= inv;
+        return;
+    }
+    kind = XENT_FN(row_stats)(x, n, &m, &s, &ls);
+    if (kind == XENT_ROW_POSINF) {
         inv = 1 / s;
         for (i = 0; i < n; i++)
             out[i] = x[i] == INFINITY ? inv : 0;
@@ -228,6 +295,21 @@ static void XENT_FN(scatter)(const XENT_T *src, ptrdiff_t n, XENT_T *out, ptrdif
     ptrdiff_t i;
     for (i = 0; i < n; i++)
         out[i * stride] = src[i];
+}
+
+/* The few-class tiles: R rows of C contiguous values, rows xs0 elements apart,
+ * into the class-major tile t[c*R + r].  Class by class, so the writes are
+ * contiguous and the reads are gathers where the ISA has them: a row-by-row
+ * copy is a scalar loop of strided stores, two to four times slower on 256x10. */
+static void XENT_FN(tile_in)(const XENT_T *x, ptrdiff_t R, ptrdiff_t C, ptrdiff_t xs0,
+                             XENT_T *t)
+{
+    ptrdiff_t r, c;
+    for (c = 0; c < C; c++) {
+        XENT_SIMD
+        for (r = 0; r < R; r++)
+            t[c * R + r] = x[r * xs0 + c];
+    }
 }
 
 /*

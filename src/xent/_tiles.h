@@ -50,32 +50,34 @@
  * ti[j] = the index, or -1 when it equals ignore_index or lies outside [0, C)
  * (so no later read goes out of the row).  Sets *n_valid to the number of rows
  * not ignored and returns the first row whose index is outside [0, C) and not
- * ignored, or -1 when there is none.  Contiguous int64 and int32 indices take a
- * vectorised loop.
+ * ignored (found by xent_scan_indices), or -1 when there is none.  One loop per
+ * storage (XENT_INDEX_STORAGES, the switch outside the loop); contiguous
+ * indices take a vectorised one.
  */
 static ptrdiff_t xent_tile_targets(const char *p, int code, ptrdiff_t stride, ptrdiff_t n,
                                    int64_t ignore_index, ptrdiff_t C, int32_t *ti,
                                    ptrdiff_t *n_valid)
 {
-    ptrdiff_t j, valid = 0, bad = 0;
-    if (code == XENT_INDEX_I64 && stride == 8) {
-        XENT_SIMD_SUM(valid, bad)
-        XENT_TILE_TARGETS_LOOP(((const int64_t *)p)[j])
-    } else if (code == XENT_INDEX_I32 && stride == 4) {
-        XENT_SIMD_SUM(valid, bad)
-        XENT_TILE_TARGETS_LOOP(((const int32_t *)p)[j])
-    } else {
-        XENT_TILE_TARGETS_LOOP(xent_load_index(p + j * stride, code))
+    ptrdiff_t j, valid = 0, bad = 0, unused_valid;
+    double unused_total;
+    switch (code) {
+#define XENT_TILE_TARGETS_RUN(CODE, TYPE)                                         \
+    case CODE:                                                                    \
+        if (stride == (ptrdiff_t)sizeof(TYPE)) {                                  \
+            XENT_SIMD_SUM(valid, bad)                                             \
+            XENT_TILE_TARGETS_LOOP((int64_t)((const TYPE *)p)[j])                 \
+        } else {                                                                  \
+            XENT_TILE_TARGETS_LOOP((int64_t) * (const TYPE *)(p + j * stride))    \
+        }                                                                         \
+        break;
+        XENT_INDEX_STORAGES(XENT_TILE_TARGETS_RUN)
+#undef XENT_TILE_TARGETS_RUN
     }
     *n_valid = valid;
     if (!bad)
         return -1;
-    for (j = 0; j < n; j++) {
-        int64_t v = xent_load_index(p + j * stride, code);
-        if (v != ignore_index && (uint64_t)v >= (uint64_t)C)
-            return j;
-    }
-    return -1; /* not reached */
+    return xent_scan_indices(p, n, stride, code, C, ignore_index, NULL, &unused_valid,
+                             &unused_total);
 }
 
 #if defined(__AVX512F__)

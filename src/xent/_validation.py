@@ -11,8 +11,8 @@ import numpy as np
 
 from xent._dispatch import kernels as _kernels
 
-# What a logits-like array is computed as.  16-bit floats are read in place as
-# uint16 bits and converted inside the kernels (no upcast copy).
+# What a logits-like array is computed as.  16-bit floats are read in place and
+# converted inside the kernels (no upcast copy).
 FLOAT32 = np.dtype(np.float32)
 FLOAT64 = np.dtype(np.float64)
 
@@ -36,10 +36,6 @@ class Logits:
         self.array = array
         self.compute = compute
         self.half = half
-
-    def with_array(self, array):
-        """The same description for a reshaped view of `array`."""
-        return Logits(array, self.compute, self.half)
 
 
 def as_logits(x, name):
@@ -145,20 +141,10 @@ def kernel_out(out, compute, axis, source):
     return v
 
 
-def kernel_input(logits, axis):
-    """(3-D array for the kernel, is_bfloat16) for a validated Logits."""
-    v = input_3d(logits.array, axis)
-    if logits.half is None:
-        return v, False
-    return v.view(np.uint16), logits.half == "bfloat16"
-
-
-def run_normalizer(op, v, is_bf16, half, out3d, n_threads):
-    """Dispatch to the float or 16-bit kernel."""
-    if half is None:
-        _kernels.normalize(op, v, out3d, n_threads)
-    else:
-        _kernels.normalize_half(op, v, is_bf16, out3d, n_threads)
+def run_normalizer(op, v, out3d, n_threads):
+    """Normaliser `op` over axis 1 of the 3-D input `v` (any floating storage the
+    kernels read, see float_kind) into `out3d` (the computation dtype)."""
+    _kernels.normalize(op, v, float_kind(v), out3d, n_threads)
 
 
 # ---- losses -----------------------------------------------------------------

@@ -11,6 +11,9 @@ its losses, the sum of its class weights ``w[t]`` over non-ignored rows, its
 number of non-ignored rows, its top-k hits -- which are added over all blocks
 before the one division at the end.  A mean of per-block means would be wrong as
 soon as blocks hold different numbers of ignored rows or different class weights.
+The partial sums stay float64 (never rounded to the computation dtype) until
+that end, so the result is the one `xent.cross_entropy` / `xent.evaluate` give
+on the whole array, up to the order of float64 additions.
 
 Everything returned is lazy: `logsumexp`, `log_softmax` and
 ``cross_entropy(reduction="none")`` give Dask arrays; ``"mean"``/``"sum"`` give a
@@ -44,7 +47,9 @@ import dask
 import dask.array as da
 import numpy as np
 
+from xent._crossentropy import _logits_and_axis, _row_losses, _Targets
 from xent._crossentropy import cross_entropy as _cross_entropy
+from xent._dispatch import kernels as _kernels
 from xent._evaluate import _check_ks, _partials, _result
 from xent._normalizers import log_softmax as _log_softmax
 from xent._normalizers import logsumexp as _logsumexp
@@ -210,9 +215,9 @@ def log_softmax(x, axis=-1):
 
 # ---- cross-entropy ------------------------------------------------------------------
 
-# Partials of one block, for class-index targets: [sum of losses (z-loss included
-# when it shares the denominator), sum of w[t] over non-ignored rows, sum of the
-# z-loss terms (when it has its own denominator), number of non-ignored rows].
+# Partials of one block: [sum of the cross-entropies, sum of w[t] over non-ignored
+# rows (the number of rows for probability targets), sum of the z-loss terms,
+# number of non-ignored rows], all float64.
 _CE_P = 4
 
 
@@ -227,40 +232,43 @@ def _ce_block_none(x, t, *, ax, prob, block_info=None, **kw):
 
 
 def _ce_block_partials(x, t, *, ax, prob, weight, ignore_index, label_smoothing, z_loss,
-                       split_z, block_info=None):
-    """(1, ..., P, ..., 1) float64 partial sums of one block (P on the class axis)."""
-    kw = dict(axis=ax, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+                       block_info=None):
+    """(1, ..., P, ..., 1) float64 partial sums of one block (P on the class axis).
+
+    The per-row float64 losses and logsumexps of xent's kernel are summed as
+    `xent.cross_entropy` sums them, without rounding to the computation dtype.
+    """
+    lg, _ = _logits_and_axis(x, ax)
+    C = x.shape[ax]
+    w = class_weights(weight, C, lg.compute)  # the weights the kernel reads
+    w64 = None if w is None else w.astype(FLOAT64)
+    try:
+        targets = _Targets(t if prob else np.squeeze(t, axis=ax), lg.array, ax, C, ignore_index,
+                           lg.compute, allow_prob=True, weight64=w64)
+    except IndexError as exc:
+        raise _global_index_error(t, C, ignore_index, _offsets(block_info, 1), ax) \
+            or exc from None
+    ce, lse = _row_losses(lg, ax, targets, w, label_smoothing, z_loss, 1.0, 1.0, None,
+                          ignore_index)
     out = np.zeros(_CE_P, FLOAT64)
-    if prob:
-        out[0] = _cross_entropy(x, t, reduction="sum", z_loss=z_loss, **kw)
-        # "mean" divides by the number of rows
-        out[1] = out[3] = math.prod(n for d, n in enumerate(t.shape) if d != ax)
-    else:
-        rows = np.squeeze(t, axis=ax)
-        try:
-            out[0] = _cross_entropy(x, rows, reduction="sum", z_loss=0.0 if split_z else z_loss, **kw)
-        except IndexError as exc:
-            raise _global_index_error(t, x.shape[ax], ignore_index, _offsets(block_info, 1), ax) \
-                or exc from None
-        valid = rows != ignore_index
-        out[3] = np.count_nonzero(valid)
-        out[1] = np.sum(np.asarray(weight, FLOAT64)[rows[valid]]) if weight is not None else out[3]
-        if split_z:
-            lse = _logsumexp(x, axis=ax).astype(FLOAT64)
-            with np.errstate(over="ignore", invalid="ignore"):
-                out[2] = z_loss * np.sum(np.square(lse[valid]))
+    out[0] = _kernels.sum_rows(ce)
+    out[1] = targets.weight_total
+    if z_loss != 0:  # (ignored rows have lse 0)
+        out[2] = _kernels.sum_rows(z_loss * np.square(lse))
+    out[3] = targets.n_valid
     shape = [1] * x.ndim
     shape[ax] = _CE_P
     return out.reshape(shape)
 
 
-def _ce_finish(totals, reduction, split_z, compute):
+def _ce_finish(totals, reduction, z_loss, compute):
+    """The loss from the float64 totals, as `xent.cross_entropy` forms it."""
     ce, wsum, zsum, n = (float(v) for v in np.asarray(totals).reshape(-1))
     if reduction == "sum":
         return compute.type(ce + zsum)
     # "mean": 0/0 is NaN (PyTorch); the z-loss has its own denominator (PaLM)
     mean = ce / wsum if wsum != 0 else math.nan
-    if split_z:
+    if z_loss != 0:
         mean += zsum / n if n != 0 else math.nan
     return compute.type(mean)
 
@@ -322,16 +330,13 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
             _ce_block_none, x, t, ax=ax, prob=prob, z_loss=z, drop_axis=ax, dtype=compute,
             meta=np.empty((0,) * (x.ndim - 1), compute), **kw,
         )
-    # With class weights, the z-loss has a different denominator from the
-    # cross-entropy (rows vs weights), so its sum is kept apart.
-    split_z = reduction == "mean" and z != 0 and w is not None and not prob
     parts = da.map_blocks(
-        _ce_block_partials, x, t, ax=ax, prob=prob, z_loss=z, split_z=split_z,
+        _ce_block_partials, x, t, ax=ax, prob=prob, z_loss=z,
         chunks=_partials_chunks(x, ax, _CE_P), dtype=FLOAT64,
         meta=np.empty((0,) * x.ndim, FLOAT64), **kw,
     )
     totals = _sum_partials(parts, ax)
-    return da.map_blocks(_ce_finish, totals, reduction=reduction, split_z=split_z,
+    return da.map_blocks(_ce_finish, totals, reduction=reduction, z_loss=z,
                          compute=compute, drop_axis=0, dtype=compute, meta=np.empty((), compute))
 
 
