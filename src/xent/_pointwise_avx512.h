@@ -131,7 +131,26 @@ XENT_INLINE double xent_avx512_bce_logits_body(ptrdiff_t n, const float *x, cons
     __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
     double slow = 0;
     ptrdiff_t i;
-    for (i = 0; i < n; i += 16) {
+    /* two vectors per step, computed before either is used: their long exp ->
+     * log chains interleave instead of waiting on each other */
+    for (i = 0; i + 32 <= n; i += 32) {
+        __mmask16 bad0, bad1;
+        __m512 l0 = xent_avx512_bce_logits_vec(i, 0xFFFF, x, y, w, pw, has_w, has_pw, &bad0);
+        __m512 l1 = xent_avx512_bce_logits_vec(i + 16, 0xFFFF, x, y, w, pw, has_w, has_pw, &bad1);
+        if (!(bad0 | bad1)) {
+            xent_avx512_acc_pd(l0, &lo, &hi);
+            xent_avx512_acc_pd(l1, &lo, &hi);
+            if (has_loss) {
+                _mm512_storeu_ps(loss + i, l0);
+                _mm512_storeu_ps(loss + i + 16, l1);
+            }
+        } else { /* rare: these 32 elements by the portable body */
+            slow += xent_bce_logits_body_f32(32, x + i, y + i, has_w ? w + i : NULL,
+                                             has_pw ? pw + i : NULL, has_loss ? loss + i : NULL,
+                                             NULL, 1.0f, has_w, has_pw, has_loss, 0);
+        }
+    }
+    for (; i < n; i += 16) {
         ptrdiff_t len = n - i < 16 ? n - i : 16;
         __mmask16 valid = len == 16 ? (__mmask16)0xFFFF : xent_avx512_head_mask(len);
         __mmask16 bad;
