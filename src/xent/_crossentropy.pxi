@@ -73,6 +73,8 @@ cdef extern from "_rows.h" nogil:
         double *K)
     double entropy_row_f32 "xent_entropy_row_f32"(const float *x, Py_ssize_t C)
     double entropy_row_f64 "xent_entropy_row_f64"(const double *x, Py_ssize_t C)
+    int ce_index_row_f16 "xent_ce_index_row_f16"(const uint16_t *x, Py_ssize_t C, Py_ssize_t t,
+                                                  float wt, double *ce, double *lse)
 
 cdef extern from "_tiles.h" nogil:
     Py_ssize_t tile_targets "xent_tile_targets"(const char *p, int code, Py_ssize_t stride,
@@ -159,6 +161,10 @@ cdef inline void _ce_row(const _CeJob *j, const char *xrow, const char *trow, ch
             if grow != NULL:
                 _row_zero(<real *> grow, C, j.gs1)
             return
+        if (real is float and j.xkind == XENT_KIND_F16 and j.xs1 == 2 and grow == NULL
+                and j.eps == 0 and ce_index_row_f16(<const uint16_t *> xrow, C, t,
+                                                    w[t] if w != NULL else 1, ce, lse)):
+            return  # float16 read in place (AVX-512 build; same bits as below)
     xr = _row_in(xrow, C, j.xs1, j.xkind, mine)
     if grow != NULL:
         gr = _row_out(grow, j.gs1, mine + C)

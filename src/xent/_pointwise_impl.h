@@ -106,12 +106,22 @@ XENT_INLINE double XENT_FN(bce_logits_body)(ptrdiff_t n, const XENT_T *x, const 
         return XENT_FN(bce_logits_body)(n, x, y, w, pw, loss, grad, scale, (k) & 1,        \
                                         ((k) >> 1) & 1, ((k) >> 2) & 1, ((k) >> 3) & 1)
 
+#if XENT_IS_F32
+/* The float32 loop without gradient, by hand (x86-64-v4 build only; needs
+ * xent_bce_logits_body_f32 above). */
+#include "_pointwise_avx512.h"
+#endif
+
 /* One piece of BCE with logits; w, pw, loss and grad may each be NULL.
  * Returns the sum of the piece's losses, in double. */
 static double XENT_FN(bce_logits)(ptrdiff_t n, const XENT_T *x, const XENT_T *y, const XENT_T *w,
                                   const XENT_T *pw, XENT_T *loss, XENT_T *grad, XENT_T scale)
 {
     int k = (w != NULL) | (pw != NULL) << 1 | (loss != NULL) << 2 | (grad != NULL) << 3;
+#if XENT_IS_F32 && defined(XENT_HAVE_AVX512_BCE)
+    if (grad == NULL)
+        return xent_avx512_bce_logits(n, x, y, w, pw, loss);
+#endif
     switch (k) {
         XENT_BCE_LOGITS_CASE(0);
         XENT_BCE_LOGITS_CASE(1);

@@ -414,19 +414,23 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 /* ---- loss rows and pointwise losses ---------------------------------------- */
 #define XENT_T float
 #define XENT_FN(name) xent_##name##_f32
+#define XENT_IS_F32 1
 #include "_losses_impl.h"
 #include "_pointwise_impl.h"
 #include "_evaluate_impl.h"
 #undef XENT_T
 #undef XENT_FN
+#undef XENT_IS_F32
 
 #define XENT_T double
 #define XENT_FN(name) xent_##name##_f64
+#define XENT_IS_F32 0
 #include "_losses_impl.h"
 #include "_pointwise_impl.h"
 #include "_evaluate_impl.h"
 #undef XENT_T
 #undef XENT_FN
+#undef XENT_IS_F32
 
 /* ---- float16 rows read in place --------------------------------------------- */
 
