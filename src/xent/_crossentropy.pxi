@@ -28,15 +28,6 @@ cdef extern from "_rows.h" nogil:
         XENT_INDEX_I16
         XENT_INDEX_I32
         XENT_INDEX_I64
-    enum:
-        XENT_KIND_F32
-        XENT_KIND_F64
-        XENT_KIND_F16
-        XENT_KIND_BF16
-    void load_row_f32 "xent_load_row_f32"(const char *p, Py_ssize_t n, Py_ssize_t stride,
-                                          int kind, float *dst)
-    void load_row_f64 "xent_load_row_f64"(const char *p, Py_ssize_t n, Py_ssize_t stride,
-                                          int kind, double *dst)
     int64_t load_index "xent_load_index"(const char *p, int code)
     void load_indices "xent_load_indices"(const char *p, Py_ssize_t n, Py_ssize_t stride, int code,
                                           int64_t ignore_index, int64_t *dst)
@@ -86,12 +77,6 @@ cdef extern from "_tiles.h" nogil:
     int tile_ce_forward_f64 "xent_tile_ce_forward_f64"(
         const double *x, Py_ssize_t xs, Py_ssize_t nr, Py_ssize_t C, const int32_t *t,
         const double *w, double *ce, double *lse)
-
-KIND_F32 = XENT_KIND_F32
-KIND_F64 = XENT_KIND_F64
-KIND_F16 = XENT_KIND_F16
-KIND_BF16 = XENT_KIND_BF16
-
 
 cdef inline real *_row_out(char *p, Py_ssize_t stride, real *scratch) noexcept nogil:
     """Where to compute a gradient row: in place if contiguous, else scratch."""
