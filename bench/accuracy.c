@@ -4,7 +4,8 @@
  * Every float32 x in [-104, 0] for exp, and every positive finite float32 for log,
  * is evaluated and compared with the double-precision libm result (exact to far
  * below a float32 ulp), and the largest error is reported in float32 ulps of the
- * true value.  Built and run by bench/accuracy.py against the project's header.
+ * true value.  Built and run by bench/accuracy.py against the project's header,
+ * once per SIMD build: each build adds the exps of its hand-vectorised loops.
  */
 #include <stdio.h>
 #include "_rows.h"
@@ -13,71 +14,127 @@ static double ulp_of(double ref)
 {
     float r = (float)ref;
     float up = nextafterf(r, INFINITY);
+    if (ref < 1.1754943508222875e-38) /* subnormal result: the ulp is 2^-149 */
+        return 1.401298464324817e-45;
     return fabs((double)up - (double)r);
 }
+
+/* An exp under test: ys[i] = exp(xs[i]) for i < XENT_EXP_BATCH. */
+#define XENT_EXP_BATCH 32
+typedef void (*exp_batch_fn)(const float *xs, float *ys);
+
+/* Every float32 in [-104, 0] (the bit patterns 0x80000000 .. bits(-104)) through
+ * fn, XENT_EXP_BATCH at a time; prints the largest error in ulps, and how many
+ * results differ in any bit from xent_exp_nonpos_f32 of this build. */
+static void sweep_exp(const char *name, exp_batch_fn fn)
+{
+    uint32_t b = 0x80000000u, hi;
+    float m104 = -104.0f, xs[XENT_EXP_BATCH], ys[XENT_EXP_BATCH];
+    double worst = 0, at = 0;
+    long n = 0, subnormal = 0, differ = 0;
+    int j, last = 0;
+    memcpy(&hi, &m104, sizeof hi);
+    while (!last) {
+        int len = 0;
+        for (; len < XENT_EXP_BATCH && !last; len++, b++) {
+            memcpy(&xs[len], &b, sizeof xs[len]);
+            last = b == hi;
+        }
+        for (j = len; j < XENT_EXP_BATCH; j++)
+            xs[j] = xs[len - 1]; /* pad the last batch */
+        fn(xs, ys);
+        for (j = 0; j < len; j++) {
+            double ref = exp((double)xs[j]), err = fabs((double)ys[j] - ref) / ulp_of(ref);
+            if (err > worst) {
+                worst = err;
+                at = xs[j];
+            }
+            subnormal += ref < 1.1754943508222875e-38;
+            differ += ys[j] != xent_exp_nonpos_f32(xs[j]);
+            n++;
+        }
+    }
+    printf("%s: %ld inputs in [-104, 0] (%ld with subnormal results): max error %.3f ulp "
+           "at x = %.9g; %ld results differ from exp_nonpos_f32 of this build\n",
+           name, n, subnormal, worst, at, differ);
+}
+
+static void portable_exp(const float *xs, float *ys)
+{
+    int j;
+    for (j = 0; j < XENT_EXP_BATCH; j++)
+        ys[j] = xent_exp_nonpos_f32(xs[j]);
+}
+
+#if defined(XENT_HAVE_AVX512_ROWS)
+/* the AVX-512 exp of the sum loop */
+static void avx512_exp(const float *xs, float *ys)
+{
+    int j;
+    for (j = 0; j < XENT_EXP_BATCH; j += 16)
+        _mm512_storeu_ps(ys + j, xent_avx512_exp_nonpos_ps(_mm512_loadu_ps(xs + j)));
+}
+#endif
+
+#if defined(XENT_HAVE_AVX2_ROWS)
+/* the AVX2 exp of the stored exps (softmax, gradients) and of the BCE loop */
+static void avx2_exp(const float *xs, float *ys)
+{
+    int j;
+    for (j = 0; j < XENT_EXP_BATCH; j += 8)
+        _mm256_storeu_ps(ys + j, xent_avx2_exp_nonpos_ps(_mm256_loadu_ps(xs + j)));
+}
+
+/* the cheaper exp of the AVX2 sums of exps (xent_avx2_term_parts) */
+static void avx2_term(const float *xs, float *ys)
+{
+    __m256 d[XENT_AVX2_WAYS], p[XENT_AVX2_WAYS], s[XENT_AVX2_WAYS], keep[XENT_AVX2_WAYS];
+    int j, k;
+    for (k = 0; k < XENT_EXP_BATCH; k += XENT_AVX2_STEP) {
+        for (j = 0; j < XENT_AVX2_WAYS; j++) {
+            d[j] = _mm256_loadu_ps(xs + k + 8 * j);
+            keep[j] = _mm256_setzero_ps();
+        }
+        xent_avx2_term_parts(d, keep, p, s);
+        for (j = 0; j < XENT_AVX2_WAYS; j++)
+            _mm256_storeu_ps(ys + k + 8 * j, _mm256_mul_ps(_mm256_mul_ps(p[j], s[j]),
+                                                           _mm256_set1_ps(XENT_AVX2_TWO_M64)));
+    }
+}
+#endif
 
 int main(void)
 {
     uint32_t b;
-    double worst_exp = 0, worst_log = 0, at_exp = 0, at_log = 0;
-    long n_exp = 0, n_log = 0, sub_exp = 0;
-    /* exp: -0 .. -104 are the bit patterns 0x80000000 .. bits(-104) */
-    uint32_t lo = 0x80000000u, hi;
-    float m104 = -104.0f;
-    memcpy(&hi, &m104, sizeof hi);
-    for (b = lo; b <= hi; b++) {
-        float x;
-        double ref, err, u;
-        memcpy(&x, &b, sizeof x);
-        ref = exp((double)x);
-        u = ulp_of(ref);
-        if (ref < 1.1754943508222875e-38) { /* subnormal result: ulp is 2^-149 */
-            u = 1.401298464324817e-45;
-            sub_exp++;
-        }
-        err = fabs((double)xent_exp_nonpos_f32(x) - ref) / u;
-        if (err > worst_exp) { worst_exp = err; at_exp = x; }
-        n_exp++;
-    }
+    double worst_log = 0, at_log = 0;
+    long n_log = 0;
+    sweep_exp("exp_nonpos_f32", portable_exp);
+#if defined(XENT_HAVE_AVX512_ROWS)
+    sweep_exp("avx512_exp_nonpos_ps", avx512_exp);
+#endif
+#if defined(XENT_HAVE_AVX2_ROWS)
+    sweep_exp("avx2_exp_nonpos_ps", avx2_exp);
+    sweep_exp("avx2 sum terms (term_parts)", avx2_term);
+#endif
     for (b = 1; b < 0x7f800000u; b++) {
         float x;
         double ref, err;
         memcpy(&x, &b, sizeof x);
         ref = log((double)x);
         if (ref == 0) {
-            if (xent_log_f32(x) != 0) { worst_log = INFINITY; at_log = x; }
+            if (xent_log_f32(x) != 0) {
+                worst_log = INFINITY;
+                at_log = x;
+            }
             continue;
         }
         err = fabs((double)xent_log_f32(x) - ref) / ulp_of(ref);
-        if (err > worst_log) { worst_log = err; at_log = x; }
+        if (err > worst_log) {
+            worst_log = err;
+            at_log = x;
+        }
         n_log++;
     }
-#if defined(XENT_HAVE_AVX512_ROWS)
-    {
-        /* the AVX-512 exp of the sum loop, 16 arguments at a time */
-        double worst = 0, at = 0;
-        float xs[16], ys[16];
-        int j;
-        for (b = lo; b <= hi;) {
-            for (j = 0; j < 16; j++, b = b < hi ? b + 1 : b)
-                memcpy(&xs[j], &b, sizeof xs[j]);
-            _mm512_storeu_ps(ys, xent_avx512_exp_nonpos_ps(_mm512_loadu_ps(xs)));
-            for (j = 0; j < 16; j++) {
-                double ref = exp((double)xs[j]), u = ulp_of(ref), err;
-                if (ref < 1.1754943508222875e-38)
-                    u = 1.401298464324817e-45;
-                err = fabs((double)ys[j] - ref) / u;
-                if (err > worst) { worst = err; at = xs[j]; }
-            }
-            if (b == hi)
-                break;
-        }
-        printf("avx512_exp_nonpos_ps: every float32 in [-104, 0]: max error %.3f ulp at x = %.9g\n",
-               worst, at);
-    }
-#endif
-    printf("exp_nonpos_f32: %ld inputs in [-104, 0] (%ld with subnormal results): "
-           "max error %.3f ulp at x = %.9g\n", n_exp, sub_exp, worst_exp, at_exp);
     printf("log_f32: %ld positive finite inputs: max error %.3f ulp at x = %.9g\n",
            n_log, worst_log, at_log);
     return 0;

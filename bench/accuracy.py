@@ -2,8 +2,9 @@
 
 Compiles bench/accuracy.c against src/xent/_rows.h (the same code the kernels
 use) with the same narrow flags as setup.py, runs it, and prints the largest
-error in ulps; on a CPU with AVX-512 it does it again for the x86-64-v4 build,
-which adds the hand-vectorised exp of the sum loop.  Takes a few minutes.
+error in ulps; it does it again for the x86-64-v3 build (AVX2, which adds the
+hand-vectorised exp of its row loops) and, on a CPU with AVX-512, for the
+x86-64-v4 build (which adds its own).  Takes a few minutes.
 
     python bench/accuracy.py
 """
@@ -18,20 +19,22 @@ HERE = pathlib.Path(__file__).resolve().parent
 SRC = HERE.parent / "src" / "xent"
 
 
-def _has_avx512():
+def _cpu_has(*features):
     try:
-        flags = pathlib.Path("/proc/cpuinfo").read_text()
+        flags = pathlib.Path("/proc/cpuinfo").read_text().split()
     except OSError:
         return False
-    return all(f in flags.split() for f in ("avx512f", "avx512dq", "avx512bw", "avx512vl"))
+    return all(f in flags for f in features)
 
 
 def main():
     cc = sysconfig.get_config_var("CC").split()[0] or "cc"
-    # The portable build (the baseline kernels) and, where the CPU has it, the
-    # x86-64-v4 build, which adds the AVX-512 exp of the sum loop.
+    # The portable build (the baseline kernels) and, where the CPU has them, the
+    # x86-64-v3 and x86-64-v4 builds, which add their hand-vectorised exps.
     variants = [("portable C", [])]
-    if _has_avx512():
+    if _cpu_has("avx2", "fma", "f16c"):
+        variants.append(("x86-64-v3 build", ["-march=x86-64-v3"]))
+    if _cpu_has("avx512f", "avx512dq", "avx512bw", "avx512vl"):
         variants.append(("x86-64-v4 build", ["-march=x86-64-v4"]))
     rc = 0
     with tempfile.TemporaryDirectory() as tmp:

@@ -391,8 +391,20 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 /* Values summed in the compute type before the partial sum is added in double. */
 #define XENT_SUM_CHUNK 512
 
-/* Hand-vectorised AVX-512 loops (x86-64-v4 build only). */
+/* Hand-vectorised float32 row loops: AVX-512 (x86-64-v4 build) or AVX2+FMA
+ * (x86-64-v3 build), under one name; the baseline build has none and uses the
+ * portable loops of _rows_impl.h. */
 #include "_rows_avx512.h"
+#include "_rows_avx2.h"
+#if defined(XENT_HAVE_AVX512_ROWS)
+#define XENT_HAVE_SIMD_ROWS 1
+#define xent_simd_max xent_avx512_max
+#define xent_simd_sum_exp_rest xent_avx512_sum_exp_rest
+#elif defined(XENT_HAVE_AVX2_ROWS)
+#define XENT_HAVE_SIMD_ROWS 1
+#define xent_simd_max xent_avx2_max
+#define xent_simd_sum_exp_rest xent_avx2_sum_exp_rest
+#endif
 
 /* ---- the per-type functions ------------------------------------------------- */
 #define XENT_T float
@@ -436,20 +448,20 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 
 /* Loss-only cross-entropy of a unit-stride float16 row with class index t, class
  * weight wt and no label smoothing: ce_index_row_f32 of the converted row, with
- * the same bits, but the AVX-512 build reads the float16 values in place
+ * the same bits, but the AVX-512 and AVX2 builds read the float16 values in place
  * (converting in registers) instead of through a float32 copy: half the bytes
  * and no copy pass.  Returns 0, writing nothing, where this build has no such
  * loop or the row's max is not finite: the caller then takes the usual path. */
 static int xent_ce_index_row_f16(const uint16_t *x, ptrdiff_t C, ptrdiff_t t, float wt,
                                  double *ce, double *lse)
 {
-#if defined(XENT_HAVE_AVX512_ROWS)
-    float m = xent_avx512_max(x, C, 1), ls, xt = xent_half_to_float(x[t]);
+#if defined(XENT_HAVE_SIMD_ROWS)
+    float m = xent_simd_max(x, C, 1), ls, xt = xent_half_to_float(x[t]);
     ptrdiff_t k;
     double rest;
     if (!isfinite(m))
         return 0;
-    rest = xent_avx512_sum_exp_rest(x, 1, C, m, &k, NULL);
+    rest = xent_simd_sum_exp_rest(x, 1, C, m, &k, NULL);
     ls = (float)xent_log_sum_f32(k, rest);
     /* as the FINITE case of ce_index_row with eps = 0 */
     *ce = xent_mul0_f32(wt, ((double)m - xt) + ls);

@@ -9,12 +9,16 @@
 /* Largest entry, ignoring NaN (a NaN row is caught by its NaN sum of exps). */
 static XENT_T XENT_FN(max)(const XENT_T *x, ptrdiff_t n)
 {
+#if XENT_IS_F32 && defined(XENT_HAVE_AVX2_ROWS)
+    return xent_avx2_max_f32((const float *)x, n);
+#else
     XENT_T m = -INFINITY;
     ptrdiff_t i;
     XENT_SIMD_MAX(m)
     for (i = 0; i < n; i++)
         m = x[i] > m ? x[i] : m;
     return m;
+#endif
 }
 
 /* Ask for the cache lines of x[ahead .. ahead + len) while x[0 .. len) is being
@@ -42,8 +46,8 @@ XENT_INLINE void XENT_FN(prefetch_ahead)(const XENT_T *x, ptrdiff_t len, ptrdiff
  * ~n*eps on long rows. */
 static double XENT_FN(sum_exp_rest)(const XENT_T *x, ptrdiff_t n, XENT_T m, ptrdiff_t *k)
 {
-#if XENT_IS_F32 && defined(XENT_HAVE_AVX512_ROWS)
-    return xent_avx512_sum_exp_rest(x, 0, n, (float)m, k, NULL);
+#if XENT_IS_F32 && defined(XENT_HAVE_SIMD_ROWS)
+    return xent_simd_sum_exp_rest(x, 0, n, (float)m, k, NULL);
 #else
     double total = 0;
     ptrdiff_t b, i, len, count = 0;
@@ -70,8 +74,8 @@ static double XENT_FN(sum_exp_rest)(const XENT_T *x, ptrdiff_t n, XENT_T m, ptrd
 static double XENT_FN(sum_exp_rest_store)(const XENT_T *x, ptrdiff_t n, XENT_T m, ptrdiff_t *k,
                                           XENT_T *e)
 {
-#if XENT_IS_F32 && defined(XENT_HAVE_AVX512_ROWS)
-    return xent_avx512_sum_exp_rest(x, 0, n, (float)m, k, (float *)e);
+#if XENT_IS_F32 && defined(XENT_HAVE_SIMD_ROWS)
+    return xent_simd_sum_exp_rest(x, 0, n, (float)m, k, (float *)e);
 #else
     double total = 0;
     ptrdiff_t b, i, len, count = 0;

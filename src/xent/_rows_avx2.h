@@ -1,0 +1,339 @@
+/*
+ * The hottest float32 row loops (the max, and the sum of exp(x - max) with or
+ * without storing the exps), written with AVX2+FMA intrinsics: the x86-64-v3
+ * build of the kernels only.  The AVX-512 build has its own (_rows_avx512.h);
+ * the baseline build uses the portable C of _rows_impl.h.
+ *
+ * Why by hand.  Compiled from the portable C for x86-64-v3, the sum of exps
+ * took ~20 cycles per 8 entries on an AMD Zen 3 (0.7 ns per entry), where its
+ * arithmetic is ~18 vector operations, 11 of them for the two FMA pipes.  Two
+ * things were in the way:
+ *  - latency, not operations: the exp is a chain of ~14 dependent operations
+ *    (~55 cycles), and the compiler emits each vector's chain whole, one after
+ *    the other; the out-of-order window then holds too few independent chains
+ *    to fill the pipes.  Here XENT_AVX2_WAYS vectors are computed step by step
+ *    together, so their chains overlap in program order;
+ *  - operations the compiler does not find: 2^n taken from the rounding
+ *    constant itself (adding 1.5*2^23 + 191 to d*log2(e) rounds it to an
+ *    integer and leaves n + 191 in the low mantissa bits, so one shift makes
+ *    the float 2^(n+64)); p * 2^(n+64) is exact and the final * 2^-64 rounds a
+ *    subnormal result once, exactly as the portable two-step scaling does, for
+ *    every n down to -150, with no integer clamps or selects; in a sum that
+ *    last product is folded into the accumulating FMA.  The entries equal to
+ *    the max are left out of the sum by zeroing their scale (one and-not) and
+ *    counted by subtracting the compare mask (all ones = -1) from an integer
+ *    vector.
+ * Measured in isolation (one thread, row in L1/L2): ~0.32 ns per entry for the
+ * sum, against 0.47 for the straightforward intrinsics and 0.7 for the
+ * compiled portable loop.  float16 rows are converted in registers (vcvtph2ps)
+ * instead of through a float32 copy: half the bytes, no copy pass.
+ *
+ * The arithmetic is that of _rows.h (Cody-Waite reduction with a two-part
+ * ln 2, the degree-6 polynomial XENT_EXP_C*), so an exp here has the bits of
+ * xent_exp_nonpos_f32 (up to the compiler's own FMA contractions there).
+ *
+ * Included by _rows.h; XENT_HAVE_AVX2_ROWS tells it to use these.
+ */
+#ifndef XENT_ROWS_AVX2_H
+#define XENT_ROWS_AVX2_H
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && !defined(__AVX512F__)
+#include <immintrin.h>
+
+#define XENT_HAVE_AVX2_ROWS 1
+
+/* Vectors computed together (see the header comment), and entries per step. */
+#define XENT_AVX2_WAYS 4
+#define XENT_AVX2_STEP (8 * XENT_AVX2_WAYS)
+#define XENT_AVX2_EACH for (j = 0; j < XENT_AVX2_WAYS; j++)
+
+/* exp(d) = p * s * 2^-64 for XENT_AVX2_WAYS vectors of arguments d <= 0, in
+ * two parts: p = e^r in [0.7, 1.42] (NaN for a NaN d) and s = 2^(n+64), a
+ * normal float for every d >= -104; d <= -104 (-inf included) is taken as -104,
+ * whose exp rounds to 0.  The caller multiplies (exactly) and scales. */
+XENT_INLINE void xent_avx2_exp_parts(const __m256 d_in[XENT_AVX2_WAYS],
+                                     __m256 p[XENT_AVX2_WAYS], __m256 s[XENT_AVX2_WAYS])
+{
+    /* 1.5*2^23 + 191: t's low mantissa bits hold n + 191, and 191 = 127 + 64 */
+    const __m256 shifter = _mm256_set1_ps(12583103.0f);
+    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
+    const __m256 ln2_hi = _mm256_set1_ps(0.693145751953125f); /* n*ln2_hi exact */
+    const __m256 ln2_lo = _mm256_set1_ps(1.42860676533018704e-06f);
+    __m256 d[XENT_AVX2_WAYS], t[XENT_AVX2_WAYS];
+    int j;
+    /* the second operand of vmaxps wins on NaN: NaN stays NaN */
+    XENT_AVX2_EACH d[j] = _mm256_max_ps(_mm256_set1_ps(-104.0f), d_in[j]);
+    XENT_AVX2_EACH t[j] = _mm256_fmadd_ps(d[j], log2e, shifter);
+    XENT_AVX2_EACH p[j] = _mm256_sub_ps(t[j], shifter); /* n, exactly */
+    XENT_AVX2_EACH d[j] = _mm256_fnmadd_ps(p[j], ln2_hi, d[j]);
+    XENT_AVX2_EACH d[j] = _mm256_fnmadd_ps(p[j], ln2_lo, d[j]); /* r, |r| <= ln2/2 */
+    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(_mm256_set1_ps(XENT_EXP_C6), d[j],
+                                          _mm256_set1_ps(XENT_EXP_C5));
+    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(XENT_EXP_C4));
+    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(XENT_EXP_C3));
+    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(XENT_EXP_C2));
+    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(1.0f));
+    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(1.0f));
+    /* (n + 191) << 23: the shift drops the bits of 1.5*2^23.  For a NaN d the
+     * scale is garbage, but p is NaN. */
+    XENT_AVX2_EACH s[j] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t[j]), 23));
+}
+
+/* The terms of a sum of exps need less: a few ulps of error in each change a
+ * sum >= 1 (the max's term is 1) by a few ulps at most, far below what a
+ * float32 result resolves after the log.  So the sums (not the stored exps)
+ * use two operations fewer, which is ~15% of the loop: the reduction in one
+ * step, r = d - n ln2 with ln2 rounded to float (error |n| * 1.9e-9, at most
+ * 2.9e-7 relative for the smallest terms, n = -150), and e^r as
+ * 1 + r + r^2 q(r) with q the cubic XENT_TERM_Q* (minimax for the relative
+ * error on |r| <= ln2/2: 1.1e-7 with these float32 coefficients).  Measured
+ * over every float32 d in [-104, 0] by bench/accuracy.py (BENCHMARKS.md). */
+#define XENT_TERM_Q0 0.499992311000824f
+#define XENT_TERM_Q1 0.16667115688323975f
+#define XENT_TERM_Q2 0.04189033433794975f
+#define XENT_TERM_Q3 0.008312501944601536f
+
+/* xent_avx2_exp_parts for the terms of a sum (see above): exp(d) ~= p s 2^-64,
+ * except that s = 0 in the lanes where `drop` is all ones.  The mask is
+ * applied to the bits that become s as soon as they exist, so it is dead after
+ * the first few operations: keeping it until the end spills registers. */
+XENT_INLINE void xent_avx2_term_parts(const __m256 d_in[XENT_AVX2_WAYS],
+                                      const __m256 drop[XENT_AVX2_WAYS],
+                                      __m256 p[XENT_AVX2_WAYS], __m256 s[XENT_AVX2_WAYS])
+{
+    const __m256 shifter = _mm256_set1_ps(12583103.0f); /* see xent_avx2_exp_parts */
+    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
+    const __m256 ln2 = _mm256_set1_ps(0.693147180559945309f);
+    __m256 d[XENT_AVX2_WAYS], t[XENT_AVX2_WAYS];
+    int j;
+    XENT_AVX2_EACH d[j] = _mm256_max_ps(_mm256_set1_ps(-104.0f), d_in[j]);
+    XENT_AVX2_EACH t[j] = _mm256_fmadd_ps(d[j], log2e, shifter);
+    XENT_AVX2_EACH p[j] = _mm256_sub_ps(t[j], shifter);
+    XENT_AVX2_EACH t[j] = _mm256_andnot_ps(drop[j], t[j]); /* shifted: s = 0 there */
+    XENT_AVX2_EACH d[j] = _mm256_fnmadd_ps(p[j], ln2, d[j]);
+    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(_mm256_set1_ps(XENT_TERM_Q3), d[j],
+                                          _mm256_set1_ps(XENT_TERM_Q2));
+    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(XENT_TERM_Q1));
+    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(XENT_TERM_Q0));
+    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(1.0f));
+    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(1.0f));
+    XENT_AVX2_EACH s[j] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t[j]), 23));
+}
+
+/* 2^-64, the last factor of every exp (see xent_avx2_exp_parts). */
+#define XENT_AVX2_TWO_M64 5.42101086242752217e-20f
+
+/* exp(d) for one vector of arguments d <= 0 (d <= -104 -> 0, NaN -> NaN, 0 -> 1). */
+XENT_INLINE __m256 xent_avx2_exp_nonpos_ps(__m256 d)
+{
+    __m256 dv[XENT_AVX2_WAYS] = {d, d, d, d}, p[XENT_AVX2_WAYS], s[XENT_AVX2_WAYS];
+    xent_avx2_exp_parts(dv, p, s); /* the compiler drops the three unused lanes */
+    return _mm256_mul_ps(_mm256_mul_ps(p[0], s[0]), _mm256_set1_ps(XENT_AVX2_TWO_M64));
+}
+
+/* Values i .. i+7 of a row stored as float32 (half == 0) or float16 (half == 1,
+ * converted exactly by vcvtph2ps).  `half` is a constant wherever this is
+ * inlined, so each caller compiles to one kind of load. */
+XENT_INLINE __m256 xent_avx2_load(const void *x, ptrdiff_t i, int half)
+{
+    if (half)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)x + i)));
+    return _mm256_loadu_ps((const float *)x + i);
+}
+
+/* Largest of the 8 lanes. */
+XENT_INLINE float xent_avx2_hmax(__m256 m)
+{
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* Largest of n float32 values, ignoring NaN as xent_max_f32 does (vmaxps
+ * returns its second operand when one is NaN).  Four accumulators: the loop
+ * is bound by loads, not by one chain of dependent maxima. */
+XENT_INLINE float xent_avx2_max_f32(const float *x, ptrdiff_t n)
+{
+    __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
+    float m;
+    ptrdiff_t i;
+    for (i = 0; i + 32 <= n; i += 32) {
+        m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0);
+        m1 = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), m1);
+        m2 = _mm256_max_ps(_mm256_loadu_ps(x + i + 16), m2);
+        m3 = _mm256_max_ps(_mm256_loadu_ps(x + i + 24), m3);
+    }
+    for (; i + 8 <= n; i += 8)
+        m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0);
+    m = xent_avx2_hmax(_mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
+    for (; i < n; i++)
+        m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+/* Largest of n float16 values (returned as a float), ignoring NaN.  On the
+ * raw bits, 16 per instruction and without converting: a float16 x >= +0 has
+ * bits that order like x as int16 (all >= 0), and one < -0 has negative int16
+ * bits that order like -x.  So the signed int16 max of the bits is the row's
+ * max when it is >= 0 (some entry has its sign bit clear), and otherwise the
+ * max is the entry of smallest magnitude: the signed int16 min.  A NaN with
+ * its sign bit set never decides either (it is > every negative number's
+ * bits, and the min is only taken when every entry is negative); one with it
+ * clear would win the int16 max, and then the values are converted and
+ * compared as floats instead (a rare row: NaN is an error value). */
+XENT_INLINE float xent_avx2_max_f16(const uint16_t *x, ptrdiff_t n)
+{
+    __m256i hi0 = _mm256_set1_epi16(INT16_MIN), hi1 = hi0;
+    __m256i lo0 = _mm256_set1_epi16(INT16_MAX), lo1 = lo0;
+    int16_t hi, lo, v;
+    float r, f;
+    __m256 m;
+    __m128i h;
+    ptrdiff_t i;
+    for (i = 0; i + 32 <= n; i += 32) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(x + i));
+        __m256i b = _mm256_loadu_si256((const __m256i *)(x + i + 16));
+        hi0 = _mm256_max_epi16(hi0, a);
+        lo0 = _mm256_min_epi16(lo0, a);
+        hi1 = _mm256_max_epi16(hi1, b);
+        lo1 = _mm256_min_epi16(lo1, b);
+    }
+    hi0 = _mm256_max_epi16(hi0, hi1);
+    lo0 = _mm256_min_epi16(lo0, lo1);
+    h = _mm_max_epi16(_mm256_castsi256_si128(hi0), _mm256_extracti128_si256(hi0, 1));
+    h = _mm_max_epi16(h, _mm_shuffle_epi32(h, 0x4E));
+    h = _mm_max_epi16(h, _mm_shuffle_epi32(h, 0xB1));
+    h = _mm_max_epi16(h, _mm_srli_epi32(h, 16));
+    hi = (int16_t)_mm_cvtsi128_si32(h);
+    h = _mm_min_epi16(_mm256_castsi256_si128(lo0), _mm256_extracti128_si256(lo0, 1));
+    h = _mm_min_epi16(h, _mm_shuffle_epi32(h, 0x4E));
+    h = _mm_min_epi16(h, _mm_shuffle_epi32(h, 0xB1));
+    h = _mm_min_epi16(h, _mm_srli_epi32(h, 16));
+    lo = (int16_t)_mm_cvtsi128_si32(h);
+    for (; i < n; i++) {
+        v = (int16_t)x[i];
+        hi = v > hi ? v : hi;
+        lo = v < lo ? v : lo;
+    }
+    if (hi <= 0x7C00) /* no NaN with a clear sign bit (0x7C00 is +inf) */
+        return xent_half_to_float((uint16_t)(hi >= 0 ? hi : lo));
+    m = _mm256_set1_ps(-INFINITY);
+    for (i = 0; i + 8 <= n; i += 8)
+        m = _mm256_max_ps(xent_avx2_load(x, i, 1), m);
+    r = xent_avx2_hmax(m);
+    for (; i < n; i++) {
+        f = xent_half_to_float(x[i]);
+        r = f > r ? f : r;
+    }
+    return r;
+}
+
+/* Largest of n values stored as float32 (half == 0) or float16 (half == 1). */
+XENT_INLINE float xent_avx2_max(const void *x, ptrdiff_t n, int half)
+{
+    return half ? xent_avx2_max_f16((const uint16_t *)x, n) : xent_avx2_max_f32((const float *)x, n);
+}
+
+/* XENT_AVX2_STEP values from x (storage `half`) as vectors v[j]; for a tail
+ * (len < XENT_AVX2_STEP) the values past len are -inf, which add nothing to a
+ * sum of exps. */
+XENT_INLINE void xent_avx2_load_step(const void *x, ptrdiff_t len, int half,
+                                     __m256 v[XENT_AVX2_WAYS])
+{
+    int j;
+    if (len >= XENT_AVX2_STEP) {
+        XENT_AVX2_EACH v[j] = xent_avx2_load(x, 8 * j, half);
+    } else {
+        float pad[XENT_AVX2_STEP];
+        ptrdiff_t i;
+        for (i = 0; i < XENT_AVX2_STEP; i++)
+            pad[i] = i >= len ? -INFINITY
+                              : (half ? xent_half_to_float(((const uint16_t *)x)[i])
+                                      : ((const float *)x)[i]);
+        XENT_AVX2_EACH v[j] = _mm256_loadu_ps(pad + 8 * j);
+    }
+}
+
+/* One step (XENT_AVX2_STEP values, fewer for a tail) of sum_exp_rest: the
+ * exps of v - m added into acc[0..1] where v != m (NaN included, so it reaches
+ * the sum), the lanes where v == m counted into *cnt (a compare mask is -1 per
+ * lane); with e != NULL the exps of every value stored into e (1 where
+ * v == m).  Always inlined, so the e == NULL calls compile without the
+ * stores. */
+XENT_INLINE void xent_avx2_rest_step(const void *x, ptrdiff_t len, int half, __m256 vm,
+                                     float *e, __m256 acc[2], __m256i *cnt)
+{
+    const __m256 two_m64 = _mm256_set1_ps(XENT_AVX2_TWO_M64);
+    __m256 v[XENT_AVX2_WAYS], eq[XENT_AVX2_WAYS], p[XENT_AVX2_WAYS], s[XENT_AVX2_WAYS];
+    int j;
+    xent_avx2_load_step(x, len, half, v);
+    XENT_AVX2_EACH {
+        eq[j] = _mm256_cmp_ps(v[j], vm, _CMP_EQ_OQ);
+        *cnt = _mm256_sub_epi32(*cnt, _mm256_castps_si256(eq[j]));
+        v[j] = _mm256_sub_ps(v[j], vm);
+    }
+    if (e) {
+        float tail[XENT_AVX2_STEP];
+        float *dst = len >= XENT_AVX2_STEP ? e : tail;
+        ptrdiff_t i;
+        xent_avx2_exp_parts(v, p, s);
+        XENT_AVX2_EACH {
+            p[j] = _mm256_mul_ps(_mm256_mul_ps(p[j], s[j]), two_m64);
+            _mm256_storeu_ps(dst + 8 * j, p[j]);
+            acc[j % 2] = _mm256_add_ps(acc[j % 2], _mm256_andnot_ps(eq[j], p[j]));
+        }
+        for (i = 0; dst == tail && i < len; i++)
+            e[i] = tail[i];
+    } else {
+        /* p * s is exact, and the FMA rounds p * 2^n (possibly subnormal) into
+         * the sum once; s = 0 leaves the entries equal to m out */
+        xent_avx2_term_parts(v, eq, p, s);
+        XENT_AVX2_EACH acc[j % 2] = _mm256_fmadd_ps(_mm256_mul_ps(p[j], s[j]), two_m64, acc[j % 2]);
+    }
+}
+
+/* sum_exp_rest (see _rows_impl.h for the contract) of a float32 (half == 0) or
+ * float16 (half == 1) row, optionally storing every exp(x[i] - m) into e (which
+ * may be x itself, for float32): the terms of the entries != m summed in float32
+ * vectors over chunks of XENT_SUM_CHUNK values, each chunk's lanes added in
+ * double; *k = the number of entries equal to m.  The cache line one row
+ * further is asked for as each step is read (see prefetch_ahead in
+ * _rows_impl.h). */
+XENT_INLINE double xent_avx2_sum_exp_rest(const void *x, int half, ptrdiff_t n, float m,
+                                          ptrdiff_t *k, float *e)
+{
+    const __m256 vm = _mm256_set1_ps(m);
+    const ptrdiff_t size = half ? 2 : 4;
+    const char *bytes = (const char *)x;
+    __m256d total = _mm256_setzero_pd();
+    __m128d h;
+    __m128i c;
+    ptrdiff_t b, i, count = 0;
+    for (b = 0; b < n; b += XENT_SUM_CHUNK) {
+        ptrdiff_t len = n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK;
+        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, s;
+        __m256i cnt = _mm256_setzero_si256();
+        for (i = 0; i < len; i += XENT_AVX2_STEP) {
+            const char *xi = bytes + (b + i) * size;
+            _mm_prefetch(xi + n * size, _MM_HINT_T0);
+            if (!half)
+                _mm_prefetch(xi + n * size + 64, _MM_HINT_T0);
+            xent_avx2_rest_step(xi, len - i, half, vm, e ? e + b + i : NULL, acc, &cnt);
+        }
+        s = _mm256_add_ps(acc[0], acc[1]);
+        /* float -> double is exact */
+        total = _mm256_add_pd(total, _mm256_cvtps_pd(_mm256_castps256_ps128(s)));
+        total = _mm256_add_pd(total, _mm256_cvtps_pd(_mm256_extractf128_ps(s, 1)));
+        c = _mm_add_epi32(_mm256_castsi256_si128(cnt), _mm256_extracti128_si256(cnt, 1));
+        c = _mm_add_epi32(c, _mm_shuffle_epi32(c, 0x4E));
+        c = _mm_add_epi32(c, _mm_shuffle_epi32(c, 0xB1));
+        count += _mm_cvtsi128_si32(c); /* <= XENT_SUM_CHUNK */
+    }
+    *k = count;
+    h = _mm_add_pd(_mm256_castpd256_pd128(total), _mm256_extractf128_pd(total, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+}
+
+#endif /* __AVX2__ && __FMA__ && __F16C__ && !__AVX512F__ */
+#endif /* XENT_ROWS_AVX2_H */
