@@ -30,11 +30,9 @@
 #ifndef XENT_POINTWISE_AVX512_H
 #define XENT_POINTWISE_AVX512_H
 
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-#define XENT_HAVE_AVX512_BCE 1
-
 /* log1p(f) - f = f^2 (-1/2 + f P(f)) on [sqrt(1/2) - 1, sqrt(2) - 1]: P's
- * coefficients, lowest degree first (weighted least squares / Lawson fit). */
+ * coefficients, lowest degree first (weighted least squares / Lawson fit).
+ * Shared with _pointwise_avx2.h. */
 #define XENT_LOG1P_P0 0.3333330750465393f
 #define XENT_LOG1P_P1 -0.25000637769699097f
 #define XENT_LOG1P_P2 0.200028657913208f
@@ -43,6 +41,10 @@
 #define XENT_LOG1P_P5 -0.13061600923538208f
 #define XENT_LOG1P_P6 0.12904897332191467f
 #define XENT_LOG1P_P7 -0.08062484115362167f
+
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#define XENT_HAVE_AVX512_BCE 1
 
 /* log(u) for 16 values u in [1, 2] (nothing else: no zero, negative,
  * subnormal, infinite or NaN handling). */

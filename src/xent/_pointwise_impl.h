@@ -107,9 +107,10 @@ XENT_INLINE double XENT_FN(bce_logits_body)(ptrdiff_t n, const XENT_T *x, const 
                                         ((k) >> 1) & 1, ((k) >> 2) & 1, ((k) >> 3) & 1)
 
 #if XENT_IS_F32
-/* The float32 loop without gradient, by hand (x86-64-v4 build only; needs
- * xent_bce_logits_body_f32 above). */
+/* The float32 loop without gradient, by hand (x86-64-v4 and x86-64-v3 builds
+ * only; they need xent_bce_logits_body_f32 above). */
 #include "_pointwise_avx512.h"
+#include "_pointwise_avx2.h"
 #endif
 
 /* One piece of BCE with logits; w, pw, loss and grad may each be NULL.
@@ -121,6 +122,9 @@ static double XENT_FN(bce_logits)(ptrdiff_t n, const XENT_T *x, const XENT_T *y,
 #if XENT_IS_F32 && defined(XENT_HAVE_AVX512_BCE)
     if (grad == NULL)
         return xent_avx512_bce_logits(n, x, y, w, pw, loss);
+#elif XENT_IS_F32 && defined(XENT_HAVE_AVX2_BCE)
+    if (grad == NULL)
+        return xent_avx2_bce_logits(n, x, y, w, pw, loss);
 #endif
     switch (k) {
         XENT_BCE_LOGITS_CASE(0);
