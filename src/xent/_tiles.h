@@ -8,7 +8,8 @@
  * specialised functions (C = 2..XENT_ROWS_MAX_C, one per value).  The rows are
  * read in place, a group at a time: with strided loads across the lanes, or, for
  * float32 under AVX-512 (whose compiled strided loads cost more than the
- * arithmetic), by a transpose through registers into 1 KB on the stack.  The
+ * arithmetic), by a transpose through registers into 1 KB on the stack; the
+ * AVX2 build has its own whole-group function for float32 (_tiles_avx2.h).  The
  * max, the sum of exps and the target's logit of a row stay in registers; no
  * tile is copied.  Other C, and calls with a gradient or label smoothing, take
  * the transposed tiles of the Cython layer (block_stats / block_ce_index).
@@ -137,12 +138,21 @@ XENT_INLINE void xent_transpose_group_f32(const float *x, ptrdiff_t xs, ptrdiff_
 #define XENT_TRANSPOSE_GROUP xent_transpose_group_f32
 #endif
 
+/* The AVX2 build computes whole float32 groups by hand (_tiles_avx2.h). */
+#include "_tiles_avx2.h"
+#if defined(XENT_HAVE_AVX2_TILES)
+#define XENT_GROUP_SIMD xent_avx2_group_ce_f32
+#define XENT_GROUP_FINISH xent_avx2_group_finish_f32
+#endif
+
 #define XENT_T float
 #define XENT_FN(name) xent_##name##_f32
 #include "_tiles_impl.h"
 #undef XENT_T
 #undef XENT_FN
 #undef XENT_TRANSPOSE_GROUP
+#undef XENT_GROUP_SIMD
+#undef XENT_GROUP_FINISH
 
 #define XENT_T double
 #define XENT_FN(name) xent_##name##_f64

@@ -45,11 +45,15 @@ XENT_INLINE ptrdiff_t XENT_FN(group_ce)(const XENT_T *x, ptrdiff_t rs, ptrdiff_t
     return n_special;
 }
 
-/* group_ce of the XENT_GROUP rows x + j*xs: transposed through registers where
- * the build has a XENT_TRANSPOSE_GROUP for this type, else read in place. */
+/* group_ce of the XENT_GROUP rows x + j*xs: by the build's own whole-group
+ * function for this type where it has one (XENT_GROUP_SIMD), else transposed
+ * through registers where it has a XENT_TRANSPOSE_GROUP, else read in place. */
 XENT_INLINE ptrdiff_t XENT_FN(one_group)(const XENT_T *x, ptrdiff_t xs, const ptrdiff_t C,
                                          const int32_t *t, double *ce, double *lse)
 {
+#if defined(XENT_GROUP_SIMD)
+    return XENT_GROUP_SIMD(x, xs, C, t, ce, lse);
+#else
 #ifdef XENT_TRANSPOSE_GROUP
     XENT_T xt[XENT_ROWS_MAX_C * XENT_GROUP], tx[XENT_GROUP];
     if (C >= 6) { /* below, the plain loads cost no more than the transpose */
@@ -58,6 +62,7 @@ XENT_INLINE ptrdiff_t XENT_FN(one_group)(const XENT_T *x, ptrdiff_t xs, const pt
     }
 #endif
     return XENT_FN(group_ce)(x, xs, 1, C, t, NULL, ce, lse);
+#endif
 }
 
 /* one_group for each specialised C, and the one for a given C (NULL if none). */
@@ -118,6 +123,9 @@ static int XENT_FN(tile_ce_forward)(const XENT_T *x, ptrdiff_t xs, ptrdiff_t nr,
         return -1;
     for (; j0 + XENT_GROUP <= nr; j0 += XENT_GROUP)
         n_special += group(x + j0 * xs, xs, t + j0, ce + j0, lse + j0);
+#ifdef XENT_GROUP_FINISH
+    n_special += XENT_GROUP_FINISH(j0, t, ce, lse); /* the second phase, see there */
+#endif
     rem = nr - j0;
     if (rem > 0) {
         for (j = 0; j < XENT_GROUP; j++) {
@@ -126,6 +134,9 @@ static int XENT_FN(tile_ce_forward)(const XENT_T *x, ptrdiff_t xs, ptrdiff_t nr,
                 pad[j * C + c] = j < rem ? x[(j0 + j) * xs + c] : 0;
         }
         n_special += group(pad, C, tpad, cepad, lsepad);
+#ifdef XENT_GROUP_FINISH
+        n_special += XENT_GROUP_FINISH(XENT_GROUP, tpad, cepad, lsepad);
+#endif
         for (j = 0; j < rem; j++) {
             ce[j0 + j] = cepad[j];
             lse[j0 + j] = lsepad[j];
