@@ -96,7 +96,12 @@ XENT_INLINE void xent_avx2_exp_parts(const __m256 d_in[XENT_AVX2_WAYS],
 /* xent_avx2_exp_parts for the terms of a sum (see above): exp(d) ~= p s 2^-64,
  * except that s = 0 in the lanes where `drop` is all ones.  The mask is
  * applied to the bits that become s as soon as they exist, so it is dead after
- * the first few operations: keeping it until the end spills registers. */
+ * the first few operations: keeping it until the end spills registers.
+ * Arguments are clamped at -132.3, not -104: there n = -191, whose bits
+ * (n + 191) << 23 make s exactly 0, so -inf and everything below exp(-132.3)
+ * add exactly nothing even when many such terms are summed before the final
+ * * 2^-64 (between -132.3 and -104 they are the true, tiny exps: s is then a
+ * normal 2^-126 .. 2^-86). */
 XENT_INLINE void xent_avx2_term_parts(const __m256 d_in[XENT_AVX2_WAYS],
                                       const __m256 drop[XENT_AVX2_WAYS],
                                       __m256 p[XENT_AVX2_WAYS], __m256 s[XENT_AVX2_WAYS])
@@ -106,7 +111,7 @@ XENT_INLINE void xent_avx2_term_parts(const __m256 d_in[XENT_AVX2_WAYS],
     const __m256 ln2 = _mm256_set1_ps(0.693147180559945309f);
     __m256 d[XENT_AVX2_WAYS], t[XENT_AVX2_WAYS];
     int j;
-    XENT_AVX2_EACH d[j] = _mm256_max_ps(_mm256_set1_ps(-104.0f), d_in[j]);
+    XENT_AVX2_EACH d[j] = _mm256_max_ps(_mm256_set1_ps(-132.3f), d_in[j]);
     XENT_AVX2_EACH t[j] = _mm256_fmadd_ps(d[j], log2e, shifter);
     XENT_AVX2_EACH p[j] = _mm256_sub_ps(t[j], shifter);
     XENT_AVX2_EACH t[j] = _mm256_andnot_ps(drop[j], t[j]); /* shifted: s = 0 there */
@@ -256,21 +261,28 @@ XENT_INLINE void xent_avx2_load_step(const void *x, ptrdiff_t len, int half,
 }
 
 /* One step (XENT_AVX2_STEP values, fewer for a tail) of sum_exp_rest: the
- * exps of v - m added into acc[0..1] where v != m (NaN included, so it reaches
- * the sum), the lanes where v == m counted into *cnt (a compare mask is -1 per
- * lane); with e != NULL the exps of every value stored into e (1 where
- * v == m).  Always inlined, so the e == NULL calls compile without the
- * stores. */
-XENT_INLINE void xent_avx2_rest_step(const void *x, ptrdiff_t len, int half, __m256 vm,
-                                     float *e, __m256 acc[2], __m256i *cnt)
+ * exps of v - m added into *acc where v != m (NaN included, so it reaches the
+ * sum); returns how many lanes have v == m.  With e != NULL the exps of every
+ * value are stored into e (1 where v == m).  Always inlined, so the e == NULL
+ * calls compile without the stores.
+ *
+ * Registers are the limit of this loop (four vectors of three live values
+ * each, out of sixteen): so the count goes through a general-purpose register
+ * (the compare masks' sign bits, popcnt), and the four terms are added in a
+ * tree before the one accumulator, scaled by 2^64 (p * s is exact, and every
+ * term is then >= 2^-86: no subnormal, the same relative rounding), with one
+ * FMA to scale the step's sum back into *acc. */
+XENT_INLINE ptrdiff_t xent_avx2_rest_step(const void *x, ptrdiff_t len, int half, __m256 vm,
+                                          float *e, __m256 *acc)
 {
     const __m256 two_m64 = _mm256_set1_ps(XENT_AVX2_TWO_M64);
     __m256 v[XENT_AVX2_WAYS], eq[XENT_AVX2_WAYS], p[XENT_AVX2_WAYS], s[XENT_AVX2_WAYS];
+    unsigned bits = 0;
     int j;
     xent_avx2_load_step(x, len, half, v);
     XENT_AVX2_EACH {
         eq[j] = _mm256_cmp_ps(v[j], vm, _CMP_EQ_OQ);
-        *cnt = _mm256_sub_epi32(*cnt, _mm256_castps_si256(eq[j]));
+        bits |= (unsigned)_mm256_movemask_ps(eq[j]) << (8 * j);
         v[j] = _mm256_sub_ps(v[j], vm);
     }
     if (e) {
@@ -281,16 +293,18 @@ XENT_INLINE void xent_avx2_rest_step(const void *x, ptrdiff_t len, int half, __m
         XENT_AVX2_EACH {
             p[j] = _mm256_mul_ps(_mm256_mul_ps(p[j], s[j]), two_m64);
             _mm256_storeu_ps(dst + 8 * j, p[j]);
-            acc[j % 2] = _mm256_add_ps(acc[j % 2], _mm256_andnot_ps(eq[j], p[j]));
+            *acc = _mm256_add_ps(*acc, _mm256_andnot_ps(eq[j], p[j]));
         }
         for (i = 0; dst == tail && i < len; i++)
             e[i] = tail[i];
     } else {
-        /* p * s is exact, and the FMA rounds p * 2^n (possibly subnormal) into
-         * the sum once; s = 0 leaves the entries equal to m out */
+        /* s = 0 leaves the entries equal to m out */
         xent_avx2_term_parts(v, eq, p, s);
-        XENT_AVX2_EACH acc[j % 2] = _mm256_fmadd_ps(_mm256_mul_ps(p[j], s[j]), two_m64, acc[j % 2]);
+        XENT_AVX2_EACH p[j] = _mm256_mul_ps(p[j], s[j]);
+        *acc = _mm256_fmadd_ps(_mm256_add_ps(_mm256_add_ps(p[0], p[1]), _mm256_add_ps(p[2], p[3])),
+                               two_m64, *acc);
     }
+    return _mm_popcnt_u32(bits);
 }
 
 /* sum_exp_rest (see _rows_impl.h for the contract) of a float32 (half == 0) or
@@ -308,27 +322,24 @@ XENT_INLINE double xent_avx2_sum_exp_rest(const void *x, int half, ptrdiff_t n, 
     const char *bytes = (const char *)x;
     __m256d total = _mm256_setzero_pd();
     __m128d h;
-    __m128i c;
     ptrdiff_t b, i, count = 0;
     for (b = 0; b < n; b += XENT_SUM_CHUNK) {
         ptrdiff_t len = n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK;
-        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, s;
-        __m256i cnt = _mm256_setzero_si256();
-        for (i = 0; i < len; i += XENT_AVX2_STEP) {
+        __m256 acc = _mm256_setzero_ps();
+        /* whole steps, then the tail (padded) */
+        for (i = 0; i + XENT_AVX2_STEP <= len; i += XENT_AVX2_STEP) {
             const char *xi = bytes + (b + i) * size;
             _mm_prefetch(xi + n * size, _MM_HINT_T0);
             if (!half)
                 _mm_prefetch(xi + n * size + 64, _MM_HINT_T0);
-            xent_avx2_rest_step(xi, len - i, half, vm, e ? e + b + i : NULL, acc, &cnt);
+            count += xent_avx2_rest_step(xi, XENT_AVX2_STEP, half, vm, e ? e + b + i : NULL, &acc);
         }
-        s = _mm256_add_ps(acc[0], acc[1]);
+        if (i < len)
+            count += xent_avx2_rest_step(bytes + (b + i) * size, len - i, half, vm,
+                                         e ? e + b + i : NULL, &acc);
         /* float -> double is exact */
-        total = _mm256_add_pd(total, _mm256_cvtps_pd(_mm256_castps256_ps128(s)));
-        total = _mm256_add_pd(total, _mm256_cvtps_pd(_mm256_extractf128_ps(s, 1)));
-        c = _mm_add_epi32(_mm256_castsi256_si128(cnt), _mm256_extracti128_si256(cnt, 1));
-        c = _mm_add_epi32(c, _mm_shuffle_epi32(c, 0x4E));
-        c = _mm_add_epi32(c, _mm_shuffle_epi32(c, 0xB1));
-        count += _mm_cvtsi128_si32(c); /* <= XENT_SUM_CHUNK */
+        total = _mm256_add_pd(total, _mm256_cvtps_pd(_mm256_castps256_ps128(acc)));
+        total = _mm256_add_pd(total, _mm256_cvtps_pd(_mm256_extractf128_ps(acc, 1)));
     }
     *k = count;
     h = _mm_add_pd(_mm256_castpd256_pd128(total), _mm256_extractf128_pd(total, 1));
