@@ -130,3 +130,21 @@ def test_half_rows_all_nan_and_all_infinite(rng):
     x[3] = np.inf                   # every class at +inf: loss log C
     t = np.array([0, 1, 2, 3])
     _check_half_rows(x, t)
+
+
+def test_half_rows_longer_than_the_known_chunks(rng):
+    """The AVX2 float16 rows keep the max of their first 256 chunks of 512
+    values on the stack (chunks without the row's max skip the bookkeeping of
+    the entries equal to it); later chunks take the general loop.  The max (and
+    ties of it) in a known chunk, past the known chunks, and in both."""
+    C = 256 * 512 + 60 * 512 + 77
+    base = (rng.standard_normal(C) * 2).astype(np.float16)
+    top = np.float16(base.max() + 1)
+    rows = []
+    for where in ([5], [C - 3], [300 * 512 + 1], [7, C - 600], [255 * 512 + 511, 256 * 512]):
+        r = base.copy()
+        r[where] = top
+        rows.append(r)
+    x = np.stack(rows)
+    t = np.array([5, 0, 1, C - 600, 256 * 512])
+    _check_half_rows(x, t)

@@ -398,12 +398,12 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 #include "_rows_avx2.h"
 #if defined(XENT_HAVE_AVX512_ROWS)
 #define XENT_HAVE_SIMD_ROWS 1
-#define xent_simd_max xent_avx512_max
 #define xent_simd_sum_exp_rest xent_avx512_sum_exp_rest
+#define xent_simd_f16_rest xent_avx512_f16_rest
 #elif defined(XENT_HAVE_AVX2_ROWS)
 #define XENT_HAVE_SIMD_ROWS 1
-#define xent_simd_max xent_avx2_max
 #define xent_simd_sum_exp_rest xent_avx2_sum_exp_rest
+#define xent_simd_f16_rest xent_avx2_f16_rest
 #endif
 
 /* ---- the per-type functions ------------------------------------------------- */
@@ -456,12 +456,11 @@ static int xent_ce_index_row_f16(const uint16_t *x, ptrdiff_t C, ptrdiff_t t, fl
                                  double *ce, double *lse)
 {
 #if defined(XENT_HAVE_SIMD_ROWS)
-    float m = xent_simd_max(x, C, 1), ls, xt = xent_half_to_float(x[t]);
+    float m, ls, xt = xent_half_to_float(x[t]);
     ptrdiff_t k;
-    double rest;
+    double rest = xent_simd_f16_rest(x, C, &m, &k);
     if (!isfinite(m))
         return 0;
-    rest = xent_simd_sum_exp_rest(x, 1, C, m, &k, NULL);
     ls = (float)xent_log_sum_f32(k, rest);
     /* as the FINITE case of ce_index_row with eps = 0 */
     *ce = xent_mul0_f32(wt, ((double)m - xt) + ls);

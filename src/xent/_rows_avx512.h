@@ -151,5 +151,16 @@ XENT_INLINE double xent_avx512_sum_exp_rest(const void *x, int half, ptrdiff_t n
     return _mm512_reduce_add_pd(total);
 }
 
+/* The max m of a float16 row and, when it is finite, the sum of its exps
+ * (sum_exp_rest: returns rest, sets *k); 0 otherwise. */
+XENT_INLINE double xent_avx512_f16_rest(const uint16_t *x, ptrdiff_t n, float *m, ptrdiff_t *k)
+{
+    *m = xent_avx512_max(x, n, 1);
+    *k = 0;
+    if (!isfinite(*m))
+        return 0;
+    return xent_avx512_sum_exp_rest(x, 1, n, *m, k, NULL);
+}
+
 #endif /* __AVX512F__ */
 #endif /* XENT_ROWS_AVX512_H */
