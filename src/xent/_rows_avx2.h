@@ -18,11 +18,10 @@
  *    integer and leaves n + 191 in the low mantissa bits, so one shift makes
  *    the float 2^(n+64)); p * 2^(n+64) is exact and the final * 2^-64 rounds a
  *    subnormal result once, exactly as the portable two-step scaling does, for
- *    every n down to -150, with no integer clamps or selects; in a sum that
- *    last product is folded into the accumulating FMA.  The entries equal to
+ *    every n down to -150, with no integer clamps or selects; a sum is kept
+ *    scaled by 2^64, so each term is one FMA into it.  The entries equal to
  *    the max are left out of the sum by zeroing their scale (one and-not) and
- *    counted by subtracting the compare mask (all ones = -1) from an integer
- *    vector.
+ *    counted from the compare masks' sign bits (movemask, popcnt).
  * Measured in isolation (one thread, row in L1/L2): ~0.32 ns per entry for the
  * sum, against 0.47 for the straightforward intrinsics and 0.7 for the
  * compiled portable loop.  float16 rows are converted in registers (vcvtph2ps)
@@ -287,23 +286,21 @@ XENT_INLINE void xent_avx2_load_step(const void *x, ptrdiff_t len, int half,
 }
 
 /* One step (XENT_AVX2_STEP values, fewer for a tail) of sum_exp_rest: the
- * exps of v - m added into *acc where v != m (NaN included, so it reaches the
- * sum); returns how many lanes have v == m.  With e != NULL the exps of every
- * value are stored into e (1 where v == m).  With none_equal (and no e) the
- * step is known to hold no entry equal to m, and skips that bookkeeping.
- * Always inlined, with e and none_equal constants, so each caller compiles to
- * one kind of step.
+ * exps of v - m where v != m (NaN included, so it reaches the sum), times 2^64,
+ * added into acc[0..1]; returns how many lanes have v == m.  With e != NULL
+ * the exps of every value are stored into e (1 where v == m).  With
+ * none_equal (and no e) the step is known to hold no entry equal to m, and
+ * skips that bookkeeping.  Always inlined, with e and none_equal constants, so
+ * each caller compiles to one kind of step.
  *
- * Registers are the limit of this loop (four vectors of three live values
- * each, out of sixteen): so the count goes through a general-purpose register
- * (the compare masks' sign bits, popcnt), and the four terms are added in a
- * tree before the one accumulator, scaled by 2^64 (p * s is exact, and every
- * term is then >= 2^-86: no subnormal, the same relative rounding), with one
- * FMA to scale the step's sum back into *acc. */
+ * The sums are kept scaled by 2^64: a term is then just p * s (exact, and
+ * >= 2^-86, no subnormal), one FMA into the accumulator; the chunk's sum is
+ * scaled back once.  Registers are the limit of this loop (four vectors of
+ * three live values each, out of sixteen), so the count goes through a
+ * general-purpose register (the compare masks' sign bits, popcnt). */
 XENT_INLINE ptrdiff_t xent_avx2_rest_step(const void *x, ptrdiff_t len, int half, __m256 vm,
-                                          float *e, __m256 *acc, const int none_equal)
+                                          float *e, __m256 acc[2], const int none_equal)
 {
-    const __m256 two_m64 = _mm256_set1_ps(XENT_AVX2_TWO_M64);
     __m256 v[XENT_AVX2_WAYS], eq[XENT_AVX2_WAYS], p[XENT_AVX2_WAYS], s[XENT_AVX2_WAYS];
     unsigned bits = 0;
     int j;
@@ -311,9 +308,7 @@ XENT_INLINE ptrdiff_t xent_avx2_rest_step(const void *x, ptrdiff_t len, int half
     if (none_equal && !e) { /* a chunk known to hold no entry equal to m */
         XENT_AVX2_EACH v[j] = _mm256_sub_ps(v[j], vm);
         xent_avx2_term_parts(v, NULL, p, s);
-        XENT_AVX2_EACH p[j] = _mm256_mul_ps(p[j], s[j]);
-        *acc = _mm256_fmadd_ps(_mm256_add_ps(_mm256_add_ps(p[0], p[1]), _mm256_add_ps(p[2], p[3])),
-                               two_m64, *acc);
+        XENT_AVX2_EACH acc[j % 2] = _mm256_fmadd_ps(p[j], s[j], acc[j % 2]);
         return 0;
     }
     XENT_AVX2_EACH {
@@ -322,50 +317,52 @@ XENT_INLINE ptrdiff_t xent_avx2_rest_step(const void *x, ptrdiff_t len, int half
         v[j] = _mm256_sub_ps(v[j], vm);
     }
     if (e) {
+        const __m256 two_m64 = _mm256_set1_ps(XENT_AVX2_TWO_M64);
         float tail[XENT_AVX2_STEP];
         float *dst = len >= XENT_AVX2_STEP ? e : tail;
         ptrdiff_t i;
         xent_avx2_exp_parts(v, p, s);
         XENT_AVX2_EACH {
-            p[j] = _mm256_mul_ps(_mm256_mul_ps(p[j], s[j]), two_m64);
-            _mm256_storeu_ps(dst + 8 * j, p[j]);
-            *acc = _mm256_add_ps(*acc, _mm256_andnot_ps(eq[j], p[j]));
+            p[j] = _mm256_mul_ps(p[j], s[j]);
+            _mm256_storeu_ps(dst + 8 * j, _mm256_mul_ps(p[j], two_m64));
+            acc[j % 2] = _mm256_add_ps(acc[j % 2], _mm256_andnot_ps(eq[j], p[j]));
         }
         for (i = 0; dst == tail && i < len; i++)
             e[i] = tail[i];
     } else {
         /* s = 0 leaves the entries equal to m out */
         xent_avx2_term_parts(v, eq, p, s);
-        XENT_AVX2_EACH p[j] = _mm256_mul_ps(p[j], s[j]);
-        *acc = _mm256_fmadd_ps(_mm256_add_ps(_mm256_add_ps(p[0], p[1]), _mm256_add_ps(p[2], p[3])),
-                               two_m64, *acc);
+        XENT_AVX2_EACH acc[j % 2] = _mm256_fmadd_ps(p[j], s[j], acc[j % 2]);
     }
     return _mm_popcnt_u32(bits);
 }
 
-/* The steps of one chunk (len <= XENT_SUM_CHUNK values at x) of sum_exp_rest
- * into *acc; returns how many entries equal m.  The cache line `ahead` bytes
- * further is asked for as each step is read (see prefetch_ahead in
- * _rows_impl.h). */
-XENT_INLINE ptrdiff_t xent_avx2_rest_chunk(const char *x, ptrdiff_t len, int half, __m256 vm,
-                                           float *e, __m256 *acc, ptrdiff_t ahead,
-                                           const int none_equal)
+/* The steps of one chunk (len <= XENT_SUM_CHUNK values at x) of sum_exp_rest:
+ * returns its sum of terms (as float32 lanes) and sets *count to how many
+ * entries equal m.  The cache line `ahead` bytes further is asked for as each
+ * step is read (see prefetch_ahead in _rows_impl.h). */
+XENT_INLINE __m256 xent_avx2_rest_chunk(const char *x, ptrdiff_t len, int half, __m256 vm,
+                                        float *e, ptrdiff_t ahead, const int none_equal,
+                                        ptrdiff_t *count)
 {
     const ptrdiff_t size = half ? 2 : 4;
-    ptrdiff_t i, count = 0;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    ptrdiff_t i, n_equal = 0;
     /* whole steps, then the tail (padded) */
     for (i = 0; i + XENT_AVX2_STEP <= len; i += XENT_AVX2_STEP) {
         const char *xi = x + i * size;
         _mm_prefetch(xi + ahead, _MM_HINT_T0);
         if (!half)
             _mm_prefetch(xi + ahead + 64, _MM_HINT_T0);
-        count += xent_avx2_rest_step(xi, XENT_AVX2_STEP, half, vm, e ? e + i : NULL, acc,
-                                     none_equal);
+        n_equal += xent_avx2_rest_step(xi, XENT_AVX2_STEP, half, vm, e ? e + i : NULL, acc,
+                                       none_equal);
     }
     if (i < len)
-        count += xent_avx2_rest_step(x + i * size, len - i, half, vm, e ? e + i : NULL, acc,
-                                     none_equal);
-    return count;
+        n_equal += xent_avx2_rest_step(x + i * size, len - i, half, vm, e ? e + i : NULL, acc,
+                                       none_equal);
+    *count = n_equal;
+    /* back from the 2^64 scale: one rounding, for a sum below 2^-126 only */
+    return _mm256_mul_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_set1_ps(XENT_AVX2_TWO_M64));
 }
 
 /* sum_exp_rest (see _rows_impl.h for the contract) of a float32 (half == 0) or
@@ -388,11 +385,13 @@ XENT_INLINE double xent_avx2_sum_exp_rest_known(const void *x, int half, ptrdiff
     for (b = 0, c = 0; b < n; b += XENT_SUM_CHUNK, c++) {
         ptrdiff_t len = n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK;
         const char *xc = (const char *)x + b * size;
-        __m256 acc = _mm256_setzero_ps();
+        ptrdiff_t n_equal;
+        __m256 acc;
         if (c < n_known && chunk_max[c] < m && !e)
-            xent_avx2_rest_chunk(xc, len, half, vm, NULL, &acc, n * size, 1);
+            acc = xent_avx2_rest_chunk(xc, len, half, vm, NULL, n * size, 1, &n_equal);
         else
-            count += xent_avx2_rest_chunk(xc, len, half, vm, e ? e + b : NULL, &acc, n * size, 0);
+            acc = xent_avx2_rest_chunk(xc, len, half, vm, e ? e + b : NULL, n * size, 0, &n_equal);
+        count += n_equal;
         /* float -> double is exact */
         total = _mm256_add_pd(total, _mm256_cvtps_pd(_mm256_castps256_ps128(acc)));
         total = _mm256_add_pd(total, _mm256_cvtps_pd(_mm256_extractf128_ps(acc, 1)));
