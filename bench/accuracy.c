@@ -79,29 +79,34 @@ static void avx512_exp(const float *xs, float *ys)
 #endif
 
 #if defined(XENT_HAVE_AVX2_ROWS)
-/* the AVX2 exp of the stored exps (softmax, gradients) and of the BCE loop */
-static void avx2_exp(const float *xs, float *ys)
+/* One of the AVX2 exps, as its callers finish it: p * s * 2^-64. */
+static void avx2_batch(const float *xs, float *ys, int term)
 {
-    int j;
-    for (j = 0; j < XENT_EXP_BATCH; j += 8)
-        _mm256_storeu_ps(ys + j, xent_avx2_exp_nonpos_ps(_mm256_loadu_ps(xs + j)));
-}
-
-/* the cheaper exp of the AVX2 sums of exps (xent_avx2_term_parts) */
-static void avx2_term(const float *xs, float *ys)
-{
-    __m256 d[XENT_AVX2_WAYS], p[XENT_AVX2_WAYS], s[XENT_AVX2_WAYS], keep[XENT_AVX2_WAYS];
+    __m256 d[XENT_AVX2_WAYS], p[XENT_AVX2_WAYS], s[XENT_AVX2_WAYS];
     int j, k;
     for (k = 0; k < XENT_EXP_BATCH; k += XENT_AVX2_STEP) {
-        for (j = 0; j < XENT_AVX2_WAYS; j++) {
+        for (j = 0; j < XENT_AVX2_WAYS; j++)
             d[j] = _mm256_loadu_ps(xs + k + 8 * j);
-            keep[j] = _mm256_setzero_ps();
-        }
-        xent_avx2_term_parts(d, keep, p, s);
+        if (term)
+            xent_avx2_term_parts(d, NULL, p, s);
+        else
+            xent_avx2_exp_parts(d, p, s);
         for (j = 0; j < XENT_AVX2_WAYS; j++)
             _mm256_storeu_ps(ys + k + 8 * j, _mm256_mul_ps(_mm256_mul_ps(p[j], s[j]),
                                                            _mm256_set1_ps(XENT_AVX2_TWO_M64)));
     }
+}
+
+/* the AVX2 exp of the stored exps (softmax, gradients) and of the BCE loop */
+static void avx2_exp(const float *xs, float *ys)
+{
+    avx2_batch(xs, ys, 0);
+}
+
+/* the cheaper exp of the AVX2 sums of exps */
+static void avx2_term(const float *xs, float *ys)
+{
+    avx2_batch(xs, ys, 1);
 }
 #endif
 
@@ -115,7 +120,7 @@ int main(void)
     sweep_exp("avx512_exp_nonpos_ps", avx512_exp);
 #endif
 #if defined(XENT_HAVE_AVX2_ROWS)
-    sweep_exp("avx2_exp_nonpos_ps", avx2_exp);
+    sweep_exp("avx2 stored exps (exp_parts)", avx2_exp);
     sweep_exp("avx2 sum terms (term_parts)", avx2_term);
 #endif
     for (b = 1; b < 0x7f800000u; b++) {

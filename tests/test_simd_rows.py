@@ -40,7 +40,7 @@ def test_logsumexp_with_special_values_at_every_split(rng, C):
         rows.append(r)
         r = np.full(C, -3.0, np.float32)
         r[p] = -1.0  # a confident row: the max alone, everything else far below
-        r[C - 1 - p] = -1.0 if C > 1 else r[C - 1 - p]  # a tie (k = 2) when C > 1
+        r[C - 1 - p] = -1.0  # a tie (k = 2) unless C - 1 - p == p
         rows.append(r)
     x = np.stack(rows)
     got = xent.logsumexp(x)

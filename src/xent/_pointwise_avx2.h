@@ -17,10 +17,12 @@
  *   log1p(e) = log(u) + c/u,      c/u = c - c (u-1)/u, (u-1)/u from vrcpps:
  *                                 exact (= c) when u == 1, and an error of
  *                                 2^-12 of a term below 2^-24 (u - 1) otherwise
+ *                                 (xent_avx2_log1p_ps below, which the few-class
+ *                                 rows of _tiles_avx2.h share)
  *   without weights l = (max(x, 0) - y x) + log1p(e), with them
  *   l = cp softplus(-x) + cn softplus(x) as the portable body.
- * Four vectors are computed together (their exp and log chains interleaved,
- * see _rows_avx2.h).  A step with a non-finite logit (or, without weights, a
+ * Four vectors are computed together (their exp chains interleaved, see
+ * _rows_avx2.h).  A step with a non-finite logit (or, without weights, a
  * target outside [0, 1]) is computed by the portable body instead, so
  * infinities, NaN and odd targets keep exactly its semantics; so is the tail
  * of fewer than 32 elements.  Losses are summed in two double vectors, in an
@@ -32,42 +34,37 @@
 #if defined(XENT_HAVE_AVX2_ROWS)
 #define XENT_HAVE_AVX2_BCE 1
 
-/* log1p(e) for XENT_AVX2_WAYS vectors e in [0, 1] (see the header comment). */
-XENT_INLINE void xent_avx2_log1p_unit_ways(const __m256 e[XENT_AVX2_WAYS],
-                                           __m256 out[XENT_AVX2_WAYS])
+/* log1p(y) for 8 values y >= 0 (NaN -> NaN): u = 1 + y rounded, err its exact
+ * rounding error (Fast2Sum on max(1, y) and min(1, y)), log u = e ln2 +
+ * log1p(f) for u = 2^e (1 + f), 1 + f in [sqrt(1/2), sqrt(2)) (f exact), by
+ * the polynomial XENT_LOG1P_P* (0.93 ulp), and err / u added as
+ * err - err (u - 1)/u with (u - 1)/u from vrcpps: exactly err when u == 1, so
+ * a confident row, y tiny, gets log1p(y) = y. */
+XENT_INLINE __m256 xent_avx2_log1p_ps(__m256 y)
 {
     const __m256 one = _mm256_set1_ps(1.0f);
-    __m256 u[XENT_AVX2_WAYS], k[XENT_AVX2_WAYS], f[XENT_AVX2_WAYS], p[XENT_AVX2_WAYS];
-    __m256 corr[XENT_AVX2_WAYS];
-    int j;
-    XENT_AVX2_EACH {
-        __m256 um1, c;
-        u[j] = _mm256_add_ps(one, e[j]);
-        um1 = _mm256_sub_ps(u[j], one);
-        c = _mm256_sub_ps(e[j], um1);
-        /* c / u ~ c - c (u - 1)/u: exactly c when u == 1 */
-        corr[j] = _mm256_fnmadd_ps(c, _mm256_mul_ps(um1, _mm256_rcp_ps(u[j])), c);
-    }
-    XENT_AVX2_EACH {
-        k[j] = _mm256_cmp_ps(u[j], _mm256_set1_ps(1.41421356237309505f), _CMP_GE_OQ);
-        /* m = u / 2 where u >= sqrt 2 (exact); f = m - 1 exact (Sterbenz) */
-        f[j] = _mm256_fmsub_ps(u[j], _mm256_blendv_ps(one, _mm256_set1_ps(0.5f), k[j]), one);
-    }
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(_mm256_set1_ps(XENT_LOG1P_P7), f[j],
-                                          _mm256_set1_ps(XENT_LOG1P_P6));
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], f[j], _mm256_set1_ps(XENT_LOG1P_P5));
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], f[j], _mm256_set1_ps(XENT_LOG1P_P4));
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], f[j], _mm256_set1_ps(XENT_LOG1P_P3));
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], f[j], _mm256_set1_ps(XENT_LOG1P_P2));
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], f[j], _mm256_set1_ps(XENT_LOG1P_P1));
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], f[j], _mm256_set1_ps(XENT_LOG1P_P0));
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], f[j], _mm256_set1_ps(-0.5f));
-    XENT_AVX2_EACH {
-        /* log m = f + f^2 p, + ln 2 where u was halved, + the correction */
-        __m256 lm = _mm256_fmadd_ps(_mm256_mul_ps(f[j], f[j]), p[j], f[j]);
-        lm = _mm256_add_ps(lm, _mm256_and_ps(k[j], _mm256_set1_ps(0.693147180559945309f)));
-        out[j] = _mm256_add_ps(lm, corr[j]);
-    }
+    const __m256i sqrt_half = _mm256_set1_epi32(0x3f3504f3);
+    __m256 a = _mm256_max_ps(one, y), b = _mm256_min_ps(one, y); /* NaN: y (2nd operand) */
+    __m256 u = _mm256_add_ps(a, b), um1 = _mm256_sub_ps(u, one);
+    __m256 err = _mm256_sub_ps(b, _mm256_sub_ps(u, a));
+    __m256 corr = _mm256_fnmadd_ps(err, _mm256_mul_ps(um1, _mm256_rcp_ps(u)), err);
+    __m256i ix = _mm256_sub_epi32(_mm256_castps_si256(u), sqrt_half);
+    __m256 e = _mm256_cvtepi32_ps(_mm256_srai_epi32(ix, 23));
+    __m256 f = _mm256_sub_ps(
+        _mm256_castsi256_ps(_mm256_add_epi32(_mm256_and_si256(ix, _mm256_set1_epi32(0x007fffff)),
+                                             sqrt_half)),
+        one);
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(XENT_LOG1P_P7), f, _mm256_set1_ps(XENT_LOG1P_P6));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(XENT_LOG1P_P5));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(XENT_LOG1P_P4));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(XENT_LOG1P_P3));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(XENT_LOG1P_P2));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(XENT_LOG1P_P1));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(XENT_LOG1P_P0));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(-0.5f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(f, f), p, f); /* log1p(f) */
+    p = _mm256_fmadd_ps(e, _mm256_set1_ps(0.693147180559945309f), p);
+    return _mm256_add_ps(p, corr);
 }
 
 /* Losses of the XENT_AVX2_STEP elements from x (y, w, pw alike) into l[j];
@@ -91,7 +88,7 @@ XENT_INLINE int xent_avx2_bce_logits_step(const float *x, const float *y, const 
     xent_avx2_exp_parts(d, e, s);
     XENT_AVX2_EACH e[j] = _mm256_mul_ps(_mm256_mul_ps(e[j], s[j]),
                                         _mm256_set1_ps(XENT_AVX2_TWO_M64));
-    xent_avx2_log1p_unit_ways(e, lg);
+    XENT_AVX2_EACH lg[j] = xent_avx2_log1p_ps(e[j]);
     XENT_AVX2_EACH {
         __m256 yv = _mm256_loadu_ps(y + 8 * j);
         if (!has_w && !has_pw) {

@@ -42,7 +42,6 @@
 #define XENT_LOG1P_P6 0.12904897332191467f
 #define XENT_LOG1P_P7 -0.08062484115362167f
 
-
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
 #define XENT_HAVE_AVX512_BCE 1
 

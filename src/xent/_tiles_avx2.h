@@ -9,8 +9,9 @@
  * of 8 rows is transposed through registers (8 rows of up to 16 classes,
  * masked loads so nothing past a row is read, two 8x8 transposes), the sum of
  * exps uses the term exp of _rows_avx2.h on four class vectors at a time, and
- * log(k + rest) = log1p((k - 1) + rest) is a branch-free vector log1p: no
- * division, exact for a confident row (k = 1, rest tiny).
+ * log(k + rest) = log1p((k - 1) + rest) is the branch-free vector log1p of
+ * _pointwise_avx2.h: no division, exact for a confident row (k = 1, rest
+ * tiny).
  *
  * The results are those of group_ce (_tiles_impl.h): ce[j] = (m - x_t) +
  * log(k + rest) and lse[j] = m + log(k + rest) in double for the rows with
@@ -65,39 +66,6 @@ XENT_INLINE void xent_avx2_columns8(const float *x, ptrdiff_t xs, const ptrdiff_
     }
     if (C % 2)
         _mm256_storeu_ps(cols + C * stride, _mm256_set1_ps(-INFINITY));
-}
-
-/* log1p(y) for 8 values y >= 0 (NaN -> NaN): u = 1 + y rounded, err its exact
- * rounding error (Fast2Sum on max(1, y) and min(1, y)), log u = e ln2 +
- * log1p(f) for u = 2^e (1 + f), 1 + f in [sqrt(1/2), sqrt(2)) (f exact), by
- * the polynomial of _pointwise_avx512.h (0.93 ulp), and err / u added as
- * err - err (u - 1)/u with (u - 1)/u from vrcpps: exactly err when u == 1, so
- * a confident row, y tiny, gets log1p(y) = y. */
-XENT_INLINE __m256 xent_avx2_log1p_ps(__m256 y)
-{
-    const __m256 one = _mm256_set1_ps(1.0f);
-    const __m256i sqrt_half = _mm256_set1_epi32(0x3f3504f3);
-    __m256 a = _mm256_max_ps(one, y), b = _mm256_min_ps(one, y); /* NaN: y (2nd operand) */
-    __m256 u = _mm256_add_ps(a, b), um1 = _mm256_sub_ps(u, one);
-    __m256 err = _mm256_sub_ps(b, _mm256_sub_ps(u, a));
-    __m256 corr = _mm256_fnmadd_ps(err, _mm256_mul_ps(um1, _mm256_rcp_ps(u)), err);
-    __m256i ix = _mm256_sub_epi32(_mm256_castps_si256(u), sqrt_half);
-    __m256 e = _mm256_cvtepi32_ps(_mm256_srai_epi32(ix, 23));
-    __m256 f = _mm256_sub_ps(
-        _mm256_castsi256_ps(_mm256_add_epi32(_mm256_and_si256(ix, _mm256_set1_epi32(0x007fffff)),
-                                             sqrt_half)),
-        one);
-    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(XENT_LOG1P_P7), f, _mm256_set1_ps(XENT_LOG1P_P6));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(XENT_LOG1P_P5));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(XENT_LOG1P_P4));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(XENT_LOG1P_P3));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(XENT_LOG1P_P2));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(XENT_LOG1P_P1));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(XENT_LOG1P_P0));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(-0.5f));
-    p = _mm256_fmadd_ps(_mm256_mul_ps(f, f), p, f); /* log1p(f) */
-    p = _mm256_fmadd_ps(e, _mm256_set1_ps(0.693147180559945309f), p);
-    return _mm256_add_ps(p, corr);
 }
 
 /* Two doubles vectors of 8 floats (exact). */
