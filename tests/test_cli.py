@@ -104,6 +104,41 @@ def test_bench_quick_writes_json(quick_run):
             assert row["x_floor"] == pytest.approx(1.0)
 
 
+def test_bench_quick_compares_float16_with_float32(quick_run):
+    """The float16 row is compared with the float32 row of the same shape: the
+    ratio of the two medians written to the JSON, as a throughput multiple."""
+    proc, path, _ = quick_run
+    assert proc.returncode == 0, proc.stderr
+    medians = {
+        r["dtype"]: r["median_s"]
+        for r in json.loads(path.read_text())["results"]
+        if r["impl"] == "xent" and r["case"] == "cross_entropy" and r["shape"] == [256, 50257]
+    }
+    lines = [line for line in proc.stdout.splitlines()
+             if line.startswith("float16 cross_entropy 256x50257: ")]
+    assert len(lines) == 1, proc.stdout
+    ratio = float(lines[0].split(": ")[1].split("x the float32 throughput")[0])
+    assert ratio == pytest.approx(medians["float32"] / medians["float16"], abs=0.006)
+
+
+def test_dtype_comparisons_needs_a_float32_xent_row_of_the_same_case_and_shape():
+    def row(case, shape, dtype, impl, t):
+        return {"case": case, "shape": list(shape), "dtype": dtype, "impl": impl, "median_s": t}
+
+    rows = [
+        row("cross_entropy", (4, 5), "float32", "xent", 0.004),
+        row("cross_entropy", (4, 5), "float32", "torch", 0.001),  # not xent: ignored
+        row("cross_entropy", (4, 5), "float16", "xent", 0.005),
+        row("cross_entropy", (4, 5), "float16", "floor", 0.001),
+        row("cross_entropy", (9, 5), "float16", "xent", 0.001),  # no float32 of that shape
+        row("softmax", (4, 5), "bfloat16", "xent", 0.002),  # no float32 softmax
+    ]
+    assert bench.dtype_comparisons(rows) == [
+        "float16 cross_entropy 4x5: 0.80x the float32 throughput (5.000 ms against 4.000 ms)"
+    ]
+    assert bench.dtype_comparisons(rows[:2]) == []
+
+
 def test_bench_restores_thread_count(restore_threads):
     before = xent.get_num_threads()
     other = 1 if before != 1 else 2

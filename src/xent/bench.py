@@ -126,6 +126,7 @@ __all__ = [
     "binary_target_inputs",
     "class_target_inputs",
     "default_cases",
+    "dtype_comparisons",
     "format_header",
     "logits_inputs",
     "machine_info",
@@ -1156,6 +1157,51 @@ class Table:
                 )
             )
         return "\n".join(lines)
+
+
+def dtype_comparisons(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """xent's throughput on each 16-bit dtype against float32, from one run.
+
+    For every xent result whose dtype is not float32 and which has a float32 xent
+    result of the same function and shape in `results`, one line: the float32
+    time over the other dtype's time (the same elements, so the ratio of their
+    throughputs), e.g. ``float16 cross_entropy 2048x50257: 1.61x the float32
+    throughput (21.25 ms against 34.25 ms)``.
+
+    Parameters
+    ----------
+    results : sequence of mapping
+        Rows as returned by :func:`run`.
+
+    Returns
+    -------
+    list of str
+        One line per such pair, in the order of `results`.
+
+    Examples
+    --------
+    >>> rows = [
+    ...     {"case": "cross_entropy", "shape": [8, 4], "dtype": "float32", "impl": "xent",
+    ...      "median_s": 0.003},
+    ...     {"case": "cross_entropy", "shape": [8, 4], "dtype": "float16", "impl": "xent",
+    ...      "median_s": 0.002},
+    ... ]
+    >>> dtype_comparisons(rows)
+    ['float16 cross_entropy 8x4: 1.50x the float32 throughput (2.000 ms against 3.000 ms)']
+    """
+    xent_rows = [r for r in results if r["impl"] == "xent"]
+    float32 = {(r["case"], tuple(r["shape"])): r for r in xent_rows if r["dtype"] == DTYPE}
+    lines = []
+    for r in xent_rows:
+        base = float32.get((r["case"], tuple(r["shape"])))
+        if r["dtype"] == DTYPE or base is None or not r["median_s"] > 0:
+            continue
+        shape = "x".join(str(n) for n in r["shape"])
+        lines.append(
+            f"{r['dtype']} {r['case']} {shape}: {base['median_s'] / r['median_s']:.2f}x the "
+            f"float32 throughput ({_fmt_time(r['median_s'])} against {_fmt_time(base['median_s'])})"
+        )
+    return lines
 
 
 def write_json(

@@ -121,6 +121,10 @@ def _run_bench(args: argparse.Namespace) -> int:
         quick=args.quick, threads=args.threads, repeat=repeat, cases=cases, on_case=show
     )
 
+    comparisons = bench.dtype_comparisons(results)
+    if comparisons:
+        print()
+        print("\n".join(comparisons))
     if args.json is not None:
         bench.write_json(
             args.json, results, info, quick=args.quick, repeat=repeat, threads=threads
