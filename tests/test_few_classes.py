@@ -286,3 +286,33 @@ def test_in_place_rows_threads_bitwise():
     for mean, total, rows in results[1:]:
         assert mean == results[0][0] and total == results[0][1]
         np.testing.assert_array_equal(rows, results[0][2])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("C", [3, 8, 10, 17])
+def test_tiles_write_back_into_padded_and_reversed_rows(dtype, C):
+    """A tile's results go back to its rows (by registers, eight rows at a time, in
+    the AVX2 build): into rows with padding around them (row stride > C) and into
+    rows in reverse order, every value lands where it belongs and nothing else is
+    written, for full and ragged tiles and blocks of eight."""
+    rng = np.random.default_rng(C)
+    x = (rng.standard_normal((N_ROWS, C)) * 3).astype(dtype)
+    t = rng.integers(0, C, N_ROWS)
+    tol = _tols(dtype)
+    fill = dtype(1234.5)
+    want_ls = ref_log_softmax(x.astype(np.float64), -1)
+    onehot = np.eye(C)[t]
+    want_g = ref_softmax(x.astype(np.float64), -1) - onehot
+    for name, call, want in [
+        ("log_softmax", lambda o: xent.log_softmax(x, out=o), want_ls),
+        ("softmax", lambda o: xent.softmax(x, out=o), np.exp(want_ls)),
+        ("grad", lambda o: xent.cross_entropy(x, t, reduction="sum", return_grad=True,
+                                              grad_out=o), want_g),
+    ]:
+        padded = np.full((N_ROWS, C + 5), fill, dtype)
+        call(padded[:, 2:2 + C])
+        np.testing.assert_allclose(padded[:, 2:2 + C], want, err_msg=name, **tol)
+        assert (padded[:, :2] == fill).all() and (padded[:, 2 + C:] == fill).all(), name
+        reversed_rows = np.full((N_ROWS, C), fill, dtype)
+        call(reversed_rows[::-1])
+        np.testing.assert_allclose(reversed_rows[::-1], want, err_msg=name, **tol)
