@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite on xent's AVX-512 variant, on a CPU that cannot run it:
-# the variant is compiled for x86-64-v3 with its AVX-512 intrinsics emulated by
-# SIMDe (.ci/avx512_simde.h), and loaded through XENT_SIMD=avx512 in a copy of
-# the tree whose dispatch is told the CPU has AVX-512.  It checks the logic of
+# setup.py builds the variant, with its usual flags but for x86-64-v3, its
+# AVX-512 intrinsics emulated by SIMDe (.ci/avx512_simde.h), and it is loaded
+# through XENT_SIMD=avx512 in a copy of the tree whose dispatch is told the CPU
+# has AVX-512.  It checks the logic of
 # the AVX-512 loops (masks, tails, special values, transposes), not their speed.
 #
 # Usage: .ci/avx512_emulated.sh  (in a virtual environment with the test extras).
@@ -30,24 +31,27 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cp -r "$repo/src" "$repo/tests" "$repo/examples" "$repo/setup.py" "$repo/pyproject.toml" "$work/"
 cd "$work"
-rm -f src/xent/*.so src/xent/_kernels*.c src/xent/_xent_runtime.c
+rm -rf build src/xent/*.so src/xent/_kernels*.c src/xent/_xent_runtime.c
 
-# All variants as usual (the baseline and runtime modules are needed too)...
+# The kernels built by setup.py as usual, with its own flags, through a compiler
+# wrapper that compiles the AVX-512 variant (the one file built with
+# -march=x86-64-v4) for x86-64-v3 with the emulation force-included.
 python -m pip install -q "Cython>=3" "setuptools>=77"
-env -u XENT_BASELINE_ONLY python setup.py -q build_ext --inplace -j 2 >/dev/null
-
-# ...then the AVX-512 one again, from the same Cython output, for x86-64-v3 with
-# the emulation force-included.
-pyinc=$(python -c "import sysconfig; print(sysconfig.get_paths()['include'])")
-npinc=$(python -c "import numpy; print(numpy.get_include())")
-suffix=$(python -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
-"${CC:-gcc}" -march=x86-64-v3 -O2 -fPIC -fopenmp -fopenmp-simd -fno-math-errno -fno-trapping-math \
-    -Wno-unused-function -Wno-psabi -Werror=implicit-function-declaration \
-    -include "$repo/.ci/avx512_simde.h" -I"$pyinc" -I"$npinc" -Isrc/xent \
-    -DNPY_NO_DEPRECATED_API=NPY_2_0_API_VERSION -DXENT_BUILD_OPENMP=1 \
-    '-DXENT_BUILD_COMPILER="gcc, AVX-512 emulated by SIMDe"' \
-    -c src/xent/_kernels_avx512.c -o _kernels_avx512.o
-"${CC:-gcc}" -shared -fopenmp _kernels_avx512.o -o "src/xent/_kernels_avx512$suffix"
+cat > "$work/cc" <<CC
+#!/usr/bin/env bash
+args=()
+for a in "\$@"; do
+    if [ "\$a" = -march=x86-64-v4 ]; then
+        args+=(-march=x86-64-v3 -include "$repo/.ci/avx512_simde.h" -Wno-psabi
+               -Werror=implicit-function-declaration)
+    else
+        args+=("\$a")
+    fi
+done
+exec ${CC:-gcc} "\${args[@]}"
+CC
+chmod +x "$work/cc"
+CC="$work/cc" env -u XENT_BASELINE_ONLY python setup.py -q build_ext --inplace -j 2 >/dev/null
 
 # Tell this copy's dispatch that the CPU has AVX-512 (never done to a real install).
 python - <<'PY'

@@ -127,9 +127,10 @@ XENT_INLINE double xent_avx2_bce_logits_body(ptrdiff_t n, const float *x, const 
         if (!xent_avx2_bce_logits_step(x + i, y + i, has_w ? w + i : NULL, has_pw ? pw + i : NULL,
                                        has_w, has_pw, l)) {
             XENT_AVX2_EACH {
-                /* float -> double is exact */
-                lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(l[j])));
-                hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(l[j], 1)));
+                __m256d l_lo, l_hi;
+                xent_avx2_widen(l[j], &l_lo, &l_hi);
+                lo = _mm256_add_pd(lo, l_lo);
+                hi = _mm256_add_pd(hi, l_hi);
                 if (has_loss)
                     _mm256_storeu_ps(loss + i + 8 * j, l[j]);
             }

@@ -140,6 +140,13 @@ XENT_INLINE __m256 xent_avx2_load(const void *x, ptrdiff_t i, int half)
     return _mm256_loadu_ps((const float *)x + i);
 }
 
+/* The 8 floats of v as two vectors of doubles (exact). */
+XENT_INLINE void xent_avx2_widen(__m256 v, __m256d *lo, __m256d *hi)
+{
+    *lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+    *hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+}
+
 /* Largest of the 8 lanes. */
 XENT_INLINE float xent_avx2_hmax(__m256 m)
 {
@@ -366,7 +373,7 @@ XENT_INLINE double xent_avx2_sum_exp_rest_known(const void *x, int half, ptrdiff
 {
     const __m256 vm = _mm256_set1_ps(m);
     const ptrdiff_t size = half ? 2 : 4;
-    __m256d total = _mm256_setzero_pd();
+    __m256d total = _mm256_setzero_pd(), lo, hi;
     __m128d h;
     ptrdiff_t b, c, count = 0;
     for (b = 0, c = 0; b < n; b += XENT_SUM_CHUNK, c++) {
@@ -379,9 +386,8 @@ XENT_INLINE double xent_avx2_sum_exp_rest_known(const void *x, int half, ptrdiff
         else
             acc = xent_avx2_rest_chunk(xc, len, half, vm, e ? e + b : NULL, n * size, 0, &n_equal);
         count += n_equal;
-        /* float -> double is exact */
-        total = _mm256_add_pd(total, _mm256_cvtps_pd(_mm256_castps256_ps128(acc)));
-        total = _mm256_add_pd(total, _mm256_cvtps_pd(_mm256_extractf128_ps(acc, 1)));
+        xent_avx2_widen(acc, &lo, &hi);
+        total = _mm256_add_pd(_mm256_add_pd(total, lo), hi);
     }
     *k = count;
     h = _mm_add_pd(_mm256_castpd256_pd128(total), _mm256_extractf128_pd(total, 1));

@@ -68,13 +68,6 @@ XENT_INLINE void xent_avx2_columns8(const float *x, ptrdiff_t xs, const ptrdiff_
         _mm256_storeu_ps(cols + C * stride, _mm256_set1_ps(-INFINITY));
 }
 
-/* Two doubles vectors of 8 floats (exact). */
-XENT_INLINE void xent_avx2_widen(__m256 v, __m256d *lo, __m256d *hi)
-{
-    *lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
-    *hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
-}
-
 /* ce and lse of 8 rows (see group_ce) from their max m, target logit xt, log of
  * the sum of exps ls and targets tv; returns how many counted rows (t >= 0)
  * have a max that is not finite. */
@@ -85,8 +78,7 @@ XENT_INLINE ptrdiff_t xent_avx2_group8_out(__m256 m, __m256 xt, __m256 ls, __m25
     __m256i counted = _mm256_cmpgt_epi32(tv, _mm256_set1_epi32(-1));
     __m256 finite = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), m),
                                   _mm256_set1_ps(INFINITY), _CMP_LT_OQ);
-    int j, special = _mm256_movemask_ps(_mm256_andnot_ps(finite, _mm256_castsi256_ps(counted)));
-    ptrdiff_t n_special = 0;
+    int special = _mm256_movemask_ps(_mm256_andnot_ps(finite, _mm256_castsi256_ps(counted)));
     xent_avx2_widen(m, &m_lo, &m_hi);
     xent_avx2_widen(xt, &xt_lo, &xt_hi);
     xent_avx2_widen(ls, &ls_lo, &ls_hi);
@@ -97,9 +89,7 @@ XENT_INLINE ptrdiff_t xent_avx2_group8_out(__m256 m, __m256 xt, __m256 ls, __m25
     _mm256_storeu_pd(ce + 4, _mm256_and_pd(keep_hi, _mm256_add_pd(_mm256_sub_pd(m_hi, xt_hi), ls_hi)));
     _mm256_storeu_pd(lse, _mm256_and_pd(keep_lo, _mm256_add_pd(m_lo, ls_lo)));
     _mm256_storeu_pd(lse + 4, _mm256_and_pd(keep_hi, _mm256_add_pd(m_hi, ls_hi)));
-    for (j = 0; j < 8; j++)
-        n_special += (special >> j) & 1;
-    return n_special;
+    return _mm_popcnt_u32((unsigned)special);
 }
 
 /*
@@ -164,12 +154,14 @@ XENT_INLINE ptrdiff_t xent_avx2_group_ce_f32(const float *x, ptrdiff_t xs, const
             d[j] = _mm256_sub_ps(v, m[j % 2]);
         }
         xent_avx2_term_parts(d, eq, p, s);
-        XENT_AVX2_EACH acc[j % 2] = _mm256_fmadd_ps(_mm256_mul_ps(p[j], s[j]), two_m64, acc[j % 2]);
+        /* kept scaled by 2^64 as in the row sums (_rows_avx2.h): one FMA a term */
+        XENT_AVX2_EACH acc[j % 2] = _mm256_fmadd_ps(p[j], s[j], acc[j % 2]);
     }
     /* log(k + rest) will be log1p((k - 1) + rest): exactly log1p(rest) when k == 1 */
     for (h = 0; h < 2; h++)
         _mm256_storeu_ps((float *)(lse + 8 * h),
-                         _mm256_add_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(cnt[h]), one), acc[h]));
+                         _mm256_fmadd_ps(acc[h], two_m64,
+                                         _mm256_sub_ps(_mm256_cvtepi32_ps(cnt[h]), one)));
     return 0;
 }
 
