@@ -3,6 +3,9 @@
 # and _row_in (_storage.pxi) to read rows of any floating storage.
 
 cdef extern from "_rows.h" nogil:
+    int row_logsumexp_f16 "xent_row_logsumexp_f16"(const uint16_t *x, Py_ssize_t n, float *lse)
+    int row_log_softmax_f16 "xent_row_log_softmax_f16"(const uint16_t *x, Py_ssize_t n, float *out)
+    int row_softmax_f16 "xent_row_softmax_f16"(const uint16_t *x, Py_ssize_t n, float *out)
     float row_logsumexp_f32 "xent_row_logsumexp_f32"(const float *x, Py_ssize_t n)
     double row_logsumexp_f64 "xent_row_logsumexp_f64"(const double *x, Py_ssize_t n)
     void row_log_softmax_f32 "xent_row_log_softmax_f32"(const float *x, Py_ssize_t n, float *out)
@@ -108,7 +111,21 @@ cdef inline void _strided_row(int op, const char *x, int xkind, Py_ssize_t C, Py
     scratch holds C values; it is used only when the row is not contiguous
     `real`s or os is not 1.
     """
-    cdef const real *row = _row_in(x, C, xs, xkind, scratch)
+    cdef const real *row
+    if real is float:
+        # Unit-stride float16 rows are read in place, without the converted copy,
+        # where this build has the loops and the row's max is finite.
+        if xkind == XENT_KIND_F16 and xs == 2:
+            if op == OP_LOGSUMEXP:
+                if row_logsumexp_f16(<const uint16_t *> x, C, lse):
+                    return
+            elif os == 1:
+                if op == OP_LOG_SOFTMAX:
+                    if row_log_softmax_f16(<const uint16_t *> x, C, out):
+                        return
+                elif row_softmax_f16(<const uint16_t *> x, C, out):
+                    return
+    row = _row_in(x, C, xs, xkind, scratch)
     if op == OP_LOGSUMEXP:
         _row_op(op, row, C, <real *> NULL, lse)
     elif os == 1:

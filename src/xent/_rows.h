@@ -400,10 +400,12 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 #define XENT_HAVE_SIMD_ROWS 1
 #define xent_simd_sum_exp_rest xent_avx512_sum_exp_rest
 #define xent_simd_f16_rest xent_avx512_f16_rest
+#define xent_simd_max_f16(x, n) xent_avx512_max(x, n, 1)
 #elif defined(XENT_HAVE_AVX2_ROWS)
 #define XENT_HAVE_SIMD_ROWS 1
 #define xent_simd_sum_exp_rest xent_avx2_sum_exp_rest
 #define xent_simd_f16_rest xent_avx2_f16_rest
+#define xent_simd_max_f16 xent_avx2_max_f16
 #endif
 
 /* ---- the per-type functions ------------------------------------------------- */
@@ -446,6 +448,24 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 
 /* ---- float16 rows read in place --------------------------------------------- */
 
+/* The max m of a unit-stride float16 row and ls = log(sum of exp(x - m)), as
+ * row_stats_f32 computes them for the converted row; returns 0 where this build
+ * has no in-place loops or m is not finite. */
+static int xent_f16_log_sum(const uint16_t *x, ptrdiff_t n, float *m, float *ls)
+{
+#if defined(XENT_HAVE_SIMD_ROWS)
+    ptrdiff_t k;
+    double rest = xent_simd_f16_rest(x, n, m, &k);
+    if (!isfinite(*m))
+        return 0;
+    *ls = (float)xent_log_sum_f32(k, rest);
+    return 1;
+#else
+    (void)x, (void)n, (void)m, (void)ls;
+    return 0;
+#endif
+}
+
 /* Loss-only cross-entropy of a unit-stride float16 row with class index t, class
  * weight wt and no label smoothing: ce_index_row_f32 of the converted row, with
  * the same bits, but the AVX-512 and AVX2 builds read the float16 values in place
@@ -455,19 +475,73 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 static int xent_ce_index_row_f16(const uint16_t *x, ptrdiff_t C, ptrdiff_t t, float wt,
                                  double *ce, double *lse)
 {
-#if defined(XENT_HAVE_SIMD_ROWS)
-    float m, ls, xt = xent_half_to_float(x[t]);
-    ptrdiff_t k;
-    double rest = xent_simd_f16_rest(x, C, &m, &k);
-    if (!isfinite(m))
+    float m, ls, xt;
+    if (!xent_f16_log_sum(x, C, &m, &ls))
         return 0;
-    ls = (float)xent_log_sum_f32(k, rest);
+    xt = xent_half_to_float(x[t]);
     /* as the FINITE case of ce_index_row with eps = 0 */
     *ce = xent_mul0_f32(wt, ((double)m - xt) + ls);
     *lse = m + ls;
     return 1;
+}
+
+/* The normalisers of a unit-stride float16 row, read in place like
+ * xent_ce_index_row_f16 (with the bits of the float32 functions on the
+ * converted row: the same max, the same sums and exps, the same write
+ * arithmetic).  Each returns 0, writing nothing, where this build has no such
+ * loop or the row's max is not finite; the caller then converts the row and
+ * takes the float32 path, which applies the +inf / -inf / NaN rules. */
+static int xent_row_logsumexp_f16(const uint16_t *x, ptrdiff_t n, float *lse)
+{
+    float m, ls;
+    if (!xent_f16_log_sum(x, n, &m, &ls))
+        return 0;
+    *lse = m + ls; /* logsumexp_from_stats, FINITE */
+    return 1;
+}
+
+/* out = (x - m) - ls (write_log_softmax_f32) from float16 x. */
+static void xent_write_log_softmax_from_f16(const uint16_t *x, ptrdiff_t n, float m, float ls,
+                                            float *out)
+{
+    ptrdiff_t i = 0;
+#if defined(__F16C__)
+    const __m256 vm = _mm256_set1_ps(m), vls = _mm256_set1_ps(ls);
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
+        _mm256_storeu_ps(out + i, _mm256_sub_ps(_mm256_sub_ps(v, vm), vls));
+    }
+#endif
+    for (; i < n; i++)
+        out[i] = (xent_half_to_float(x[i]) - m) - ls;
+}
+
+static int xent_row_log_softmax_f16(const uint16_t *x, ptrdiff_t n, float *out)
+{
+    float m, ls;
+    if (!xent_f16_log_sum(x, n, &m, &ls))
+        return 0;
+    xent_write_log_softmax_from_f16(x, n, m, ls, out);
+    return 1;
+}
+
+/* As row_softmax_f32: the exps stored by the summing pass, then scaled. */
+static int xent_row_softmax_f16(const uint16_t *x, ptrdiff_t n, float *out)
+{
+#if defined(XENT_HAVE_SIMD_ROWS)
+    float m = xent_simd_max_f16(x, n), inv;
+    ptrdiff_t i, k = 0;
+    double rest;
+    if (!isfinite(m))
+        return 0;
+    rest = xent_simd_sum_exp_rest(x, 1, n, m, &k, out);
+    inv = 1 / (float)((double)k + rest); /* 1 / s, s as finite_stats_f32 rounds it */
+    XENT_SIMD
+    for (i = 0; i < n; i++)
+        out[i] *= inv;
+    return 1;
 #else
-    (void)x, (void)C, (void)t, (void)wt, (void)ce, (void)lse;
+    (void)x, (void)n, (void)out;
     return 0;
 #endif
 }

@@ -268,13 +268,19 @@ XENT_INLINE void xent_avx2_load_step(const void *x, ptrdiff_t len, int half,
     int j;
     if (len >= XENT_AVX2_STEP) {
         XENT_AVX2_EACH v[j] = xent_avx2_load(x, 8 * j, half);
+    } else if (half) {
+        /* padded with float16 -inf (0xFC00) and converted as whole vectors: a
+         * scalar conversion of the tail costs as much as a short row's sum */
+        uint16_t pad[XENT_AVX2_STEP];
+        ptrdiff_t i;
+        for (i = 0; i < XENT_AVX2_STEP; i++)
+            pad[i] = i < len ? ((const uint16_t *)x)[i] : 0xFC00u;
+        XENT_AVX2_EACH v[j] = xent_avx2_load(pad, 8 * j, 1);
     } else {
         float pad[XENT_AVX2_STEP];
         ptrdiff_t i;
         for (i = 0; i < XENT_AVX2_STEP; i++)
-            pad[i] = i >= len ? -INFINITY
-                              : (half ? xent_half_to_float(((const uint16_t *)x)[i])
-                                      : ((const float *)x)[i]);
+            pad[i] = i < len ? ((const float *)x)[i] : -INFINITY;
         XENT_AVX2_EACH v[j] = _mm256_loadu_ps(pad + 8 * j);
     }
 }
