@@ -270,11 +270,14 @@ XENT_INLINE void xent_avx2_load_step(const void *x, ptrdiff_t len, int half,
         XENT_AVX2_EACH v[j] = xent_avx2_load(x, 8 * j, half);
     } else if (half) {
         /* padded with float16 -inf (0xFC00) and converted as whole vectors: a
-         * scalar conversion of the tail costs as much as a short row's sum */
+         * scalar conversion of the tail costs as much as a short row's sum.
+         * The padding is stored as vectors, then the values copied over it. */
         uint16_t pad[XENT_AVX2_STEP];
         ptrdiff_t i;
-        for (i = 0; i < XENT_AVX2_STEP; i++)
-            pad[i] = i < len ? ((const uint16_t *)x)[i] : 0xFC00u;
+        _mm256_storeu_si256((__m256i *)pad, _mm256_set1_epi16((short)0xFC00));
+        _mm256_storeu_si256((__m256i *)(pad + 16), _mm256_set1_epi16((short)0xFC00));
+        for (i = 0; i < len; i++)
+            pad[i] = ((const uint16_t *)x)[i];
         XENT_AVX2_EACH v[j] = xent_avx2_load(pad, 8 * j, 1);
     } else {
         float pad[XENT_AVX2_STEP];
