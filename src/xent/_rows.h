@@ -405,7 +405,7 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 #define XENT_HAVE_SIMD_ROWS 1
 #define xent_simd_sum_exp_rest xent_avx2_sum_exp_rest
 #define xent_simd_f16_rest xent_avx2_f16_rest
-#define xent_simd_max_f16 xent_avx2_max_f16
+#define xent_simd_max_f16(x, n) xent_avx2_max_f16(x, n)
 #endif
 
 /* ---- the per-type functions ------------------------------------------------- */
@@ -529,16 +529,13 @@ static int xent_row_log_softmax_f16(const uint16_t *x, ptrdiff_t n, float *out)
 static int xent_row_softmax_f16(const uint16_t *x, ptrdiff_t n, float *out)
 {
 #if defined(XENT_HAVE_SIMD_ROWS)
-    float m = xent_simd_max_f16(x, n), inv;
-    ptrdiff_t i, k = 0;
+    float m = xent_simd_max_f16(x, n);
+    ptrdiff_t k = 0;
     double rest;
     if (!isfinite(m))
         return 0;
     rest = xent_simd_sum_exp_rest(x, 1, n, m, &k, out);
-    inv = 1 / (float)((double)k + rest); /* 1 / s, s as finite_stats_f32 rounds it */
-    XENT_SIMD
-    for (i = 0; i < n; i++)
-        out[i] *= inv;
+    xent_scale_f32(out, n, 1 / (float)((double)k + rest)); /* s as finite_stats_f32 rounds it */
     return 1;
 #else
     (void)x, (void)n, (void)out;

@@ -180,6 +180,15 @@ static void XENT_FN(write_softmax)(const XENT_T *x, ptrdiff_t n, XENT_T m, XENT_
         out[i] = XENT_FN(exp_nonpos)(x[i] - m) * inv_s;
 }
 
+/* out *= v: the last sweep of softmax (also for float16 rows, _rows.h). */
+static void XENT_FN(scale)(XENT_T *out, ptrdiff_t n, XENT_T v)
+{
+    ptrdiff_t i;
+    XENT_SIMD
+    for (i = 0; i < n; i++)
+        out[i] *= v;
+}
+
 static void XENT_FN(fill)(XENT_T *out, ptrdiff_t n, XENT_T v)
 {
     ptrdiff_t i;
@@ -215,10 +224,7 @@ static void XENT_FN(row_softmax)(const XENT_T *x, ptrdiff_t n, XENT_T *out)
     int kind;
     if (isfinite(m)) {
         XENT_FN(finite_stats)(x, n, m, &s, &ls, out);
-        inv = 1 / s;
-        XENT_SIMD
-        for (i = 0; i < n; i++)
-            out[i] *= inv;
+        XENT_FN(scale)(out, n, 1 / s);
         return;
     }
     kind = XENT_FN(row_stats)(x, n, &m, &s, &ls);
