@@ -85,7 +85,7 @@ XENT_INLINE int xent_avx2_bce_logits_step(const float *x, const float *y, const 
         /* |x| not below +inf: an infinity or NaN */
         bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_andnot_ps(sign, xv[j]), inf, _CMP_NLT_UQ));
     }
-    xent_avx2_exp_parts(d, e, s);
+    xent_avx2_exp_parts(d, e, s, XENT_AVX2_WAYS);
     XENT_AVX2_EACH e[j] = _mm256_mul_ps(_mm256_mul_ps(e[j], s[j]),
                                         _mm256_set1_ps(XENT_AVX2_TWO_M64));
     XENT_AVX2_EACH lg[j] = xent_avx2_log1p_ps(e[j]);

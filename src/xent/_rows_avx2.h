@@ -46,13 +46,17 @@
 #define XENT_AVX2_WAYS 4
 #define XENT_AVX2_STEP (8 * XENT_AVX2_WAYS)
 #define XENT_AVX2_EACH for (j = 0; j < XENT_AVX2_WAYS; j++)
+/* The same over the first `ways` vectors only (a constant where inlined): the
+ * tail of a row takes one vector at a time, with no work on padding. */
+#define XENT_AVX2_FIRST(ways) for (j = 0; j < (ways); j++)
 
-/* exp(d) = p * s * 2^-64 for XENT_AVX2_WAYS vectors of arguments d <= 0, in
+/* exp(d) = p * s * 2^-64 for `ways` vectors of arguments d <= 0, in
  * two parts: p = e^r in [0.7, 1.42] (NaN for a NaN d) and s = 2^(n+64), a
  * normal float for every d >= -104; d <= -104 (-inf included) is taken as -104,
  * whose exp rounds to 0.  The caller multiplies (exactly) and scales. */
 XENT_INLINE void xent_avx2_exp_parts(const __m256 d_in[XENT_AVX2_WAYS],
-                                     __m256 p[XENT_AVX2_WAYS], __m256 s[XENT_AVX2_WAYS])
+                                     __m256 p[XENT_AVX2_WAYS], __m256 s[XENT_AVX2_WAYS],
+                                     const int ways)
 {
     /* 1.5*2^23 + 191: t's low mantissa bits hold n + 191, and 191 = 127 + 64 */
     const __m256 shifter = _mm256_set1_ps(12583103.0f);
@@ -62,21 +66,21 @@ XENT_INLINE void xent_avx2_exp_parts(const __m256 d_in[XENT_AVX2_WAYS],
     __m256 d[XENT_AVX2_WAYS], t[XENT_AVX2_WAYS];
     int j;
     /* the second operand of vmaxps wins on NaN: NaN stays NaN */
-    XENT_AVX2_EACH d[j] = _mm256_max_ps(_mm256_set1_ps(-104.0f), d_in[j]);
-    XENT_AVX2_EACH t[j] = _mm256_fmadd_ps(d[j], log2e, shifter);
-    XENT_AVX2_EACH p[j] = _mm256_sub_ps(t[j], shifter); /* n, exactly */
-    XENT_AVX2_EACH d[j] = _mm256_fnmadd_ps(p[j], ln2_hi, d[j]);
-    XENT_AVX2_EACH d[j] = _mm256_fnmadd_ps(p[j], ln2_lo, d[j]); /* r, |r| <= ln2/2 */
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(_mm256_set1_ps(XENT_EXP_C6), d[j],
+    XENT_AVX2_FIRST(ways) d[j] = _mm256_max_ps(_mm256_set1_ps(-104.0f), d_in[j]);
+    XENT_AVX2_FIRST(ways) t[j] = _mm256_fmadd_ps(d[j], log2e, shifter);
+    XENT_AVX2_FIRST(ways) p[j] = _mm256_sub_ps(t[j], shifter); /* n, exactly */
+    XENT_AVX2_FIRST(ways) d[j] = _mm256_fnmadd_ps(p[j], ln2_hi, d[j]);
+    XENT_AVX2_FIRST(ways) d[j] = _mm256_fnmadd_ps(p[j], ln2_lo, d[j]); /* r, |r| <= ln2/2 */
+    XENT_AVX2_FIRST(ways) p[j] = _mm256_fmadd_ps(_mm256_set1_ps(XENT_EXP_C6), d[j],
                                           _mm256_set1_ps(XENT_EXP_C5));
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(XENT_EXP_C4));
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(XENT_EXP_C3));
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(XENT_EXP_C2));
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(1.0f));
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(1.0f));
+    XENT_AVX2_FIRST(ways) p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(XENT_EXP_C4));
+    XENT_AVX2_FIRST(ways) p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(XENT_EXP_C3));
+    XENT_AVX2_FIRST(ways) p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(XENT_EXP_C2));
+    XENT_AVX2_FIRST(ways) p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(1.0f));
+    XENT_AVX2_FIRST(ways) p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(1.0f));
     /* (n + 191) << 23: the shift drops the bits of 1.5*2^23.  For a NaN d the
      * scale is garbage, but p is NaN. */
-    XENT_AVX2_EACH s[j] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t[j]), 23));
+    XENT_AVX2_FIRST(ways) s[j] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t[j]), 23));
 }
 
 /* The terms of a sum of exps need less: a few ulps of error in each change a
@@ -105,26 +109,27 @@ XENT_INLINE void xent_avx2_exp_parts(const __m256 d_in[XENT_AVX2_WAYS],
  * normal 2^-126 .. 2^-86). */
 XENT_INLINE void xent_avx2_term_parts(const __m256 d_in[XENT_AVX2_WAYS],
                                       const __m256 drop[XENT_AVX2_WAYS],
-                                      __m256 p[XENT_AVX2_WAYS], __m256 s[XENT_AVX2_WAYS])
+                                      __m256 p[XENT_AVX2_WAYS], __m256 s[XENT_AVX2_WAYS],
+                                      const int ways)
 {
     const __m256 shifter = _mm256_set1_ps(12583103.0f); /* see xent_avx2_exp_parts */
     const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
     const __m256 ln2 = _mm256_set1_ps(0.693147180559945309f);
     __m256 d[XENT_AVX2_WAYS], t[XENT_AVX2_WAYS];
     int j;
-    XENT_AVX2_EACH d[j] = _mm256_max_ps(_mm256_set1_ps(-132.3f), d_in[j]);
-    XENT_AVX2_EACH t[j] = _mm256_fmadd_ps(d[j], log2e, shifter);
-    XENT_AVX2_EACH p[j] = _mm256_sub_ps(t[j], shifter);
+    XENT_AVX2_FIRST(ways) d[j] = _mm256_max_ps(_mm256_set1_ps(-132.3f), d_in[j]);
+    XENT_AVX2_FIRST(ways) t[j] = _mm256_fmadd_ps(d[j], log2e, shifter);
+    XENT_AVX2_FIRST(ways) p[j] = _mm256_sub_ps(t[j], shifter);
     if (drop)
-        XENT_AVX2_EACH t[j] = _mm256_andnot_ps(drop[j], t[j]); /* shifted: s = 0 there */
-    XENT_AVX2_EACH d[j] = _mm256_fnmadd_ps(p[j], ln2, d[j]);
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(_mm256_set1_ps(XENT_TERM_Q3), d[j],
+        XENT_AVX2_FIRST(ways) t[j] = _mm256_andnot_ps(drop[j], t[j]); /* shifted: s = 0 there */
+    XENT_AVX2_FIRST(ways) d[j] = _mm256_fnmadd_ps(p[j], ln2, d[j]);
+    XENT_AVX2_FIRST(ways) p[j] = _mm256_fmadd_ps(_mm256_set1_ps(XENT_TERM_Q3), d[j],
                                           _mm256_set1_ps(XENT_TERM_Q2));
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(XENT_TERM_Q1));
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(XENT_TERM_Q0));
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(1.0f));
-    XENT_AVX2_EACH p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(1.0f));
-    XENT_AVX2_EACH s[j] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t[j]), 23));
+    XENT_AVX2_FIRST(ways) p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(XENT_TERM_Q1));
+    XENT_AVX2_FIRST(ways) p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(XENT_TERM_Q0));
+    XENT_AVX2_FIRST(ways) p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(1.0f));
+    XENT_AVX2_FIRST(ways) p[j] = _mm256_fmadd_ps(p[j], d[j], _mm256_set1_ps(1.0f));
+    XENT_AVX2_FIRST(ways) s[j] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t[j]), 23));
 }
 
 /* 2^-64, the last factor of every exp (see xent_avx2_exp_parts). */
@@ -158,7 +163,9 @@ XENT_INLINE float xent_avx2_hmax(__m256 m)
 
 /* Largest of n float32 values, ignoring NaN as xent_max_f32 does (vmaxps
  * returns its second operand when one is NaN).  Four accumulators: the loop
- * is bound by loads, not by one chain of dependent maxima. */
+ * is bound by loads, not by one chain of dependent maxima.  The last values
+ * of a row (n >= 8) are read as the row's last whole vector, overlapping ones
+ * already seen (a max does not mind): no scalar loop on a short row's tail. */
 XENT_INLINE float xent_avx2_max_f32(const float *x, ptrdiff_t n)
 {
     __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
@@ -172,6 +179,10 @@ XENT_INLINE float xent_avx2_max_f32(const float *x, ptrdiff_t n)
     }
     for (; i + 8 <= n; i += 8)
         m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0);
+    if (i < n && n >= 8) {
+        m1 = _mm256_max_ps(_mm256_loadu_ps(x + n - 8), m1);
+        i = n;
+    }
     m = xent_avx2_hmax(_mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
     for (; i < n; i++)
         m = x[i] > m ? x[i] : m;
@@ -188,7 +199,8 @@ XENT_INLINE float xent_avx2_max_f32(const float *x, ptrdiff_t n)
  * bits, and the min is only taken when every entry is negative); one with it
  * clear would win the int16 max, and then the values are converted and
  * compared as floats instead (a rare row: NaN is an error value).  A row of
- * NaNs alone has the max -inf, as in xent_max_f32. */
+ * NaNs alone has the max -inf, as in xent_max_f32.  As in xent_avx2_max_f32,
+ * the last values (n >= 16) are read as the row's last whole vector. */
 XENT_INLINE float xent_avx2_max_f16(const uint16_t *x, ptrdiff_t n)
 {
     __m256i hi0 = _mm256_set1_epi16(INT16_MIN), hi1 = hi0;
@@ -205,6 +217,11 @@ XENT_INLINE float xent_avx2_max_f16(const uint16_t *x, ptrdiff_t n)
         lo0 = _mm256_min_epi16(lo0, a);
         hi1 = _mm256_max_epi16(hi1, b);
         lo1 = _mm256_min_epi16(lo1, b);
+    }
+    for (; i < n && n >= 16; i = i + 16 <= n ? i + 16 : n) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(x + (i + 16 <= n ? i : n - 16)));
+        hi0 = _mm256_max_epi16(hi0, a);
+        lo0 = _mm256_min_epi16(lo0, a);
     }
     hi0 = _mm256_max_epi16(hi0, hi1);
     lo0 = _mm256_min_epi16(lo0, lo1);
@@ -259,15 +276,15 @@ XENT_INLINE float xent_avx2_max_f16_chunks(const uint16_t *x, ptrdiff_t n, float
     return m;
 }
 
-/* XENT_AVX2_STEP values from x (storage `half`) as vectors v[j]; for a tail
- * (len < XENT_AVX2_STEP) the values past len are -inf, which add nothing to a
- * sum of exps. */
+/* 8 * ways values from x (storage `half`) as vectors v[j]; for a tail
+ * (len < 8 * ways) the values past len are -inf, which add nothing to a sum of
+ * exps. */
 XENT_INLINE void xent_avx2_load_step(const void *x, ptrdiff_t len, int half,
-                                     __m256 v[XENT_AVX2_WAYS])
+                                     __m256 v[XENT_AVX2_WAYS], const int ways)
 {
     int j;
-    if (len >= XENT_AVX2_STEP) {
-        XENT_AVX2_EACH v[j] = xent_avx2_load(x, 8 * j, half);
+    if (len >= 8 * ways) {
+        XENT_AVX2_FIRST(ways) v[j] = xent_avx2_load(x, 8 * j, half);
     } else if (half) {
         /* padded with float16 -inf (0xFC00) and converted as whole vectors: a
          * scalar conversion of the tail costs as much as a short row's sum.
@@ -278,23 +295,26 @@ XENT_INLINE void xent_avx2_load_step(const void *x, ptrdiff_t len, int half,
         _mm256_storeu_si256((__m256i *)(pad + 16), _mm256_set1_epi16((short)0xFC00));
         for (i = 0; i < len; i++)
             pad[i] = ((const uint16_t *)x)[i];
-        XENT_AVX2_EACH v[j] = xent_avx2_load(pad, 8 * j, 1);
+        XENT_AVX2_FIRST(ways) v[j] = xent_avx2_load(pad, 8 * j, 1);
     } else {
-        float pad[XENT_AVX2_STEP];
-        ptrdiff_t i;
-        for (i = 0; i < XENT_AVX2_STEP; i++)
-            pad[i] = i < len ? ((const float *)x)[i] : -INFINITY;
-        XENT_AVX2_EACH v[j] = _mm256_loadu_ps(pad + 8 * j);
+        /* masked loads (nothing is read past len), -inf in the other lanes */
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        XENT_AVX2_FIRST(ways) {
+            __m256i in = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)len - 8 * j), lane);
+            v[j] = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY),
+                                    _mm256_maskload_ps((const float *)x + 8 * j, in),
+                                    _mm256_castsi256_ps(in));
+        }
     }
 }
 
-/* One step (XENT_AVX2_STEP values, fewer for a tail) of sum_exp_rest: the
- * exps of v - m where v != m (NaN included, so it reaches the sum), times 2^64,
- * added into acc[0..1]; returns how many lanes have v == m.  With e != NULL
+/* One step (8 * ways values, fewer for a tail) of sum_exp_rest: the exps of
+ * v - m where v != m (NaN included, so it reaches the sum), times 2^64, vector
+ * j added into acc[j % 2]; returns how many lanes have v == m.  With e != NULL
  * the exps of every value are stored into e (1 where v == m).  With
  * none_equal (and no e) the step is known to hold no entry equal to m, and
- * skips that bookkeeping.  Always inlined, with e and none_equal constants, so
- * each caller compiles to one kind of step.
+ * skips that bookkeeping.  Always inlined, with e, none_equal and ways
+ * constants, so each caller compiles to one kind of step.
  *
  * The sums are kept scaled by 2^64: a term is then just p * s (exact, and
  * >= 2^-86, no subnormal), one FMA into the accumulator; the chunk's sum is
@@ -302,19 +322,20 @@ XENT_INLINE void xent_avx2_load_step(const void *x, ptrdiff_t len, int half,
  * three live values each, out of sixteen), so the count goes through a
  * general-purpose register (the compare masks' sign bits, popcnt). */
 XENT_INLINE ptrdiff_t xent_avx2_rest_step(const void *x, ptrdiff_t len, int half, __m256 vm,
-                                          float *e, __m256 acc[2], const int none_equal)
+                                          float *e, __m256 acc[2], const int none_equal,
+                                          const int ways)
 {
     __m256 v[XENT_AVX2_WAYS], eq[XENT_AVX2_WAYS], p[XENT_AVX2_WAYS], s[XENT_AVX2_WAYS];
     unsigned bits = 0;
     int j;
-    xent_avx2_load_step(x, len, half, v);
+    xent_avx2_load_step(x, len, half, v, ways);
     if (none_equal && !e) { /* a chunk known to hold no entry equal to m */
-        XENT_AVX2_EACH v[j] = _mm256_sub_ps(v[j], vm);
-        xent_avx2_term_parts(v, NULL, p, s);
-        XENT_AVX2_EACH acc[j % 2] = _mm256_fmadd_ps(p[j], s[j], acc[j % 2]);
+        XENT_AVX2_FIRST(ways) v[j] = _mm256_sub_ps(v[j], vm);
+        xent_avx2_term_parts(v, NULL, p, s, ways);
+        XENT_AVX2_FIRST(ways) acc[j % 2] = _mm256_fmadd_ps(p[j], s[j], acc[j % 2]);
         return 0;
     }
-    XENT_AVX2_EACH {
+    XENT_AVX2_FIRST(ways) {
         eq[j] = _mm256_cmp_ps(v[j], vm, _CMP_EQ_OQ);
         bits |= (unsigned)_mm256_movemask_ps(eq[j]) << (8 * j);
         v[j] = _mm256_sub_ps(v[j], vm);
@@ -322,10 +343,10 @@ XENT_INLINE ptrdiff_t xent_avx2_rest_step(const void *x, ptrdiff_t len, int half
     if (e) {
         const __m256 two_m64 = _mm256_set1_ps(XENT_AVX2_TWO_M64);
         float tail[XENT_AVX2_STEP];
-        float *dst = len >= XENT_AVX2_STEP ? e : tail;
+        float *dst = len >= 8 * ways ? e : tail;
         ptrdiff_t i;
-        xent_avx2_exp_parts(v, p, s);
-        XENT_AVX2_EACH {
+        xent_avx2_exp_parts(v, p, s, ways);
+        XENT_AVX2_FIRST(ways) {
             p[j] = _mm256_mul_ps(p[j], s[j]);
             _mm256_storeu_ps(dst + 8 * j, _mm256_mul_ps(p[j], two_m64));
             acc[j % 2] = _mm256_add_ps(acc[j % 2], _mm256_andnot_ps(eq[j], p[j]));
@@ -334,8 +355,8 @@ XENT_INLINE ptrdiff_t xent_avx2_rest_step(const void *x, ptrdiff_t len, int half
             e[i] = tail[i];
     } else {
         /* s = 0 leaves the entries equal to m out */
-        xent_avx2_term_parts(v, eq, p, s);
-        XENT_AVX2_EACH acc[j % 2] = _mm256_fmadd_ps(p[j], s[j], acc[j % 2]);
+        xent_avx2_term_parts(v, eq, p, s, ways);
+        XENT_AVX2_FIRST(ways) acc[j % 2] = _mm256_fmadd_ps(p[j], s[j], acc[j % 2]);
     }
     return _mm_popcnt_u32(bits);
 }
@@ -351,18 +372,20 @@ XENT_INLINE __m256 xent_avx2_rest_chunk(const char *x, ptrdiff_t len, int half, 
     const ptrdiff_t size = half ? 2 : 4;
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     ptrdiff_t i, n_equal = 0;
-    /* whole steps, then the tail (padded) */
+    /* whole steps, then the tail one vector at a time (the last one padded):
+     * vector i / 8 goes into acc[(i / 8) % 2] either way, so the bits do not
+     * depend on where the steps end */
     for (i = 0; i + XENT_AVX2_STEP <= len; i += XENT_AVX2_STEP) {
         const char *xi = x + i * size;
         _mm_prefetch(xi + ahead, _MM_HINT_T0);
         if (!half)
             _mm_prefetch(xi + ahead + 64, _MM_HINT_T0);
         n_equal += xent_avx2_rest_step(xi, XENT_AVX2_STEP, half, vm, e ? e + i : NULL, acc,
-                                       none_equal);
+                                       none_equal, XENT_AVX2_WAYS);
     }
-    if (i < len)
-        n_equal += xent_avx2_rest_step(x + i * size, len - i, half, vm, e ? e + i : NULL, acc,
-                                       none_equal);
+    for (; i < len; i += 8)
+        n_equal += xent_avx2_rest_step(x + i * size, len - i, half, vm, e ? e + i : NULL,
+                                       acc + (i / 8) % 2, none_equal, 1);
     *count = n_equal;
     /* back from the 2^64 scale: one rounding, for a sum below 2^-126 only */
     return _mm256_mul_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_set1_ps(XENT_AVX2_TWO_M64));

@@ -153,7 +153,7 @@ XENT_INLINE ptrdiff_t xent_avx2_group_ce_f32(const float *x, ptrdiff_t xs, const
             cnt[j % 2] = _mm256_sub_epi32(cnt[j % 2], _mm256_castps_si256(eq[j]));
             d[j] = _mm256_sub_ps(v, m[j % 2]);
         }
-        xent_avx2_term_parts(d, eq, p, s);
+        xent_avx2_term_parts(d, eq, p, s, XENT_AVX2_WAYS);
         /* kept scaled by 2^64 as in the row sums (_rows_avx2.h): one FMA a term */
         XENT_AVX2_EACH acc[j % 2] = _mm256_fmadd_ps(p[j], s[j], acc[j % 2]);
     }
