@@ -66,6 +66,19 @@ cdef extern from "_rows.h" nogil:
     double entropy_row_f64 "xent_entropy_row_f64"(const double *x, Py_ssize_t C)
     int ce_index_row_f16 "xent_ce_index_row_f16"(const uint16_t *x, Py_ssize_t C, Py_ssize_t t,
                                                   float wt, double *ce, double *lse)
+    int row_parts_f32 "xent_row_parts_f32"(const float *x, Py_ssize_t n, float *m,
+                                           Py_ssize_t *k, double *rest)
+    int row_parts_f64 "xent_row_parts_f64"(const double *x, Py_ssize_t n, double *m,
+                                           Py_ssize_t *k, double *rest)
+    int f16_row_parts "xent_f16_row_parts"(const uint16_t *x, Py_ssize_t n, float *m,
+                                           Py_ssize_t *k, double *rest)
+    void ce_index_finish_f32 "xent_ce_index_finish_f32"(float m, Py_ssize_t k, double rest,
+                                                        float xt, float wt, double *ce,
+                                                        double *lse)
+    void ce_index_finish_f64 "xent_ce_index_finish_f64"(double m, Py_ssize_t k, double rest,
+                                                        double xt, double wt, double *ce,
+                                                        double *lse)
+    float half_to_float "xent_half_to_float"(uint16_t h)
 
 cdef extern from "_tiles.h" nogil:
     Py_ssize_t tile_targets "xent_tile_targets"(const char *p, int code, Py_ssize_t stride,
@@ -176,6 +189,54 @@ cdef inline void _ce_rows_task(const _CeJob *j, Py_ssize_t r, real *mine) noexce
     cdef Py_ssize_t o = r // j.inner, i = r % j.inner
     _ce_row(j, j.x + o * j.xs0 + i * j.xs2, j.t + o * j.ts0 + i * j.ts2,
             j.g + o * j.gs0 + i * j.gs2 if j.g != NULL else NULL, &j.ce[r], &j.lse[r], mine)
+
+
+cdef void _ce_row_batch(const _CeJob *j, Py_ssize_t batch, real *mine) noexcept nogil:
+    """Rows batch*ROW_BATCH .. of a loss-only, unsmoothed job with class indices,
+    inner == 1 and unit-stride rows (native, or float16 read in place), in two
+    passes: every row's max and sum of exps (row_parts), then every row's log and
+    loss (ce_index_finish, the arithmetic of ce_index_row); see ROW_BATCH.
+    Rows whose max is not finite, and ignored ones, take _ce_row.
+    mine: 3*C reals."""
+    cdef Py_ssize_t r0 = batch * ROW_BATCH, C = j.C, b, t
+    cdef Py_ssize_t n = j.outer - r0 if j.outer - r0 < ROW_BATCH else ROW_BATCH
+    cdef const real *w = <const real *> j.w
+    cdef bint half = real is float and j.xkind == XENT_KIND_F16
+    cdef real m[ROW_BATCH]
+    cdef Py_ssize_t k[ROW_BATCH]
+    cdef double rest[ROW_BATCH]
+    cdef int ready[ROW_BATCH]
+    cdef const char *xrow
+    cdef real xt
+    for b in range(n):
+        xrow = j.x + (r0 + b) * j.xs0
+        ready[b] = 0
+        if load_index(j.t + (r0 + b) * j.ts0, j.tcode) == j.ignore_index:
+            continue
+        if real is float:
+            if half:
+                ready[b] = f16_row_parts(<const uint16_t *> xrow, C, &m[b], &k[b], &rest[b])
+            else:
+                ready[b] = row_parts_f32(<const float *> xrow, C, &m[b], &k[b], &rest[b])
+        else:
+            ready[b] = row_parts_f64(<const double *> xrow, C, &m[b], &k[b], &rest[b])
+    for b in range(n):
+        xrow = j.x + (r0 + b) * j.xs0
+        if not ready[b]:
+            _ce_row(j, xrow, j.t + (r0 + b) * j.ts0, NULL, &j.ce[r0 + b], &j.lse[r0 + b], mine)
+            continue
+        t = load_index(j.t + (r0 + b) * j.ts0, j.tcode)
+        if real is float:
+            if half:
+                xt = half_to_float((<const uint16_t *> xrow)[t])
+            else:
+                xt = (<const float *> xrow)[t]
+            ce_index_finish_f32(m[b], k[b], rest[b], xt, w[t] if w != NULL else 1,
+                                &j.ce[r0 + b], &j.lse[r0 + b])
+        else:
+            xt = (<const double *> xrow)[t]
+            ce_index_finish_f64(m[b], k[b], rest[b], xt, w[t] if w != NULL else 1,
+                                &j.ce[r0 + b], &j.lse[r0 + b])
 
 
 cdef inline Py_ssize_t _ce_tile_scratch(Py_ssize_t C, Py_ssize_t itemsize) noexcept nogil:
@@ -319,6 +380,7 @@ cdef enum:
     _CE_ROWS = 0
     _CE_TILES = 1
     _CE_BLOCKS = 2
+    _CE_ROW_BATCHES = 3
 
 
 cdef inline void _ce_task(const _CeJob *j, int path, Py_ssize_t k, Py_ssize_t nb,
@@ -327,6 +389,8 @@ cdef inline void _ce_task(const _CeJob *j, int path, Py_ssize_t k, Py_ssize_t nb
         _ce_tile(j, k, mine)
     elif path == _CE_BLOCKS:
         _ce_block(j, k, nb, mine)
+    elif path == _CE_ROW_BATCHES:
+        _ce_row_batch(j, k, mine)
     else:
         _ce_rows_task(j, k, mine)
 
@@ -351,7 +415,8 @@ cdef void _ce_tasks(const _CeJob *j, int path, Py_ssize_t n_tasks, Py_ssize_t nb
 
 cdef int _ce_path(const _CeJob *j, bint double_precision) noexcept nogil:
     """The path of the job (_CE_*): tiles of few-class rows, blocks of positions
-    when the class axis is not last, else row by row."""
+    when the class axis is not last, batches of loss-only unit-stride rows, else
+    row by row."""
     cdef Py_ssize_t C = j.C, inner = j.inner
     cdef Py_ssize_t itemsize = sizeof(double) if double_precision else sizeof(float)
     cdef bint native = j.xkind == (XENT_KIND_F64 if double_precision else XENT_KIND_F32)
@@ -364,6 +429,11 @@ cdef int _ce_path(const _CeJob *j, bint double_precision) noexcept nogil:
                                  and j.gs0 % itemsize == 0))):
         # Class axis not last, unit stride across positions: vectorise across them.
         return _CE_BLOCKS
+    if (not j.prob and inner == 1 and j.g == NULL and j.eps == 0 and C > 0
+            and ((native and j.xs1 == itemsize)
+                 or (not double_precision and j.xkind == XENT_KIND_F16 and j.xs1 == 2))):
+        # Loss only, unit-stride rows: in batches, sums before logs.
+        return _CE_ROW_BATCHES
     return _CE_ROWS
 
 
@@ -391,6 +461,9 @@ cdef int _ce_compute(const _CeJob *j, bint double_precision, int n_threads) exce
         nb = min(max(BLOCK_BYTES // (C * itemsize), MIN_BLOCK), MAX_BLOCK, inner)
         n_tasks = outer * ((inner + nb - 1) // nb)
         per_thread = _ce_block_scratch(nb, C, itemsize)
+    elif path == _CE_ROW_BATCHES:
+        n_tasks = (outer + ROW_BATCH - 1) // ROW_BATCH
+        per_thread = 3 * C
     else:
         n_tasks = outer * inner
         per_thread = 3 * max(C, 1)

@@ -59,6 +59,17 @@ static double XENT_FN(weighted_gap)(const XENT_T *x, ptrdiff_t n, XENT_T m, cons
     return total;
 }
 
+/* ce and lse of a row with a finite max m, class index t (xt = x[t], weight
+ * wt) and no label smoothing, from the parts of its sum of exps (row_parts):
+ * the loss-only FINITE case of ce_index_row below, with its arithmetic. */
+static void XENT_FN(ce_index_finish)(XENT_T m, ptrdiff_t k, double rest, XENT_T xt, XENT_T wt,
+                                     double *ce, double *lse)
+{
+    XENT_T ls = (XENT_T)XENT_FN(log_sum)(k, rest);
+    *ce = XENT_FN(mul0)(wt, ((double)m - xt) + ls);
+    *lse = m + ls;
+}
+
 /*
  * Cross-entropy of one row with class-index target t (0 <= t < C):
  *   ce  = (1-eps) w_t (-lp_t) + (eps/C) sum_c w_c (-lp_c)      (without z-loss)

@@ -3,10 +3,18 @@
 # and _row_in (_storage.pxi) to read rows of any floating storage.
 
 cdef extern from "_rows.h" nogil:
-    int row_logsumexp_f16 "xent_row_logsumexp_f16"(const uint16_t *x, Py_ssize_t n, float *lse)
     int row_log_softmax_f16 "xent_row_log_softmax_f16"(const uint16_t *x, Py_ssize_t n, float *out)
     int row_softmax_f16 "xent_row_softmax_f16"(const uint16_t *x, Py_ssize_t n, float *out)
     float row_logsumexp_f32 "xent_row_logsumexp_f32"(const float *x, Py_ssize_t n)
+    int row_parts_f32 "xent_row_parts_f32"(const float *x, Py_ssize_t n, float *m,
+                                           Py_ssize_t *k, double *rest)
+    int row_parts_f64 "xent_row_parts_f64"(const double *x, Py_ssize_t n, double *m,
+                                           Py_ssize_t *k, double *rest)
+    int f16_row_parts "xent_f16_row_parts"(const uint16_t *x, Py_ssize_t n, float *m,
+                                           Py_ssize_t *k, double *rest)
+    float logsumexp_finish_f32 "xent_logsumexp_finish_f32"(float m, Py_ssize_t k, double rest)
+    double logsumexp_finish_f64 "xent_logsumexp_finish_f64"(double m, Py_ssize_t k,
+                                                           double rest)
     double row_logsumexp_f64 "xent_row_logsumexp_f64"(const double *x, Py_ssize_t n)
     void row_log_softmax_f32 "xent_row_log_softmax_f32"(const float *x, Py_ssize_t n, float *out)
     void row_log_softmax_f64 "xent_row_log_softmax_f64"(const double *x, Py_ssize_t n, double *out)
@@ -79,6 +87,13 @@ cdef Py_ssize_t SMALL_C = 32
 cdef Py_ssize_t SPLIT_MIN = 1 << 18
 cdef Py_ssize_t SPLIT_CHUNK = 1 << 15
 cdef Py_ssize_t TILE_ROWS = 256
+# Rows of a row batch (_lse_row_batch, _ce_row_batch): their maxima and sums of
+# exps are all taken before their logs.  One row at a time, a short row is one
+# chain of dependent latencies (its max, its sum, then libm's log1p, ~50
+# cycles) that leaves most of the core idle; in a batch the logs wait on sums
+# taken long before and the next sums do not wait on a log.
+cdef enum:
+    ROW_BATCH = 16
 
 
 # ---- one row / one block, all op and type branches in one place ----------------
@@ -114,12 +129,10 @@ cdef inline void _strided_row(int op, const char *x, int xkind, Py_ssize_t C, Py
     cdef const real *row
     if real is float:
         # Unit-stride float16 rows are read in place, without the converted copy,
-        # where this build has the loops and the row's max is finite.
-        if xkind == XENT_KIND_F16 and xs == 2:
-            if op == OP_LOGSUMEXP:
-                if row_logsumexp_f16(<const uint16_t *> x, C, lse):
-                    return
-            elif os == 1:
+        # where this build has the loops and the row's max is finite (logsumexp:
+        # in _lse_row_batch).
+        if xkind == XENT_KIND_F16 and xs == 2 and op != OP_LOGSUMEXP:
+            if os == 1:
                 if op == OP_LOG_SOFTMAX:
                     if row_log_softmax_f16(<const uint16_t *> x, C, out):
                         return
@@ -134,6 +147,38 @@ cdef inline void _strided_row(int op, const char *x, int xkind, Py_ssize_t C, Py
         # Strided output: compute into scratch (in place when row is scratch), scatter.
         _row_op(op, row, C, scratch, lse)
         _scatter(scratch, C, out, os)
+
+
+cdef void _lse_row_batch(const char *x, int xkind, Py_ssize_t n, Py_ssize_t C, Py_ssize_t xs0,
+                         Py_ssize_t xs1, real *lse, Py_ssize_t ls0, real *scratch) noexcept nogil:
+    """logsumexp of n <= ROW_BATCH unit-stride rows xs0 bytes apart (x's own
+    dtype, or float16 read in place), into lse[b * ls0]: every row's max and sum
+    of exps (row_parts), then every log (logsumexp_finish, the arithmetic of
+    row_logsumexp).  Rows whose max is not finite take _strided_row.  scratch:
+    C values."""
+    cdef real m[ROW_BATCH]
+    cdef Py_ssize_t k[ROW_BATCH]
+    cdef double rest[ROW_BATCH]
+    cdef int ready[ROW_BATCH]
+    cdef Py_ssize_t b
+    for b in range(n):
+        if real is float:
+            if xkind == XENT_KIND_F16:
+                ready[b] = f16_row_parts(<const uint16_t *> (x + b * xs0), C, &m[b], &k[b],
+                                         &rest[b])
+            else:
+                ready[b] = row_parts_f32(<const float *> (x + b * xs0), C, &m[b], &k[b],
+                                         &rest[b])
+        else:
+            ready[b] = row_parts_f64(<const double *> (x + b * xs0), C, &m[b], &k[b], &rest[b])
+    for b in range(n):
+        if not ready[b]:
+            _strided_row(OP_LOGSUMEXP, x + b * xs0, xkind, C, xs1, <real *> NULL, 0,
+                         lse + b * ls0, scratch)
+        elif real is float:
+            lse[b * ls0] = logsumexp_finish_f32(m[b], k[b], rest[b])
+        else:
+            lse[b * ls0] = logsumexp_finish_f64(m[b], k[b], rest[b])
 
 
 cdef inline Py_ssize_t _block_scratch(Py_ssize_t nb, Py_ssize_t C, Py_ssize_t itemsize) noexcept nogil:
@@ -222,6 +267,7 @@ cdef void _run(int op, const char *x, int xkind, Py_ssize_t outer, Py_ssize_t C,
     cdef Py_ssize_t t, o, i, n_blocks, width
     cdef const real *xr = <const real *> x
     cdef Py_ssize_t e0 = xs0 // <Py_ssize_t> sizeof(real), e1 = xs1 // <Py_ssize_t> sizeof(real)
+    cdef int native = XENT_KIND_F32 if sizeof(real) == sizeof(float) else XENT_KIND_F64
     cdef real *mine
     if nb < 0:
         n_blocks = (outer + TILE_ROWS - 1) // TILE_ROWS
@@ -239,6 +285,16 @@ cdef void _run(int op, const char *x, int xkind, Py_ssize_t outer, Py_ssize_t C,
             mine = scratch + omp_get_thread_num() * per_thread
             _block(op, xr + o * e0 + i, C, e1, width,
                    out + o * os0 + i, os1, lse + o * ls0 + i * ls1, ls1, mine)
+    elif (inner == 1 and op == OP_LOGSUMEXP and C > 0
+          and (xs1 == sizeof(real) and xkind == native
+               or sizeof(real) == sizeof(float) and xkind == XENT_KIND_F16 and xs1 == 2)):
+        # logsumexp of unit-stride rows: in batches, sums before logs.
+        n_blocks = (outer + ROW_BATCH - 1) // ROW_BATCH
+        for t in prange(n_blocks, schedule="static", num_threads=n_threads):
+            o = t * ROW_BATCH
+            width = outer - o if outer - o < ROW_BATCH else ROW_BATCH
+            mine = scratch + omp_get_thread_num() * per_thread
+            _lse_row_batch(x + o * xs0, xkind, width, C, xs0, xs1, lse + o * ls0, ls0, mine)
     elif inner == 1:
         # Plain rows: no index arithmetic beyond the row number.
         for o in prange(outer, schedule="static", num_threads=n_threads):

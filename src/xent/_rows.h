@@ -448,22 +448,32 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 
 /* ---- float16 rows read in place --------------------------------------------- */
 
+/* row_parts_f32 of the converted row (the same max, k and rest, bits and all)
+ * for a unit-stride float16 row read in place; returns 0 where this build has
+ * no in-place loops or m is not finite. */
+static int xent_f16_row_parts(const uint16_t *x, ptrdiff_t n, float *m, ptrdiff_t *k,
+                              double *rest)
+{
+#if defined(XENT_HAVE_SIMD_ROWS)
+    *rest = xent_simd_f16_rest(x, n, m, k);
+    return isfinite(*m);
+#else
+    (void)x, (void)n, (void)m, (void)k, (void)rest;
+    return 0;
+#endif
+}
+
 /* The max m of a unit-stride float16 row and ls = log(sum of exp(x - m)), as
  * row_stats_f32 computes them for the converted row; returns 0 where this build
  * has no in-place loops or m is not finite. */
 static int xent_f16_log_sum(const uint16_t *x, ptrdiff_t n, float *m, float *ls)
 {
-#if defined(XENT_HAVE_SIMD_ROWS)
     ptrdiff_t k;
-    double rest = xent_simd_f16_rest(x, n, m, &k);
-    if (!isfinite(*m))
+    double rest;
+    if (!xent_f16_row_parts(x, n, m, &k, &rest))
         return 0;
     *ls = (float)xent_log_sum_f32(k, rest);
     return 1;
-#else
-    (void)x, (void)n, (void)m, (void)ls;
-    return 0;
-#endif
 }
 
 /* Loss-only cross-entropy of a unit-stride float16 row with class index t, class
@@ -475,13 +485,12 @@ static int xent_f16_log_sum(const uint16_t *x, ptrdiff_t n, float *m, float *ls)
 static int xent_ce_index_row_f16(const uint16_t *x, ptrdiff_t C, ptrdiff_t t, float wt,
                                  double *ce, double *lse)
 {
-    float m, ls, xt;
-    if (!xent_f16_log_sum(x, C, &m, &ls))
+    float m;
+    ptrdiff_t k;
+    double rest;
+    if (!xent_f16_row_parts(x, C, &m, &k, &rest))
         return 0;
-    xt = xent_half_to_float(x[t]);
-    /* as the FINITE case of ce_index_row with eps = 0 */
-    *ce = xent_mul0_f32(wt, ((double)m - xt) + ls);
-    *lse = m + ls;
+    xent_ce_index_finish_f32(m, k, rest, xent_half_to_float(x[t]), wt, ce, lse);
     return 1;
 }
 
@@ -491,15 +500,6 @@ static int xent_ce_index_row_f16(const uint16_t *x, ptrdiff_t C, ptrdiff_t t, fl
  * arithmetic).  Each returns 0, writing nothing, where this build has no such
  * loop or the row's max is not finite; the caller then converts the row and
  * takes the float32 path, which applies the +inf / -inf / NaN rules. */
-static int xent_row_logsumexp_f16(const uint16_t *x, ptrdiff_t n, float *lse)
-{
-    float m, ls;
-    if (!xent_f16_log_sum(x, n, &m, &ls))
-        return 0;
-    *lse = m + ls; /* logsumexp_from_stats, FINITE */
-    return 1;
-}
-
 /* out = (x - m) - ls (write_log_softmax_f32) from float16 x. */
 static void xent_write_log_softmax_from_f16(const uint16_t *x, ptrdiff_t n, float m, float ls,
                                             float *out)

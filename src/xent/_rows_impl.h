@@ -104,6 +104,28 @@ static double XENT_FN(log_sum)(ptrdiff_t k, double rest)
     return k == 1 ? log1p(rest) : log((double)k + rest);
 }
 
+/* The parts of a row's sum of exps: *m = its max and, when that is finite
+ * (returns 1), *k and *rest as sum_exp_rest gives them; returns 0 otherwise
+ * (a +inf, all -inf or empty row), setting nothing else.  Callers that take the
+ * log later, for a batch of rows at once, keep one row's log from waiting on
+ * its sum and the next row's max from waiting on that log. */
+static int XENT_FN(row_parts)(const XENT_T *x, ptrdiff_t n, XENT_T *m, ptrdiff_t *k,
+                              double *rest)
+{
+    *m = XENT_FN(max)(x, n);
+    if (!isfinite(*m))
+        return 0;
+    *rest = XENT_FN(sum_exp_rest)(x, n, *m, k);
+    return 1;
+}
+
+/* logsumexp of a row from its parts (row_parts returned 1): the FINITE case of
+ * row_logsumexp, with its arithmetic. */
+static XENT_T XENT_FN(logsumexp_finish)(XENT_T m, ptrdiff_t k, double rest)
+{
+    return m + (XENT_T)XENT_FN(log_sum)(k, rest);
+}
+
 /*
  * The normaliser of one row: *m = max, *s = sum exp(x - max), *ls = log(*s)
  * (computed from the parts, see sum_exp_rest), and the row's kind.

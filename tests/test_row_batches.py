@@ -1,0 +1,172 @@
+"""Loss-only cross-entropy of unit-stride rows, computed in batches of rows.
+
+With class indices, no label smoothing, no gradient and the class axis last,
+contiguous rows (float32, float64, or float16 read in place) go through
+_ce_row_batch: the max and sum of exps of up to 16 rows first, then their logs
+and losses.  Each row must keep exactly the bits of the row-by-row path (which a
+strided view of the same values takes), wherever the batch boundaries, ignored
+rows and rows with a non-finite max fall, for any thread count; and agree with
+an independent float64 reference.
+"""
+
+import numpy as np
+import pytest
+
+import xent
+from conftest import bitwise_equal
+from loss_refs import ref_cross_entropy
+
+# Row lengths around the vector steps (8 and 32 values) and the sum chunks (512).
+CLASSES = [1, 2, 7, 8, 9, 33, 40, 47, 64, 100, 511, 512, 513, 1000]
+# Batch sizes around the batch of 16 rows; few-class float32/float64 inputs of
+# 32 rows or more go to the tile path instead, so those use fewer rows.
+ROWS = [1, 15, 16, 17, 31]
+
+
+def _strided_copy(x):
+    """The same values in a view whose class stride is not the item size, which
+    the row-by-row path reads (through a converted copy of each row)."""
+    wide = np.zeros(x.shape[:-1] + (2 * x.shape[-1],), x.dtype)
+    wide[..., ::2] = x
+    return wide[..., ::2]
+
+
+def _targets(rng, n, C):
+    t = rng.integers(0, C, n)
+    t[::5] = -100  # ignored rows, inside and across batch boundaries
+    return t
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("C", CLASSES)
+@pytest.mark.parametrize("n", ROWS)
+def test_same_bits_as_row_by_row(rng, dtype, C, n):
+    x = (rng.standard_normal((n, C)) * 4).astype(dtype)
+    x[-1, C // 2] = x[-1].max()  # the max twice (k = 2) when C > 1
+    t = _targets(rng, n, C)
+    got = xent.cross_entropy(x, t, reduction="none")
+    want = xent.cross_entropy(_strided_copy(x), t, reduction="none")
+    assert bitwise_equal(got, want)
+
+
+@pytest.mark.parametrize("C", [33, 100, 1000])
+def test_many_rows_same_bits_as_row_by_row_with_weights(rng, C):
+    x = (rng.standard_normal((203, C)) * 4).astype(np.float32)
+    t = _targets(rng, 203, C)
+    w = rng.uniform(0.5, 2.0, C).astype(np.float32)
+    for reduction in ("none", "mean", "sum"):
+        # z_loss reads the rows' logsumexps
+        for z_loss in (0.0, 1e-3):
+            got = xent.cross_entropy(x, t, weight=w, reduction=reduction, z_loss=z_loss)
+            want = xent.cross_entropy(
+                _strided_copy(x), t, weight=w, reduction=reduction, z_loss=z_loss
+            )
+            assert bitwise_equal(got, want), (reduction, z_loss)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_non_finite_rows_inside_a_batch(rng, dtype):
+    C = 40
+    x = (rng.standard_normal((40, C)) * 4).astype(dtype)
+    x[3, 7] = np.inf  # +inf max: the row-by-row special rules
+    x[17, :] = -np.inf  # no probability anywhere
+    x[18, 2] = np.nan  # NaN with a finite max: a NaN sum
+    x[20, 5] = np.nan
+    x[20, 6] = np.inf  # NaN with an infinite max
+    x[33, :] = -np.inf
+    x[33, 9] = 1.5  # a single finite class: loss 0 if targeted
+    t = rng.integers(0, C, 40)
+    t[33] = 9
+    t[16] = -100
+    got = xent.cross_entropy(x, t, reduction="none")
+    want = xent.cross_entropy(_strided_copy(x), t, reduction="none")
+    assert bitwise_equal(got, want)
+    ref, _ = ref_cross_entropy(x, t, reduction="none")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+    finite = np.isfinite(ref)
+    np.testing.assert_allclose(got[finite], ref[finite], rtol=2e-6, atol=1e-6)
+    assert got[33] == 0 and got[16] == 0
+
+
+@pytest.mark.parametrize("C", [33, 47, 100, 513])
+def test_float16_batches_same_bits_as_float32(rng, C):
+    x = (rng.standard_normal((45, C)) * 4).astype(np.float16)
+    x[9, :] = -np.inf  # a row the in-place reading hands back to the general path
+    t = _targets(rng, 45, C)
+    got = xent.cross_entropy(x, t, reduction="none")
+    assert got.dtype == np.float32
+    want = xent.cross_entropy(x.astype(np.float32), t, reduction="none")
+    assert bitwise_equal(got, want)
+    assert bitwise_equal(got, xent.cross_entropy(_strided_copy(x), t, reduction="none"))
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 2e-6), (np.float64, 1e-13)])
+@pytest.mark.parametrize("C", [9, 40, 100, 1000])
+def test_against_a_float64_reference(rng, dtype, rtol, C):
+    x = (rng.standard_normal((50, C)) * 5).astype(dtype)
+    x[4] = 0
+    x[4, 1] = 30  # a confident row: the loss of its target is tiny
+    x[6, C // 3] = x[6].max()  # the max twice
+    t = _targets(rng, 50, C)
+    t[4] = 1
+    t[6] = C // 3
+    got = xent.cross_entropy(x, t, reduction="none")
+    ref, _ = ref_cross_entropy(x, t, reduction="none")
+    np.testing.assert_allclose(got, ref, rtol=rtol, atol=0)
+
+
+def test_thread_counts_give_the_same_bits(rng, restore_threads):
+    x = (rng.standard_normal((1003, 100)) * 4).astype(np.float32)
+    t = _targets(rng, 1003, 100)
+    results = []
+    for n in (1, 2, 3):
+        xent.set_num_threads(n)
+        results.append(xent.cross_entropy(x, t, reduction="none"))
+    assert bitwise_equal(results[0], results[1])
+    assert bitwise_equal(results[0], results[2])
+
+
+# ---- logsumexp: the same batches (_lse_row_batch) --------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("C", CLASSES)
+@pytest.mark.parametrize("n", ROWS)
+def test_logsumexp_same_bits_as_row_by_row(rng, dtype, C, n):
+    x = (rng.standard_normal((n, C)) * 4).astype(dtype)
+    x[-1, C // 2] = x[-1].max()
+    got = xent.logsumexp(x, axis=-1)
+    assert bitwise_equal(got, xent.logsumexp(_strided_copy(x), axis=-1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_logsumexp_non_finite_rows_inside_a_batch(rng, dtype):
+    x = (rng.standard_normal((37, 50)) * 4).astype(dtype)
+    x[2, 3] = np.inf
+    x[2, 9] = np.inf  # two +inf: logsumexp +inf
+    x[16, :] = -np.inf  # -inf
+    x[17, 4] = np.nan  # NaN
+    x[30, 1] = np.nan
+    x[30, 2] = -np.inf
+    got = xent.logsumexp(x, axis=-1)
+    assert bitwise_equal(got, xent.logsumexp(_strided_copy(x), axis=-1))
+    assert got[2] == np.inf and got[16] == -np.inf
+    assert np.isnan(got[17]) and np.isnan(got[30])
+    finite = np.isfinite(x).all(axis=-1)
+    xf = x[finite].astype(np.float64)
+    m = xf.max(axis=-1, keepdims=True)
+    ref = (m + np.log(np.exp(xf - m).sum(axis=-1, keepdims=True)))[:, 0]
+    rtol = 2e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(got[finite], ref, rtol=rtol)
+
+
+@pytest.mark.parametrize("C", [33, 100, 513])
+def test_logsumexp_float16_batches_same_bits_as_float32(rng, C):
+    x = (rng.standard_normal((40, C)) * 4).astype(np.float16)
+    x[5, :] = -np.inf
+    x[21, 0] = np.inf
+    got = xent.logsumexp(x, axis=-1)
+    assert got.dtype == np.float32
+    assert bitwise_equal(got, xent.logsumexp(x.astype(np.float32), axis=-1))
+    assert bitwise_equal(got, xent.logsumexp(_strided_copy(x), axis=-1))
