@@ -127,46 +127,69 @@ def test_thread_counts_give_the_same_bits(rng, restore_threads):
     assert bitwise_equal(results[0], results[2])
 
 
-# ---- logsumexp: the same batches (_lse_row_batch) --------------------------
+# ---- normalisers: the same batches (_row_batch) ---------------------------
+
+NORMALISERS = [xent.logsumexp, xent.log_softmax, xent.softmax]
 
 
+@pytest.mark.parametrize("fn", NORMALISERS, ids=lambda f: f.__name__)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("C", CLASSES)
 @pytest.mark.parametrize("n", ROWS)
-def test_logsumexp_same_bits_as_row_by_row(rng, dtype, C, n):
+def test_normalisers_same_bits_as_row_by_row(rng, fn, dtype, C, n):
     x = (rng.standard_normal((n, C)) * 4).astype(dtype)
     x[-1, C // 2] = x[-1].max()
-    got = xent.logsumexp(x, axis=-1)
-    assert bitwise_equal(got, xent.logsumexp(_strided_copy(x), axis=-1))
+    got = fn(x, axis=-1)
+    assert bitwise_equal(got, fn(_strided_copy(x), axis=-1))
 
 
+@pytest.mark.parametrize("fn", [xent.log_softmax, xent.softmax], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("C", [9, 47, 100])
+def test_in_place_and_out_same_bits(rng, fn, C):
+    x = (rng.standard_normal((37, C)) * 4).astype(np.float32)
+    x[7, 3] = np.inf
+    want = fn(_strided_copy(x), axis=-1)
+    out = np.full_like(x, 7.0)
+    assert fn(x, axis=-1, out=out) is out
+    assert bitwise_equal(out, want)
+    y = x.copy()
+    assert fn(y, axis=-1, out=y) is y
+    assert bitwise_equal(y, want)
+
+
+@pytest.mark.parametrize("fn", NORMALISERS, ids=lambda f: f.__name__)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_logsumexp_non_finite_rows_inside_a_batch(rng, dtype):
+def test_normalisers_non_finite_rows_inside_a_batch(rng, fn, dtype):
     x = (rng.standard_normal((37, 50)) * 4).astype(dtype)
     x[2, 3] = np.inf
-    x[2, 9] = np.inf  # two +inf: logsumexp +inf
-    x[16, :] = -np.inf  # -inf
-    x[17, 4] = np.nan  # NaN
+    x[2, 9] = np.inf  # two +inf
+    x[16, :] = -np.inf  # no probability anywhere
+    x[17, 4] = np.nan  # NaN with a finite max
     x[30, 1] = np.nan
-    x[30, 2] = -np.inf
-    got = xent.logsumexp(x, axis=-1)
-    assert bitwise_equal(got, xent.logsumexp(_strided_copy(x), axis=-1))
-    assert got[2] == np.inf and got[16] == -np.inf
-    assert np.isnan(got[17]) and np.isnan(got[30])
+    x[30, 2] = np.inf  # NaN with an infinite max
+    got = fn(x, axis=-1)
+    assert bitwise_equal(got, fn(_strided_copy(x), axis=-1))
     finite = np.isfinite(x).all(axis=-1)
     xf = x[finite].astype(np.float64)
     m = xf.max(axis=-1, keepdims=True)
-    ref = (m + np.log(np.exp(xf - m).sum(axis=-1, keepdims=True)))[:, 0]
+    lse = m + np.log(np.exp(xf - m).sum(axis=-1, keepdims=True))
+    ref = {"logsumexp": lse[:, 0], "log_softmax": xf - lse, "softmax": np.exp(xf - lse)}
     rtol = 2e-6 if dtype == np.float32 else 1e-13
-    np.testing.assert_allclose(got[finite], ref, rtol=rtol)
+    np.testing.assert_allclose(got[finite], ref[fn.__name__], rtol=rtol, atol=1e-6 * rtol)
+    if fn is xent.logsumexp:
+        assert got[2] == np.inf and got[16] == -np.inf
+        assert np.isnan(got[17]) and np.isnan(got[30])
+    else:
+        assert np.isnan(got[16]).all() and np.isnan(got[17]).all() and np.isnan(got[30]).all()
 
 
+@pytest.mark.parametrize("fn", NORMALISERS, ids=lambda f: f.__name__)
 @pytest.mark.parametrize("C", [33, 100, 513])
-def test_logsumexp_float16_batches_same_bits_as_float32(rng, C):
+def test_normalisers_float16_batches_same_bits_as_float32(rng, fn, C):
     x = (rng.standard_normal((40, C)) * 4).astype(np.float16)
     x[5, :] = -np.inf
     x[21, 0] = np.inf
-    got = xent.logsumexp(x, axis=-1)
+    got = fn(x, axis=-1)
     assert got.dtype == np.float32
-    assert bitwise_equal(got, xent.logsumexp(x.astype(np.float32), axis=-1))
-    assert bitwise_equal(got, xent.logsumexp(_strided_copy(x), axis=-1))
+    assert bitwise_equal(got, fn(x.astype(np.float32), axis=-1))
+    assert bitwise_equal(got, fn(_strided_copy(x), axis=-1))

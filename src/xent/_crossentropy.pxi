@@ -66,12 +66,6 @@ cdef extern from "_rows.h" nogil:
     double entropy_row_f64 "xent_entropy_row_f64"(const double *x, Py_ssize_t C)
     int ce_index_row_f16 "xent_ce_index_row_f16"(const uint16_t *x, Py_ssize_t C, Py_ssize_t t,
                                                   float wt, double *ce, double *lse)
-    int row_parts_f32 "xent_row_parts_f32"(const float *x, Py_ssize_t n, float *m,
-                                           Py_ssize_t *k, double *rest)
-    int row_parts_f64 "xent_row_parts_f64"(const double *x, Py_ssize_t n, double *m,
-                                           Py_ssize_t *k, double *rest)
-    int f16_row_parts "xent_f16_row_parts"(const uint16_t *x, Py_ssize_t n, float *m,
-                                           Py_ssize_t *k, double *rest)
     void ce_index_finish_f32 "xent_ce_index_finish_f32"(float m, Py_ssize_t k, double rest,
                                                         float xt, float wt, double *ce,
                                                         double *lse)
@@ -215,11 +209,11 @@ cdef void _ce_row_batch(const _CeJob *j, Py_ssize_t batch, real *mine) noexcept 
             continue
         if real is float:
             if half:
-                ready[b] = f16_row_parts(<const uint16_t *> xrow, C, &m[b], &k[b], &rest[b])
+                ready[b] = f16_row_parts(<const uint16_t *> xrow, C, &m[b], &k[b], &rest[b], NULL)
             else:
-                ready[b] = row_parts_f32(<const float *> xrow, C, &m[b], &k[b], &rest[b])
+                ready[b] = row_parts_f32(<const float *> xrow, C, &m[b], &k[b], &rest[b], NULL)
         else:
-            ready[b] = row_parts_f64(<const double *> xrow, C, &m[b], &k[b], &rest[b])
+            ready[b] = row_parts_f64(<const double *> xrow, C, &m[b], &k[b], &rest[b], NULL)
     for b in range(n):
         xrow = j.x + (r0 + b) * j.xs0
         if not ready[b]:

@@ -3,18 +3,26 @@
 # and _row_in (_storage.pxi) to read rows of any floating storage.
 
 cdef extern from "_rows.h" nogil:
-    int row_log_softmax_f16 "xent_row_log_softmax_f16"(const uint16_t *x, Py_ssize_t n, float *out)
-    int row_softmax_f16 "xent_row_softmax_f16"(const uint16_t *x, Py_ssize_t n, float *out)
     float row_logsumexp_f32 "xent_row_logsumexp_f32"(const float *x, Py_ssize_t n)
     int row_parts_f32 "xent_row_parts_f32"(const float *x, Py_ssize_t n, float *m,
-                                           Py_ssize_t *k, double *rest)
+                                           Py_ssize_t *k, double *rest, float *e)
     int row_parts_f64 "xent_row_parts_f64"(const double *x, Py_ssize_t n, double *m,
-                                           Py_ssize_t *k, double *rest)
+                                           Py_ssize_t *k, double *rest, double *e)
     int f16_row_parts "xent_f16_row_parts"(const uint16_t *x, Py_ssize_t n, float *m,
-                                           Py_ssize_t *k, double *rest)
+                                           Py_ssize_t *k, double *rest, float *e)
     float logsumexp_finish_f32 "xent_logsumexp_finish_f32"(float m, Py_ssize_t k, double rest)
     double logsumexp_finish_f64 "xent_logsumexp_finish_f64"(double m, Py_ssize_t k,
                                                            double rest)
+    void log_softmax_finish_f32 "xent_log_softmax_finish_f32"(
+        const float *x, Py_ssize_t n, float m, Py_ssize_t k, double rest, float *out)
+    void log_softmax_finish_f64 "xent_log_softmax_finish_f64"(
+        const double *x, Py_ssize_t n, double m, Py_ssize_t k, double rest, double *out)
+    void f16_log_softmax_finish "xent_f16_log_softmax_finish"(
+        const uint16_t *x, Py_ssize_t n, float m, Py_ssize_t k, double rest, float *out)
+    void softmax_finish_f32 "xent_softmax_finish_f32"(Py_ssize_t n, Py_ssize_t k, double rest,
+                                                     float *out)
+    void softmax_finish_f64 "xent_softmax_finish_f64"(Py_ssize_t n, Py_ssize_t k, double rest,
+                                                     double *out)
     double row_logsumexp_f64 "xent_row_logsumexp_f64"(const double *x, Py_ssize_t n)
     void row_log_softmax_f32 "xent_row_log_softmax_f32"(const float *x, Py_ssize_t n, float *out)
     void row_log_softmax_f64 "xent_row_log_softmax_f64"(const double *x, Py_ssize_t n, double *out)
@@ -87,7 +95,7 @@ cdef Py_ssize_t SMALL_C = 32
 cdef Py_ssize_t SPLIT_MIN = 1 << 18
 cdef Py_ssize_t SPLIT_CHUNK = 1 << 15
 cdef Py_ssize_t TILE_ROWS = 256
-# Rows of a row batch (_lse_row_batch, _ce_row_batch): their maxima and sums of
+# Rows of a row batch (_row_batch, _ce_row_batch): their maxima and sums of
 # exps are all taken before their logs.  One row at a time, a short row is one
 # chain of dependent latencies (its max, its sum, then libm's log1p, ~50
 # cycles) that leaves most of the core idle; in a batch the logs wait on sums
@@ -126,19 +134,7 @@ cdef inline void _strided_row(int op, const char *x, int xkind, Py_ssize_t C, Py
     scratch holds C values; it is used only when the row is not contiguous
     `real`s or os is not 1.
     """
-    cdef const real *row
-    if real is float:
-        # Unit-stride float16 rows are read in place, without the converted copy,
-        # where this build has the loops and the row's max is finite (logsumexp:
-        # in _lse_row_batch).
-        if xkind == XENT_KIND_F16 and xs == 2 and op != OP_LOGSUMEXP:
-            if os == 1:
-                if op == OP_LOG_SOFTMAX:
-                    if row_log_softmax_f16(<const uint16_t *> x, C, out):
-                        return
-                elif row_softmax_f16(<const uint16_t *> x, C, out):
-                    return
-    row = _row_in(x, C, xs, xkind, scratch)
+    cdef const real *row = _row_in(x, C, xs, xkind, scratch)
     if op == OP_LOGSUMEXP:
         _row_op(op, row, C, <real *> NULL, lse)
     elif os == 1:
@@ -149,36 +145,54 @@ cdef inline void _strided_row(int op, const char *x, int xkind, Py_ssize_t C, Py
         _scatter(scratch, C, out, os)
 
 
-cdef void _lse_row_batch(const char *x, int xkind, Py_ssize_t n, Py_ssize_t C, Py_ssize_t xs0,
-                         Py_ssize_t xs1, real *lse, Py_ssize_t ls0, real *scratch) noexcept nogil:
-    """logsumexp of n <= ROW_BATCH unit-stride rows xs0 bytes apart (x's own
-    dtype, or float16 read in place), into lse[b * ls0]: every row's max and sum
-    of exps (row_parts), then every log (logsumexp_finish, the arithmetic of
-    row_logsumexp).  Rows whose max is not finite take _strided_row.  scratch:
-    C values."""
+cdef void _row_batch(int op, const char *x, int xkind, Py_ssize_t n, Py_ssize_t C,
+                     Py_ssize_t xs0, Py_ssize_t xs1, real *out, Py_ssize_t os0, real *lse,
+                     Py_ssize_t ls0, real *scratch) noexcept nogil:
+    """op on n <= ROW_BATCH unit-stride rows xs0 bytes apart (x's own dtype, or
+    float16 read in place), written to out (rows os0 apart, unit stride) or lse
+    (ls0 apart): every row's max and sum of exps (row_parts; softmax stores its
+    exps into out there), then every row's log and writes (the *_finish
+    functions, the arithmetic of the row functions); see ROW_BATCH.  Rows whose
+    max is not finite take _strided_row.  scratch: C values."""
     cdef real m[ROW_BATCH]
     cdef Py_ssize_t k[ROW_BATCH]
     cdef double rest[ROW_BATCH]
     cdef int ready[ROW_BATCH]
     cdef Py_ssize_t b
+    cdef const char *xb
+    cdef real *e
     for b in range(n):
+        xb = x + b * xs0
+        e = out + b * os0 if op == OP_SOFTMAX else NULL
         if real is float:
             if xkind == XENT_KIND_F16:
-                ready[b] = f16_row_parts(<const uint16_t *> (x + b * xs0), C, &m[b], &k[b],
-                                         &rest[b])
+                ready[b] = f16_row_parts(<const uint16_t *> xb, C, &m[b], &k[b], &rest[b], e)
             else:
-                ready[b] = row_parts_f32(<const float *> (x + b * xs0), C, &m[b], &k[b],
-                                         &rest[b])
+                ready[b] = row_parts_f32(<const float *> xb, C, &m[b], &k[b], &rest[b], e)
         else:
-            ready[b] = row_parts_f64(<const double *> (x + b * xs0), C, &m[b], &k[b], &rest[b])
+            ready[b] = row_parts_f64(<const double *> xb, C, &m[b], &k[b], &rest[b], e)
     for b in range(n):
+        xb = x + b * xs0
         if not ready[b]:
-            _strided_row(OP_LOGSUMEXP, x + b * xs0, xkind, C, xs1, <real *> NULL, 0,
-                         lse + b * ls0, scratch)
+            _strided_row(op, xb, xkind, C, xs1, out + b * os0, 1, lse + b * ls0, scratch)
+        elif op == OP_LOGSUMEXP:
+            if real is float:
+                lse[b * ls0] = logsumexp_finish_f32(m[b], k[b], rest[b])
+            else:
+                lse[b * ls0] = logsumexp_finish_f64(m[b], k[b], rest[b])
+        elif op == OP_SOFTMAX:
+            if real is float:
+                softmax_finish_f32(C, k[b], rest[b], out + b * os0)
+            else:
+                softmax_finish_f64(C, k[b], rest[b], out + b * os0)
         elif real is float:
-            lse[b * ls0] = logsumexp_finish_f32(m[b], k[b], rest[b])
+            if xkind == XENT_KIND_F16:
+                f16_log_softmax_finish(<const uint16_t *> xb, C, m[b], k[b], rest[b],
+                                       out + b * os0)
+            else:
+                log_softmax_finish_f32(<const float *> xb, C, m[b], k[b], rest[b], out + b * os0)
         else:
-            lse[b * ls0] = logsumexp_finish_f64(m[b], k[b], rest[b])
+            log_softmax_finish_f64(<const double *> xb, C, m[b], k[b], rest[b], out + b * os0)
 
 
 cdef inline Py_ssize_t _block_scratch(Py_ssize_t nb, Py_ssize_t C, Py_ssize_t itemsize) noexcept nogil:
@@ -285,16 +299,17 @@ cdef void _run(int op, const char *x, int xkind, Py_ssize_t outer, Py_ssize_t C,
             mine = scratch + omp_get_thread_num() * per_thread
             _block(op, xr + o * e0 + i, C, e1, width,
                    out + o * os0 + i, os1, lse + o * ls0 + i * ls1, ls1, mine)
-    elif (inner == 1 and op == OP_LOGSUMEXP and C > 0
+    elif (inner == 1 and C > 0 and (op == OP_LOGSUMEXP or os1 == 1)
           and (xs1 == sizeof(real) and xkind == native
                or sizeof(real) == sizeof(float) and xkind == XENT_KIND_F16 and xs1 == 2)):
-        # logsumexp of unit-stride rows: in batches, sums before logs.
+        # Unit-stride rows (and unit-stride outputs): in batches, sums before logs.
         n_blocks = (outer + ROW_BATCH - 1) // ROW_BATCH
         for t in prange(n_blocks, schedule="static", num_threads=n_threads):
             o = t * ROW_BATCH
             width = outer - o if outer - o < ROW_BATCH else ROW_BATCH
             mine = scratch + omp_get_thread_num() * per_thread
-            _lse_row_batch(x + o * xs0, xkind, width, C, xs0, xs1, lse + o * ls0, ls0, mine)
+            _row_batch(op, x + o * xs0, xkind, width, C, xs0, xs1, out + o * os0, os0,
+                       lse + o * ls0, ls0, mine)
     elif inner == 1:
         # Plain rows: no index arithmetic beyond the row number.
         for o in prange(outer, schedule="static", num_threads=n_threads):

@@ -448,32 +448,26 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 
 /* ---- float16 rows read in place --------------------------------------------- */
 
-/* row_parts_f32 of the converted row (the same max, k and rest, bits and all)
- * for a unit-stride float16 row read in place; returns 0 where this build has
- * no in-place loops or m is not finite. */
+/* row_parts_f32 of the converted row (the same max, k and rest, and with
+ * e != NULL the same exps, bits and all) for a unit-stride float16 row read in
+ * place; returns 0 where this build has no in-place loops or m is not finite. */
 static int xent_f16_row_parts(const uint16_t *x, ptrdiff_t n, float *m, ptrdiff_t *k,
-                              double *rest)
+                              double *rest, float *e)
 {
 #if defined(XENT_HAVE_SIMD_ROWS)
+    if (e) {
+        *m = xent_simd_max_f16(x, n);
+        if (!isfinite(*m))
+            return 0;
+        *rest = xent_simd_sum_exp_rest(x, 1, n, *m, k, e);
+        return 1;
+    }
     *rest = xent_simd_f16_rest(x, n, m, k);
     return isfinite(*m);
 #else
-    (void)x, (void)n, (void)m, (void)k, (void)rest;
+    (void)x, (void)n, (void)m, (void)k, (void)rest, (void)e;
     return 0;
 #endif
-}
-
-/* The max m of a unit-stride float16 row and ls = log(sum of exp(x - m)), as
- * row_stats_f32 computes them for the converted row; returns 0 where this build
- * has no in-place loops or m is not finite. */
-static int xent_f16_log_sum(const uint16_t *x, ptrdiff_t n, float *m, float *ls)
-{
-    ptrdiff_t k;
-    double rest;
-    if (!xent_f16_row_parts(x, n, m, &k, &rest))
-        return 0;
-    *ls = (float)xent_log_sum_f32(k, rest);
-    return 1;
 }
 
 /* Loss-only cross-entropy of a unit-stride float16 row with class index t, class
@@ -488,22 +482,18 @@ static int xent_ce_index_row_f16(const uint16_t *x, ptrdiff_t C, ptrdiff_t t, fl
     float m;
     ptrdiff_t k;
     double rest;
-    if (!xent_f16_row_parts(x, C, &m, &k, &rest))
+    if (!xent_f16_row_parts(x, C, &m, &k, &rest, NULL))
         return 0;
     xent_ce_index_finish_f32(m, k, rest, xent_half_to_float(x[t]), wt, ce, lse);
     return 1;
 }
 
-/* The normalisers of a unit-stride float16 row, read in place like
- * xent_ce_index_row_f16 (with the bits of the float32 functions on the
- * converted row: the same max, the same sums and exps, the same write
- * arithmetic).  Each returns 0, writing nothing, where this build has no such
- * loop or the row's max is not finite; the caller then converts the row and
- * takes the float32 path, which applies the +inf / -inf / NaN rules. */
-/* out = (x - m) - ls (write_log_softmax_f32) from float16 x. */
-static void xent_write_log_softmax_from_f16(const uint16_t *x, ptrdiff_t n, float m, float ls,
-                                            float *out)
+/* log_softmax_finish_f32 for a float16 row read in place: out = (x - m) - ls
+ * (write_log_softmax_f32's arithmetic on the converted values). */
+static void xent_f16_log_softmax_finish(const uint16_t *x, ptrdiff_t n, float m, ptrdiff_t k,
+                                        double rest, float *out)
 {
+    float ls = (float)xent_log_sum_f32(k, rest);
     ptrdiff_t i = 0;
 #if defined(__F16C__)
     const __m256 vm = _mm256_set1_ps(m), vls = _mm256_set1_ps(ls);
@@ -514,33 +504,6 @@ static void xent_write_log_softmax_from_f16(const uint16_t *x, ptrdiff_t n, floa
 #endif
     for (; i < n; i++)
         out[i] = (xent_half_to_float(x[i]) - m) - ls;
-}
-
-static int xent_row_log_softmax_f16(const uint16_t *x, ptrdiff_t n, float *out)
-{
-    float m, ls;
-    if (!xent_f16_log_sum(x, n, &m, &ls))
-        return 0;
-    xent_write_log_softmax_from_f16(x, n, m, ls, out);
-    return 1;
-}
-
-/* As row_softmax_f32: the exps stored by the summing pass, then scaled. */
-static int xent_row_softmax_f16(const uint16_t *x, ptrdiff_t n, float *out)
-{
-#if defined(XENT_HAVE_SIMD_ROWS)
-    float m = xent_simd_max_f16(x, n);
-    ptrdiff_t k = 0;
-    double rest;
-    if (!isfinite(m))
-        return 0;
-    rest = xent_simd_sum_exp_rest(x, 1, n, m, &k, out);
-    xent_scale_f32(out, n, 1 / (float)((double)k + rest)); /* s as finite_stats_f32 rounds it */
-    return 1;
-#else
-    (void)x, (void)n, (void)out;
-    return 0;
-#endif
 }
 
 /* ---- rows of any floating dtype, and class indices of any integer dtype ----- */

@@ -105,22 +105,24 @@ static double XENT_FN(log_sum)(ptrdiff_t k, double rest)
 }
 
 /* The parts of a row's sum of exps: *m = its max and, when that is finite
- * (returns 1), *k and *rest as sum_exp_rest gives them; returns 0 otherwise
- * (a +inf, all -inf or empty row), setting nothing else.  Callers that take the
- * log later, for a batch of rows at once, keep one row's log from waiting on
- * its sum and the next row's max from waiting on that log. */
+ * (returns 1), *k and *rest as sum_exp_rest gives them, and with e != NULL
+ * e[i] = exp(x[i] - m) as sum_exp_rest_store stores them (e may be x); returns
+ * 0 otherwise (a +inf, all -inf or empty row), setting nothing else.  Callers
+ * that finish rows later (the log, the writes), for a batch of rows at once,
+ * keep one row's log from waiting on its sum and the next row's max from
+ * waiting on that log.  The *_finish functions below are the FINITE cases of
+ * the row functions, with their arithmetic. */
 static int XENT_FN(row_parts)(const XENT_T *x, ptrdiff_t n, XENT_T *m, ptrdiff_t *k,
-                              double *rest)
+                              double *rest, XENT_T *e)
 {
     *m = XENT_FN(max)(x, n);
     if (!isfinite(*m))
         return 0;
-    *rest = XENT_FN(sum_exp_rest)(x, n, *m, k);
+    *rest = e ? XENT_FN(sum_exp_rest_store)(x, n, *m, k, e) : XENT_FN(sum_exp_rest)(x, n, *m, k);
     return 1;
 }
 
-/* logsumexp of a row from its parts (row_parts returned 1): the FINITE case of
- * row_logsumexp, with its arithmetic. */
+/* row_logsumexp from the parts (row_parts returned 1). */
 static XENT_T XENT_FN(logsumexp_finish)(XENT_T m, ptrdiff_t k, double rest)
 {
     return m + (XENT_T)XENT_FN(log_sum)(k, rest);
@@ -217,6 +219,20 @@ static void XENT_FN(fill)(XENT_T *out, ptrdiff_t n, XENT_T v)
     XENT_SIMD
     for (i = 0; i < n; i++)
         out[i] = v;
+}
+
+/* row_log_softmax from the parts (row_parts without e returned 1). */
+static void XENT_FN(log_softmax_finish)(const XENT_T *x, ptrdiff_t n, XENT_T m, ptrdiff_t k,
+                                        double rest, XENT_T *out)
+{
+    XENT_FN(write_log_softmax)(x, n, m, (XENT_T)XENT_FN(log_sum)(k, rest), out);
+}
+
+/* row_softmax from the parts (row_parts returned 1 having stored the exps into
+ * out): out /= s, s rounded as finite_stats rounds it. */
+static void XENT_FN(softmax_finish)(ptrdiff_t n, ptrdiff_t k, double rest, XENT_T *out)
+{
+    XENT_FN(scale)(out, n, 1 / (XENT_T)((double)k + rest));
 }
 
 /* out = log_softmax(x).  (x - m) - log s, not x - (m + log s): with huge logits
