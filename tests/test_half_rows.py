@@ -1,8 +1,8 @@
 """float16 logits read in place by the loss-only cross-entropy rows.
 
 On the SIMD builds (AVX2, AVX-512), a unit-stride float16 row with a class
-index, no label smoothing and no gradient is read in place
-(xent_ce_index_row_f16) instead of through a float32 copy; other builds and
+index and no label smoothing is read in place (xent_f16_row_parts, in the row
+batches of _ce_row_batch) instead of through a float32 copy; other builds and
 every other case convert the row.  Both must give exactly the bits of the
 float32 computation on the converted values, and agree with an independent
 float64 reference.

@@ -1,9 +1,10 @@
-"""Loss-only cross-entropy of unit-stride rows, computed in batches of rows.
+"""Unit-stride rows computed in batches of rows.
 
-With class indices, no label smoothing, no gradient and the class axis last,
-contiguous rows (float32, float64, or float16 read in place) go through
-_ce_row_batch: the max and sum of exps of up to 16 rows first, then their logs
-and losses.  Each row must keep exactly the bits of the row-by-row path (which a
+With the class axis last, contiguous rows (float32, float64, or float16 read
+in place) go through row batches: the max and sum of exps of up to 16 rows
+first, then their logs and writes (_ce_row_batch for cross-entropy with class
+indices, with or without a gradient; _row_batch for logsumexp, log_softmax and
+softmax).  Each row must keep exactly the bits of the row-by-row path (which a
 strided view of the same values takes), wherever the batch boundaries, ignored
 rows and rows with a non-finite max fall, for any thread count; and agree with
 an independent float64 reference.
@@ -125,6 +126,69 @@ def test_thread_counts_give_the_same_bits(rng, restore_threads):
         results.append(xent.cross_entropy(x, t, reduction="none"))
     assert bitwise_equal(results[0], results[1])
     assert bitwise_equal(results[0], results[2])
+
+
+# ---- cross-entropy with its gradient ---------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("C", [2, 9, 33, 100, 513])
+@pytest.mark.parametrize("n", [1, 16, 17, 31])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"label_smoothing": 0.1}, {"z_loss": 1e-3, "reduction": "sum"}, {"weight": True}],
+    ids=["plain", "smoothing", "zloss-sum", "weights"],
+)
+def test_gradient_same_bits_as_row_by_row(rng, dtype, C, n, options):
+    x = (rng.standard_normal((n, C)) * 4).astype(dtype)
+    x[-1, C // 2] = x[-1].max()
+    t = _targets(rng, n, C)
+    options = dict(options)
+    if options.get("weight"):
+        options["weight"] = rng.uniform(0.5, 2.0, C).astype(dtype)
+    loss, grad = xent.cross_entropy(x, t, return_grad=True, **options)
+    want_loss, want_grad = xent.cross_entropy(_strided_copy(x), t, return_grad=True, **options)
+    assert bitwise_equal(loss, want_loss)
+    assert bitwise_equal(grad, want_grad)
+    # the gradient written over the logits themselves
+    y = x.copy()
+    loss_in_place, g = xent.cross_entropy(y, t, return_grad=True, grad_out=y, **options)
+    assert g is y
+    assert bitwise_equal(loss_in_place, want_loss)
+    assert bitwise_equal(y, want_grad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gradient_against_a_float64_reference(rng, dtype):
+    x = (rng.standard_normal((40, 60)) * 4).astype(dtype)
+    x[3, 7] = np.inf  # a +inf max: the special rules, row by row
+    t = _targets(rng, 40, 60)
+    loss, grad = xent.cross_entropy(x, t, reduction="sum", return_grad=True)
+    want_loss, want_grad = xent.cross_entropy(
+        _strided_copy(x), t, reduction="sum", return_grad=True
+    )
+    assert bitwise_equal(loss, want_loss) and bitwise_equal(grad, want_grad)
+    x[3, 7] = 0
+    loss, grad = xent.cross_entropy(x, t, reduction="sum", return_grad=True)
+    ref_loss, ref_grad = ref_cross_entropy(x, t, reduction="sum")
+    rtol = 2e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(loss, ref_loss, rtol=rtol)
+    np.testing.assert_allclose(grad, ref_grad, rtol=rtol * 10, atol=rtol * 1e-3)
+    assert (grad[t == -100] == 0).all()
+
+
+@pytest.mark.parametrize("C", [33, 100, 513])
+def test_float16_gradient_batches_same_bits_as_float32(rng, C):
+    x = (rng.standard_normal((40, C)) * 4).astype(np.float16)
+    x[9, :] = -np.inf
+    t = _targets(rng, 40, C)
+    loss, grad = xent.cross_entropy(x, t, reduction="none", return_grad=True)
+    want_loss, want_grad = xent.cross_entropy(
+        x.astype(np.float32), t, reduction="none", return_grad=True
+    )
+    assert grad.dtype == np.float32
+    assert bitwise_equal(loss, want_loss)
+    assert bitwise_equal(grad, want_grad)
 
 
 # ---- normalisers: the same batches (_row_batch) ---------------------------

@@ -64,14 +64,20 @@ cdef extern from "_rows.h" nogil:
         double *K)
     double entropy_row_f32 "xent_entropy_row_f32"(const float *x, Py_ssize_t C)
     double entropy_row_f64 "xent_entropy_row_f64"(const double *x, Py_ssize_t C)
-    int ce_index_row_f16 "xent_ce_index_row_f16"(const uint16_t *x, Py_ssize_t C, Py_ssize_t t,
-                                                  float wt, double *ce, double *lse)
-    void ce_index_finish_f32 "xent_ce_index_finish_f32"(float m, Py_ssize_t k, double rest,
-                                                        float xt, float wt, double *ce,
-                                                        double *lse)
-    void ce_index_finish_f64 "xent_ce_index_finish_f64"(double m, Py_ssize_t k, double rest,
-                                                        double xt, double wt, double *ce,
-                                                        double *lse)
+    int ce_index_parts_f32 "xent_ce_index_parts_f32"(
+        const float *x, Py_ssize_t C, Py_ssize_t t, const float *w, float eps, float *g,
+        float *xt, float *m, double *gap, Py_ssize_t *k, double *rest)
+    int ce_index_parts_f64 "xent_ce_index_parts_f64"(
+        const double *x, Py_ssize_t C, Py_ssize_t t, const double *w, double eps, double *g,
+        double *xt, double *m, double *gap, Py_ssize_t *k, double *rest)
+    void ce_index_finish_f32 "xent_ce_index_finish_f32"(
+        Py_ssize_t C, Py_ssize_t t, const float *w, float wsum, float eps, float z,
+        float scale_ce, float scale_z, float xt, float m, double gap, Py_ssize_t k,
+        double rest, float *g, double *ce, double *lse)
+    void ce_index_finish_f64 "xent_ce_index_finish_f64"(
+        Py_ssize_t C, Py_ssize_t t, const double *w, double wsum, double eps, double z,
+        double scale_ce, double scale_z, double xt, double m, double gap, Py_ssize_t k,
+        double rest, double *g, double *ce, double *lse)
     float half_to_float "xent_half_to_float"(uint16_t h)
 
 cdef extern from "_tiles.h" nogil:
@@ -153,10 +159,6 @@ cdef inline void _ce_row(const _CeJob *j, const char *xrow, const char *trow, ch
             if grow != NULL:
                 _row_zero(<real *> grow, C, j.gs1)
             return
-        if (real is float and j.xkind == XENT_KIND_F16 and j.xs1 == 2 and grow == NULL
-                and j.eps == 0 and ce_index_row_f16(<const uint16_t *> xrow, C, t,
-                                                    w[t] if w != NULL else 1, ce, lse)):
-            return  # float16 read in place (AVX-512 build; same bits as below)
     xr = _row_in(xrow, C, j.xs1, j.xkind, mine)
     if grow != NULL:
         gr = _row_out(grow, j.gs1, mine + C)
@@ -186,51 +188,60 @@ cdef inline void _ce_rows_task(const _CeJob *j, Py_ssize_t r, real *mine) noexce
 
 
 cdef void _ce_row_batch(const _CeJob *j, Py_ssize_t batch, real *mine) noexcept nogil:
-    """Rows batch*ROW_BATCH .. of a loss-only, unsmoothed job with class indices,
-    inner == 1 and unit-stride rows (native, or float16 read in place), in two
-    passes: every row's max and sum of exps (row_parts), then every row's log and
-    loss (ce_index_finish, the arithmetic of ce_index_row); see ROW_BATCH.
-    Rows whose max is not finite, and ignored ones, take _ce_row.
+    """Rows batch*ROW_BATCH .. of a job with class indices, inner == 1, unit-stride
+    rows (native, or float16 read in place) and a unit-stride gradient if any, in
+    two passes: every row's reads of x, max and sum of exps (ce_index_parts,
+    which stores the exps into the gradient), then every row's log, loss and
+    gradient (ce_index_finish): the arithmetic of ce_index_row, split; see
+    ROW_BATCH.  Rows whose max is not finite, and ignored ones, take _ce_row.
     mine: 3*C reals."""
-    cdef Py_ssize_t r0 = batch * ROW_BATCH, C = j.C, b, t
+    cdef Py_ssize_t r0 = batch * ROW_BATCH, C = j.C, b, r
     cdef Py_ssize_t n = j.outer - r0 if j.outer - r0 < ROW_BATCH else ROW_BATCH
     cdef const real *w = <const real *> j.w
     cdef bint half = real is float and j.xkind == XENT_KIND_F16
     cdef real m[ROW_BATCH]
+    cdef real xt[ROW_BATCH]
+    cdef Py_ssize_t t[ROW_BATCH]
     cdef Py_ssize_t k[ROW_BATCH]
     cdef double rest[ROW_BATCH]
+    cdef double gap[ROW_BATCH]
     cdef int ready[ROW_BATCH]
     cdef const char *xrow
-    cdef real xt
+    cdef real *grow = NULL
     for b in range(n):
-        xrow = j.x + (r0 + b) * j.xs0
+        r = r0 + b
+        xrow = j.x + r * j.xs0
+        if j.g != NULL:
+            grow = <real *> (j.g + r * j.gs0)
         ready[b] = 0
-        if load_index(j.t + (r0 + b) * j.ts0, j.tcode) == j.ignore_index:
+        t[b] = load_index(j.t + r * j.ts0, j.tcode)
+        if t[b] == j.ignore_index:
             continue
         if real is float:
-            if half:
-                ready[b] = f16_row_parts(<const uint16_t *> xrow, C, &m[b], &k[b], &rest[b], NULL)
+            if half:  # no label smoothing (see _ce_path)
+                xt[b] = half_to_float((<const uint16_t *> xrow)[t[b]])
+                gap[b] = 0
+                ready[b] = f16_row_parts(<const uint16_t *> xrow, C, &m[b], &k[b], &rest[b], grow)
             else:
-                ready[b] = row_parts_f32(<const float *> xrow, C, &m[b], &k[b], &rest[b], NULL)
+                ready[b] = ce_index_parts_f32(<const float *> xrow, C, t[b], w, <float> j.eps,
+                                              grow, &xt[b], &m[b], &gap[b], &k[b], &rest[b])
         else:
-            ready[b] = row_parts_f64(<const double *> xrow, C, &m[b], &k[b], &rest[b], NULL)
+            ready[b] = ce_index_parts_f64(<const double *> xrow, C, t[b], w, j.eps, grow,
+                                          &xt[b], &m[b], &gap[b], &k[b], &rest[b])
     for b in range(n):
-        xrow = j.x + (r0 + b) * j.xs0
+        r = r0 + b
+        if j.g != NULL:
+            grow = <real *> (j.g + r * j.gs0)
         if not ready[b]:
-            _ce_row(j, xrow, j.t + (r0 + b) * j.ts0, NULL, &j.ce[r0 + b], &j.lse[r0 + b], mine)
-            continue
-        t = load_index(j.t + (r0 + b) * j.ts0, j.tcode)
-        if real is float:
-            if half:
-                xt = half_to_float((<const uint16_t *> xrow)[t])
-            else:
-                xt = (<const float *> xrow)[t]
-            ce_index_finish_f32(m[b], k[b], rest[b], xt, w[t] if w != NULL else 1,
-                                &j.ce[r0 + b], &j.lse[r0 + b])
+            _ce_row(j, j.x + r * j.xs0, j.t + r * j.ts0, <char *> grow, &j.ce[r], &j.lse[r],
+                    mine)
+        elif real is float:
+            ce_index_finish_f32(C, t[b], w, <float> j.wsum, <float> j.eps, <float> j.z,
+                                <float> j.scale_ce, <float> j.scale_z, xt[b], m[b], gap[b],
+                                k[b], rest[b], grow, &j.ce[r], &j.lse[r])
         else:
-            xt = (<const double *> xrow)[t]
-            ce_index_finish_f64(m[b], k[b], rest[b], xt, w[t] if w != NULL else 1,
-                                &j.ce[r0 + b], &j.lse[r0 + b])
+            ce_index_finish_f64(C, t[b], w, j.wsum, j.eps, j.z, j.scale_ce, j.scale_z, xt[b],
+                                m[b], gap[b], k[b], rest[b], grow, &j.ce[r], &j.lse[r])
 
 
 cdef inline Py_ssize_t _ce_tile_scratch(Py_ssize_t C, Py_ssize_t itemsize) noexcept nogil:
@@ -409,7 +420,7 @@ cdef void _ce_tasks(const _CeJob *j, int path, Py_ssize_t n_tasks, Py_ssize_t nb
 
 cdef int _ce_path(const _CeJob *j, bint double_precision) noexcept nogil:
     """The path of the job (_CE_*): tiles of few-class rows, blocks of positions
-    when the class axis is not last, batches of loss-only unit-stride rows, else
+    when the class axis is not last, batches of unit-stride rows, else
     row by row."""
     cdef Py_ssize_t C = j.C, inner = j.inner
     cdef Py_ssize_t itemsize = sizeof(double) if double_precision else sizeof(float)
@@ -423,10 +434,12 @@ cdef int _ce_path(const _CeJob *j, bint double_precision) noexcept nogil:
                                  and j.gs0 % itemsize == 0))):
         # Class axis not last, unit stride across positions: vectorise across them.
         return _CE_BLOCKS
-    if (not j.prob and inner == 1 and j.g == NULL and j.eps == 0 and C > 0
+    if (not j.prob and inner == 1 and C > 0 and (j.g == NULL or j.gs1 == itemsize)
             and ((native and j.xs1 == itemsize)
-                 or (not double_precision and j.xkind == XENT_KIND_F16 and j.xs1 == 2))):
-        # Loss only, unit-stride rows: in batches, sums before logs.
+                 or (not double_precision and j.xkind == XENT_KIND_F16 and j.xs1 == 2
+                     and j.eps == 0))):
+        # Unit-stride rows (float16 without label smoothing, whose gap would need
+        # a converted row): in batches, sums before logs.
         return _CE_ROW_BATCHES
     return _CE_ROWS
 

@@ -59,17 +59,6 @@ static double XENT_FN(weighted_gap)(const XENT_T *x, ptrdiff_t n, XENT_T m, cons
     return total;
 }
 
-/* ce and lse of a row with a finite max m, class index t (xt = x[t], weight
- * wt) and no label smoothing, from the parts of its sum of exps (row_parts):
- * the loss-only FINITE case of ce_index_row below, with its arithmetic. */
-static void XENT_FN(ce_index_finish)(XENT_T m, ptrdiff_t k, double rest, XENT_T xt, XENT_T wt,
-                                     double *ce, double *lse)
-{
-    XENT_T ls = (XENT_T)XENT_FN(log_sum)(k, rest);
-    *ce = XENT_FN(mul0)(wt, ((double)m - xt) + ls);
-    *lse = m + ls;
-}
-
 /*
  * Cross-entropy of one row with class-index target t (0 <= t < C):
  *   ce  = (1-eps) w_t (-lp_t) + (eps/C) sum_c w_c (-lp_c)      (without z-loss)
@@ -79,44 +68,74 @@ static void XENT_FN(ce_index_finish)(XENT_T m, ptrdiff_t k, double rest, XENT_T 
  *   = p_c K - scale_ce (eps/C) w_c - [c == t] scale_ce (1-eps) w_t,
  *   K = scale_ce ((1-eps) w_t + (eps/C) wsum) + 2 z scale_z lse.
  */
+/* The first part of ce_index_row for a row with a finite max (returns 1; 0,
+ * setting nothing else, otherwise): *xt = x[t], *m the max, *gap (label
+ * smoothing only, else 0) and the parts of the sum of exps (row_parts: *k,
+ * *rest, and with g != NULL the exps stored into g, which may be x).  Everything
+ * that reads x is done here.  Callers that finish rows later, for a batch of
+ * rows at once (see row_parts), call ce_index_finish after. */
+static int XENT_FN(ce_index_parts)(const XENT_T *x, ptrdiff_t C, ptrdiff_t t, const XENT_T *w,
+                                   XENT_T eps, XENT_T *g, XENT_T *xt, XENT_T *m, double *gap,
+                                   ptrdiff_t *k, double *rest)
+{
+    *xt = x[t];
+    *m = XENT_FN(max)(x, C);
+    if (!isfinite(*m))
+        return 0;
+    *gap = eps > 0 ? XENT_FN(weighted_gap)(x, C, *m, w) : 0;
+    *rest = g ? XENT_FN(sum_exp_rest_store)(x, C, *m, k, g) : XENT_FN(sum_exp_rest)(x, C, *m, k);
+    return 1;
+}
+
+/* The rest of ce_index_row (below) from ce_index_parts: the loss, the
+ * logsumexp, and with g != NULL the gradient from the exps stored there. */
+static void XENT_FN(ce_index_finish)(ptrdiff_t C, ptrdiff_t t, const XENT_T *w, XENT_T wsum,
+                                     XENT_T eps, XENT_T z, XENT_T scale_ce, XENT_T scale_z,
+                                     XENT_T xt, XENT_T m, double gap, ptrdiff_t k, double rest,
+                                     XENT_T *g, double *ce, double *lse)
+{
+    XENT_T s = (XENT_T)((double)k + rest), ls = (XENT_T)XENT_FN(log_sum)(k, rest);
+    XENT_T lse_row = m + ls, K, Ks, wt = w ? w[t] : 1;
+    XENT_T smooth = eps / (XENT_T)C; /* eps/C, the smoothing mass of each class */
+    double loss = XENT_FN(mul0)((1 - (double)eps) * wt, ((double)m - xt) + ls);
+    ptrdiff_t c;
+    if (eps > 0)
+        loss += (double)smooth * (gap + (double)wsum * ls);
+    *ce = loss;
+    *lse = lse_row;
+    if (!g)
+        return;
+    K = scale_ce * ((1 - eps) * wt + smooth * wsum);
+    if (z != 0)
+        K += 2 * z * scale_z * lse_row;
+    Ks = K / s;
+    if (w && eps > 0) {
+        XENT_T b = scale_ce * smooth;
+        XENT_SIMD
+        for (c = 0; c < C; c++)
+            g[c] = g[c] * Ks - b * w[c];
+    } else {
+        XENT_T b = scale_ce * smooth;
+        XENT_SIMD
+        for (c = 0; c < C; c++)
+            g[c] = g[c] * Ks - b;
+    }
+    g[t] -= scale_ce * (1 - eps) * wt;
+}
+
 static void XENT_FN(ce_index_row)(const XENT_T *x, ptrdiff_t C, ptrdiff_t t, const XENT_T *w,
                                   XENT_T wsum, XENT_T eps, XENT_T z, XENT_T scale_ce,
                                   XENT_T scale_z, XENT_T *g, double *ce, double *lse)
 {
-    XENT_T m = XENT_FN(max)(x, C), s, ls, lse_row, K, Ks, wt = w ? w[t] : 1, xt = x[t];
-    XENT_T smooth = eps / (XENT_T)C; /* eps/C, the smoothing mass of each class */
-    double loss, gap;
-    ptrdiff_t c;
+    XENT_T m, s, ls, K, wt = w ? w[t] : 1, xt;
+    XENT_T smooth = eps / (XENT_T)C;
+    double loss, gap, rest;
+    ptrdiff_t c, k;
     int kind;
 
-    if (isfinite(m)) {
-        /* read x before g (which may be x) receives the exps */
-        gap = eps > 0 ? XENT_FN(weighted_gap)(x, C, m, w) : 0;
-        XENT_FN(finite_stats)(x, C, m, &s, &ls, g); /* g[c] = exp(x[c] - m) */
-        lse_row = m + ls;
-        loss = XENT_FN(mul0)((1 - (double)eps) * wt, ((double)m - xt) + ls);
-        if (eps > 0)
-            loss += (double)smooth * (gap + (double)wsum * ls);
-        *ce = loss;
-        *lse = lse_row;
-        if (!g)
-            return;
-        K = scale_ce * ((1 - eps) * wt + smooth * wsum);
-        if (z != 0)
-            K += 2 * z * scale_z * lse_row;
-        Ks = K / s;
-        if (w && eps > 0) {
-            XENT_T b = scale_ce * smooth;
-            XENT_SIMD
-            for (c = 0; c < C; c++)
-                g[c] = g[c] * Ks - b * w[c];
-        } else {
-            XENT_T b = scale_ce * smooth;
-            XENT_SIMD
-            for (c = 0; c < C; c++)
-                g[c] = g[c] * Ks - b;
-        }
-        g[t] -= scale_ce * (1 - eps) * wt;
+    if (XENT_FN(ce_index_parts)(x, C, t, w, eps, g, &xt, &m, &gap, &k, &rest)) {
+        XENT_FN(ce_index_finish)(C, t, w, wsum, eps, z, scale_ce, scale_z, xt, m, gap, k, rest,
+                                 g, ce, lse);
         return;
     }
 

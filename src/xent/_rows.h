@@ -470,24 +470,6 @@ static int xent_f16_row_parts(const uint16_t *x, ptrdiff_t n, float *m, ptrdiff_
 #endif
 }
 
-/* Loss-only cross-entropy of a unit-stride float16 row with class index t, class
- * weight wt and no label smoothing: ce_index_row_f32 of the converted row, with
- * the same bits, but the AVX-512 and AVX2 builds read the float16 values in place
- * (converting in registers) instead of through a float32 copy: half the bytes
- * and no copy pass.  Returns 0, writing nothing, where this build has no such
- * loop or the row's max is not finite: the caller then takes the usual path. */
-static int xent_ce_index_row_f16(const uint16_t *x, ptrdiff_t C, ptrdiff_t t, float wt,
-                                 double *ce, double *lse)
-{
-    float m;
-    ptrdiff_t k;
-    double rest;
-    if (!xent_f16_row_parts(x, C, &m, &k, &rest, NULL))
-        return 0;
-    xent_ce_index_finish_f32(m, k, rest, xent_half_to_float(x[t]), wt, ce, lse);
-    return 1;
-}
-
 /* log_softmax_finish_f32 for a float16 row read in place: out = (x - m) - ls
  * (write_log_softmax_f32's arithmetic on the converted values). */
 static void xent_f16_log_softmax_finish(const uint16_t *x, ptrdiff_t n, float m, ptrdiff_t k,
