@@ -187,16 +187,17 @@ cdef inline void _ce_rows_task(const _CeJob *j, Py_ssize_t r, real *mine) noexce
             j.g + o * j.gs0 + i * j.gs2 if j.g != NULL else NULL, &j.ce[r], &j.lse[r], mine)
 
 
-cdef void _ce_row_batch(const _CeJob *j, Py_ssize_t batch, real *mine) noexcept nogil:
-    """Rows batch*ROW_BATCH .. of a job with class indices, inner == 1, unit-stride
-    rows (native, or float16 read in place) and a unit-stride gradient if any, in
-    two passes: every row's reads of x, max and sum of exps (ce_index_parts,
+cdef void _ce_row_batch(const _CeJob *j, Py_ssize_t batch, Py_ssize_t nb,
+                        real *mine) noexcept nogil:
+    """Rows batch*nb .. (nb <= ROW_BATCH, see _batch_rows) of a job with class
+    indices, inner == 1, unit-stride rows (native, or float16 read in place) and a
+    unit-stride gradient if any, in two passes: every row's reads of x, max and sum of exps (ce_index_parts,
     which stores the exps into the gradient), then every row's log, loss and
     gradient (ce_index_finish): the arithmetic of ce_index_row, split; see
     ROW_BATCH.  Rows whose max is not finite, and ignored ones, take _ce_row.
     mine: 3*C reals."""
-    cdef Py_ssize_t r0 = batch * ROW_BATCH, C = j.C, b, r
-    cdef Py_ssize_t n = j.outer - r0 if j.outer - r0 < ROW_BATCH else ROW_BATCH
+    cdef Py_ssize_t r0 = batch * nb, C = j.C, b, r
+    cdef Py_ssize_t n = j.outer - r0 if j.outer - r0 < nb else nb
     cdef const real *w = <const real *> j.w
     cdef bint half = real is float and j.xkind == XENT_KIND_F16
     cdef real m[ROW_BATCH]
@@ -395,7 +396,7 @@ cdef inline void _ce_task(const _CeJob *j, int path, Py_ssize_t k, Py_ssize_t nb
     elif path == _CE_BLOCKS:
         _ce_block(j, k, nb, mine)
     elif path == _CE_ROW_BATCHES:
-        _ce_row_batch(j, k, mine)
+        _ce_row_batch(j, k, nb, mine)
     else:
         _ce_rows_task(j, k, mine)
 
@@ -469,7 +470,8 @@ cdef int _ce_compute(const _CeJob *j, bint double_precision, int n_threads) exce
         n_tasks = outer * ((inner + nb - 1) // nb)
         per_thread = _ce_block_scratch(nb, C, itemsize)
     elif path == _CE_ROW_BATCHES:
-        n_tasks = (outer + ROW_BATCH - 1) // ROW_BATCH
+        nb = _batch_rows(C, itemsize, j.g != NULL)
+        n_tasks = (outer + nb - 1) // nb
         per_thread = 3 * C
     else:
         n_tasks = outer * inner
