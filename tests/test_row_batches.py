@@ -18,7 +18,7 @@ from conftest import bitwise_equal
 from loss_refs import ref_cross_entropy
 
 # Row lengths around the vector steps (8 and 32 values) and the sum chunks (512).
-CLASSES = [1, 2, 7, 8, 9, 33, 40, 47, 64, 100, 511, 512, 513, 1000]
+CLASSES = [1, 2, 7, 8, 9, 33, 40, 47, 64, 100, 250, 511, 512, 513, 1000]
 # Batch sizes around the batch of 16 rows; few-class float32/float64 inputs of
 # 32 rows or more go to the tile path instead, so those use fewer rows.
 ROWS = [1, 15, 16, 17, 31]
@@ -132,7 +132,7 @@ def test_thread_counts_give_the_same_bits(rng, restore_threads):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("C", [2, 9, 33, 100, 513])
+@pytest.mark.parametrize("C", [2, 9, 33, 100, 250, 513])
 @pytest.mark.parametrize("n", [1, 16, 17, 31])
 @pytest.mark.parametrize(
     "options",

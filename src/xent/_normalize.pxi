@@ -100,14 +100,17 @@ cdef Py_ssize_t TILE_ROWS = 256
 # chain of dependent latencies (its max, its sum, then libm's log1p, ~50
 # cycles) that leaves most of the core idle; in a batch the logs wait on sums
 # taken long before and the next sums do not wait on a log (30-45% less time
-# a row for 40-100 float32 classes, one thread).  A batch whose second pass
-# reads or writes whole rows again (log_softmax, softmax, a gradient) holds at
-# most ROW_BATCH_BYTES of each array it streams, so that they are still in the
-# L1 cache (32 KiB) then: 16 rows of 100 float32 classes, 2 of 1000, and rows
-# of 2048 classes or more one at a time.
+# a row for 40-100 float32 classes, one thread).  Where the second pass reads
+# or writes whole rows again (log_softmax, softmax, a gradient), batches only
+# pay for short rows: one row at a time, a row's write sweep (bound by stores)
+# overlaps the next row's sum (bound by FMAs), which batching takes away; in a
+# C harness on the AMD machine, log_softmax rows of 300 and 1000 classes took
+# 5-25% longer in batches of 2-16, rows of 40 and 100 10-15% less.  So those
+# batches hold ROW_BATCH_BYTES of rows (10 rows of 100 float32 classes), and
+# rows too long for 4 in a batch go one at a time.
 cdef enum:
     ROW_BATCH = 16
-cdef Py_ssize_t ROW_BATCH_BYTES = 8 * 1024
+cdef Py_ssize_t ROW_BATCH_BYTES = 4 * 1024
 
 
 cdef inline Py_ssize_t _batch_rows(Py_ssize_t C, Py_ssize_t itemsize, bint rereads) noexcept nogil:
@@ -116,7 +119,7 @@ cdef inline Py_ssize_t _batch_rows(Py_ssize_t C, Py_ssize_t itemsize, bint rerea
     if not rereads:
         return ROW_BATCH
     n = ROW_BATCH_BYTES // (C * itemsize) if C > 0 else ROW_BATCH
-    return min(max(n, 1), ROW_BATCH)
+    return 1 if n < 4 else min(n, ROW_BATCH)
 
 
 # ---- one row / one block, all op and type branches in one place ----------------
