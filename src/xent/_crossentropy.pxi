@@ -436,11 +436,13 @@ cdef int _ce_path(const _CeJob *j, bint double_precision) noexcept nogil:
         # Class axis not last, unit stride across positions: vectorise across them.
         return _CE_BLOCKS
     if (not j.prob and inner == 1 and C > 0 and (j.g == NULL or j.gs1 == itemsize)
+            and (_batch_rows(C, itemsize, j.g != NULL) > 1 or j.xkind == XENT_KIND_F16)
             and ((native and j.xs1 == itemsize)
                  or (not double_precision and j.xkind == XENT_KIND_F16 and j.xs1 == 2
                      and j.eps == 0))):
         # Unit-stride rows (float16 without label smoothing, whose gap would need
-        # a converted row): in batches, sums before logs.
+        # a converted row): in batches, sums before logs (float16 rows, read in
+        # place there, even in batches of one).
         return _CE_ROW_BATCHES
     return _CE_ROWS
 

@@ -119,7 +119,7 @@ cdef inline Py_ssize_t _batch_rows(Py_ssize_t C, Py_ssize_t itemsize, bint rerea
     if not rereads:
         return ROW_BATCH
     n = ROW_BATCH_BYTES // (C * itemsize) if C > 0 else ROW_BATCH
-    return 1 if n < 4 else min(n, ROW_BATCH)
+    return 1 if n < 4 else min(n, ROW_BATCH)  # 1: the row-by-row path instead
 
 
 # ---- one row / one block, all op and type branches in one place ----------------
@@ -318,9 +318,11 @@ cdef void _run(int op, const char *x, int xkind, Py_ssize_t outer, Py_ssize_t C,
             _block(op, xr + o * e0 + i, C, e1, width,
                    out + o * os0 + i, os1, lse + o * ls0 + i * ls1, ls1, mine)
     elif (inner == 1 and C > 0 and (op == OP_LOGSUMEXP or os1 == 1)
+          and (_batch_rows(C, sizeof(real), op != OP_LOGSUMEXP) > 1 or xkind == XENT_KIND_F16)
           and (xs1 == sizeof(real) and xkind == native
                or sizeof(real) == sizeof(float) and xkind == XENT_KIND_F16 and xs1 == 2)):
-        # Unit-stride rows (and unit-stride outputs): in batches, sums before logs.
+        # Unit-stride rows (and unit-stride outputs): in batches, sums before logs
+        # (float16 rows, read in place here, even in batches of one).
         nb = _batch_rows(C, sizeof(real), op != OP_LOGSUMEXP)
         n_blocks = (outer + nb - 1) // nb
         for t in prange(n_blocks, schedule="static", num_threads=n_threads):
