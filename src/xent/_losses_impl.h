@@ -60,7 +60,8 @@ static double XENT_FN(weighted_gap)(const XENT_T *x, ptrdiff_t n, XENT_T m, cons
 }
 
 /*
- * Cross-entropy of one row with class-index target t (0 <= t < C):
+ * Cross-entropy of one row with class-index target t (0 <= t < C), by
+ * ce_index_row (or its two parts, ce_index_parts then ce_index_finish):
  *   ce  = (1-eps) w_t (-lp_t) + (eps/C) sum_c w_c (-lp_c)      (without z-loss)
  *   lse = logsumexp(x)
  * wsum = sum_c w_c (C when w == NULL).  The gradient written to g is
@@ -68,11 +69,11 @@ static double XENT_FN(weighted_gap)(const XENT_T *x, ptrdiff_t n, XENT_T m, cons
  *   = p_c K - scale_ce (eps/C) w_c - [c == t] scale_ce (1-eps) w_t,
  *   K = scale_ce ((1-eps) w_t + (eps/C) wsum) + 2 z scale_z lse.
  */
-/* The first part of ce_index_row for a row with a finite max (returns 1; 0,
- * setting nothing else, otherwise): *xt = x[t], *m the max, *gap (label
- * smoothing only, else 0) and the parts of the sum of exps (row_parts: *k,
- * *rest, and with g != NULL the exps stored into g, which may be x).  Everything
- * that reads x is done here.  Callers that finish rows later, for a batch of
+/* The first part of ce_index_row: *xt = x[t] and *m the max; then, for a finite
+ * max (returns 1; 0 otherwise, setting nothing more), *gap (label smoothing
+ * only, else 0) and the parts of the sum of exps (row_parts: *k, *rest, and
+ * with g != NULL the exps stored into g, which may be x).  Everything that
+ * reads x is done here.  Callers that finish rows later, for a batch of
  * rows at once (see row_parts), call ce_index_finish after. */
 static int XENT_FN(ce_index_parts)(const XENT_T *x, ptrdiff_t C, ptrdiff_t t, const XENT_T *w,
                                    XENT_T eps, XENT_T *g, XENT_T *xt, XENT_T *m, double *gap,
