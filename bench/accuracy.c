@@ -69,12 +69,22 @@ static void portable_exp(const float *xs, float *ys)
 }
 
 #if defined(XENT_HAVE_AVX512_ROWS)
-/* the AVX-512 exp of the sum loop */
+/* the AVX-512 exp of the stored exps (softmax, gradients) */
 static void avx512_exp(const float *xs, float *ys)
 {
     int j;
     for (j = 0; j < XENT_EXP_BATCH; j += 16)
         _mm512_storeu_ps(ys + j, xent_avx512_exp_nonpos_ps(_mm512_loadu_ps(xs + j)));
+}
+
+/* the base-2 terms of the AVX-512 sums of exps, for a row whose max is 0
+ * (hi = lo = 0: t = x * log2(e) rounded once) */
+static void avx512_term(const float *xs, float *ys)
+{
+    int j;
+    for (j = 0; j < XENT_EXP_BATCH; j += 16)
+        _mm512_storeu_ps(ys + j, xent_avx512_exp2_term_ps(_mm512_mul_ps(
+                                     _mm512_loadu_ps(xs + j), _mm512_set1_ps(XENT_LOG2E_F))));
 }
 #endif
 
@@ -88,9 +98,9 @@ static void avx2_batch(const float *xs, float *ys, int term)
         for (j = 0; j < XENT_AVX2_WAYS; j++)
             d[j] = _mm256_loadu_ps(xs + k + 8 * j);
         if (term)
-            xent_avx2_term_parts(d, NULL, p, s);
+            xent_avx2_term_parts(d, NULL, p, s, XENT_AVX2_WAYS);
         else
-            xent_avx2_exp_parts(d, p, s);
+            xent_avx2_exp_parts(d, p, s, XENT_AVX2_WAYS);
         for (j = 0; j < XENT_AVX2_WAYS; j++)
             _mm256_storeu_ps(ys + k + 8 * j, _mm256_mul_ps(_mm256_mul_ps(p[j], s[j]),
                                                            _mm256_set1_ps(XENT_AVX2_TWO_M64)));
@@ -117,7 +127,8 @@ int main(void)
     long n_log = 0;
     sweep_exp("exp_nonpos_f32", portable_exp);
 #if defined(XENT_HAVE_AVX512_ROWS)
-    sweep_exp("avx512_exp_nonpos_ps", avx512_exp);
+    sweep_exp("avx512 stored exps (exp_nonpos_ps)", avx512_exp);
+    sweep_exp("avx512 sum terms (exp2_term_ps)", avx512_term);
 #endif
 #if defined(XENT_HAVE_AVX2_ROWS)
     sweep_exp("avx2 stored exps (exp_parts)", avx2_exp);

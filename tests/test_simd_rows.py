@@ -148,3 +148,108 @@ def test_half_rows_longer_than_the_known_chunks(rng):
     x = np.stack(rows)
     t = np.array([5, 0, 1, C - 600, 256 * 512])
     _check_half_rows(x, t)
+
+
+@pytest.mark.parametrize("dtype, offset", [
+    (np.float16, 0.0), (np.float16, 3.3), (np.float16, -700.0), (np.float16, 4097.0),
+    (np.float16, 65504.0), (np.float16, -65504.0),
+    (np.float32, 0.0), (np.float32, 100.1), (np.float32, 65535.0), (np.float32, 65537.0),
+    (np.float32, -70000.0), (np.float32, 1e6), (np.float32, 3e38), (np.float32, -3e38),
+])
+def test_sums_at_any_offset(rng, dtype, offset):
+    """The AVX-512 sums of exps take x*log2(e) - hi with max*log2(e) = hi + lo,
+    and 2^-lo on the row's sum: rows whose max is small or large, up to
+    float16's largest (where the noise rounds away and the max ties across
+    chunks) and, in float32, past 2^16 (where the sums take the stored exps'
+    arithmetic instead) up to 3e38."""
+    C = 1500
+    x = (offset + rng.standard_normal((6, C)) * 2).astype(dtype)
+    x[1, 700] = x[1].max()                      # ties of the max in two chunks
+    x[1, 3] = x[1].max()
+    t = np.array([3, 700, 0, C - 1, 511, 512])
+    xf = x.astype(np.float64)
+    np.testing.assert_allclose(xent.logsumexp(x), ref_logsumexp(xf), rtol=2e-6)
+    rtol, atol = loss_tol(np.float32)
+    np.testing.assert_allclose(xent.cross_entropy(x, t, reduction="none"),
+                               ref_cross_entropy(xf, t, reduction="none")[0], rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("offset", [0.0, 37.5, -1000.0])
+def test_confident_rows_keep_their_relative_accuracy(dtype, offset):
+    """A row whose target is its max by 20: the loss is log1p(rest), about
+    3000 e^-20, and must keep float32's relative accuracy (no absolute
+    tolerance), whatever scale the sum of the other terms was taken at."""
+    C = 3000
+    x = np.full((3, C), offset - 20, dtype=dtype)
+    x[:, 1::7] = np.asarray(offset - 21, dtype=dtype)
+    x[0, 17] = x[1, 2047] = x[2, C - 1] = offset
+    t = np.array([17, 2047, C - 1])
+    got = xent.cross_entropy(x, t, reduction="none")
+    ref = ref_cross_entropy(x.astype(np.float64), t, reduction="none")[0]
+    assert np.all(ref < 1e-4)
+    np.testing.assert_allclose(got, ref, rtol=2e-5, atol=0)
+
+
+def _chunked_rows(rng, C, dtype):
+    """Rows that move the max of a one-pass sum (AVX-512: each chunk of 512
+    values summed at the max of the chunks so far) in every way: rising from
+    chunk to chunk, ties of an early max that a later chunk overtakes, leading
+    chunks of -inf (with and without a NaN among them), a NaN with either sign
+    in a later chunk, a +inf late, and logits past 2^16 after small ones."""
+    base = (rng.standard_normal(C) * 2).astype(dtype)
+    rows = [base, np.sort(base), np.sort(base)[::-1].copy()]
+    r = base.copy()                         # ties of a max that is overtaken
+    r[[2, 300]] = 9
+    r[C - 1] = 11
+    rows.append(r)
+    r = base.copy()                         # the max tied in the first and last chunk
+    r[[0, C - 1]] = base.max() + 3
+    rows.append(r)
+    r = base.copy()
+    r[:512] = -np.inf                       # leading chunk of -inf
+    rows.append(r)
+    r = r.copy()
+    r[100] = np.nan                         # ... holding a NaN: the loss is NaN
+    rows.append(r)
+    for bits in (0x7E00, 0xFE00):           # NaN of either sign in the last chunk
+        r = base.copy()
+        if dtype == np.float16:
+            r.view(np.uint16)[C - 2] = bits
+        else:
+            r[C - 2] = np.nan
+        rows.append(r)
+    r = base.copy()
+    r[C - 1] = np.inf                       # +inf in the last chunk
+    rows.append(r)
+    if dtype == np.float32:
+        r = base.copy()
+        r[C - 3] = 70000.0                  # past 2^16, after chunks of small logits
+        rows.append(r)
+        r = base - np.float32(70000)        # every logit below -2^16
+        rows.append(r.astype(dtype))
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("C", [513, 519, 527, 1024, 1031, 1541, 2048])
+def test_one_pass_sums_as_the_max_moves(rng, dtype, C):
+    x = _chunked_rows(rng, C, dtype)
+    t = (np.arange(len(x)) * 37) % C
+    xf = x.astype(np.float64)
+    ref, _ = ref_cross_entropy(xf, t, reduction="none")
+    rtol, atol = loss_tol(np.float32)
+    for got in (xent.cross_entropy(x, t, reduction="none"),
+                xent.cross_entropy(x, t, reduction="none", return_grad=True)[0]):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        fin = np.isfinite(ref)
+        np.testing.assert_array_equal(got[~fin], ref[~fin])
+        np.testing.assert_allclose(got[fin], ref[fin], rtol=rtol, atol=atol)
+    lse, want = xent.logsumexp(x), ref_logsumexp(xf)
+    np.testing.assert_array_equal(np.isnan(lse), np.isnan(want))
+    fin = np.isfinite(want)
+    np.testing.assert_allclose(lse[fin], want[fin], rtol=2e-6, atol=2e-6)
+    if dtype == np.float16:
+        np.testing.assert_array_equal(xent.cross_entropy(x, t, reduction="none"),
+                                      xent.cross_entropy(x.astype(np.float32), t,
+                                                         reduction="none"))

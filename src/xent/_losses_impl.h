@@ -80,6 +80,9 @@ static int XENT_FN(ce_index_parts)(const XENT_T *x, ptrdiff_t C, ptrdiff_t t, co
                                    ptrdiff_t *k, double *rest)
 {
     *xt = x[t];
+    *gap = 0;
+    if (!g && eps == 0)
+        return XENT_FN(max_rest)(x, C, m, k, rest);
     *m = XENT_FN(max)(x, C);
     if (!isfinite(*m))
         return 0;

@@ -394,13 +394,16 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 /* Hand-vectorised float32 row loops: AVX-512 (x86-64-v4 build) or AVX2+FMA
  * (x86-64-v3 build), under one name; the baseline build has none and uses the
  * portable loops of _rows_impl.h. */
+#include "_rows_f16max.h"
 #include "_rows_avx512.h"
 #include "_rows_avx2.h"
 #if defined(XENT_HAVE_AVX512_ROWS)
 #define XENT_HAVE_SIMD_ROWS 1
 #define xent_simd_sum_exp_rest xent_avx512_sum_exp_rest
 #define xent_simd_f16_rest xent_avx512_f16_rest
-#define xent_simd_max_f16(x, n) xent_avx512_max(x, n, 1)
+#define xent_simd_max_f16(x, n) xent_avx2_max_f16(x, n)
+#define XENT_HAVE_SIMD_MAX_REST 1 /* the max and the sum of exps in one pass */
+#define xent_simd_max_rest xent_avx512_max_rest
 #elif defined(XENT_HAVE_AVX2_ROWS)
 #define XENT_HAVE_SIMD_ROWS 1
 #define xent_simd_sum_exp_rest xent_avx2_sum_exp_rest

@@ -152,15 +152,6 @@ XENT_INLINE void xent_avx2_widen(__m256 v, __m256d *lo, __m256d *hi)
     *hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
 }
 
-/* Largest of the 8 lanes. */
-XENT_INLINE float xent_avx2_hmax(__m256 m)
-{
-    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_max_ss(h, _mm_movehdup_ps(h));
-    return _mm_cvtss_f32(h);
-}
-
 /* Largest of n float32 values, ignoring NaN as xent_max_f32 does (vmaxps
  * returns its second operand when one is NaN).  Four accumulators: the loop
  * is bound by loads, not by one chain of dependent maxima.  The last values
@@ -186,93 +177,6 @@ XENT_INLINE float xent_avx2_max_f32(const float *x, ptrdiff_t n)
     m = xent_avx2_hmax(_mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
     for (; i < n; i++)
         m = x[i] > m ? x[i] : m;
-    return m;
-}
-
-/* Largest of n float16 values (returned as a float), ignoring NaN.  On the
- * raw bits, 16 per instruction and without converting: a float16 x >= +0 has
- * bits that order like x as int16 (all >= 0), and one < -0 has negative int16
- * bits that order like -x.  So the signed int16 max of the bits is the row's
- * max when it is >= 0 (some entry has its sign bit clear), and otherwise the
- * max is the entry of smallest magnitude: the signed int16 min.  A NaN with
- * its sign bit set never decides either (it is > every negative number's
- * bits, and the min is only taken when every entry is negative); one with it
- * clear would win the int16 max, and then the values are converted and
- * compared as floats instead (a rare row: NaN is an error value).  A row of
- * NaNs alone has the max -inf, as in xent_max_f32.  As in xent_avx2_max_f32,
- * the last values (n >= 16) are read as the row's last whole vector. */
-XENT_INLINE float xent_avx2_max_f16(const uint16_t *x, ptrdiff_t n)
-{
-    __m256i hi0 = _mm256_set1_epi16(INT16_MIN), hi1 = hi0;
-    __m256i lo0 = _mm256_set1_epi16(INT16_MAX), lo1 = lo0;
-    int16_t hi, lo, v;
-    float r, f;
-    __m256 m;
-    __m128i h;
-    ptrdiff_t i;
-    for (i = 0; i + 32 <= n; i += 32) {
-        __m256i a = _mm256_loadu_si256((const __m256i *)(x + i));
-        __m256i b = _mm256_loadu_si256((const __m256i *)(x + i + 16));
-        hi0 = _mm256_max_epi16(hi0, a);
-        lo0 = _mm256_min_epi16(lo0, a);
-        hi1 = _mm256_max_epi16(hi1, b);
-        lo1 = _mm256_min_epi16(lo1, b);
-    }
-    for (; i < n && n >= 16; i = i + 16 <= n ? i + 16 : n) {
-        __m256i a = _mm256_loadu_si256((const __m256i *)(x + (i + 16 <= n ? i : n - 16)));
-        hi0 = _mm256_max_epi16(hi0, a);
-        lo0 = _mm256_min_epi16(lo0, a);
-    }
-    hi0 = _mm256_max_epi16(hi0, hi1);
-    lo0 = _mm256_min_epi16(lo0, lo1);
-    h = _mm_max_epi16(_mm256_castsi256_si128(hi0), _mm256_extracti128_si256(hi0, 1));
-    h = _mm_max_epi16(h, _mm_shuffle_epi32(h, 0x4E));
-    h = _mm_max_epi16(h, _mm_shuffle_epi32(h, 0xB1));
-    h = _mm_max_epi16(h, _mm_srli_epi32(h, 16));
-    hi = (int16_t)_mm_cvtsi128_si32(h);
-    h = _mm_min_epi16(_mm256_castsi256_si128(lo0), _mm256_extracti128_si256(lo0, 1));
-    h = _mm_min_epi16(h, _mm_shuffle_epi32(h, 0x4E));
-    h = _mm_min_epi16(h, _mm_shuffle_epi32(h, 0xB1));
-    h = _mm_min_epi16(h, _mm_srli_epi32(h, 16));
-    lo = (int16_t)_mm_cvtsi128_si32(h);
-    for (; i < n; i++) {
-        v = (int16_t)x[i];
-        hi = v > hi ? v : hi;
-        lo = v < lo ? v : lo;
-    }
-    if (hi >= 0 && hi <= 0x7C00) /* no NaN with a clear sign bit (0x7C00 is +inf) */
-        return xent_half_to_float((uint16_t)hi);
-    if (hi < 0) /* every entry negative: lo, unless all are NaN (above -inf's bits) */
-        return lo <= (int16_t)0xFC00 ? xent_half_to_float((uint16_t)lo) : -INFINITY;
-    m = _mm256_set1_ps(-INFINITY);
-    for (i = 0; i + 8 <= n; i += 8)
-        m = _mm256_max_ps(xent_avx2_load(x, i, 1), m);
-    r = xent_avx2_hmax(m);
-    for (; i < n; i++) {
-        f = xent_half_to_float(x[i]);
-        r = f > r ? f : r;
-    }
-    return r;
-}
-
-/* Max of a float16 row (as xent_avx2_max_f16) that also leaves the max of
- * each of its chunks of XENT_SUM_CHUNK values in chunk_max[0 .. n_chunks),
- * n_chunks = min(max_chunks, the row's chunks): the sum of exps then skips the
- * bookkeeping of the entries equal to the row's max in the chunks that have
- * none (see xent_avx2_sum_exp_rest).  A chunk is 1 KB: its reduction to one
- * value costs nothing next to the loads. */
-XENT_INLINE float xent_avx2_max_f16_chunks(const uint16_t *x, ptrdiff_t n, float *chunk_max,
-                                           ptrdiff_t max_chunks, ptrdiff_t *n_chunks)
-{
-    float m = -INFINITY, mc;
-    ptrdiff_t b, c = 0;
-    for (b = 0; b < n; b += XENT_SUM_CHUNK, c++) {
-        mc = xent_avx2_max_f16(x + b, n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK);
-        if (c < max_chunks)
-            chunk_max[c] = mc;
-        m = mc > m ? mc : m;
-    }
-    *n_chunks = c < max_chunks ? c : max_chunks;
     return m;
 }
 
@@ -433,16 +337,13 @@ XENT_INLINE double xent_avx2_sum_exp_rest(const void *x, int half, ptrdiff_t n, 
     return xent_avx2_sum_exp_rest_known(x, half, n, m, k, e, NULL, 0);
 }
 
-/* Chunks whose max a float16 row keeps on the stack (256 KB of row). */
-#define XENT_AVX2_KNOWN_CHUNKS 256
-
 /* The max m of a float16 row and, when it is finite, the sum of its exps
  * (sum_exp_rest: returns rest, sets *k); 0 otherwise. */
 XENT_INLINE double xent_avx2_f16_rest(const uint16_t *x, ptrdiff_t n, float *m, ptrdiff_t *k)
 {
-    float chunk_max[XENT_AVX2_KNOWN_CHUNKS];
+    float chunk_max[XENT_KNOWN_CHUNKS];
     ptrdiff_t n_known;
-    *m = xent_avx2_max_f16_chunks(x, n, chunk_max, XENT_AVX2_KNOWN_CHUNKS, &n_known);
+    *m = xent_avx2_max_f16_chunks(x, n, chunk_max, XENT_KNOWN_CHUNKS, &n_known);
     *k = 0;
     if (!isfinite(*m))
         return 0;

@@ -1,16 +1,21 @@
 /*
- * The hottest float32 loop, written with AVX-512 intrinsics (only in the
- * x86-64-v4 build of the kernels; the other builds use the portable C of
- * _rows_impl.h).
+ * The hottest float32 loops, written with AVX-512 intrinsics (only in the
+ * x86-64-v4 build of the kernels; the other builds use _rows_avx2.h or the
+ * portable C of _rows_impl.h).
  *
  * Why by hand: the sum of exp(x - max) over a row is bound by the number of
- * vector operations per element, and AVX-512 has two instructions the compiler
- * cannot reach from portable C: vscalefps (p * 2^n in one operation, with
- * correct rounding into subnormals, no integer exponent arithmetic) and masked
- * adds (the "entry equals the max" bookkeeping of sum_exp_rest costs one
- * compare instead of selects).  Together with a minimax polynomial of degree 6
- * (instead of Taylor degree 7) this is about 15 vector operations per 16
- * elements instead of 25.
+ * vector operations per element, and AVX-512 has instructions the compiler
+ * does not reach from portable C: vscalefps (p * 2^n in one operation, with
+ * correct rounding into subnormals, no integer exponent arithmetic), vreduceps
+ * (t - floor(t) in one operation) and masked adds (the "entry equals the max"
+ * bookkeeping of sum_exp_rest costs one compare instead of selects).
+ *  - Stored exps (softmax, log_softmax, gradients): Cody-Waite reduction and a
+ *    minimax polynomial of degree 6, 13 operations per 16 values, within an
+ *    ulp (xent_avx512_exp_nonpos_ps, the bits of xent_exp_nonpos_f32).
+ *  - Sums of exps that store nothing (losses, logsumexp): base-2 terms, 9
+ *    operations per 16 (xent_avx512_exp2_term_ps), and the row's max taken in
+ *    the same pass as its sum (xent_avx512_max_rest).  On an AMD Zen 4 a
+ *    float16 row's cross-entropy went from 2.5x to 1.5x the time of reading it.
  *
  * Included by _rows.h; XENT_HAVE_AVX512_ROWS tells _rows_impl.h to use it.
  */
@@ -73,21 +78,6 @@ XENT_INLINE __m512 xent_avx512_load(const void *x, ptrdiff_t i, int half, __mmas
     return _mm512_maskz_loadu_ps(valid, (const float *)x + i);
 }
 
-/* Largest of n values (float32 or float16 storage, see xent_avx512_load),
- * ignoring NaN as xent_max_f32 does. */
-XENT_INLINE float xent_avx512_max(const void *x, ptrdiff_t n, int half)
-{
-    __m512 m = _mm512_set1_ps(-INFINITY);
-    ptrdiff_t i;
-    for (i = 0; i + 16 <= n; i += 16) /* vmaxps returns its second operand on NaN */
-        m = _mm512_max_ps(xent_avx512_load(x, i, half, 0xFFFF), m);
-    if (i < n) {
-        __mmask16 valid = xent_avx512_head_mask(n - i);
-        m = _mm512_mask_max_ps(m, valid, xent_avx512_load(x, i, half, valid), m);
-    }
-    return _mm512_reduce_max_ps(m);
-}
-
 /* One chunk (len <= XENT_SUM_CHUNK values) of sum_exp_rest: the terms of the
  * entries != m added into *s, those entries counted in *cnt; with e != NULL also
  * e[i] = exp(x[i] - m) for every i (1 where x[i] == m).  Always inlined, so the
@@ -125,41 +115,314 @@ XENT_INLINE void xent_avx512_rest_chunk(const void *x, int half, ptrdiff_t len, 
     *cnt = counted;
 }
 
+/* ---- the terms of a sum of exps ----------------------------------------------
+ * A sum of exps needs less than the stored exps, so the sums (not the stored
+ * exps) take a cheaper route, in base 2, with the two AVX-512 instructions that
+ * do a whole step each:
+ *   t = x*L - hi, one FMA, where L = log2(e) rounded to float and m*L = hi + lo
+ *     exactly (hi a float, lo tiny): t + lo is (x - m)*L with one rounding, and
+ *     the factor 2^-lo, the same for every term, is applied to the row's sum
+ *     once, in double (xent_avx512_term_split);
+ *   f = t - floor(t) in [0, 1) by vreduceps, 2^f by a degree-5 polynomial
+ *     (XENT_EXP2_C*, relative error 1e-7 on [0, 1)), and p * 2^floor(t) by
+ *     vscalefps, which rounds a subnormal result once and gives 0 for
+ *     t = -inf (vreduceps gives f = 0 there): no clamp.  NaN stays NaN.
+ * 9 vector operations per 16 terms where the stored exps take 13; the
+ * subtraction x - m is gone, which is what a float16 row needs: on an AMD Zen 4
+ * the conversion from float16 competes with it for the same pipes.
+ * The price is accuracy in the small terms: t is rounded to float, half an ulp
+ * of t, a relative error of up to |t| * 4e-8 in the term (as when x - m is
+ * rounded, for float32 rows).  Measured over every float32 x in [-104, 0] by
+ * bench/accuracy.py: at most 16 ulps for x >= -17 (terms above 4e-8 of the
+ * max's 1) and 64 ulps for the smallest, against 0.9 for the stored exps.  A
+ * sum is off by the weighted mean of its terms' errors, below 1e-6 relative
+ * even when every term sits at x = -17, and a cross-entropy or logsumexp by
+ * about that much after the log (BENCHMARKS.md). */
+#define XENT_LOG2E_F 1.44269504088896341f
+#define XENT_EXP2_C1 0.6931512951850891f
+#define XENT_EXP2_C2 0.24016457796096802f
+#define XENT_EXP2_C3 0.05579967424273491f
+#define XENT_EXP2_C4 0.009017165750265121f
+#define XENT_EXP2_C5 0.001867127139121294f
+
+/* The largest |m| for which the sums take the base-2 terms: m*L = hi + lo with
+ * |lo| <= 2^-8, so 2^-lo is a short series; rows of larger logits (float32
+ * only) take the stored exps' arithmetic instead. */
+#define XENT_TERM_MAX_ABS_M 65536.0f
+
+/* Splits m*L (exact in double) into hi = float(m*L) and lo; returns 2^-lo,
+ * by its Taylor series to the fourth power (|lo ln 2| < 2^-8: error < 1e-15). */
+XENT_INLINE double xent_avx512_term_split(float m, float *hi)
+{
+    double ml = (double)m * (double)XENT_LOG2E_F, y;
+    *hi = (float)ml;
+    y = (ml - (double)*hi) * 0.69314718055994531;
+    return 1.0 - y * (1.0 - y * (0.5 - y * (1.0 / 6.0 - y * (1.0 / 24.0))));
+}
+
+/* 2^t for 16 values t (see above; -inf -> 0, NaN -> NaN). */
+XENT_INLINE __m512 xent_avx512_exp2_term_ps(__m512 t)
+{
+    __m512 f = _mm512_reduce_ps(t, _MM_FROUND_TO_NEG_INF), p;
+    p = _mm512_fmadd_ps(_mm512_set1_ps(XENT_EXP2_C5), f, _mm512_set1_ps(XENT_EXP2_C4));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(XENT_EXP2_C3));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(XENT_EXP2_C2));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(XENT_EXP2_C1));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, t);
+}
+
+/* The max of the next chunk, taken along a chunk's sum (see xent_avx512_max_rest):
+ * the int16 max and min of float16 bits (see xent_avx2_max_f16), or the float32
+ * max. */
+typedef struct {
+    __m256i hi, lo;
+    __m512 m;
+} xent_avx512_ahead_max;
+
+XENT_INLINE void xent_avx512_ahead_start(xent_avx512_ahead_max *a)
+{
+    a->hi = _mm256_set1_epi16(INT16_MIN);
+    a->lo = _mm256_set1_epi16(INT16_MAX);
+    a->m = _mm512_set1_ps(-INFINITY);
+}
+
+/* Takes the 16 values at x + i into a. */
+XENT_INLINE void xent_avx512_ahead_take(xent_avx512_ahead_max *a, const void *x, ptrdiff_t i,
+                                        int half)
+{
+    if (half) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)((const uint16_t *)x + i));
+        a->hi = _mm256_max_epi16(a->hi, v);
+        a->lo = _mm256_min_epi16(a->lo, v);
+    } else { /* vmaxps returns its second operand on NaN */
+        a->m = _mm512_max_ps(_mm512_loadu_ps((const float *)x + i), a->m);
+    }
+}
+
+/* The max of x[0 .. n), ignoring NaN, once x[0 .. i) (i a multiple of 16) is in a. */
+XENT_INLINE float xent_avx512_ahead_finish(xent_avx512_ahead_max *a, const void *x, ptrdiff_t i,
+                                           ptrdiff_t n, int half)
+{
+    if (half) {
+        xent_avx2_f16_bits_rest((const uint16_t *)x, i, n, &a->hi, &a->lo);
+        return xent_f16_max_from_bits(a->hi, a->lo, (const uint16_t *)x, n);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 valid = n - i >= 16 ? (__mmask16)0xFFFF : xent_avx512_head_mask(n - i);
+        a->m = _mm512_mask_max_ps(a->m, valid, xent_avx512_load(x, i, 0, valid), a->m);
+    }
+    return _mm512_reduce_max_ps(a->m);
+}
+
+/* Largest of len values (a chunk, or a row), ignoring NaN (as xent_max_f32). */
+XENT_INLINE float xent_avx512_max(const void *x, int half, ptrdiff_t len)
+{
+    xent_avx512_ahead_max a;
+    ptrdiff_t i;
+    if (half)
+        return xent_avx2_max_f16((const uint16_t *)x, len);
+    xent_avx512_ahead_start(&a);
+    for (i = 0; i + 16 <= len; i += 16)
+        xent_avx512_ahead_take(&a, x, i, 0);
+    return xent_avx512_ahead_finish(&a, x, i, len, 0);
+}
+
+/* 16 values at x + i of a chunk's sum in base-2 terms (see
+ * xent_avx512_term_chunk). */
+XENT_INLINE void xent_avx512_term_step(const void *x, ptrdiff_t i, int half, __m512 vm,
+                                       __m512 vl, __m512 vhi, __m512 *acc, ptrdiff_t *n_equal,
+                                       ptrdiff_t ahead, const int none_equal)
+{
+    __m512 v = xent_avx512_load(x, i, half, 0xFFFF), term;
+    _mm_prefetch((const char *)x + (i + ahead) * (half ? 2 : 4), _MM_HINT_T0); /* see prefetch_ahead */
+    term = xent_avx512_exp2_term_ps(_mm512_fmsub_ps(v, vl, vhi));
+    if (none_equal) {
+        *acc = _mm512_add_ps(*acc, term);
+    } else {
+        /* entries below m (and NaN, which must reach the sum) */
+        __mmask16 below = _mm512_cmp_ps_mask(v, vm, _CMP_NEQ_UQ);
+        *acc = _mm512_mask_add_ps(*acc, below, *acc, term);
+        *n_equal += 16 - _mm_popcnt_u32(below);
+    }
+}
+
+/* One chunk (len <= XENT_SUM_CHUNK values) of sum_exp_rest in base-2 terms:
+ * 2^(x*L - hi) over the entries != m added into *s, the entries == m counted
+ * into *count.  With none_equal (a constant where inlined) the chunk is known
+ * to hold no entry equal to m, and the compares are skipped.  With next != NULL
+ * (also a constant) *next_max = the max of the next chunk's next_len <= len
+ * values, read along with this chunk's (the loads and integer maxima fit
+ * beside the arithmetic, where a pass of their own would not). */
+XENT_INLINE void xent_avx512_term_chunk(const void *x, int half, ptrdiff_t len, __m512 vm,
+                                        __m512 vhi, __m512 *s, ptrdiff_t *count,
+                                        ptrdiff_t ahead, const int none_equal,
+                                        const void *next, ptrdiff_t next_len, float *next_max)
+{
+    const __m512 vl = _mm512_set1_ps(XENT_LOG2E_F);
+    __m512 acc = *s;
+    xent_avx512_ahead_max a;
+    /* the first `both` values of this chunk are read along with the next's */
+    ptrdiff_t i, n_equal = 0, both = next ? next_len & ~(ptrdiff_t)15 : 0;
+    if (next)
+        xent_avx512_ahead_start(&a);
+    for (i = 0; i < both; i += 16) {
+        xent_avx512_ahead_take(&a, next, i, half);
+        xent_avx512_term_step(x, i, half, vm, vl, vhi, &acc, &n_equal, ahead, none_equal);
+    }
+    for (; i + 16 <= len; i += 16)
+        xent_avx512_term_step(x, i, half, vm, vl, vhi, &acc, &n_equal, ahead, none_equal);
+    if (i < len) {
+        __mmask16 valid = xent_avx512_head_mask(len - i);
+        __m512 v = xent_avx512_load(x, i, half, valid);
+        __mmask16 below = _mm512_mask_cmp_ps_mask(valid, v, vm, _CMP_NEQ_UQ);
+        acc = _mm512_mask_add_ps(acc, below, acc,
+                                 xent_avx512_exp2_term_ps(_mm512_fmsub_ps(v, vl, vhi)));
+        n_equal += (ptrdiff_t)(len - i) - _mm_popcnt_u32(below);
+    }
+    if (next) /* the next chunk's last values (next_len <= len) */
+        *next_max = xent_avx512_ahead_finish(&a, next, both, next_len, half);
+    *s = acc;
+    *count += n_equal;
+}
+
+/* The 16 lanes of a chunk's float sum, added to a double accumulator (exact
+ * conversion). */
+XENT_INLINE __m512d xent_avx512_add_chunk(__m512d total, __m512 s)
+{
+    total = _mm512_add_pd(total, _mm512_cvtps_pd(_mm512_castps512_ps256(s)));
+    return _mm512_add_pd(total, _mm512_cvtps_pd(_mm256_castpd_ps(
+                                    _mm512_extractf64x4_pd(_mm512_castps_pd(s), 1))));
+}
+
 /* sum_exp_rest (see _rows_impl.h for the contract) of a float32 (half == 0) or
  * float16 (half == 1) row, optionally storing every exp(x[i] - m) into e (which
  * may be x itself, for float32): the terms of the entries != m summed in float32
  * vectors over chunks of XENT_SUM_CHUNK values, each chunk's 16 lanes added in
- * double; *k = the number of entries equal to m. */
+ * double; *k = the number of entries equal to m.  Without e (and for
+ * |m| <= XENT_TERM_MAX_ABS_M) the terms are the base-2 ones above. */
 XENT_INLINE double xent_avx512_sum_exp_rest(const void *x, int half, ptrdiff_t n, float m,
                                             ptrdiff_t *k, float *e)
 {
     const __m512 vm = _mm512_set1_ps(m);
+    const ptrdiff_t size = half ? 2 : 4;
     __m512d total = _mm512_setzero_pd();
     ptrdiff_t b, counted = 0;
+    if (!e && fabsf(m) <= XENT_TERM_MAX_ABS_M) {
+        float hi;
+        double scale = xent_avx512_term_split(m, &hi);
+        const __m512 vhi = _mm512_set1_ps(hi);
+        ptrdiff_t n_equal = 0;
+        for (b = 0; b < n; b += XENT_SUM_CHUNK) {
+            ptrdiff_t len = n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK;
+            __m512 s = _mm512_setzero_ps();
+            xent_avx512_term_chunk((const char *)x + b * size, half, len, vm, vhi, &s, &n_equal,
+                                   n, 0, NULL, 0, NULL);
+            total = xent_avx512_add_chunk(total, s);
+        }
+        *k = n_equal;
+        return _mm512_reduce_add_pd(total) * scale;
+    }
     for (b = 0; b < n; b += XENT_SUM_CHUNK) {
         ptrdiff_t len = n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK;
-        const void *xc = (const char *)x + b * (half ? 2 : 4);
+        const char *xc = (const char *)x + b * size;
         __m512 s = _mm512_setzero_ps(), cnt = _mm512_setzero_ps();
         xent_avx512_rest_chunk(xc, half, len, vm, e ? e + b : NULL, &s, &cnt, n);
-        /* float -> double is exact */
-        total = _mm512_add_pd(total, _mm512_cvtps_pd(_mm512_castps512_ps256(s)));
-        total = _mm512_add_pd(total, _mm512_cvtps_pd(_mm256_castpd_ps(
-                                         _mm512_extractf64x4_pd(_mm512_castps_pd(s), 1))));
+        total = xent_avx512_add_chunk(total, s);
         counted += (ptrdiff_t)_mm512_reduce_add_ps(cnt); /* <= 512: exact in float */
     }
     *k = n - counted;
     return _mm512_reduce_add_pd(total);
 }
 
+/* ---- the max and the sum in one pass ----------------------------------------
+ * A row's max and its sum of exps (without storing them) in one read: each
+ * chunk's max is taken just before its sum, while the chunk goes from L2 into
+ * L1, instead of a whole pass over the row for the max first (which, for rows
+ * in L2, took a sixth of a float16 row's time).  The sum is then kept at the
+ * max of the chunks so far, m: a chunk with a larger max moves it there,
+ * multiplying by exp(m_old - m_new) in double (the entries equal to the old max
+ * become terms then); the chunks whose max is below m skip the compares. */
+
+/* Whether some of len values is NaN. */
+XENT_INLINE int xent_avx512_has_nan(const void *x, int half, ptrdiff_t len)
+{
+    ptrdiff_t i;
+    for (i = 0; i < len; i += 16) {
+        __mmask16 valid = len - i >= 16 ? (__mmask16)0xFFFF : xent_avx512_head_mask(len - i);
+        __m512 v = xent_avx512_load(x, i, half, valid);
+        if (_mm512_mask_cmp_ps_mask(valid, v, v, _CMP_UNORD_Q))
+            return 1;
+    }
+    return 0;
+}
+
+/* *m = the max of a float32 (half == 0) or float16 (half == 1) row, ignoring
+ * NaN; when it is finite, returns rest and sets *k as sum_exp_rest(x, n, *m)
+ * does (a NaN entry makes rest NaN), from one pass over the row (see above).
+ * Returns 0 otherwise.  Rows of larger logits than XENT_TERM_MAX_ABS_M take
+ * the max and then sum_exp_rest. */
+XENT_INLINE double xent_avx512_max_rest(const void *x, int half, ptrdiff_t n, float *m_out,
+                                        ptrdiff_t *k)
+{
+    const ptrdiff_t size = half ? 2 : 4;
+    float m = -INFINITY, hi = 0, mc;
+    double total = 0, scale = 1;
+    ptrdiff_t b, count = 0;
+    int nan_seen = 0; /* a NaN in the chunks before the first finite max */
+    __m512 vm = _mm512_set1_ps(m), vhi = _mm512_setzero_ps();
+    *k = 0;
+    mc = xent_avx512_max(x, half, n < XENT_SUM_CHUNK ? n : XENT_SUM_CHUNK);
+    for (b = 0; b < n; b += XENT_SUM_CHUNK) {
+        ptrdiff_t len = n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK;
+        ptrdiff_t next_len = n - b - len < XENT_SUM_CHUNK ? n - b - len : XENT_SUM_CHUNK;
+        const char *xc = (const char *)x + b * size, *next = xc + len * size;
+        float next_max = -INFINITY;
+        __m512 s = _mm512_setzero_ps();
+        if (mc > m) {
+            if (!(mc <= XENT_TERM_MAX_ABS_M) || !(mc >= -XENT_TERM_MAX_ABS_M)) {
+                /* +inf (not a finite row) or large logits: the max, then the sum */
+                *m_out = xent_avx512_max(x, half, n);
+                if (!isfinite(*m_out))
+                    return 0;
+                return xent_avx512_sum_exp_rest(x, half, n, *m_out, k, NULL);
+            }
+            if (m > -INFINITY) /* the sum so far, and the entries equal to m, at mc */
+                total = (total + (double)count) * exp((double)m - (double)mc);
+            count = 0;
+            m = mc;
+            vm = _mm512_set1_ps(m);
+            scale = xent_avx512_term_split(m, &hi);
+            vhi = _mm512_set1_ps(hi);
+        }
+        if (m == -INFINITY) { /* every entry so far is -inf or NaN */
+            nan_seen |= xent_avx512_has_nan(xc, half, len);
+            next_max = next_len > 0 ? xent_avx512_max(next, half, next_len) : -INFINITY;
+        } else if (next_len == 0) {
+            if (mc < m)
+                xent_avx512_term_chunk(xc, half, len, vm, vhi, &s, &count, n, 1, NULL, 0, NULL);
+            else
+                xent_avx512_term_chunk(xc, half, len, vm, vhi, &s, &count, n, 0, NULL, 0, NULL);
+        } else if (mc < m) {
+            xent_avx512_term_chunk(xc, half, len, vm, vhi, &s, &count, n, 1, next, next_len,
+                                   &next_max);
+        } else {
+            xent_avx512_term_chunk(xc, half, len, vm, vhi, &s, &count, n, 0, next, next_len,
+                                   &next_max);
+        }
+        total += _mm512_reduce_add_pd(xent_avx512_add_chunk(_mm512_setzero_pd(), s)) * scale;
+        mc = next_max;
+    }
+    *m_out = m;
+    *k = count;
+    return nan_seen ? (double)NAN : total;
+}
+
 /* The max m of a float16 row and, when it is finite, the sum of its exps
  * (sum_exp_rest: returns rest, sets *k); 0 otherwise. */
 XENT_INLINE double xent_avx512_f16_rest(const uint16_t *x, ptrdiff_t n, float *m, ptrdiff_t *k)
 {
-    *m = xent_avx512_max(x, n, 1);
-    *k = 0;
-    if (!isfinite(*m))
-        return 0;
-    return xent_avx512_sum_exp_rest(x, 1, n, *m, k, NULL);
+    return xent_avx512_max_rest(x, 1, n, m, k);
 }
 
 #endif /* __AVX512F__ */

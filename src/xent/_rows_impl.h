@@ -98,6 +98,33 @@ static double XENT_FN(sum_exp_rest_store)(const XENT_T *x, ptrdiff_t n, XENT_T m
 #endif
 }
 
+/* *m = the max of x, ignoring NaN, and when it is finite (returns 1; 0
+ * otherwise) *k and *rest as sum_exp_rest gives them for that max: in one pass
+ * over the row where this build has one (the AVX-512 float32 and float16 rows:
+ * xent_avx512_max_rest, whose sum has other roundings than sum_exp_rest's),
+ * else the max and then sum_exp_rest.  Every sum of a row's exps that stores
+ * nothing and has no max given goes through here, so each row has one rest
+ * whichever function asked. */
+static int XENT_FN(max_rest)(const XENT_T *x, ptrdiff_t n, XENT_T *m, ptrdiff_t *k,
+                             double *rest)
+{
+#if XENT_IS_F32 && defined(XENT_HAVE_SIMD_MAX_REST)
+    float mf;
+    double r = xent_simd_max_rest(x, 0, n, &mf, k);
+    *m = mf;
+    if (!isfinite(mf))
+        return 0;
+    *rest = r;
+    return 1;
+#else
+    *m = XENT_FN(max)(x, n);
+    if (!isfinite(*m))
+        return 0;
+    *rest = XENT_FN(sum_exp_rest)(x, n, *m, k);
+    return 1;
+#endif
+}
+
 /* log(k + rest) in double, exact for k == 1 and rest tiny (see sum_exp_rest). */
 static double XENT_FN(log_sum)(ptrdiff_t k, double rest)
 {
@@ -115,10 +142,12 @@ static double XENT_FN(log_sum)(ptrdiff_t k, double rest)
 static int XENT_FN(row_parts)(const XENT_T *x, ptrdiff_t n, XENT_T *m, ptrdiff_t *k,
                               double *rest, XENT_T *e)
 {
+    if (!e)
+        return XENT_FN(max_rest)(x, n, m, k, rest);
     *m = XENT_FN(max)(x, n);
     if (!isfinite(*m))
         return 0;
-    *rest = e ? XENT_FN(sum_exp_rest_store)(x, n, *m, k, e) : XENT_FN(sum_exp_rest)(x, n, *m, k);
+    *rest = XENT_FN(sum_exp_rest_store)(x, n, *m, k, e);
     return 1;
 }
 
@@ -151,12 +180,15 @@ static int XENT_FN(row_stats)(const XENT_T *x, ptrdiff_t n, XENT_T *m, XENT_T *s
 {
     ptrdiff_t i, k = 0;
     int has_nan = 0;
-    XENT_T mx = XENT_FN(max)(x, n);
-    *m = mx;
-    if (isfinite(mx)) {
-        XENT_FN(finite_stats)(x, n, mx, s, ls, NULL);
+    double rest;
+    XENT_T mx;
+    if (XENT_FN(max_rest)(x, n, m, &k, &rest)) {
+        *s = (XENT_T)((double)k + rest);
+        *ls = (XENT_T)XENT_FN(log_sum)(k, rest);
         return XENT_ROW_FINITE;
     }
+    mx = *m;
+    k = 0;
     for (i = 0; i < n; i++) {
         has_nan |= x[i] != x[i];
         k += x[i] == INFINITY;

@@ -1,0 +1,135 @@
+/*
+ * The max of a float16 row on its raw bits (xent_avx2_max_f16), and the maxima
+ * of its chunks of XENT_SUM_CHUNK values, which tell the sums of exps which
+ * chunks hold no entry equal to the row's max.  AVX2 instructions, used by the
+ * x86-64-v3 build and by the x86-64-v4 one (the loop is bound by its loads,
+ * not by the width of its maxima).
+ *
+ * Included by _rows.h before _rows_avx2.h and _rows_avx512.h.
+ */
+#ifndef XENT_ROWS_F16MAX_H
+#define XENT_ROWS_F16MAX_H
+
+#if defined(__AVX2__) && defined(__F16C__)
+#include <immintrin.h>
+
+#define XENT_HAVE_F16_MAX 1
+
+/* Chunks whose max a float16 row keeps on the stack (256 KB of row). */
+#define XENT_KNOWN_CHUNKS 256
+
+/* Largest of the 8 lanes. */
+XENT_INLINE float xent_avx2_hmax(__m256 m)
+{
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* Takes x[i .. n) into the int16 max *hi and min *lo of the bits (see
+ * xent_avx2_max_f16): whole vectors, then the last values as the row's last
+ * whole vector (n >= 16: overlapping ones already taken, which a max does not
+ * mind) or one at a time (a shorter row). */
+XENT_INLINE void xent_avx2_f16_bits_rest(const uint16_t *x, ptrdiff_t i, ptrdiff_t n,
+                                         __m256i *hi, __m256i *lo)
+{
+    for (; i < n && n >= 16; i = i + 16 <= n ? i + 16 : n) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(x + (i + 16 <= n ? i : n - 16)));
+        *hi = _mm256_max_epi16(*hi, a);
+        *lo = _mm256_min_epi16(*lo, a);
+    }
+    for (; i < n; i++) {
+        __m256i a = _mm256_set1_epi16((short)x[i]);
+        *hi = _mm256_max_epi16(*hi, a);
+        *lo = _mm256_min_epi16(*lo, a);
+    }
+}
+
+/* The max of the float16 values x[0 .. n), ignoring NaN, from the int16 max
+ * hi and min lo of their bits (lanes, see xent_avx2_max_f16). */
+XENT_INLINE float xent_f16_max_from_bits(__m256i hi_lanes, __m256i lo_lanes, const uint16_t *x,
+                                         ptrdiff_t n)
+{
+    int16_t hi, lo;
+    float r, f;
+    __m256 m;
+    __m128i h;
+    ptrdiff_t i;
+    h = _mm_max_epi16(_mm256_castsi256_si128(hi_lanes), _mm256_extracti128_si256(hi_lanes, 1));
+    h = _mm_max_epi16(h, _mm_shuffle_epi32(h, 0x4E));
+    h = _mm_max_epi16(h, _mm_shuffle_epi32(h, 0xB1));
+    h = _mm_max_epi16(h, _mm_srli_epi32(h, 16));
+    hi = (int16_t)_mm_cvtsi128_si32(h);
+    h = _mm_min_epi16(_mm256_castsi256_si128(lo_lanes), _mm256_extracti128_si256(lo_lanes, 1));
+    h = _mm_min_epi16(h, _mm_shuffle_epi32(h, 0x4E));
+    h = _mm_min_epi16(h, _mm_shuffle_epi32(h, 0xB1));
+    h = _mm_min_epi16(h, _mm_srli_epi32(h, 16));
+    lo = (int16_t)_mm_cvtsi128_si32(h);
+    if (hi >= 0 && hi <= 0x7C00) /* no NaN with a clear sign bit (0x7C00 is +inf) */
+        return xent_half_to_float((uint16_t)hi);
+    if (hi < 0) /* every entry negative: lo, unless all are NaN (above -inf's bits) */
+        return lo <= (int16_t)0xFC00 ? xent_half_to_float((uint16_t)lo) : -INFINITY;
+    m = _mm256_set1_ps(-INFINITY);
+    for (i = 0; i + 8 <= n; i += 8)
+        m = _mm256_max_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))), m);
+    r = xent_avx2_hmax(m);
+    for (i = n - n % 8; i < n; i++) {
+        f = xent_half_to_float(x[i]);
+        r = f > r ? f : r;
+    }
+    return r;
+}
+
+/* Largest of n float16 values (returned as a float), ignoring NaN.  On the
+ * raw bits, 16 per instruction and without converting: a float16 x >= +0 has
+ * bits that order like x as int16 (all >= 0), and one < -0 has negative int16
+ * bits that order like -x.  So the signed int16 max of the bits is the row's
+ * max when it is >= 0 (some entry has its sign bit clear), and otherwise the
+ * max is the entry of smallest magnitude: the signed int16 min.  A NaN with
+ * its sign bit set never decides either (it is > every negative number's
+ * bits, and the min is only taken when every entry is negative); one with it
+ * clear would win the int16 max, and then the values are converted and
+ * compared as floats instead (a rare row: NaN is an error value).  A row of
+ * NaNs alone has the max -inf, as in xent_max_f32.  As in xent_avx2_max_f32,
+ * the last values (n >= 16) are read as the row's last whole vector. */
+XENT_INLINE float xent_avx2_max_f16(const uint16_t *x, ptrdiff_t n)
+{
+    __m256i hi0 = _mm256_set1_epi16(INT16_MIN), hi1 = hi0;
+    __m256i lo0 = _mm256_set1_epi16(INT16_MAX), lo1 = lo0;
+    ptrdiff_t i;
+    for (i = 0; i + 32 <= n; i += 32) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(x + i));
+        __m256i b = _mm256_loadu_si256((const __m256i *)(x + i + 16));
+        hi0 = _mm256_max_epi16(hi0, a);
+        lo0 = _mm256_min_epi16(lo0, a);
+        hi1 = _mm256_max_epi16(hi1, b);
+        lo1 = _mm256_min_epi16(lo1, b);
+    }
+    xent_avx2_f16_bits_rest(x, i, n, &hi0, &lo0);
+    return xent_f16_max_from_bits(_mm256_max_epi16(hi0, hi1), _mm256_min_epi16(lo0, lo1), x, n);
+}
+
+/* Max of a float16 row (as xent_avx2_max_f16) that also leaves the max of
+ * each of its chunks of XENT_SUM_CHUNK values in chunk_max[0 .. n_chunks),
+ * n_chunks = min(max_chunks, the row's chunks): the sum of exps then skips the
+ * bookkeeping of the entries equal to the row's max in the chunks that have
+ * none (see xent_avx2_sum_exp_rest).  A chunk is 1 KB: its reduction to one
+ * value costs nothing next to the loads. */
+XENT_INLINE float xent_avx2_max_f16_chunks(const uint16_t *x, ptrdiff_t n, float *chunk_max,
+                                           ptrdiff_t max_chunks, ptrdiff_t *n_chunks)
+{
+    float m = -INFINITY, mc;
+    ptrdiff_t b, c = 0;
+    for (b = 0; b < n; b += XENT_SUM_CHUNK, c++) {
+        mc = xent_avx2_max_f16(x + b, n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK);
+        if (c < max_chunks)
+            chunk_max[c] = mc;
+        m = mc > m ? mc : m;
+    }
+    *n_chunks = c < max_chunks ? c : max_chunks;
+    return m;
+}
+
+#endif /* __AVX2__ && __F16C__ */
+#endif /* XENT_ROWS_F16MAX_H */
