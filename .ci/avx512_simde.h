@@ -4,7 +4,8 @@
  * .ci/avx512_emulated.sh, force-included (-include) before anything else.
  *
  * SIMDe (Debian's libsimde-dev, 0.7.4) supplies most _mm512_* intrinsics in
- * portable/AVX2 code.  The few it lacks are written here lane by lane, and
+ * portable/AVX2 code.  The few it lacks (vreduceps among them) are written
+ * here lane by lane, and
  * vscalefps is replaced by an exact ldexp (SIMDe's flushes subnormals).  The
  * emulated vrcp14ps keeps 14 bits of 1/x, an error up to the ISA's bound of
  * 2^-14: code that passes with it does not depend on more than the ISA promises. */
@@ -37,6 +38,27 @@ static inline simde__m512 emu_scalef_ps(simde__m512 a, simde__m512 b)
 }
 #undef _mm512_scalef_ps
 #define _mm512_scalef_ps(a, b) emu_scalef_ps(a, b)
+
+/* vreduceps: x - round(x * 2^M) / 2^M, M = imm >> 4, rounded as imm's low two
+ * bits say (0 nearest, 1 down, 2 up, 3 toward zero); +0 for an infinite x,
+ * NaN for a NaN (what the hardware gives; xent uses imm = 1, t - floor(t)). */
+static inline simde__m512 emu_reduce_ps(simde__m512 a, int imm)
+{
+    emu_ps x = {a}, r;
+    float scale = ldexpf(1.0f, imm >> 4);
+    for (int j = 0; j < 16; j++) {
+        float v = x.f[j], y = v * scale, q;
+        switch (imm & 3) {
+        case 0: q = nearbyintf(y); break;
+        case 1: q = floorf(y); break;
+        case 2: q = ceilf(y); break;
+        default: q = truncf(y);
+        }
+        r.f[j] = isnan(v) ? v + v : isinf(v) ? 0.0f : v - q / scale;
+    }
+    return r.v;
+}
+#define _mm512_reduce_ps(a, imm) emu_reduce_ps(a, imm)
 
 static inline int emu_fpclass(float v, int imm)
 {
