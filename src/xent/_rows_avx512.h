@@ -336,13 +336,17 @@ XENT_INLINE double xent_avx512_sum_exp_rest(const void *x, int half, ptrdiff_t n
 }
 
 /* ---- the max and the sum in one pass ----------------------------------------
- * A row's max and its sum of exps (without storing them) in one read: each
- * chunk's max is taken just before its sum, while the chunk goes from L2 into
- * L1, instead of a whole pass over the row for the max first (which, for rows
- * in L2, took a sixth of a float16 row's time).  The sum is then kept at the
- * max of the chunks so far, m: a chunk with a larger max moves it there,
- * multiplying by exp(m_old - m_new) in double (the entries equal to the old max
- * become terms then); the chunks whose max is below m skip the compares. */
+ * A row's max and its sum of exps (without storing them) in one read, instead
+ * of a whole pass over the row for the max first (which, for rows in L2, took
+ * a sixth of a float16 row's time on an AMD Zen 4).  Each chunk is summed at
+ * the max of the chunks so far, m: a chunk with a larger max moves the sum
+ * there, multiplying by exp(m_old - m_new) in double (the entries equal to the
+ * old max become terms then); the chunks whose max is below m skip the
+ * compares.  A chunk's max is read along with the previous chunk's sum
+ * (xent_avx512_term_chunk): taken just before the chunk's own sum instead, it
+ * gained nothing.  The sums round otherwise than sum_exp_rest's at the row's
+ * max, which is why every sum that stores nothing and has no max given goes
+ * through here (max_rest in _rows_impl.h). */
 
 /* Whether some of len values is NaN. */
 XENT_INLINE int xent_avx512_has_nan(const void *x, int half, ptrdiff_t len)
