@@ -400,7 +400,7 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 #if defined(XENT_HAVE_AVX512_ROWS)
 #define XENT_HAVE_SIMD_ROWS 1
 #define xent_simd_sum_exp_rest xent_avx512_sum_exp_rest
-#define xent_simd_f16_rest xent_avx512_f16_rest
+#define xent_simd_f16_rest(x, n, m, k) xent_avx512_max_rest(x, 1, n, m, k)
 #define xent_simd_max_f16(x, n) xent_avx2_max_f16(x, n)
 #define XENT_HAVE_SIMD_MAX_REST 1 /* the max and the sum of exps in one pass */
 #define xent_simd_max_rest xent_avx512_max_rest

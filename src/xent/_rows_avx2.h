@@ -180,6 +180,27 @@ XENT_INLINE float xent_avx2_max_f32(const float *x, ptrdiff_t n)
     return m;
 }
 
+/* Max of a float16 row (as xent_avx2_max_f16) that also leaves the max of
+ * each of its chunks of XENT_SUM_CHUNK values in chunk_max[0 .. n_chunks),
+ * n_chunks = min(max_chunks, the row's chunks): the sum of exps then skips the
+ * bookkeeping of the entries equal to the row's max in the chunks that have
+ * none (see xent_avx2_sum_exp_rest).  A chunk is 1 KB: its reduction to one
+ * value costs nothing next to the loads. */
+XENT_INLINE float xent_avx2_max_f16_chunks(const uint16_t *x, ptrdiff_t n, float *chunk_max,
+                                           ptrdiff_t max_chunks, ptrdiff_t *n_chunks)
+{
+    float m = -INFINITY, mc;
+    ptrdiff_t b, c = 0;
+    for (b = 0; b < n; b += XENT_SUM_CHUNK, c++) {
+        mc = xent_avx2_max_f16(x + b, n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK);
+        if (c < max_chunks)
+            chunk_max[c] = mc;
+        m = mc > m ? mc : m;
+    }
+    *n_chunks = c < max_chunks ? c : max_chunks;
+    return m;
+}
+
 /* 8 * ways values from x (storage `half`) as vectors v[j]; for a tail
  * (len < 8 * ways) the values past len are -inf, which add nothing to a sum of
  * exps. */
@@ -337,13 +358,16 @@ XENT_INLINE double xent_avx2_sum_exp_rest(const void *x, int half, ptrdiff_t n, 
     return xent_avx2_sum_exp_rest_known(x, half, n, m, k, e, NULL, 0);
 }
 
+/* Chunks whose max a float16 row keeps on the stack (256 KB of row). */
+#define XENT_AVX2_KNOWN_CHUNKS 256
+
 /* The max m of a float16 row and, when it is finite, the sum of its exps
  * (sum_exp_rest: returns rest, sets *k); 0 otherwise. */
 XENT_INLINE double xent_avx2_f16_rest(const uint16_t *x, ptrdiff_t n, float *m, ptrdiff_t *k)
 {
-    float chunk_max[XENT_KNOWN_CHUNKS];
+    float chunk_max[XENT_AVX2_KNOWN_CHUNKS];
     ptrdiff_t n_known;
-    *m = xent_avx2_max_f16_chunks(x, n, chunk_max, XENT_KNOWN_CHUNKS, &n_known);
+    *m = xent_avx2_max_f16_chunks(x, n, chunk_max, XENT_AVX2_KNOWN_CHUNKS, &n_known);
     *k = 0;
     if (!isfinite(*m))
         return 0;

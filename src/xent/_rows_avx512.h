@@ -422,12 +422,5 @@ XENT_INLINE double xent_avx512_max_rest(const void *x, int half, ptrdiff_t n, fl
     return nan_seen ? (double)NAN : total;
 }
 
-/* The max m of a float16 row and, when it is finite, the sum of its exps
- * (sum_exp_rest: returns rest, sets *k); 0 otherwise. */
-XENT_INLINE double xent_avx512_f16_rest(const uint16_t *x, ptrdiff_t n, float *m, ptrdiff_t *k)
-{
-    return xent_avx512_max_rest(x, 1, n, m, k);
-}
-
 #endif /* __AVX512F__ */
 #endif /* XENT_ROWS_AVX512_H */

@@ -1,9 +1,9 @@
 /*
- * The max of a float16 row on its raw bits (xent_avx2_max_f16), and the maxima
- * of its chunks of XENT_SUM_CHUNK values, which tell the sums of exps which
- * chunks hold no entry equal to the row's max.  AVX2 instructions, used by the
- * x86-64-v3 build and by the x86-64-v4 one (the loop is bound by its loads,
- * not by the width of its maxima).
+ * The max of float16 values on their raw bits (xent_avx2_max_f16), in pieces
+ * that the AVX-512 one-pass sums also use to take a chunk's max along with
+ * another's sum.  AVX2 instructions, used by the x86-64-v3 build and by the
+ * x86-64-v4 one (the loop is bound by its loads, not by the width of its
+ * maxima).
  *
  * Included by _rows.h before _rows_avx2.h and _rows_avx512.h.
  */
@@ -12,11 +12,6 @@
 
 #if defined(__AVX2__) && defined(__F16C__)
 #include <immintrin.h>
-
-#define XENT_HAVE_F16_MAX 1
-
-/* Chunks whose max a float16 row keeps on the stack (256 KB of row). */
-#define XENT_KNOWN_CHUNKS 256
 
 /* Largest of the 8 lanes. */
 XENT_INLINE float xent_avx2_hmax(__m256 m)
@@ -108,27 +103,6 @@ XENT_INLINE float xent_avx2_max_f16(const uint16_t *x, ptrdiff_t n)
     }
     xent_avx2_f16_bits_rest(x, i, n, &hi0, &lo0);
     return xent_f16_max_from_bits(_mm256_max_epi16(hi0, hi1), _mm256_min_epi16(lo0, lo1), x, n);
-}
-
-/* Max of a float16 row (as xent_avx2_max_f16) that also leaves the max of
- * each of its chunks of XENT_SUM_CHUNK values in chunk_max[0 .. n_chunks),
- * n_chunks = min(max_chunks, the row's chunks): the sum of exps then skips the
- * bookkeeping of the entries equal to the row's max in the chunks that have
- * none (see xent_avx2_sum_exp_rest).  A chunk is 1 KB: its reduction to one
- * value costs nothing next to the loads. */
-XENT_INLINE float xent_avx2_max_f16_chunks(const uint16_t *x, ptrdiff_t n, float *chunk_max,
-                                           ptrdiff_t max_chunks, ptrdiff_t *n_chunks)
-{
-    float m = -INFINITY, mc;
-    ptrdiff_t b, c = 0;
-    for (b = 0; b < n; b += XENT_SUM_CHUNK, c++) {
-        mc = xent_avx2_max_f16(x + b, n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK);
-        if (c < max_chunks)
-            chunk_max[c] = mc;
-        m = mc > m ? mc : m;
-    }
-    *n_chunks = c < max_chunks ? c : max_chunks;
-    return m;
 }
 
 #endif /* __AVX2__ && __F16C__ */
