@@ -2,7 +2,8 @@
 
 The AVX2 and AVX-512 builds compute a row's max and its sum of exp(x - max)
 with intrinsics: vectors of 8 or 16 values, several at a time, a padded tail,
-chunks of 512 values, float16 rows read as raw bits for the max.  These tests
+chunks of 512 values (the AVX-512 float16 one-pass sums in blocks of 128),
+float16 rows read as raw bits for the max.  These tests
 put the awkward values where those loops split the row (lane, step and chunk
 boundaries and the tail) and compare with independent float64 references, at
 whatever SIMD level this process runs (CI forces each one with XENT_SIMD).
@@ -191,12 +192,25 @@ def test_confident_rows_keep_their_relative_accuracy(dtype, offset):
     np.testing.assert_allclose(got, ref, rtol=2e-5, atol=0)
 
 
+def _half_bits(r, dtype, i, bits):
+    """r[i] = the float16 with these bits (its float32 value for float32 rows)."""
+    if dtype == np.float16:
+        r.view(np.uint16)[i] = bits
+    else:
+        r[i] = np.uint16(bits).view(np.float16)
+
+
 def _chunked_rows(rng, C, dtype):
     """Rows that move the max of a one-pass sum (AVX-512: each chunk of 512
-    values summed at the max of the chunks so far) in every way: rising from
-    chunk to chunk, ties of an early max that a later chunk overtakes, leading
-    chunks of -inf (with and without a NaN among them), a NaN with either sign
-    in a later chunk, a +inf late, and logits past 2^16 after small ones."""
+    values summed at the max of the chunks so far, the next chunk's max read
+    along) in every way: rising from chunk to chunk, ties of an early max that
+    a later chunk overtakes, leading chunks of -inf (with and without a NaN
+    among them), a NaN with either sign in a later chunk, a +inf late, logits
+    past 2^16 after small ones; and, for the float16 max read along as an int16
+    max of the bits alone, later chunks of negative entries only (-0 and a
+    negative NaN among them) after a positive max, rows of negative entries
+    only (the max rising or falling through the chunks), and a max of +0 tied
+    by a -0 in a later chunk of negative entries."""
     base = (rng.standard_normal(C) * 2).astype(dtype)
     rows = [base, np.sort(base), np.sort(base)[::-1].copy()]
     r = base.copy()                         # ties of a max that is overtaken
@@ -206,18 +220,30 @@ def _chunked_rows(rng, C, dtype):
     r = base.copy()                         # the max tied in the first and last chunk
     r[[0, C - 1]] = base.max() + 3
     rows.append(r)
-    r = base.copy()
-    r[:512] = -np.inf                       # leading chunk of -inf
+    for lead in (512, 1024):
+        if lead < C:
+            r = base.copy()
+            r[:lead] = -np.inf              # leading chunk of -inf
+            rows.append(r)
+            r = r.copy()
+            r[100] = np.nan                 # ... holding a NaN: the loss is NaN
+            rows.append(r)
+    negative = -np.abs(base) - np.asarray(0.25, dtype)
+    r = negative.copy()                     # later chunks of negative entries only
+    r[0] = 3
+    _half_bits(r, dtype, C - 4, 0x8000)     # -0
     rows.append(r)
     r = r.copy()
-    r[100] = np.nan                         # ... holding a NaN: the loss is NaN
+    _half_bits(r, dtype, C - 2, 0xFE00)     # ... and a NaN with its sign bit set
+    rows.append(r)
+    rows += [negative, np.sort(negative), np.sort(negative)[::-1].copy()]
+    r = negative.copy()                     # max +0, tied by -0 later
+    r[5] = 0
+    _half_bits(r, dtype, C - 4, 0x8000)
     rows.append(r)
     for bits in (0x7E00, 0xFE00):           # NaN of either sign in the last chunk
         r = base.copy()
-        if dtype == np.float16:
-            r.view(np.uint16)[C - 2] = bits
-        else:
-            r[C - 2] = np.nan
+        _half_bits(r, dtype, C - 2, bits)
         rows.append(r)
     r = base.copy()
     r[C - 1] = np.inf                       # +inf in the last chunk
@@ -232,7 +258,7 @@ def _chunked_rows(rng, C, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
-@pytest.mark.parametrize("C", [513, 519, 527, 1024, 1031, 1541, 2048])
+@pytest.mark.parametrize("C", [513, 519, 527, 1024, 1031, 1541, 2048, 2049, 3079])
 def test_one_pass_sums_as_the_max_moves(rng, dtype, C):
     x = _chunked_rows(rng, C, dtype)
     t = (np.arange(len(x)) * 37) % C

@@ -173,41 +173,52 @@ XENT_INLINE __m512 xent_avx512_exp2_term_ps(__m512 t)
 }
 
 /* The max of the next chunk, taken along a chunk's sum (see xent_avx512_max_rest):
- * the int16 max and min of float16 bits (see xent_avx2_max_f16), or the float32
- * max. */
+ * the int16 max of float16 bits (see xent_avx2_max_f16), or the float32 max. */
 typedef struct {
-    __m256i hi, lo;
+    __m256i hi;
     __m512 m;
 } xent_avx512_ahead_max;
 
 XENT_INLINE void xent_avx512_ahead_start(xent_avx512_ahead_max *a)
 {
     a->hi = _mm256_set1_epi16(INT16_MIN);
-    a->lo = _mm256_set1_epi16(INT16_MAX);
     a->m = _mm512_set1_ps(-INFINITY);
 }
 
-/* Takes the 16 values at x + i into a. */
+/* Takes the 16 values at x + i into a.  For float16, the int16 max of the bits
+ * alone, without xent_avx2_max_f16's min: that min decides only chunks whose
+ * every entry is negative, and taking it along cost 3.5% of a float16 row's
+ * time (C harness, rows in L2); such chunks are read again instead, when they
+ * matter (xent_avx512_ahead_finish). */
 XENT_INLINE void xent_avx512_ahead_take(xent_avx512_ahead_max *a, const void *x, ptrdiff_t i,
                                         int half)
 {
     if (half) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)((const uint16_t *)x + i));
-        a->hi = _mm256_max_epi16(a->hi, v);
-        a->lo = _mm256_min_epi16(a->lo, v);
+        a->hi = _mm256_max_epi16(a->hi,
+                                 _mm256_loadu_si256((const __m256i *)((const uint16_t *)x + i)));
     } else { /* vmaxps returns its second operand on NaN */
         a->m = _mm512_max_ps(_mm512_loadu_ps((const float *)x + i), a->m);
     }
 }
 
-/* The max of x[0 .. n), ignoring NaN, once x[0 .. i) (i a multiple of 16) is in a. */
+/* The max of x[0 .. n), ignoring NaN, once x[0 .. i) (i a multiple of 16) is in
+ * a; or, for float16 values that are all negative while m > 0, -inf (which,
+ * like their max, is below m: all the caller needs to know). */
 XENT_INLINE float xent_avx512_ahead_finish(xent_avx512_ahead_max *a, const void *x, ptrdiff_t i,
-                                           ptrdiff_t n, int half)
+                                           ptrdiff_t n, int half, float m)
 {
     if (half) {
-        xent_avx2_f16_bits_rest((const uint16_t *)x, i, n, &a->hi, &a->lo);
-        return xent_f16_max_from_bits(a->hi, a->lo, (const uint16_t *)x, n);
+        __m256i lo_unused = _mm256_set1_epi16(INT16_MAX);
+        int16_t hi;
+        xent_avx2_f16_bits_rest((const uint16_t *)x, i, n, &a->hi, &lo_unused);
+        hi = xent_avx2_hmax_epi16(a->hi);
+        if (hi >= 0 && hi <= 0x7C00) /* some entry >= +0, none a NaN with its sign bit clear */
+            return xent_half_to_float((uint16_t)hi);
+        if (hi < 0 && m > 0) /* every entry < 0 (-0 included) or a NaN */
+            return -INFINITY;
+        return xent_avx2_max_f16((const uint16_t *)x, n); /* read again */
     }
+    (void)m;
     for (; i < n; i += 16) {
         __mmask16 valid = n - i >= 16 ? (__mmask16)0xFFFF : xent_avx512_head_mask(n - i);
         a->m = _mm512_mask_max_ps(a->m, valid, xent_avx512_load(x, i, 0, valid), a->m);
@@ -225,7 +236,7 @@ XENT_INLINE float xent_avx512_max(const void *x, int half, ptrdiff_t len)
     xent_avx512_ahead_start(&a);
     for (i = 0; i + 16 <= len; i += 16)
         xent_avx512_ahead_take(&a, x, i, 0);
-    return xent_avx512_ahead_finish(&a, x, i, len, 0);
+    return xent_avx512_ahead_finish(&a, x, i, len, 0, 0);
 }
 
 /* 16 values at x + i of a chunk's sum in base-2 terms (see
@@ -259,10 +270,9 @@ XENT_INLINE void xent_avx512_term_step(const void *x, ptrdiff_t i, int half, __m
  * need 6.5).  Blocked, each step's operations are independent of each other.
  * The terms are added by FMA (acc + term * 1: the same rounding as an add) on
  * the FMA pipes, where the float16 conversion, vreduceps and vscalefps crowd
- * the adders.  In the C harness, rows in L2: float16 0.158 -> 0.147 ns per
- * entry; float32 0.133 either way (measured alone, the block alone was 5%
- * slower there, so float32 rows take it only to keep the float16 rows' bits
- * those of their float32 conversion). */
+ * the adders.  In the C harness, rows in L2: float16 0.158 -> 0.149 ns per
+ * entry.  Float16 rows only: float32 rows, which convert nothing, were 5%
+ * slower with it in L2 and 5% slower from memory at two threads. */
 XENT_INLINE void xent_avx512_term_block(const void *x, ptrdiff_t i, int half, __m512 vl,
                                         __m512 vhi, __m512 *acc0, __m512 *acc1, ptrdiff_t ahead)
 {
@@ -298,49 +308,66 @@ XENT_INLINE void xent_avx512_term_block(const void *x, ptrdiff_t i, int half, __
  * into *count.  With none_equal (a constant where inlined) the chunk is known
  * to hold no entry equal to m, and the compares are skipped.  With next != NULL
  * (also a constant) *next_max = the max of the next chunk's next_len <= len
- * values, read along with this chunk's (the loads and integer maxima fit
- * beside the arithmetic, where a pass of their own would not). */
-XENT_INLINE void xent_avx512_term_chunk(const void *x, int half, ptrdiff_t len, __m512 vm,
+ * values (or -inf when it is below m, see xent_avx512_ahead_finish), read
+ * along with this chunk's (the loads and integer maxima fit beside the
+ * arithmetic, where a pass of their own would not).  Without compares, whole
+ * blocks of vectors go through xent_avx512_term_block. */
+XENT_INLINE void xent_avx512_term_chunk(const void *x, int half, ptrdiff_t len, float m,
                                         __m512 vhi, __m512 *s, ptrdiff_t *count,
                                         ptrdiff_t ahead, const int none_equal,
                                         const void *next, ptrdiff_t next_len, float *next_max)
 {
-    const __m512 vl = _mm512_set1_ps(XENT_LOG2E_F);
-    __m512 acc = *s;
+    const __m512 vl = _mm512_set1_ps(XENT_LOG2E_F), vm = _mm512_set1_ps(m);
+    /* Vector j (values 16j .. 16j + 15) goes into acc when j is even, into acc1
+     * when odd, whichever loop takes it: the bits of the sum do not depend on
+     * where the loops split, so float16 rows (blocks) and float32 rows (no
+     * blocks) agree.  (One-pass chunks of 1024 values, with as many terms per
+     * float lane as before the second accumulator, took 3% off a float16 row's
+     * time in L2, but made float32 rows from memory 10% slower at two threads
+     * on an AMD Zen 4, for no reason found: not kept.) */
+    __m512 acc = *s, acc1 = _mm512_setzero_ps();
     xent_avx512_ahead_max a;
     /* the first `both` values of this chunk are read along with the next's */
-    ptrdiff_t i, n_equal = 0, both = next ? next_len & ~(ptrdiff_t)15 : 0;
+    ptrdiff_t i = 0, n_equal = 0, both = next ? next_len & ~(ptrdiff_t)15 : 0;
     if (next)
         xent_avx512_ahead_start(&a);
-    i = 0;
-    if (none_equal) {
+    if (none_equal && half) {
         const ptrdiff_t block = 16 * XENT_AVX512_TERM_BLOCK;
-        __m512 acc1 = _mm512_setzero_ps();
         for (; i + block <= len; i += block) {
             ptrdiff_t j;
             for (j = i; j < i + block && j < both; j += 16)
                 xent_avx512_ahead_take(&a, next, j, half);
             xent_avx512_term_block(x, i, half, vl, vhi, &acc, &acc1, ahead);
         }
-        acc = _mm512_add_ps(acc, acc1);
     }
-    for (; i < both; i += 16) {
-        xent_avx512_ahead_take(&a, next, i, half);
+    for (; i + 32 <= len; i += 32) {
+        if (i < both)
+            xent_avx512_ahead_take(&a, next, i, half);
+        if (i + 16 < both)
+            xent_avx512_ahead_take(&a, next, i + 16, half);
         xent_avx512_term_step(x, i, half, vm, vl, vhi, &acc, &n_equal, ahead, none_equal);
+        xent_avx512_term_step(x, i + 16, half, vm, vl, vhi, &acc1, &n_equal, ahead, none_equal);
     }
-    for (; i + 16 <= len; i += 16)
+    if (i + 16 <= len) {
+        if (i < both)
+            xent_avx512_ahead_take(&a, next, i, half);
         xent_avx512_term_step(x, i, half, vm, vl, vhi, &acc, &n_equal, ahead, none_equal);
-    if (i < len) {
+        i += 16;
+    }
+    if (i < len) { /* the last values: an odd vector after a single even one */
         __mmask16 valid = xent_avx512_head_mask(len - i);
         __m512 v = xent_avx512_load(x, i, half, valid);
         __mmask16 below = _mm512_mask_cmp_ps_mask(valid, v, vm, _CMP_NEQ_UQ);
-        acc = _mm512_mask_add_ps(acc, below, acc,
-                                 xent_avx512_exp2_term_ps(_mm512_fmsub_ps(v, vl, vhi)));
+        __m512 term = xent_avx512_exp2_term_ps(_mm512_fmsub_ps(v, vl, vhi));
+        if (i % 32)
+            acc1 = _mm512_mask_add_ps(acc1, below, acc1, term);
+        else
+            acc = _mm512_mask_add_ps(acc, below, acc, term);
         n_equal += (ptrdiff_t)(len - i) - _mm_popcnt_u32(below);
     }
     if (next) /* the next chunk's last values (next_len <= len) */
-        *next_max = xent_avx512_ahead_finish(&a, next, both, next_len, half);
-    *s = acc;
+        *next_max = xent_avx512_ahead_finish(&a, next, both, next_len, half, m);
+    *s = _mm512_add_ps(acc, acc1);
     *count += n_equal;
 }
 
@@ -374,7 +401,7 @@ XENT_INLINE double xent_avx512_sum_exp_rest(const void *x, int half, ptrdiff_t n
         for (b = 0; b < n; b += XENT_SUM_CHUNK) {
             ptrdiff_t len = n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK;
             __m512 s = _mm512_setzero_ps();
-            xent_avx512_term_chunk((const char *)x + b * size, half, len, vm, vhi, &s, &n_equal,
+            xent_avx512_term_chunk((const char *)x + b * size, half, len, m, vhi, &s, &n_equal,
                                    n, 0, NULL, 0, NULL);
             total = xent_avx512_add_chunk(total, s);
         }
@@ -432,7 +459,7 @@ XENT_INLINE double xent_avx512_max_rest(const void *x, int half, ptrdiff_t n, fl
     double total = 0, scale = 1;
     ptrdiff_t b, count = 0;
     int nan_seen = 0; /* a NaN in the chunks before the first finite max */
-    __m512 vm = _mm512_set1_ps(m), vhi = _mm512_setzero_ps();
+    __m512 vhi = _mm512_setzero_ps();
     __m512d lanes = _mm512_setzero_pd(); /* the sum since the last change of m, in 8 lanes */
     *k = 0;
     mc = xent_avx512_max(x, half, n < XENT_SUM_CHUNK ? n : XENT_SUM_CHUNK);
@@ -456,7 +483,6 @@ XENT_INLINE double xent_avx512_max_rest(const void *x, int half, ptrdiff_t n, fl
             lanes = _mm512_setzero_pd();
             count = 0;
             m = mc;
-            vm = _mm512_set1_ps(m);
             scale = xent_avx512_term_split(m, &hi);
             vhi = _mm512_set1_ps(hi);
         }
@@ -465,17 +491,17 @@ XENT_INLINE double xent_avx512_max_rest(const void *x, int half, ptrdiff_t n, fl
             next_max = next_len > 0 ? xent_avx512_max(next, half, next_len) : -INFINITY;
         } else if (next_len == 0) {
             if (mc < m)
-                xent_avx512_term_chunk(xc, half, len, vm, vhi, &s, &count, n, 1, NULL, 0, NULL);
+                xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 1, NULL, 0, NULL);
             else
-                xent_avx512_term_chunk(xc, half, len, vm, vhi, &s, &count, n, 0, NULL, 0, NULL);
+                xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 0, NULL, 0, NULL);
         } else if (mc < m) {
-            xent_avx512_term_chunk(xc, half, len, vm, vhi, &s, &count, n, 1, next, next_len,
+            xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 1, next, next_len,
                                    &next_max);
         } else {
-            xent_avx512_term_chunk(xc, half, len, vm, vhi, &s, &count, n, 0, next, next_len,
+            xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 0, next, next_len,
                                    &next_max);
         }
-        /* no horizontal sum per chunk: its latency, every 512 values, cost 3% */
+        /* no horizontal sum per chunk: its latency, at every chunk end, cost 3% */
         lanes = _mm512_fmadd_pd(xent_avx512_add_chunk(_mm512_setzero_pd(), s), _mm512_set1_pd(scale),
                                 lanes);
         mc = next_max;

@@ -22,6 +22,16 @@ XENT_INLINE float xent_avx2_hmax(__m256 m)
     return _mm_cvtss_f32(h);
 }
 
+/* The largest of the 16 int16 lanes. */
+XENT_INLINE int16_t xent_avx2_hmax_epi16(__m256i lanes)
+{
+    __m128i h = _mm_max_epi16(_mm256_castsi256_si128(lanes), _mm256_extracti128_si256(lanes, 1));
+    h = _mm_max_epi16(h, _mm_shuffle_epi32(h, 0x4E));
+    h = _mm_max_epi16(h, _mm_shuffle_epi32(h, 0xB1));
+    h = _mm_max_epi16(h, _mm_srli_epi32(h, 16));
+    return (int16_t)_mm_cvtsi128_si32(h);
+}
+
 /* Takes x[i .. n) into the int16 max *hi and min *lo of the bits (see
  * xent_avx2_max_f16): whole vectors, then the last values as the row's last
  * whole vector (n >= 16: overlapping ones already taken, which a max does not
@@ -51,11 +61,7 @@ XENT_INLINE float xent_f16_max_from_bits(__m256i hi_lanes, __m256i lo_lanes, con
     __m256 m;
     __m128i h;
     ptrdiff_t i;
-    h = _mm_max_epi16(_mm256_castsi256_si128(hi_lanes), _mm256_extracti128_si256(hi_lanes, 1));
-    h = _mm_max_epi16(h, _mm_shuffle_epi32(h, 0x4E));
-    h = _mm_max_epi16(h, _mm_shuffle_epi32(h, 0xB1));
-    h = _mm_max_epi16(h, _mm_srli_epi32(h, 16));
-    hi = (int16_t)_mm_cvtsi128_si32(h);
+    hi = xent_avx2_hmax_epi16(hi_lanes);
     h = _mm_min_epi16(_mm256_castsi256_si128(lo_lanes), _mm256_extracti128_si256(lo_lanes, 1));
     h = _mm_min_epi16(h, _mm_shuffle_epi32(h, 0x4E));
     h = _mm_min_epi16(h, _mm_shuffle_epi32(h, 0xB1));
