@@ -207,10 +207,11 @@ def _chunked_rows(rng, C, dtype):
     a later chunk overtakes, leading chunks of -inf (with and without a NaN
     among them), a NaN with either sign in a later chunk, a +inf late, logits
     past 2^16 after small ones; and, for the float16 max read along as an int16
-    max of the bits alone, later chunks of negative entries only (-0 and a
-    negative NaN among them) after a positive max, rows of negative entries
-    only (the max rising or falling through the chunks), and a max of +0 tied
-    by a -0 in a later chunk of negative entries."""
+    max of the bits (with their min only while the max so far is <= 0), later
+    chunks of negative entries only (-0 and a negative NaN among them) after a
+    positive max, rows of negative entries only (the max rising or falling
+    through the chunks, a NaN of either sign late), and a max of +0 tied by a
+    -0 in a later chunk of negative entries."""
     base = (rng.standard_normal(C) * 2).astype(dtype)
     rows = [base, np.sort(base), np.sort(base)[::-1].copy()]
     r = base.copy()                         # ties of a max that is overtaken
@@ -237,6 +238,10 @@ def _chunked_rows(rng, C, dtype):
     _half_bits(r, dtype, C - 2, 0xFE00)     # ... and a NaN with its sign bit set
     rows.append(r)
     rows += [negative, np.sort(negative), np.sort(negative)[::-1].copy()]
+    for bits in (0x7E00, 0xFE00):           # ... and a NaN of either sign late
+        r = negative.copy()
+        _half_bits(r, dtype, C - 2, bits)
+        rows.append(r)
     r = negative.copy()                     # max +0, tied by -0 later
     r[5] = 0
     _half_bits(r, dtype, C - 4, 0x8000)

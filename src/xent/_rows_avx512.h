@@ -174,50 +174,56 @@ XENT_INLINE __m512 xent_avx512_exp2_term_ps(__m512 t)
 }
 
 /* The max of the next chunk, taken along a chunk's sum (see xent_avx512_max_rest):
- * the int16 max of float16 bits (see xent_avx2_max_f16), or the float32 max. */
+ * the int16 max (and min) of float16 bits (see xent_avx2_max_f16), or the
+ * float32 max. */
 typedef struct {
-    __m256i hi;
+    __m256i hi, lo;
     __m512 m;
 } xent_avx512_ahead_max;
 
 XENT_INLINE void xent_avx512_ahead_start(xent_avx512_ahead_max *a)
 {
     a->hi = _mm256_set1_epi16(INT16_MIN);
+    a->lo = _mm256_set1_epi16(INT16_MAX);
     a->m = _mm512_set1_ps(-INFINITY);
 }
 
-/* Takes the 16 values at x + i into a.  For float16, the int16 max of the bits
- * alone, without xent_avx2_max_f16's min: that min decides only chunks whose
- * every entry is negative, and taking it along cost 3.5% of a float16 row's
- * time (C harness, rows in L2); such chunks are read again instead, when they
- * matter (xent_avx512_ahead_finish). */
+/* Takes the 16 values at x + i into a.  For float16, the int16 max of the bits,
+ * and their min only with track_min (a constant where inlined): the min decides
+ * only chunks whose every entry is negative, which matters only while the max
+ * so far is <= 0, and taking it along cost 3.5% of a float16 row's time (C
+ * harness, rows in L2). */
 XENT_INLINE void xent_avx512_ahead_take(xent_avx512_ahead_max *a, const void *x, ptrdiff_t i,
-                                        int half)
+                                        int half, const int track_min)
 {
     if (half) {
-        a->hi = _mm256_max_epi16(a->hi,
-                                 _mm256_loadu_si256((const __m256i *)((const uint16_t *)x + i)));
+        __m256i v = _mm256_loadu_si256((const __m256i *)((const uint16_t *)x + i));
+        a->hi = _mm256_max_epi16(a->hi, v);
+        if (track_min)
+            a->lo = _mm256_min_epi16(a->lo, v);
     } else { /* vmaxps returns its second operand on NaN */
         a->m = _mm512_max_ps(_mm512_loadu_ps((const float *)x + i), a->m);
     }
 }
 
 /* The max of x[0 .. n), ignoring NaN, once x[0 .. i) (i a multiple of 16) is in
- * a; or, for float16 values that are all negative while m > 0, -inf (which,
- * like their max, is below m: all the caller needs to know). */
+ * a (taken with track_min as given to xent_avx512_ahead_take); or, for float16
+ * values that are all negative while m > 0, -inf (which, like their max, is
+ * below m: all the caller needs to know). */
 XENT_INLINE float xent_avx512_ahead_finish(xent_avx512_ahead_max *a, const void *x, ptrdiff_t i,
-                                           ptrdiff_t n, int half, float m)
+                                           ptrdiff_t n, int half, float m, const int track_min)
 {
     if (half) {
-        __m256i lo_unused = _mm256_set1_epi16(INT16_MAX);
         int16_t hi;
-        xent_avx2_f16_bits_rest((const uint16_t *)x, i, n, &a->hi, &lo_unused);
+        xent_avx2_f16_bits_rest((const uint16_t *)x, i, n, &a->hi, &a->lo);
+        if (track_min)
+            return xent_f16_max_from_bits(a->hi, a->lo, (const uint16_t *)x, n);
         hi = xent_avx2_hmax_epi16(a->hi);
         if (hi >= 0 && hi <= 0x7C00) /* some entry >= +0, none a NaN with its sign bit clear */
             return xent_half_to_float((uint16_t)hi);
         if (hi < 0 && m > 0) /* every entry < 0 (-0 included) or a NaN */
             return -INFINITY;
-        return xent_avx2_max_f16((const uint16_t *)x, n); /* read again */
+        return xent_avx2_max_f16((const uint16_t *)x, n); /* read again (m <= 0: rare) */
     }
     (void)m;
     for (; i < n; i += 16) {
@@ -236,8 +242,8 @@ XENT_INLINE float xent_avx512_max(const void *x, int half, ptrdiff_t len)
         return xent_avx2_max_f16((const uint16_t *)x, len);
     xent_avx512_ahead_start(&a);
     for (i = 0; i + 16 <= len; i += 16)
-        xent_avx512_ahead_take(&a, x, i, 0);
-    return xent_avx512_ahead_finish(&a, x, i, len, 0, 0);
+        xent_avx512_ahead_take(&a, x, i, 0, 0);
+    return xent_avx512_ahead_finish(&a, x, i, len, 0, 0, 0);
 }
 
 /* 16 values at x + i of a chunk's sum in base-2 terms (see
@@ -316,7 +322,8 @@ XENT_INLINE void xent_avx512_term_block(const void *x, ptrdiff_t i, int half, __
 XENT_INLINE void xent_avx512_term_chunk(const void *x, int half, ptrdiff_t len, float m,
                                         __m512 vhi, __m512 *s, ptrdiff_t *count,
                                         ptrdiff_t ahead, const int none_equal,
-                                        const void *next, ptrdiff_t next_len, float *next_max)
+                                        const void *next, ptrdiff_t next_len, float *next_max,
+                                        const int track_min)
 {
     const __m512 vl = _mm512_set1_ps(XENT_LOG2E_F), vm = _mm512_set1_ps(m);
     /* Vector j (values 16j .. 16j + 15) goes into acc when j is even, into acc1
@@ -337,21 +344,21 @@ XENT_INLINE void xent_avx512_term_chunk(const void *x, int half, ptrdiff_t len, 
         for (; i + block <= len; i += block) {
             ptrdiff_t j;
             for (j = i; j < i + block && j < both; j += 16)
-                xent_avx512_ahead_take(&a, next, j, half);
+                xent_avx512_ahead_take(&a, next, j, half, track_min);
             xent_avx512_term_block(x, i, half, vl, vhi, &acc, &acc1, ahead);
         }
     }
     for (; i + 32 <= len; i += 32) {
         if (i < both)
-            xent_avx512_ahead_take(&a, next, i, half);
+            xent_avx512_ahead_take(&a, next, i, half, track_min);
         if (i + 16 < both)
-            xent_avx512_ahead_take(&a, next, i + 16, half);
+            xent_avx512_ahead_take(&a, next, i + 16, half, track_min);
         xent_avx512_term_step(x, i, half, vm, vl, vhi, &acc, &n_equal, ahead, none_equal);
         xent_avx512_term_step(x, i + 16, half, vm, vl, vhi, &acc1, &n_equal, ahead, none_equal);
     }
     if (i + 16 <= len) {
         if (i < both)
-            xent_avx512_ahead_take(&a, next, i, half);
+            xent_avx512_ahead_take(&a, next, i, half, track_min);
         xent_avx512_term_step(x, i, half, vm, vl, vhi, &acc, &n_equal, ahead, none_equal);
         i += 16;
     }
@@ -367,7 +374,7 @@ XENT_INLINE void xent_avx512_term_chunk(const void *x, int half, ptrdiff_t len, 
         n_equal += (ptrdiff_t)(len - i) - _mm_popcnt_u32(below);
     }
     if (next) /* the next chunk's last values (next_len <= len) */
-        *next_max = xent_avx512_ahead_finish(&a, next, both, next_len, half, m);
+        *next_max = xent_avx512_ahead_finish(&a, next, both, next_len, half, m, track_min);
     *s = _mm512_add_ps(acc, acc1);
     *count += n_equal;
 }
@@ -403,7 +410,7 @@ XENT_INLINE double xent_avx512_sum_exp_rest(const void *x, int half, ptrdiff_t n
             ptrdiff_t len = n - b < XENT_SUM_CHUNK ? n - b : XENT_SUM_CHUNK;
             __m512 s = _mm512_setzero_ps();
             xent_avx512_term_chunk((const char *)x + b * size, half, len, m, vhi, &s, &n_equal,
-                                   n, 0, NULL, 0, NULL);
+                                   n, 0, NULL, 0, NULL, 0);
             total = xent_avx512_add_chunk(total, s);
         }
         *k = n_equal;
@@ -461,7 +468,11 @@ XENT_INLINE double xent_avx512_max_rest(const void *x, int half, ptrdiff_t n, fl
     ptrdiff_t b, count = 0;
     int nan_seen = 0; /* a NaN in the chunks before the first finite max */
     __m512 vhi = _mm512_setzero_ps();
-    __m512d lanes = _mm512_setzero_pd(); /* the sum since the last change of m, in 8 lanes */
+    /* the sum since the last change of m: of the last chunks in s (float lanes,
+     * two chunks at most), of the earlier ones in lanes (double) */
+    __m512 s = _mm512_setzero_ps();
+    __m512d lanes = _mm512_setzero_pd();
+    int chunks_in_s = 0;
     *k = 0;
     mc = xent_avx512_max(x, half, n < XENT_SUM_CHUNK ? n : XENT_SUM_CHUNK);
     for (b = 0; b < n; b += XENT_SUM_CHUNK) {
@@ -469,7 +480,6 @@ XENT_INLINE double xent_avx512_max_rest(const void *x, int half, ptrdiff_t n, fl
         ptrdiff_t next_len = n - b - len < XENT_SUM_CHUNK ? n - b - len : XENT_SUM_CHUNK;
         const char *xc = (const char *)x + b * size, *next = xc + len * size;
         float next_max = -INFINITY;
-        __m512 s = _mm512_setzero_ps();
         if (mc > m) {
             if (!(mc <= XENT_TERM_MAX_ABS_M) || !(mc >= -XENT_TERM_MAX_ABS_M)) {
                 /* +inf (not a finite row) or large logits: the max, then the sum */
@@ -478,9 +488,14 @@ XENT_INLINE double xent_avx512_max_rest(const void *x, int half, ptrdiff_t n, fl
                     return 0;
                 return xent_avx512_sum_exp_rest(x, half, n, *m_out, k, NULL);
             }
-            if (m > -INFINITY) /* the sum so far, and the entries equal to m, at mc */
+            if (m > -INFINITY) { /* the sum so far, and the entries equal to m, at mc */
+                lanes = _mm512_fmadd_pd(xent_avx512_add_chunk(_mm512_setzero_pd(), s),
+                                        _mm512_set1_pd(scale), lanes);
                 total = (total + _mm512_reduce_add_pd(lanes) + (double)count) *
                         exp((double)m - (double)mc);
+            }
+            s = _mm512_setzero_ps();
+            chunks_in_s = 0;
             lanes = _mm512_setzero_pd();
             count = 0;
             m = mc;
@@ -492,21 +507,36 @@ XENT_INLINE double xent_avx512_max_rest(const void *x, int half, ptrdiff_t n, fl
             next_max = next_len > 0 ? xent_avx512_max(next, half, next_len) : -INFINITY;
         } else if (next_len == 0) {
             if (mc < m)
-                xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 1, NULL, 0, NULL);
+                xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 1, NULL, 0, NULL, 0);
             else
-                xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 0, NULL, 0, NULL);
+                xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 0, NULL, 0, NULL, 0);
+        } else if (half && m <= 0) { /* a chunk of negative entries may decide the max */
+            if (mc < m)
+                xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 1, next, next_len,
+                                       &next_max, 1);
+            else
+                xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 0, next, next_len,
+                                       &next_max, 1);
         } else if (mc < m) {
             xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 1, next, next_len,
-                                   &next_max);
+                                   &next_max, 0);
         } else {
             xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 0, next, next_len,
-                                   &next_max);
+                                   &next_max, 0);
         }
-        /* no horizontal sum per chunk: its latency, at every chunk end, cost 3% */
-        lanes = _mm512_fmadd_pd(xent_avx512_add_chunk(_mm512_setzero_pd(), s), _mm512_set1_pd(scale),
-                                lanes);
+        /* into double every second chunk (then as many terms have gone into a
+         * float lane as into sum_exp_rest's, about 32), without a horizontal
+         * sum: each chunk end cost 3% with one, and 5% converting every chunk */
+        if (++chunks_in_s == 2) {
+            lanes = _mm512_fmadd_pd(xent_avx512_add_chunk(_mm512_setzero_pd(), s),
+                                    _mm512_set1_pd(scale), lanes);
+            s = _mm512_setzero_ps();
+            chunks_in_s = 0;
+        }
         mc = next_max;
     }
+    lanes = _mm512_fmadd_pd(xent_avx512_add_chunk(_mm512_setzero_pd(), s), _mm512_set1_pd(scale),
+                            lanes);
     *m_out = m;
     *k = count;
     return nan_seen ? (double)NAN : total + _mm512_reduce_add_pd(lanes);
