@@ -223,7 +223,9 @@ XENT_INLINE float xent_avx512_ahead_finish(xent_avx512_ahead_max *a, const void 
             return xent_half_to_float((uint16_t)hi);
         if (hi < 0 && m > 0) /* every entry < 0 (-0 included) or a NaN */
             return -INFINITY;
-        return xent_avx2_max_f16((const uint16_t *)x, n); /* read again (m <= 0: rare) */
+        /* a NaN with its sign bit clear, or (without track_min, m <= 0) entries
+         * all negative: read again */
+        return xent_avx2_max_f16((const uint16_t *)x, n);
     }
     (void)m;
     for (; i < n; i += 16) {
@@ -278,8 +280,8 @@ XENT_INLINE void xent_avx512_term_step(const void *x, ptrdiff_t i, int half, __m
  * The terms are added by FMA (acc + term * 1: the same rounding as an add) on
  * the FMA pipes, where the float16 conversion, vreduceps and vscalefps crowd
  * the adders.  In the C harness, rows in L2: float16 0.158 -> 0.149 ns per
- * entry.  Float16 rows only: float32 rows, which convert nothing, were 5%
- * slower with it in L2 and 5% slower from memory at two threads. */
+ * entry.  Float16 rows only: float32 rows, which convert nothing, were 2-5%
+ * slower with it in L2 and about 5% slower from memory at two threads. */
 XENT_INLINE void xent_avx512_term_block(const void *x, ptrdiff_t i, int half, __m512 vl,
                                         __m512 vhi, __m512 *acc0, __m512 *acc1, ptrdiff_t ahead)
 {
