@@ -271,12 +271,12 @@ XENT_INLINE void xent_avx512_term_step(const void *x, ptrdiff_t i, int half, __m
 #define XENT_AVX512_TERM_BLOCK 8
 
 /* The terms of XENT_AVX512_TERM_BLOCK whole vectors at x + i (none equal to
- * the max), added into *acc0 and *acc1 (alternate vectors), each step done for
- * every vector of the block before the next step.  Why: a term is a chain of
- * about 40 cycles of latency, and issued one vector after another, such chains
- * fill the scheduler of an AMD Zen 4 with operations that wait, leaving its
- * pipes idle (float16 rows in L2: 9.3 cycles per 16 values, where the pipes
- * need 6.5).  Blocked, each step's operations are independent of each other.
+ * the max), added into *acc0 and *acc1 (alternate vectors): the block's
+ * arguments first, then its terms.  Why: a term is a chain of about 40 cycles
+ * of latency, and issued one vector after another, such chains fill the
+ * scheduler of an AMD Zen 4 with operations that wait, leaving its pipes idle
+ * (float16 rows in L2: 9.3 cycles per 16 values, where the pipes need 6.5);
+ * with 8 independent chains in sight the compiler interleaves their steps.
  * The terms are added by FMA (acc + term * 1: the same rounding as an add) on
  * the FMA pipes, where the float16 conversion, vreduceps and vscalefps crowd
  * the adders.  In the C harness, rows in L2: float16 0.158 -> 0.149 ns per
@@ -286,29 +286,16 @@ XENT_INLINE void xent_avx512_term_block(const void *x, ptrdiff_t i, int half, __
                                         __m512 vhi, __m512 *acc0, __m512 *acc1, ptrdiff_t ahead)
 {
     const __m512 one = _mm512_set1_ps(1.0f);
-    __m512 t[XENT_AVX512_TERM_BLOCK], f[XENT_AVX512_TERM_BLOCK], p[XENT_AVX512_TERM_BLOCK];
+    __m512 t[XENT_AVX512_TERM_BLOCK];
     int v;
     for (v = 0; v < XENT_AVX512_TERM_BLOCK; v++) {
         ptrdiff_t j = i + 16 * v;
         _mm_prefetch((const char *)x + (j + ahead) * (half ? 2 : 4), _MM_HINT_T0); /* see prefetch_ahead */
         t[v] = _mm512_fmsub_ps(xent_avx512_load(x, j, half, 0xFFFF), vl, vhi);
     }
-    /* the steps of xent_avx512_exp2_term_ps */
-    for (v = 0; v < XENT_AVX512_TERM_BLOCK; v++)
-        f[v] = _mm512_reduce_ps(t[v], _MM_FROUND_TO_NEG_INF);
-    for (v = 0; v < XENT_AVX512_TERM_BLOCK; v++)
-        p[v] = _mm512_fmadd_ps(_mm512_set1_ps(XENT_EXP2_C5), f[v], _mm512_set1_ps(XENT_EXP2_C4));
-    for (v = 0; v < XENT_AVX512_TERM_BLOCK; v++)
-        p[v] = _mm512_fmadd_ps(p[v], f[v], _mm512_set1_ps(XENT_EXP2_C3));
-    for (v = 0; v < XENT_AVX512_TERM_BLOCK; v++)
-        p[v] = _mm512_fmadd_ps(p[v], f[v], _mm512_set1_ps(XENT_EXP2_C2));
-    for (v = 0; v < XENT_AVX512_TERM_BLOCK; v++)
-        p[v] = _mm512_fmadd_ps(p[v], f[v], _mm512_set1_ps(XENT_EXP2_C1));
-    for (v = 0; v < XENT_AVX512_TERM_BLOCK; v++)
-        p[v] = _mm512_fmadd_ps(p[v], f[v], one);
     for (v = 0; v < XENT_AVX512_TERM_BLOCK; v += 2) {
-        *acc0 = _mm512_fmadd_ps(_mm512_scalef_ps(p[v], t[v]), one, *acc0);
-        *acc1 = _mm512_fmadd_ps(_mm512_scalef_ps(p[v + 1], t[v + 1]), one, *acc1);
+        *acc0 = _mm512_fmadd_ps(xent_avx512_exp2_term_ps(t[v]), one, *acc0);
+        *acc1 = _mm512_fmadd_ps(xent_avx512_exp2_term_ps(t[v + 1]), one, *acc1);
     }
 }
 
@@ -316,7 +303,7 @@ XENT_INLINE void xent_avx512_term_block(const void *x, ptrdiff_t i, int half, __
  * 2^(x*L - hi) over the entries != m added into *s, the entries == m counted
  * into *count.  With none_equal (a constant where inlined) the chunk is known
  * to hold no entry equal to m, and the compares are skipped.  With next != NULL
- * (also a constant) *next_max = the max of the next chunk's next_len <= len
+ * *next_max = the max of the next chunk's next_len <= len
  * values (or -inf when it is below m, see xent_avx512_ahead_finish), read
  * along with this chunk's (the loads and integer maxima fit beside the
  * arithmetic, where a pass of their own would not).  Without compares, whole
@@ -331,10 +318,7 @@ XENT_INLINE void xent_avx512_term_chunk(const void *x, int half, ptrdiff_t len, 
     /* Vector j (values 16j .. 16j + 15) goes into acc when j is even, into acc1
      * when odd, whichever loop takes it: the bits of the sum do not depend on
      * where the loops split, so float16 rows (blocks) and float32 rows (no
-     * blocks) agree.  (One-pass chunks of 1024 values, with as many terms per
-     * float lane as before the second accumulator, took 3% off a float16 row's
-     * time in L2, but made float32 rows from memory 10% slower at two threads
-     * on an AMD Zen 4, for no reason found: not kept.) */
+     * blocks) agree. */
     __m512 acc = *s, acc1 = _mm512_setzero_ps();
     xent_avx512_ahead_max a;
     /* the first `both` values of this chunk are read along with the next's */
@@ -388,6 +372,14 @@ XENT_INLINE __m512d xent_avx512_add_chunk(__m512d total, __m512 s)
     total = _mm512_add_pd(total, _mm512_cvtps_pd(_mm512_castps512_ps256(s)));
     return _mm512_add_pd(total, _mm512_cvtps_pd(_mm256_castpd_ps(
                                     _mm512_extractf64x4_pd(_mm512_castps_pd(s), 1))));
+}
+
+/* lanes + scale * s, the float lanes s widened to double (see
+ * xent_avx512_max_rest). */
+XENT_INLINE __m512d xent_avx512_fold(__m512d lanes, __m512 s, double scale)
+{
+    return _mm512_fmadd_pd(xent_avx512_add_chunk(_mm512_setzero_pd(), s), _mm512_set1_pd(scale),
+                           lanes);
 }
 
 /* sum_exp_rest (see _rows_impl.h for the contract) of a float32 (half == 0) or
@@ -491,8 +483,7 @@ XENT_INLINE double xent_avx512_max_rest(const void *x, int half, ptrdiff_t n, fl
                 return xent_avx512_sum_exp_rest(x, half, n, *m_out, k, NULL);
             }
             if (m > -INFINITY) { /* the sum so far, and the entries equal to m, at mc */
-                lanes = _mm512_fmadd_pd(xent_avx512_add_chunk(_mm512_setzero_pd(), s),
-                                        _mm512_set1_pd(scale), lanes);
+                lanes = xent_avx512_fold(lanes, s, scale);
                 total = (total + _mm512_reduce_add_pd(lanes) + (double)count) *
                         exp((double)m - (double)mc);
             }
@@ -507,38 +498,35 @@ XENT_INLINE double xent_avx512_max_rest(const void *x, int half, ptrdiff_t n, fl
         if (m == -INFINITY) { /* every entry so far is -inf or NaN */
             nan_seen |= xent_avx512_has_nan(xc, half, len);
             next_max = next_len > 0 ? xent_avx512_max(next, half, next_len) : -INFINITY;
-        } else if (next_len == 0) {
-            if (mc < m)
-                xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 1, NULL, 0, NULL, 0);
-            else
-                xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 0, NULL, 0, NULL, 0);
-        } else if (half && m <= 0) { /* a chunk of negative entries may decide the max */
-            if (mc < m)
+        } else {
+            /* none_equal and track_min must be constants: one call for each */
+            const int none_equal = mc < m, track_min = half && m <= 0;
+            if (!next_len)
+                next = NULL;
+            if (none_equal && !track_min)
+                xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 1, next, next_len,
+                                       &next_max, 0);
+            else if (none_equal)
                 xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 1, next, next_len,
                                        &next_max, 1);
+            else if (!track_min)
+                xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 0, next, next_len,
+                                       &next_max, 0);
             else
                 xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 0, next, next_len,
                                        &next_max, 1);
-        } else if (mc < m) {
-            xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 1, next, next_len,
-                                   &next_max, 0);
-        } else {
-            xent_avx512_term_chunk(xc, half, len, m, vhi, &s, &count, n, 0, next, next_len,
-                                   &next_max, 0);
         }
         /* into double every second chunk (then as many terms have gone into a
          * float lane as into sum_exp_rest's, about 32), without a horizontal
          * sum: each chunk end cost 3% with one, and 5% converting every chunk */
         if (++chunks_in_s == 2) {
-            lanes = _mm512_fmadd_pd(xent_avx512_add_chunk(_mm512_setzero_pd(), s),
-                                    _mm512_set1_pd(scale), lanes);
+            lanes = xent_avx512_fold(lanes, s, scale);
             s = _mm512_setzero_ps();
             chunks_in_s = 0;
         }
         mc = next_max;
     }
-    lanes = _mm512_fmadd_pd(xent_avx512_add_chunk(_mm512_setzero_pd(), s), _mm512_set1_pd(scale),
-                            lanes);
+    lanes = xent_avx512_fold(lanes, s, scale);
     *m_out = m;
     *k = count;
     return nan_seen ? (double)NAN : total + _mm512_reduce_add_pd(lanes);

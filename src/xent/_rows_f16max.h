@@ -22,15 +22,19 @@ XENT_INLINE float xent_avx2_hmax(__m256 m)
     return _mm_cvtss_f32(h);
 }
 
-/* The largest of the 16 int16 lanes. */
-XENT_INLINE int16_t xent_avx2_hmax_epi16(__m256i lanes)
+/* The largest (smallest: a constant where inlined) of the 16 int16 lanes. */
+XENT_INLINE int16_t xent_avx2_hext_epi16(__m256i lanes, const int smallest)
 {
-    __m128i h = _mm_max_epi16(_mm256_castsi256_si128(lanes), _mm256_extracti128_si256(lanes, 1));
-    h = _mm_max_epi16(h, _mm_shuffle_epi32(h, 0x4E));
-    h = _mm_max_epi16(h, _mm_shuffle_epi32(h, 0xB1));
-    h = _mm_max_epi16(h, _mm_srli_epi32(h, 16));
+#define XENT_EXT16(a, b) (smallest ? _mm_min_epi16(a, b) : _mm_max_epi16(a, b))
+    __m128i h = XENT_EXT16(_mm256_castsi256_si128(lanes), _mm256_extracti128_si256(lanes, 1));
+    h = XENT_EXT16(h, _mm_shuffle_epi32(h, 0x4E));
+    h = XENT_EXT16(h, _mm_shuffle_epi32(h, 0xB1));
+    h = XENT_EXT16(h, _mm_srli_epi32(h, 16));
+#undef XENT_EXT16
     return (int16_t)_mm_cvtsi128_si32(h);
 }
+#define xent_avx2_hmax_epi16(lanes) xent_avx2_hext_epi16(lanes, 0)
+#define xent_avx2_hmin_epi16(lanes) xent_avx2_hext_epi16(lanes, 1)
 
 /* Takes x[i .. n) into the int16 max *hi and min *lo of the bits (see
  * xent_avx2_max_f16): whole vectors, then the last values as the row's last
@@ -56,17 +60,10 @@ XENT_INLINE void xent_avx2_f16_bits_rest(const uint16_t *x, ptrdiff_t i, ptrdiff
 XENT_INLINE float xent_f16_max_from_bits(__m256i hi_lanes, __m256i lo_lanes, const uint16_t *x,
                                          ptrdiff_t n)
 {
-    int16_t hi, lo;
+    int16_t hi = xent_avx2_hmax_epi16(hi_lanes), lo = xent_avx2_hmin_epi16(lo_lanes);
     float r, f;
     __m256 m;
-    __m128i h;
     ptrdiff_t i;
-    hi = xent_avx2_hmax_epi16(hi_lanes);
-    h = _mm_min_epi16(_mm256_castsi256_si128(lo_lanes), _mm256_extracti128_si256(lo_lanes, 1));
-    h = _mm_min_epi16(h, _mm_shuffle_epi32(h, 0x4E));
-    h = _mm_min_epi16(h, _mm_shuffle_epi32(h, 0xB1));
-    h = _mm_min_epi16(h, _mm_srli_epi32(h, 16));
-    lo = (int16_t)_mm_cvtsi128_si32(h);
     if (hi >= 0 && hi <= 0x7C00) /* no NaN with a clear sign bit (0x7C00 is +inf) */
         return xent_half_to_float((uint16_t)hi);
     if (hi < 0) /* every entry negative: lo, unless all are NaN (above -inf's bits) */
