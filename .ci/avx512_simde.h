@@ -41,7 +41,8 @@ static inline simde__m512 emu_scalef_ps(simde__m512 a, simde__m512 b)
 
 /* vreduceps: x - round(x * 2^M) / 2^M, M = imm >> 4, rounded as imm's low two
  * bits say (0 nearest, 1 down, 2 up, 3 toward zero); +0 for an infinite x,
- * NaN for a NaN (what the hardware gives; xent uses imm = 1, t - floor(t)). */
+ * NaN for a NaN (what the hardware gives; xent uses imm = 1, t - floor(t), and
+ * imm = 0x51, t - floor(32t)/32). */
 static inline simde__m512 emu_reduce_ps(simde__m512 a, int imm)
 {
     emu_ps x = {a}, r;
@@ -59,6 +60,29 @@ static inline simde__m512 emu_reduce_ps(simde__m512 a, int imm)
     return r.v;
 }
 #define _mm512_reduce_ps(a, imm) emu_reduce_ps(a, imm)
+
+/* vaddps with embedded rounding, for the one mode xent uses (toward -inf):
+ * the float sum rounded to nearest, stepped down when it exceeds the exact sum
+ * (whose error the TwoSum below gives exactly). */
+static inline simde__m512 emu_add_round_ps(simde__m512 a, simde__m512 b, int rounding)
+{
+    emu_ps x = {a}, y = {b}, r;
+    for (int j = 0; j < 16; j++) {
+        float s = x.f[j] + y.f[j];
+        if (isfinite(s) && (rounding & 3) == 1) {
+            float bv = s - x.f[j], err = (x.f[j] - (s - bv)) + (y.f[j] - bv);
+            if (err < 0)
+                s = nextafterf(s, -INFINITY);
+        } else if ((rounding & 3) != 0 && (rounding & 3) != 1) {
+            s = NAN; /* not emulated: make any use visible */
+        }
+        r.f[j] = s;
+    }
+    return r.v;
+}
+#define _mm512_add_round_ps(a, b, rounding) emu_add_round_ps(a, b, rounding)
+/* SIMDe 0.7.4 has the mask_ but not the mask3_ form */
+#define _mm512_mask3_fmadd_ps(a, b, c, k) _mm512_mask_mov_ps(c, k, _mm512_fmadd_ps(a, b, c))
 
 static inline int emu_fpclass(float v, int imm)
 {

@@ -12,11 +12,12 @@
  *  - Stored exps (softmax, log_softmax, gradients): Cody-Waite reduction and a
  *    minimax polynomial of degree 6, 13 operations per 16 values, within an
  *    ulp (xent_avx512_exp_nonpos_ps, the bits of xent_exp_nonpos_f32).
- *  - Sums of exps that store nothing (losses, logsumexp): base-2 terms, 9
- *    operations per 16 (xent_avx512_exp2_term_ps), and the row's max taken in
- *    the same pass as its sum (xent_avx512_max_rest); float16 rows in blocks
- *    of 8 vectors, step by step (xent_avx512_term_block).  On an AMD Zen 4 a
- *    float16 row's cross-entropy went from 2.5x to 1.3x the time of reading it.
+ *  - Sums of exps that store nothing (losses, logsumexp): base-2 terms from a
+ *    32-entry table and a quadratic, 8 operations per 16 with their addition
+ *    (xent_avx512_add_exp2), and the row's max taken in the same pass as its
+ *    sum (xent_avx512_max_rest); float16 rows in blocks of 8 vectors, step by
+ *    step (xent_avx512_term_block).  On an AMD Zen 4 a float16 row's
+ *    cross-entropy went from 2.5x to 1.2x the time of reading it.
  *
  * Included by _rows.h; XENT_HAVE_AVX512_ROWS tells _rows_impl.h to use it.
  */
@@ -118,33 +119,46 @@ XENT_INLINE void xent_avx512_rest_chunk(const void *x, int half, ptrdiff_t len, 
 
 /* ---- the terms of a sum of exps ----------------------------------------------
  * A sum of exps needs less than the stored exps, so the sums (not the stored
- * exps) take a cheaper route, in base 2, with the two AVX-512 instructions that
- * do a whole step each:
+ * exps) take a cheaper route, in base 2, with a table:
  *   t = x*L - hi, one FMA, where L = log2(e) rounded to float and m*L = hi + lo
  *     exactly (hi a float, lo tiny): t + lo is (x - m)*L with one rounding, and
  *     the factor 2^-lo, the same for every term, is applied to the row's sum
  *     once, in double (xent_avx512_term_split);
- *   f = t - floor(t) in [0, 1) by vreduceps, 2^f by a degree-5 polynomial
- *     (XENT_EXP2_C*, relative error 1e-7 on [0, 1)), and p * 2^floor(t) by
- *     vscalefps, which rounds a subnormal result once and gives 0 for
- *     t = -inf (vreduceps gives f = 0 there): no clamp.  NaN stays NaN.
- * 9 vector operations per 16 terms where the stored exps take 13; the
- * subtraction x - m is gone, which is what a float16 row needs: on an AMD Zen 4
- * the conversion from float16 competes with it for the same pipes.
+ *   t = k + j/32 + r with k = floor(t), j in 0..31 and r in [0, 1/32): r by
+ *     vreduceps, j from the low bits of t + 1.5*2^18 added rounding down;
+ *   2^t = T[j] * 2^k * p(r): T[j] = 2^(j/32) rounded to float, from a
+ *     32-entry table in two registers (vpermt2ps), p the degree-2 polynomial
+ *     of least relative error for 2^r on [0, 1/32) with p(0) = 1 (6.6e-8,
+ *     XENT_EXP2_C*), 2^k by vscalefps (exact, or a subnormal rounded once,
+ *     0 for t = -inf, where vreduceps gives r = 0; NaN stays NaN), and the
+ *     product T[j] * (p * 2^k) fused into the FMA that adds it to the sum.
+ * 8 vector operations per 16 terms with their addition, where the stored exps
+ * take 14.  Why: on an AMD Zen 4 the FMA pipes bound the loop (the float16
+ * conversion, vreduceps and vscalefps take the other two), and this term needs
+ * 4 FMAs and a permute there, where a degree-5 polynomial on [0, 1) took 7
+ * FMAs (float16 rows in L2: 0.142 -> 0.137 ns per entry, float32 rows 0.126
+ * -> 0.114, C harness).
  * The price is accuracy in the small terms: t is rounded to float, half an ulp
  * of t, a relative error of up to |t| * 4e-8 in the term (as when x - m is
  * rounded, for float32 rows).  Measured over every float32 x in [-104, 0] by
- * bench/accuracy.py: at most 16 ulps for x >= -17 (terms above 4e-8 of the
- * max's 1) and 64 ulps for the smallest, against 0.9 for the stored exps.  A
- * sum is off by the weighted mean of its terms' errors, below 1e-6 relative
- * even when every term sits at x = -17, and a cross-entropy or logsumexp by
- * about that much after the log (BENCHMARKS.md). */
+ * bench/accuracy.py (BENCHMARKS.md): the table and the polynomial add about an
+ * ulp to that.  A sum is off by the weighted mean of its terms' errors, below
+ * 1e-6 relative even when every term sits at x = -17, and a cross-entropy or
+ * logsumexp by about that much after the log. */
 #define XENT_LOG2E_F 1.44269504088896341f
-#define XENT_EXP2_C1 0.6931512951850891f
-#define XENT_EXP2_C2 0.24016457796096802f
-#define XENT_EXP2_C3 0.05579967424273491f
-#define XENT_EXP2_C4 0.009017165750265121f
-#define XENT_EXP2_C5 0.001867127139121294f
+#define XENT_EXP2_C1 0.6931237578392029f
+#define XENT_EXP2_C2 0.24265269935131073f
+
+/* 2^(j/32) rounded to float (checked by bench/accuracy.py) */
+static const float xent_exp2_table32[32] __attribute__((aligned(64))) = {
+    1.0f, 1.0218971486541166f, 1.0442737824274138f, 1.0671404006768237f,
+    1.0905077326652577f, 1.1143867425958924f, 1.1387886347566916f, 1.1637248587775775f,
+    1.1892071150027210f, 1.2152473599804690f, 1.2418578120734840f, 1.2690509571917332f,
+    1.2968395546510096f, 1.3252366431597413f, 1.3542555469368927f, 1.3839098819638320f,
+    1.4142135623730951f, 1.4451808069770467f, 1.4768261459394993f, 1.5091644275934228f,
+    1.5422108254079407f, 1.5759808451078865f, 1.6104903319492543f, 1.6457554781539649f,
+    1.6817928305074290f, 1.7186192981224779f, 1.7562521603732995f, 1.7947090750031072f,
+    1.8340080864093424f, 1.8741676341102997f, 1.9152065613971472f, 1.9571441241754002f};
 
 /* The largest |m| for which the sums take the base-2 terms: m*L = hi + lo with
  * |lo| <= 2^-8, so 2^-lo is a short series; rows of larger logits (float32
@@ -161,16 +175,36 @@ XENT_INLINE double xent_avx512_term_split(float m, float *hi)
     return 1.0 - y * (1.0 - y * (0.5 - y * (1.0 / 6.0 - y * (1.0 / 24.0))));
 }
 
-/* 2^t for 16 values t (see above; -inf -> 0, NaN -> NaN). */
-XENT_INLINE __m512 xent_avx512_exp2_term_ps(__m512 t)
+/* 2^t for 16 values t (see above) as table * scaled: 2^(j/32) and p(r) * 2^k.
+ * Valid for every t <= 2^-8 (-inf -> scaled 0, NaN -> NaN): below -2^17 the
+ * low bits of t + 1.5*2^18 no longer give j, but T[any j] * 2^k is then 0. */
+XENT_INLINE void xent_avx512_exp2_parts(__m512 t, __m512 *table, __m512 *scaled)
 {
-    __m512 f = _mm512_reduce_ps(t, _MM_FROUND_TO_NEG_INF), p;
-    p = _mm512_fmadd_ps(_mm512_set1_ps(XENT_EXP2_C5), f, _mm512_set1_ps(XENT_EXP2_C4));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(XENT_EXP2_C3));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(XENT_EXP2_C2));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(XENT_EXP2_C1));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, t);
+    const __m512 lo = _mm512_load_ps(xent_exp2_table32), hi = _mm512_load_ps(xent_exp2_table32 + 16);
+    /* 1.5*2^18 has ulp 1/32: rounded down, the sum's low 5 bits are j */
+    __m512 s = _mm512_add_round_ps(t, _mm512_set1_ps(393216.0f),
+                                   _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_reduce_ps(t, (5 << 4) | _MM_FROUND_TO_NEG_INF), p; /* t - floor(32t)/32 */
+    *table = _mm512_permutex2var_ps(lo, _mm512_castps_si512(s), hi);
+    p = _mm512_fmadd_ps(_mm512_set1_ps(XENT_EXP2_C2), r, _mm512_set1_ps(XENT_EXP2_C1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    *scaled = _mm512_scalef_ps(p, t); /* floor(t) = k */
+}
+
+/* acc + 2^t, lane by lane, with one rounding. */
+XENT_INLINE __m512 xent_avx512_add_exp2(__m512 acc, __m512 t)
+{
+    __m512 table, scaled;
+    xent_avx512_exp2_parts(t, &table, &scaled);
+    return _mm512_fmadd_ps(table, scaled, acc);
+}
+
+/* acc + 2^t in the lanes of `lanes`, acc in the others. */
+XENT_INLINE __m512 xent_avx512_mask_add_exp2(__m512 acc, __mmask16 lanes, __m512 t)
+{
+    __m512 table, scaled;
+    xent_avx512_exp2_parts(t, &table, &scaled);
+    return _mm512_mask3_fmadd_ps(table, scaled, acc, lanes);
 }
 
 /* The max of the next chunk, taken along a chunk's sum (see xent_avx512_max_rest):
@@ -254,15 +288,15 @@ XENT_INLINE void xent_avx512_term_step(const void *x, ptrdiff_t i, int half, __m
                                        __m512 vl, __m512 vhi, __m512 *acc, ptrdiff_t *n_equal,
                                        ptrdiff_t ahead, const int none_equal)
 {
-    __m512 v = xent_avx512_load(x, i, half, 0xFFFF), term;
+    __m512 v = xent_avx512_load(x, i, half, 0xFFFF), t;
     _mm_prefetch((const char *)x + (i + ahead) * (half ? 2 : 4), _MM_HINT_T0); /* see prefetch_ahead */
-    term = xent_avx512_exp2_term_ps(_mm512_fmsub_ps(v, vl, vhi));
+    t = _mm512_fmsub_ps(v, vl, vhi);
     if (none_equal) {
-        *acc = _mm512_add_ps(*acc, term);
+        *acc = xent_avx512_add_exp2(*acc, t);
     } else {
         /* entries below m (and NaN, which must reach the sum) */
         __mmask16 below = _mm512_cmp_ps_mask(v, vm, _CMP_NEQ_UQ);
-        *acc = _mm512_mask_add_ps(*acc, below, *acc, term);
+        *acc = xent_avx512_mask_add_exp2(*acc, below, t);
         *n_equal += 16 - _mm_popcnt_u32(below);
     }
 }
@@ -272,20 +306,18 @@ XENT_INLINE void xent_avx512_term_step(const void *x, ptrdiff_t i, int half, __m
 
 /* The terms of XENT_AVX512_TERM_BLOCK whole vectors at x + i (none equal to
  * the max), added into *acc0 and *acc1 (alternate vectors): the block's
- * arguments first, then its terms.  Why: a term is a chain of about 40 cycles
+ * arguments first, then its terms.  Why: a term is a chain of 25-40 cycles
  * of latency, and issued one vector after another, such chains fill the
  * scheduler of an AMD Zen 4 with operations that wait, leaving its pipes idle
  * (float16 rows in L2: 9.3 cycles per 16 values, where the pipes need 6.5);
  * with 8 independent chains in sight the compiler interleaves their steps.
- * The terms are added by FMA (acc + term * 1: the same rounding as an add) on
- * the FMA pipes, where the float16 conversion, vreduceps and vscalefps crowd
- * the adders.  In the C harness, rows in L2: float16 0.158 -> 0.149 ns per
- * entry.  Float16 rows only: float32 rows, which convert nothing, were 2-5%
- * slower with it in L2 and about 5% slower from memory at two threads. */
+ * In the C harness, rows in L2: float16 0.158 -> 0.149 ns per entry (with
+ * the earlier degree-5 terms).  Float16 rows only: float32 rows, which convert
+ * nothing, were 2-5% slower with it in L2 and about 5% slower from memory at
+ * two threads (and no faster with the table's terms). */
 XENT_INLINE void xent_avx512_term_block(const void *x, ptrdiff_t i, int half, __m512 vl,
                                         __m512 vhi, __m512 *acc0, __m512 *acc1, ptrdiff_t ahead)
 {
-    const __m512 one = _mm512_set1_ps(1.0f);
     __m512 t[XENT_AVX512_TERM_BLOCK];
     int v;
     for (v = 0; v < XENT_AVX512_TERM_BLOCK; v++) {
@@ -294,8 +326,8 @@ XENT_INLINE void xent_avx512_term_block(const void *x, ptrdiff_t i, int half, __
         t[v] = _mm512_fmsub_ps(xent_avx512_load(x, j, half, 0xFFFF), vl, vhi);
     }
     for (v = 0; v < XENT_AVX512_TERM_BLOCK; v += 2) {
-        *acc0 = _mm512_fmadd_ps(xent_avx512_exp2_term_ps(t[v]), one, *acc0);
-        *acc1 = _mm512_fmadd_ps(xent_avx512_exp2_term_ps(t[v + 1]), one, *acc1);
+        *acc0 = xent_avx512_add_exp2(*acc0, t[v]);
+        *acc1 = xent_avx512_add_exp2(*acc1, t[v + 1]);
     }
 }
 
@@ -352,11 +384,11 @@ XENT_INLINE void xent_avx512_term_chunk(const void *x, int half, ptrdiff_t len, 
         __mmask16 valid = xent_avx512_head_mask(len - i);
         __m512 v = xent_avx512_load(x, i, half, valid);
         __mmask16 below = _mm512_mask_cmp_ps_mask(valid, v, vm, _CMP_NEQ_UQ);
-        __m512 term = xent_avx512_exp2_term_ps(_mm512_fmsub_ps(v, vl, vhi));
+        __m512 t = _mm512_fmsub_ps(v, vl, vhi);
         if (i % 32)
-            acc1 = _mm512_mask_add_ps(acc1, below, acc1, term);
+            acc1 = xent_avx512_mask_add_exp2(acc1, below, t);
         else
-            acc = _mm512_mask_add_ps(acc, below, acc, term);
+            acc = xent_avx512_mask_add_exp2(acc, below, t);
         n_equal += (ptrdiff_t)(len - i) - _mm_popcnt_u32(below);
     }
     if (next) /* the next chunk's last values (next_len <= len) */
