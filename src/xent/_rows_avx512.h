@@ -361,8 +361,13 @@ XENT_INLINE void xent_avx512_term_chunk(const void *x, int half, ptrdiff_t len, 
         const ptrdiff_t block = 16 * XENT_AVX512_TERM_BLOCK;
         for (; i + block <= len; i += block) {
             ptrdiff_t j;
-            for (j = i; j < i + block && j < both; j += 16)
-                xent_avx512_ahead_take(&a, next, j, half, track_min);
+            if (i + block <= both) { /* unrolled: a bound test per vector cost 1.5% */
+                for (j = 0; j < block; j += 16)
+                    xent_avx512_ahead_take(&a, next, i + j, half, track_min);
+            } else {
+                for (j = i; j < i + block && j < both; j += 16)
+                    xent_avx512_ahead_take(&a, next, j, half, track_min);
+            }
             xent_avx512_term_block(x, i, half, vl, vhi, &acc, &acc1, ahead);
         }
     }
