@@ -69,12 +69,12 @@ static inline simde__m512 emu_add_round_ps(simde__m512 a, simde__m512 b, int rou
     emu_ps x = {a}, y = {b}, r;
     for (int j = 0; j < 16; j++) {
         float s = x.f[j] + y.f[j];
-        if (isfinite(s) && (rounding & 3) == 1) {
+        if ((rounding & 3) != 1) {
+            s = NAN; /* other modes not emulated: make any use visible */
+        } else if (isfinite(s)) {
             float bv = s - x.f[j], err = (x.f[j] - (s - bv)) + (y.f[j] - bv);
             if (err < 0)
                 s = nextafterf(s, -INFINITY);
-        } else if ((rounding & 3) != 0 && (rounding & 3) != 1) {
-            s = NAN; /* not emulated: make any use visible */
         }
         r.f[j] = s;
     }

@@ -133,7 +133,7 @@ XENT_INLINE void xent_avx512_rest_chunk(const void *x, int half, ptrdiff_t len, 
  *     0 for t = -inf, where vreduceps gives r = 0; NaN stays NaN), and the
  *     product T[j] * (p * 2^k) fused into the FMA that adds it to the sum.
  * 8 vector operations per 16 terms with their addition, where the stored exps
- * take 14.  Why: on an AMD Zen 4 the FMA pipes bound the loop (the float16
+ * take 13 before theirs.  Why: on an AMD Zen 4 the FMA pipes bound the loop (the float16
  * conversion, vreduceps and vscalefps take the other two), and this term needs
  * 4 FMAs and a permute there, where a degree-5 polynomial on [0, 1) took 7
  * FMAs (float16 rows in L2: 0.142 -> 0.137 ns per entry, float32 rows 0.126
@@ -175,36 +175,28 @@ XENT_INLINE double xent_avx512_term_split(float m, float *hi)
     return 1.0 - y * (1.0 - y * (0.5 - y * (1.0 / 6.0 - y * (1.0 / 24.0))));
 }
 
-/* 2^t for 16 values t (see above) as table * scaled: 2^(j/32) and p(r) * 2^k.
- * Valid for every t <= 2^-8 (-inf -> scaled 0, NaN -> NaN): below -2^17 the
- * low bits of t + 1.5*2^18 no longer give j, but T[any j] * 2^k is then 0. */
-XENT_INLINE void xent_avx512_exp2_parts(__m512 t, __m512 *table, __m512 *scaled)
+/* acc + 2^t (see above) in the lanes of `lanes`, acc in the others, as
+ * acc + T[j] * (p(r) * 2^k) with one rounding.  Valid for every t <= 2^-8
+ * (-inf adds 0, NaN gives NaN): below -2^17 the low bits of t + 1.5*2^18 no
+ * longer give j, but T[any j] * 2^k is then 0. */
+XENT_INLINE __m512 xent_avx512_mask_add_exp2(__m512 acc, __mmask16 lanes, __m512 t)
 {
     const __m512 lo = _mm512_load_ps(xent_exp2_table32), hi = _mm512_load_ps(xent_exp2_table32 + 16);
     /* 1.5*2^18 has ulp 1/32: rounded down, the sum's low 5 bits are j */
     __m512 s = _mm512_add_round_ps(t, _mm512_set1_ps(393216.0f),
                                    _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_reduce_ps(t, (5 << 4) | _MM_FROUND_TO_NEG_INF), p; /* t - floor(32t)/32 */
-    *table = _mm512_permutex2var_ps(lo, _mm512_castps_si512(s), hi);
+    __m512 table = _mm512_permutex2var_ps(lo, _mm512_castps_si512(s), hi);
     p = _mm512_fmadd_ps(_mm512_set1_ps(XENT_EXP2_C2), r, _mm512_set1_ps(XENT_EXP2_C1));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    *scaled = _mm512_scalef_ps(p, t); /* floor(t) = k */
+    /* vscalefps takes floor(t) = k */
+    return _mm512_mask3_fmadd_ps(table, _mm512_scalef_ps(p, t), acc, lanes);
 }
 
-/* acc + 2^t, lane by lane, with one rounding. */
+/* acc + 2^t in every lane (the constant mask compiles to a plain FMA). */
 XENT_INLINE __m512 xent_avx512_add_exp2(__m512 acc, __m512 t)
 {
-    __m512 table, scaled;
-    xent_avx512_exp2_parts(t, &table, &scaled);
-    return _mm512_fmadd_ps(table, scaled, acc);
-}
-
-/* acc + 2^t in the lanes of `lanes`, acc in the others. */
-XENT_INLINE __m512 xent_avx512_mask_add_exp2(__m512 acc, __mmask16 lanes, __m512 t)
-{
-    __m512 table, scaled;
-    xent_avx512_exp2_parts(t, &table, &scaled);
-    return _mm512_mask3_fmadd_ps(table, scaled, acc, lanes);
+    return xent_avx512_mask_add_exp2(acc, (__mmask16)0xFFFF, t);
 }
 
 /* The max of the next chunk, taken along a chunk's sum (see xent_avx512_max_rest):
@@ -361,7 +353,7 @@ XENT_INLINE void xent_avx512_term_chunk(const void *x, int half, ptrdiff_t len, 
         const ptrdiff_t block = 16 * XENT_AVX512_TERM_BLOCK;
         for (; i + block <= len; i += block) {
             ptrdiff_t j;
-            if (i + block <= both) { /* unrolled: a bound test per vector cost 1.5% */
+            if (i + block <= both) { /* unrolled: a bound test per vector (hoisted or not) cost 1.5% */
                 for (j = 0; j < block; j += 16)
                     xent_avx512_ahead_take(&a, next, i + j, half, track_min);
             } else {
