@@ -133,11 +133,11 @@ XENT_INLINE void xent_avx512_rest_chunk(const void *x, int half, ptrdiff_t len, 
  *     0 for t = -inf, where vreduceps gives r = 0; NaN stays NaN), and the
  *     product T[j] * (p * 2^k) fused into the FMA that adds it to the sum.
  * 8 vector operations per 16 terms with their addition, where the stored exps
- * take 13 before theirs.  Why: on an AMD Zen 4 the FMA pipes bound the loop (the float16
- * conversion, vreduceps and vscalefps take the other two), and this term needs
- * 4 FMAs and a permute there, where a degree-5 polynomial on [0, 1) took 7
- * FMAs (float16 rows in L2: 0.142 -> 0.137 ns per entry, float32 rows 0.126
- * -> 0.114, C harness).
+ * take 13 before theirs.  Why: on an AMD Zen 4 the FMA pipes bounded the loop
+ * (the float16 conversion, vreduceps and vscalefps take the other two; now
+ * both sides carry about as much), and this term needs 4 FMAs and a permute
+ * there, where a degree-5 polynomial on [0, 1) took 7 FMAs (float16 rows in
+ * L2: 0.142 -> 0.137 ns per entry, float32 rows 0.126 -> 0.114, C harness).
  * The price is accuracy in the small terms: t is rounded to float, half an ulp
  * of t, a relative error of up to |t| * 4e-8 in the term (as when x - m is
  * rounded, for float32 rows).  Measured over every float32 x in [-104, 0] by
@@ -245,13 +245,13 @@ XENT_INLINE float xent_avx512_ahead_finish(xent_avx512_ahead_max *a, const void 
         if (track_min)
             return xent_f16_max_from_bits(a->hi, a->lo, (const uint16_t *)x, n);
         hi = xent_avx2_hmax_epi16(a->hi);
-        if (hi >= 0 && hi <= 0x7C00) /* some entry >= +0, none a NaN with its sign bit clear */
+        if (xent_f16_hi_is_max(hi))
             return xent_half_to_float((uint16_t)hi);
         if (hi < 0 && m > 0) /* every entry < 0 (-0 included) or a NaN */
             return -INFINITY;
         /* a NaN with its sign bit clear, or (without track_min, m <= 0) entries
-         * all negative: read again */
-        return xent_avx2_max_f16((const uint16_t *)x, n);
+         * all negative: their max as floats */
+        return xent_f16_max_as_floats((const uint16_t *)x, n);
     }
     (void)m;
     for (; i < n; i += 16) {
@@ -326,12 +326,12 @@ XENT_INLINE void xent_avx512_term_block(const void *x, ptrdiff_t i, int half, __
 /* One chunk (len <= XENT_SUM_CHUNK values) of sum_exp_rest in base-2 terms:
  * 2^(x*L - hi) over the entries != m added into *s, the entries == m counted
  * into *count.  With none_equal (a constant where inlined) the chunk is known
- * to hold no entry equal to m, and the compares are skipped.  With next != NULL
- * *next_max = the max of the next chunk's next_len <= len
- * values (or -inf when it is below m, see xent_avx512_ahead_finish), read
- * along with this chunk's (the loads and integer maxima fit beside the
- * arithmetic, where a pass of their own would not).  Without compares, whole
- * blocks of vectors go through xent_avx512_term_block. */
+ * to hold no entry equal to m, and the compares are skipped.  With next !=
+ * NULL, *next_max = the max of the next chunk's next_len <= len values (or
+ * -inf when it is below m, see xent_avx512_ahead_finish), read along with
+ * this chunk's (the loads and integer maxima fit beside the arithmetic, where
+ * a pass of their own would not).  Without compares, whole blocks of vectors
+ * go through xent_avx512_term_block. */
 XENT_INLINE void xent_avx512_term_chunk(const void *x, int half, ptrdiff_t len, float m,
                                         __m512 vhi, __m512 *s, ptrdiff_t *count,
                                         ptrdiff_t ahead, const int none_equal,

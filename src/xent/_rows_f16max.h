@@ -55,20 +55,20 @@ XENT_INLINE void xent_avx2_f16_bits_rest(const uint16_t *x, ptrdiff_t i, ptrdiff
     }
 }
 
-/* The max of the float16 values x[0 .. n), ignoring NaN, from the int16 max
- * hi and min lo of their bits (lanes, see xent_avx2_max_f16). */
-XENT_INLINE float xent_f16_max_from_bits(__m256i hi_lanes, __m256i lo_lanes, const uint16_t *x,
-                                         ptrdiff_t n)
+/* Whether the int16 max hi of float16 bits is their max: some entry >= +0 and
+ * no NaN with a clear sign bit (0x7C00 is +inf; see xent_avx2_max_f16). */
+XENT_INLINE int xent_f16_hi_is_max(int16_t hi)
 {
-    int16_t hi = xent_avx2_hmax_epi16(hi_lanes), lo = xent_avx2_hmin_epi16(lo_lanes);
+    return hi >= 0 && hi <= 0x7C00;
+}
+
+/* The max of the float16 values x[0 .. n), ignoring NaN, converted and
+ * compared as floats: for the rows the bits do not decide. */
+XENT_INLINE float xent_f16_max_as_floats(const uint16_t *x, ptrdiff_t n)
+{
+    __m256 m = _mm256_set1_ps(-INFINITY);
     float r, f;
-    __m256 m;
     ptrdiff_t i;
-    if (hi >= 0 && hi <= 0x7C00) /* no NaN with a clear sign bit (0x7C00 is +inf) */
-        return xent_half_to_float((uint16_t)hi);
-    if (hi < 0) /* every entry negative: lo, unless all are NaN (above -inf's bits) */
-        return lo <= (int16_t)0xFC00 ? xent_half_to_float((uint16_t)lo) : -INFINITY;
-    m = _mm256_set1_ps(-INFINITY);
     for (i = 0; i + 8 <= n; i += 8)
         m = _mm256_max_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))), m);
     r = xent_avx2_hmax(m);
@@ -77,6 +77,19 @@ XENT_INLINE float xent_f16_max_from_bits(__m256i hi_lanes, __m256i lo_lanes, con
         r = f > r ? f : r;
     }
     return r;
+}
+
+/* The max of the float16 values x[0 .. n), ignoring NaN, from the int16 max
+ * hi and min lo of their bits (lanes, see xent_avx2_max_f16). */
+XENT_INLINE float xent_f16_max_from_bits(__m256i hi_lanes, __m256i lo_lanes, const uint16_t *x,
+                                         ptrdiff_t n)
+{
+    int16_t hi = xent_avx2_hmax_epi16(hi_lanes), lo = xent_avx2_hmin_epi16(lo_lanes);
+    if (xent_f16_hi_is_max(hi))
+        return xent_half_to_float((uint16_t)hi);
+    if (hi < 0) /* every entry negative: lo, unless all are NaN (above -inf's bits) */
+        return lo <= (int16_t)0xFC00 ? xent_half_to_float((uint16_t)lo) : -INFINITY;
+    return xent_f16_max_as_floats(x, n); /* a NaN with its sign bit clear */
 }
 
 /* Largest of n float16 values (returned as a float), ignoring NaN.  On the
