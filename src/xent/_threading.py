@@ -5,22 +5,63 @@ xent keeps its own thread count, shared by every Python thread, so that
 
 * The default is OpenMP's default team size (``OMP_NUM_THREADS`` or the number
   of cores), read once at import.
-* ``XENT_NUM_THREADS`` in the environment overrides it at import.
-* ``set_num_threads(n)`` changes it at run time.
+* ``XENT_NUM_THREADS`` in the environment overrides it at import.  A value that
+  is not a positive integer, or more than ``max_threads()``, is ignored with a
+  ``RuntimeWarning`` (the default applies).
+* ``set_num_threads(n)`` changes it at run time; it refuses more than
+  ``max_threads()`` with ``ValueError``.
 * ``threadpoolctl.threadpool_limits(n, user_api="openmp")`` changes it for the
   duration of the ``with`` block: xent registers a threadpoolctl controller for
   its own extension module (user API "openmp"), so threadpoolctl limits xent
   exactly as it limits the OpenMP runtime.
 
-Small inputs run on one thread whatever the setting: waking a team costs more
-than the work (see ``SMALL_WORK``).
+The count is an upper bound, like a team under OpenMP's ``omp_set_dynamic``:
+
+* Small inputs run on one thread whatever the setting: waking a team costs more
+  than the work (see ``SMALL_WORK``).
+* Cores that other processes keep busy are left to them (Linux): every
+  ``LOAD_WINDOW`` seconds at most, xent reads how much CPU time the other
+  processes used on the CPUs it may run on (``/proc/stat`` less this process's
+  own time) and uses no more threads than the CPUs they left free.  With a
+  static split of rows, one thread that shares a core with another process
+  holds up the whole call; one thread less is faster (BENCHMARKS.md, "Under
+  load").  ``XENT_DYNAMIC_THREADS=0`` in the environment turns this off, so the
+  team is exactly the count set.
+* OpenMP threads wait passively (``OMP_WAIT_POLICY=passive``) unless the user
+  set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``: libgomp's default spins each
+  idle thread for about 3-20 ms after every call, which takes that core from
+  any other process (another xent process, PyTorch) and, once the kernel
+  scheduler has charged the spinning to the thread, delays it at the next call.
+  libgomp reads the setting when it loads, so it is put in ``os.environ`` only
+  while xent's first extension module loads, and removed again, so that child
+  processes do not inherit it.  If libgomp was already loaded by another module,
+  its setting stays.
 """
 
+import math
 import operator
 import os
+import resource
+import threading
+import time
 import warnings
 
-from xent import _xent_runtime
+
+def _load_runtime():
+    """Import the runtime extension (the first to load libgomp) passive by default."""
+    added = []
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "passive"
+        added.append("OMP_WAIT_POLICY")
+    try:
+        from xent import _xent_runtime
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+    return _xent_runtime
+
+
+_xent_runtime = _load_runtime()
 
 # Below this many input elements a call runs on one thread.  Measured with
 # bench/threads.py on the 2-vCPU development machines: a second thread starts to
@@ -29,22 +70,56 @@ from xent import _xent_runtime
 # where it wins reliably (BENCHMARKS.md, "Threads").
 SMALL_WORK = 1 << 15
 
+# The most threads per CPU that set_num_threads accepts.  Beyond one thread per
+# CPU, threads only take turns, so a few per CPU are legal (to try
+# oversubscription) but thousands are a mistake: libgomp then aborts ("Thread
+# creation failed" at 40000 on a 2-vCPU machine) or crashes (10**6: a stack
+# allocation per team member overflows).  8 per CPU stays far below both.
+THREADS_PER_CPU = 8
+
+# How often (seconds) xent looks at the other processes' CPU use, and over how
+# long a time it averages it.  /proc/stat counts in ticks of 10 ms, so a window
+# of 0.25 s measures a busy core to within about 0.1 CPU; reading it costs some
+# 30 microseconds per 100 CPUs, at most once a window.
+LOAD_WINDOW = 0.25
+
+
+def max_threads():
+    """The largest thread count xent accepts on this machine.
+
+    ``THREADS_PER_CPU`` times ``os.cpu_count()``, and no more than OpenMP's
+    thread limit (``OMP_THREAD_LIMIT``) when that is set.
+    """
+    cap = THREADS_PER_CPU * (os.cpu_count() or 1)
+    return max(1, min(cap, _xent_runtime.openmp_thread_limit()))
+
 
 def _initial_num_threads():
     value = os.environ.get("XENT_NUM_THREADS", "").strip()
     if value:
         try:
             n = int(value)
-            if n >= 1:
-                return n
         except ValueError:
-            pass
+            n = 0
+        if 1 <= n <= max_threads():
+            return n
+        reason = ("is more than this machine can run (at most %d, %d per CPU)"
+                  % (max_threads(), THREADS_PER_CPU) if n > 1 else "is not a positive integer")
         warnings.warn(
-            f"XENT_NUM_THREADS={value!r} is not a positive integer; ignoring it",
-            RuntimeWarning,
-            stacklevel=2,
+            f"XENT_NUM_THREADS={value!r} {reason}; ignoring it", RuntimeWarning, stacklevel=3,
         )
-    return max(1, _xent_runtime.openmp_max_threads())
+    return _openmp_default()
+
+
+def _openmp_default():
+    n = max(1, _xent_runtime.openmp_max_threads())
+    if n > max_threads():  # OMP_NUM_THREADS=100000: libgomp would crash too
+        warnings.warn(
+            f"OpenMP's default of {n} threads is more than this machine can run; xent uses "
+            f"{max_threads()}", RuntimeWarning, stacklevel=4,
+        )
+        n = max_threads()
+    return n
 
 
 _num_threads = _initial_num_threads()
@@ -68,8 +143,10 @@ def get_num_threads():
     Returns
     -------
     int
-        The current limit (at least 1).  Without OpenMP the kernels run
-        serially whatever this says; ``show_config()`` tells which.
+        The current limit (at least 1).  A call uses fewer threads on small
+        inputs and when other processes keep some of the CPUs busy.  Without
+        OpenMP the kernels run serially whatever this says; ``show_config()``
+        tells which.
 
     Examples
     --------
@@ -86,14 +163,17 @@ def set_num_threads(n):
     Parameters
     ----------
     n : int
-        A positive integer.  It applies to every Python thread.
+        A positive integer, at most 8 per CPU of the machine (``8 *
+        os.cpu_count()``) and at most ``OMP_THREAD_LIMIT`` when that is set.
+        It applies to every Python thread.  More threads than CPUs only take
+        turns; far more cannot be started.
 
     Raises
     ------
     TypeError
         If `n` is not an integer.
     ValueError
-        If `n` is less than 1.
+        If `n` is less than 1 or more than the machine can run.
 
     Examples
     --------
@@ -113,12 +193,89 @@ def set_num_threads(n):
         raise TypeError(f"n: expected a positive integer, got {n!r}") from None
     if value < 1:
         raise ValueError(f"n: expected a positive integer, got {value}")
+    if value > max_threads():
+        raise ValueError(
+            f"n: expected at most {max_threads()} threads ({THREADS_PER_CPU} per CPU, "
+            f"OMP_THREAD_LIMIT), got {value}"
+        )
     _num_threads = value
+
+
+class _OtherLoad:
+    """CPUs that other processes keep busy, measured from /proc/stat (Linux).
+
+    `free` is the number of CPUs this process may run on (its affinity) less
+    those the other processes used over the last window, rounded to the
+    nearest CPU.  Processes with a positive nice value are not counted: the
+    kernel gives way to xent's threads over theirs.
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.free = None  # unknown: no limit
+        self.enabled = os.environ.get("XENT_DYNAMIC_THREADS", "").strip() != "0"
+        self.hz = 100
+        self.start = None  # (time, busy CPU seconds, own CPU seconds) at the window's start
+        if self.enabled:
+            try:
+                self.hz = os.sysconf("SC_CLK_TCK")
+                self.start = self._sample()
+            except (OSError, ValueError, AttributeError):
+                self.enabled = False  # no /proc/stat (not Linux): no adjustment
+
+    def _sample(self):
+        cpus = os.sched_getaffinity(0)
+        with open("/proc/stat", "rb") as f:
+            lines = f.read().split(b"\n")
+        busy = 0
+        for line in lines[1:]:
+            if not line.startswith(b"cpu"):
+                break
+            fields = line.split()
+            if int(fields[0][3:]) in cpus:
+                # user nice system idle iowait irq softirq ...: nice is left out
+                busy += int(fields[1]) + int(fields[3]) + int(fields[6]) + int(fields[7])
+        own = resource.getrusage(resource.RUSAGE_SELF)  # all its threads, to the microsecond
+        # a niced process's own user time is counted under "nice", not "user"
+        niced = os.getpriority(os.PRIO_PROCESS, 0) > 0
+        own_busy = own.ru_stime + (0.0 if niced else own.ru_utime)
+        return time.monotonic(), busy / self.hz, own_busy, len(cpus)
+
+    def free_cpus(self):
+        """CPUs left free by other processes (None: unknown), updated once a window."""
+        start = self.start
+        if start is not None and time.monotonic() - start[0] >= LOAD_WINDOW:
+            if self.lock.acquire(blocking=False):  # another Python thread is on it
+                try:
+                    self._update()
+                finally:
+                    self.lock.release()
+        return self.free
+
+    def _update(self):
+        try:
+            now = self._sample()
+        except (OSError, ValueError):
+            self.enabled, self.start, self.free = False, None, None
+            return
+        then, self.start = self.start, now
+        others = max(0.0, (now[1] - then[1]) - (now[2] - then[2])) / (now[0] - then[0])
+        self.free = max(1, now[3] - math.floor(others + 0.5))
+
+
+_load = _OtherLoad()
 
 
 def threads_for(n_elements):
     """Team size for a kernel that reads `n_elements` values."""
-    return 1 if n_elements < SMALL_WORK else _limit()
+    if n_elements < SMALL_WORK:
+        return 1
+    n = _limit()
+    if n > 1 and _load.enabled:
+        free = _load.free_cpus()
+        if free is not None:
+            n = min(n, free)
+    return n
 
 
 def _register_with_threadpoolctl():
@@ -139,7 +296,8 @@ def _register_with_threadpoolctl():
             return _num_threads
 
         def set_num_threads(self, num_threads):
-            set_num_threads(max(1, int(num_threads)))
+            # a limit, so one above what xent accepts means no limit
+            set_num_threads(max(1, min(int(num_threads), max_threads())))
 
         def get_version(self):
             from xent import __version__

@@ -35,6 +35,18 @@ cdef extern from *:
     const char *XENT_BUILD_COMPILER
     int xent_cpu_level()
 
+cdef extern from *:
+    """
+    #include <limits.h>
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int xent_omp_thread_limit(void) { return omp_get_thread_limit(); }
+    #else
+    static int xent_omp_thread_limit(void) { return INT_MAX; }
+    #endif
+    """
+    int xent_omp_thread_limit()
+
 
 def openmp_enabled():
     """True if the kernels were compiled with OpenMP."""
@@ -44,6 +56,11 @@ def openmp_enabled():
 def openmp_max_threads():
     """OpenMP's current default team size for the calling thread (1 without OpenMP)."""
     return omp_get_max_threads()
+
+
+def openmp_thread_limit():
+    """OpenMP's thread-limit-var (``OMP_THREAD_LIMIT``; INT_MAX when unset or serial)."""
+    return xent_omp_thread_limit()
 
 
 def compiler():
