@@ -8,9 +8,11 @@ process of its own (OpenMP's thread pool and wait policy are per process):
   team sizing);
 * ``1 thread``: ``set_num_threads(1)``;
 * ``all threads``: ``set_num_threads(len(os.sched_getaffinity(0)))``, the team
-  forced to that size (``XENT_DYNAMIC_THREADS=0``);
-* ``spin, all``: for reference, xent before issue 17: all threads, libgomp's
-  default spinning wait (``GOMP_SPINCOUNT=300000``), no team sizing;
+  forced to that size (``XENT_DYNAMIC_THREADS=0``): xent's default before
+  issue 17;
+* with ``--passive``, two more: ``passive, def`` and ``passive, all``, the same
+  with ``OMP_WAIT_POLICY=passive`` (OpenMP threads sleep at once when idle
+  instead of spinning some milliseconds, libgomp's default);
 
 in three scenarios: a quiet machine (nothing else started; other load on the
 machine is not controlled, so run it on a quiet one), beside a second process
@@ -23,7 +25,7 @@ setting (all calls of all rounds pooled; settings interleaved round by round)
 and the verdict: the default's median over the better of ``1 thread`` and
 ``all threads`` must be at most 1.3.
 
-    python bench/load.py [--rounds 5] [--quick] [--torch]
+    python bench/load.py [--rounds 5] [--quick] [--torch] [--passive]
 """
 
 import argparse
@@ -41,7 +43,8 @@ CASES = {
     "logsumexp 256x50257": ("logsumexp", 256, 50257),
     "cross_entropy 2048x50257": ("cross_entropy", 2048, 50257),
 }
-SETTINGS = ("default", "1 thread", "all threads", "spin, all")
+SETTINGS = ("default", "1 thread", "all threads")
+PASSIVE = ("passive, def", "passive, all")
 
 # One measurement: build the input, settle (at least two of xent's load windows,
 # so the default has seen the other processes), then time `calls` calls.
@@ -94,16 +97,16 @@ def child_env(setting):
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     for name in ("XENT_NUM_THREADS", "XENT_DYNAMIC_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
         env.pop(name, None)
-    if setting in ("all threads", "spin, all"):
+    if setting.endswith("all threads") or setting.endswith(", all"):
         env["XENT_DYNAMIC_THREADS"] = "0"
-    if setting == "spin, all":
-        env["GOMP_SPINCOUNT"] = "300000"  # libgomp's default when OMP_WAIT_POLICY is unset
+    if setting.startswith("passive"):
+        env["OMP_WAIT_POLICY"] = "passive"
     return env
 
 
 def measure(case, setting, calls):
     func, rows, cols = CASES[case]
-    threads = {"default": 0, "1 thread": 1}.get(setting, len(os.sched_getaffinity(0)))
+    threads = {"default": 0, "1 thread": 1, "passive, def": 0}.get(setting, len(os.sched_getaffinity(0)))
     out = subprocess.run(
         [sys.executable, "-c", CHILD, func, str(rows), str(cols), str(threads), str(calls)],
         env=child_env(setting), capture_output=True, text=True, check=True,
@@ -129,16 +132,19 @@ def main():
     parser.add_argument("--rounds", type=int, default=5, help="processes per setting (default 5)")
     parser.add_argument("--quick", action="store_true", help="2 rounds, fewer calls")
     parser.add_argument("--torch", action="store_true", help="also beside a PyTorch loop")
+    parser.add_argument("--passive", action="store_true",
+                        help="also time OMP_WAIT_POLICY=passive (default and all threads)")
     parser.add_argument("--json", help="write every time measured to this file")
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds
+    ALL = SETTINGS + (PASSIVE if args.passive else ())
     scenarios = [("quiet", None), ("beside xent", XENT_LOOP), ("beside busy loop", BUSY_LOOP)]
     if args.torch:
         scenarios.append(("beside torch", TORCH_LOOP))
     cpus = len(os.sched_getaffinity(0))
     print(f"{cpus} CPUs, load average {os.getloadavg()[0]:.2f} at the start; "
           f"median ms per call, {rounds} processes per setting")
-    print(f"{'scenario':<18}{'case':<26}" + "".join(f"{s:>13}" for s in SETTINGS)
+    print(f"{'scenario':<18}{'case':<26}" + "".join(f"{s:>13}" for s in ALL)
           + f"{'default/best':>14}  verdict")
     rng = random.Random(0)
     record, failed = {}, 0
@@ -148,21 +154,21 @@ def main():
             for case in CASES:
                 calls = (20 if args.quick else 60) if case.startswith("logsumexp") else (
                     4 if args.quick else 10)
-                times = {s: [] for s in SETTINGS}
-                teams = {s: [] for s in SETTINGS}
+                times = {s: [] for s in ALL}
+                teams = {s: [] for s in ALL}
                 for _ in range(rounds):
-                    order = list(SETTINGS)
+                    order = list(ALL)
                     rng.shuffle(order)  # interleave, so drifting load hits every setting
                     for setting in order:
                         result = measure(case, setting, calls)
                         times[setting] += result["times"]
                         teams[setting].append(result["team"])
-                med = {s: 1e3 * statistics.median(times[s]) for s in SETTINGS}
+                med = {s: 1e3 * statistics.median(times[s]) for s in ALL}
                 ratio = med["default"] / min(med["1 thread"], med["all threads"])
                 ok = ratio <= BOUND
                 failed += not ok
                 team = max(set(teams["default"]), key=teams["default"].count)
-                print(f"{scenario:<18}{case:<26}" + "".join(f"{med[s]:>13.2f}" for s in SETTINGS)
+                print(f"{scenario:<18}{case:<26}" + "".join(f"{med[s]:>13.2f}" for s in ALL)
                       + f"{ratio:>14.2f}  {'ok' if ok else 'OVER ' + str(BOUND)}"
                       + f" (default team {team})", flush=True)
                 record[f"{scenario} / {case}"] = {"times": times, "teams": teams}

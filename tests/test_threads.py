@@ -258,40 +258,6 @@ def test_threadpoolctl_limit_above_the_cap_is_no_limit(restore_threads):
 
 # --- under load (issue 17) -----------------------------------------------------
 
-# CPU time the process spends while its Python thread sleeps between threaded
-# calls: OpenMP workers that spin (libgomp's default: ~300,000 pauses, 3-20 ms)
-# burn it; passive ones sleep.
-_IDLE_CPU = """
-import os, time, resource, numpy as np, xent
-xent.set_num_threads(2)
-x = np.zeros((256, 4096), np.float32)
-idle = 0.0
-for _ in range(10):
-    xent.logsumexp(x, axis=-1)
-    r0 = resource.getrusage(resource.RUSAGE_SELF)
-    time.sleep(0.05)
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
-    idle += (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
-print("OMP_WAIT_POLICY" in os.environ, os.environ.get("GOMP_SPINCOUNT"), idle)
-"""
-
-
-def test_openmp_threads_do_not_spin_between_calls(capsys):
-    if not _openmp_enabled(capsys):
-        pytest.skip("serial build")
-    proc = _run_in_subprocess(_IDLE_CPU, XENT_DYNAMIC_THREADS="0")
-    assert proc.returncode == 0, proc.stderr
-    in_env, spincount, idle = proc.stdout.split()
-    assert in_env == "False" and spincount == "None"  # not left for child processes
-    assert float(idle) < 0.02, idle  # 10 sleeps of 50 ms: a spinning worker burns 30-200 ms
-
-
-def test_users_wait_policy_is_left_alone(capsys):
-    proc = _run_in_subprocess(_IDLE_CPU, XENT_DYNAMIC_THREADS="0", GOMP_SPINCOUNT="1234")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split()[:2] == ["False", "1234"]
-
-
 def _fake_load(monkeypatch, samples):
     """Feed xent's load monitor these (time, busy s, own s, cpus) samples."""
     from xent import _threading

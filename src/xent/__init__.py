@@ -6,8 +6,6 @@ arithmetic of each row in a small vectorised C block.  See ``show_config()``.
 
 __version__ = "0.1.0"
 
-# First: it sets OpenMP's wait policy before any extension loads libgomp.
-from xent._threading import get_num_threads, set_num_threads  # isort: skip
 from xent._binary import binary_cross_entropy, binary_cross_entropy_with_logits
 from xent._config import show_config
 from xent._crossentropy import cross_entropy, focal_loss, nll_loss
@@ -16,6 +14,7 @@ from xent._evaluate import Evaluation, Evaluator, evaluate
 from xent._include import get_include
 from xent._kl_div import kl_div
 from xent._normalizers import log_softmax, logsumexp, softmax
+from xent._threading import get_num_threads, set_num_threads
 
 __all__ = [
     "__version__",

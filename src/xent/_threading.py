@@ -27,41 +27,23 @@ The count is an upper bound, like a team under OpenMP's ``omp_set_dynamic``:
   holds up the whole call; one thread less is faster (BENCHMARKS.md, "Under
   load").  ``XENT_DYNAMIC_THREADS=0`` in the environment turns this off, so the
   team is exactly the count set.
-* OpenMP threads wait passively (``OMP_WAIT_POLICY=passive``) unless the user
-  set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``: libgomp's default spins each
-  idle thread for about 3-20 ms after every call, which takes that core from
-  any other process (another xent process, PyTorch) and, once the kernel
-  scheduler has charged the spinning to the thread, delays it at the next call.
-  libgomp reads the setting when it loads, so it is put in ``os.environ`` only
-  while xent's first extension module loads, and removed again, so that child
-  processes do not inherit it.  If libgomp was already loaded by another module,
-  its setting stays.
+* OpenMP's wait policy is left as the user set it (``OMP_WAIT_POLICY``,
+  ``GOMP_SPINCOUNT``), libgomp's default otherwise: its idle threads spin for
+  some milliseconds after a call, which makes back-to-back calls fast on a
+  quiet machine; beside busy processes the team shrinks to the CPUs they
+  leave free, so no idle thread of xent's spins on a core they need.  A passive wait cost 15-70 microseconds a call here, and changing it
+  would change it for every library sharing libgomp (PyTorch included)
+  (BENCHMARKS.md, "Under load").
 """
 
 import math
 import operator
 import os
-import resource
 import threading
 import time
 import warnings
 
-
-def _load_runtime():
-    """Import the runtime extension (the first to load libgomp) passive by default."""
-    added = []
-    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-        os.environ["OMP_WAIT_POLICY"] = "passive"
-        added.append("OMP_WAIT_POLICY")
-    try:
-        from xent import _xent_runtime
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
-    return _xent_runtime
-
-
-_xent_runtime = _load_runtime()
+from xent import _xent_runtime
 
 # Below this many input elements a call runs on one thread.  Measured with
 # bench/threads.py on the 2-vCPU development machines: a second thread starts to
@@ -220,7 +202,7 @@ class _OtherLoad:
             try:
                 self.hz = os.sysconf("SC_CLK_TCK")
                 self.start = self._sample()
-            except (OSError, ValueError, AttributeError):
+            except (OSError, ValueError, AttributeError, ImportError):
                 self.enabled = False  # no /proc/stat (not Linux): no adjustment
 
     def _sample(self):
@@ -235,6 +217,8 @@ class _OtherLoad:
             if int(fields[0][3:]) in cpus:
                 # user nice system idle iowait irq softirq ...: nice is left out
                 busy += int(fields[1]) + int(fields[3]) + int(fields[6]) + int(fields[7])
+        import resource  # Unix only; a failed import turns the adjustment off
+
         own = resource.getrusage(resource.RUSAGE_SELF)  # all its threads, to the microsecond
         # a niced process's own user time is counted under "nice", not "user"
         niced = os.getpriority(os.PRIO_PROCESS, 0) > 0
