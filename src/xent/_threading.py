@@ -177,8 +177,8 @@ def set_num_threads(n):
         raise ValueError(f"n: expected a positive integer, got {value}")
     if value > max_threads():
         raise ValueError(
-            f"n: expected at most {max_threads()} threads ({THREADS_PER_CPU} per CPU, "
-            f"OMP_THREAD_LIMIT), got {value}"
+            f"n: expected at most {max_threads()} threads ({THREADS_PER_CPU} per CPU of "
+            f"{os.cpu_count()}, within OMP_THREAD_LIMIT), got {value}"
         )
     _num_threads = value
 
