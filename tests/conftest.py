@@ -16,10 +16,18 @@ Finite rows use the max-shift with ``log1p`` of the sum of the non-maximal terms
 so that the reference stays accurate when ``logsumexp`` is close to the maximum.
 """
 
+import os
+
 import numpy as np
 import pytest
 
-import xent
+# Thread-count tests ask for exact teams: xent's default leaves CPUs that other
+# processes keep busy to them (_threading.py), which on a busy CI machine would
+# quietly turn "two threads" into one.  The test that checks that adjustment
+# turns it back on in a subprocess of its own.
+os.environ.setdefault("XENT_DYNAMIC_THREADS", "0")
+
+import xent  # noqa: E402
 
 try:  # optional dtype; tests that need it skip when it is missing
     import ml_dtypes  # noqa: F401

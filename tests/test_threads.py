@@ -319,7 +319,7 @@ for _ in range(8):
     teams.append(_threading.threads_for(1 << 20))
 print(min(teams[2:]), max(teams[2:]))
 """
-        proc = _run_in_subprocess(code)
+        proc = _run_in_subprocess(code, XENT_DYNAMIC_THREADS="1")
     finally:
         busy.kill()
         busy.wait()
