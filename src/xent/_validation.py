@@ -124,6 +124,8 @@ def has_internal_overlap(a):
     offsets are enumerated, sorted and checked for gaps of at least an item:
     O(size log size), paid only for such arrays.
     """
+    if a.flags.c_contiguous or a.flags.f_contiguous:  # the usual case, in O(1)
+        return False
     dims = [(abs(s), n) for s, n in zip(a.strides, a.shape) if n > 1]
     if a.size == 0 or not dims:
         return False
