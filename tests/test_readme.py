@@ -53,6 +53,8 @@ def _blocks():
 
 BLOCKS = _blocks()
 PYTHON = [(code, line) for lang, code, line in BLOCKS if lang == "python"]
+# The block that makes the files of the `xent eval` session runs in test_xent_eval_session.
+STANDALONE = [(code, line) for code, line in PYTHON if EVAL_SIZES not in code]
 
 
 def _needs(code):
@@ -102,7 +104,7 @@ def test_readme_has_the_blocks_this_test_knows():
     assert sum(code.startswith("$ xent eval") for lang, code, _ in BLOCKS if lang == "console") == 1
 
 
-@pytest.mark.parametrize("code, line", PYTHON, ids=[f"line{line}" for _, line in PYTHON])
+@pytest.mark.parametrize("code, line", STANDALONE, ids=[f"line{line}" for _, line in STANDALONE])
 def test_python_block_runs(code, line, tmp_path):
     for module in _needs(code):
         pytest.importorskip(module)
@@ -115,8 +117,6 @@ def test_python_block_runs(code, line, tmp_path):
     if "LocalCluster" in code:
         _run_dask_example(code, tmp_path)
         return
-    if EVAL_SIZES in code:
-        pytest.skip("run by test_xent_eval_session")
     out = _run_python(code, tmp_path)
     expected = _expected_prints(code)
     if expected:
