@@ -145,11 +145,45 @@ def test_in_process_main_and_non_finite_json(tmp_path, capsys):
                  "--ignore-index", "-1", "-k", "1"]) == 0
     out = json.loads(capsys.readouterr().out)  # strict JSON: inf is null
     assert out == {"loss": None, "perplexity": None, "accuracy": {"1": 0.0}, "count": 1}
+
+
+def test_no_row_to_evaluate_warns_on_stderr_and_exits_0(tmp_path, capsys):
+    # Every target ignored: undefined results (nan), count 0, and a one-line
+    # warning saying why; exit status 0 (documented in `xent eval --help`).
+    np.save(tmp_path / "x.npy", np.array([[0.0, -np.inf], [1.0, 2.0]]))
     np.save(tmp_path / "t.npy", np.array([-1, -1]))
     assert main(["eval", str(tmp_path / "x.npy"), str(tmp_path / "t.npy"),
                  "--ignore-index", "-1"]) == 0
-    out = capsys.readouterr().out
-    assert "nan" in out and "count       0" in out
+    captured = capsys.readouterr()
+    assert "nan" in captured.out and "count       0" in captured.out
+    assert captured.err.splitlines() == [
+        "xent eval: warning: no row to evaluate: every target in TARGET equals "
+        "--ignore-index -1; loss, perplexity and accuracy are undefined (nan), count is 0"
+    ]
+    # Empty files, in a subprocess, with --json: stdout stays one strict JSON object.
+    np.save(tmp_path / "x0.npy", np.zeros((0, 7), np.float32))
+    np.save(tmp_path / "t0.npy", np.zeros(0, np.int64))
+    proc = run_xent("eval", tmp_path / "x0.npy", tmp_path / "t0.npy", "--json")
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout) == {
+        "loss": None, "perplexity": None, "accuracy": {"1": None, "5": None}, "count": 0,
+    }
+    assert proc.stderr.splitlines() == [
+        "xent eval: warning: no row to evaluate: the files have no rows (TARGET has shape "
+        "(0,)); loss, perplexity and accuracy are undefined (nan), count is 0"
+    ]
+
+
+def test_eval_help_documents_the_no_row_case(capsys):
+    assert main(["eval", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "When no row counts" in text and "the exit status is still 0" in text
+
+
+def test_a_normal_run_prints_no_warning(files):
+    _, _, _, p = files
+    proc = run_xent("eval", p["x"], p["t"])
+    assert proc.returncode == 0 and proc.stderr == ""
 
 
 def test_errors_are_one_line_without_traceback(tmp_path, files):

@@ -67,8 +67,10 @@ def binary_cross_entropy_with_logits(
         ``"none"``: the gradient of the sum), ``w * (sigmoid(x) * (1 - y + pw*y)
         - pw*y)``, divided by the number of elements for ``"mean"``.
     grad_out : ndarray, optional
-        Floating array of the logits' shape for the gradient (needs
-        ``return_grad=True``).  It may be `logits` itself, which is then
+        Array of the logits' shape for the gradient (needs ``return_grad=True``):
+        any floating dtype, ``ml_dtypes.bfloat16`` included (the gradient is
+        rounded to it when it is not the computation dtype), with no two
+        elements sharing memory.  It may be `logits` itself, which is then
         overwritten in place.
 
     Returns
@@ -90,7 +92,7 @@ def binary_cross_entropy_with_logits(
     ValueError
         `target` not of the logits' shape; `weight` or `pos_weight` that do not
         broadcast to it; unknown `reduction`; `grad_out` of the wrong shape,
-        read-only, or given without ``return_grad=True``.
+        read-only, self-overlapping, or given without ``return_grad=True``.
 
     Notes
     -----

@@ -43,10 +43,11 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, reduction="me
         Teacher and student logits of the same shape, class axis `axis`.
     axis : int, optional
         The class axis (default: last).
-    temperature : float > 0, optional
-        Both logit arrays are divided by it before the softmax (default 1).
-        The result is *not* multiplied by ``T²`` (Hinton et al. do that to keep
-        gradient scales comparable; multiply yourself if you want it).
+    temperature : float in (0, inf), optional
+        A real number, not a string (default 1).  Both logit arrays are divided
+        by it before the softmax.  The result is *not* multiplied by ``T²``
+        (Hinton et al. do that to keep gradient scales comparable; multiply
+        yourself if you want it).
     reduction : {"mean", "sum", "none"}, optional
         "none": one value per row; "mean": averaged over rows (NaN for no rows);
         "sum": summed.
@@ -54,7 +55,10 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, reduction="me
         Also return the gradient with respect to `q_logits`,
         ``(softmax(q/T) - softmax(p/T)) / T`` per row, scaled for the reduction.
     grad_out : ndarray, optional
-        Where to write that gradient; may be `q_logits` itself (in place).
+        Where to write that gradient (`q_logits`' shape, any floating dtype,
+        bfloat16 included; rounded to it when it is not the computation dtype);
+        may be `q_logits` itself (in place).  Its elements must not overlap in
+        memory.
 
     Returns
     -------
@@ -66,10 +70,12 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, reduction="me
     Raises
     ------
     ValueError
-        Different shapes, non-positive or non-finite `temperature`, unknown
-        `reduction`, `axis` out of range, bad `grad_out`.
+        Different shapes, `temperature` not in ``(0, inf)``, unknown
+        `reduction`, `axis` out of range, `grad_out` of the wrong shape,
+        read-only, self-overlapping or given without ``return_grad=True``.
     TypeError
-        Unsupported dtypes.
+        Unsupported dtypes; a `temperature` that is not a real number (e.g. a
+        string); a `grad_out` that is not a floating NumPy array.
 
     Notes
     -----
@@ -92,9 +98,7 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, reduction="me
     if lq.array.ndim == 0:
         raise ValueError("q_logits: expected at least one dimension (the class axis), got a scalar")
     ax = normalize_axis(axis, lq.array.ndim)
-    T = check_scalar(temperature, "temperature", 0.0)
-    if not (T > 0 and math.isfinite(T)):
-        raise ValueError(f"temperature: expected a finite value > 0, got {temperature!r}")
+    T = check_scalar(temperature, "temperature", 0.0, low_open=True)
     check_reduction(reduction)
     compute = np.result_type(lp.compute, lq.compute)
     shape = lq.array.shape
@@ -138,8 +142,9 @@ def entropy(logits, *, axis=-1, base=None):
         Unnormalised scores, class axis `axis`.
     axis : int, optional
         The class axis (default: last).
-    base : float, optional
-        Logarithm base (default: e, giving nats; 2 gives bits).
+    base : float in (0, 1) or (1, inf), optional
+        Logarithm base (default: e, giving nats; 2 gives bits).  A real number,
+        not a string.
 
     Returns
     -------
@@ -150,9 +155,9 @@ def entropy(logits, *, axis=-1, base=None):
     Raises
     ------
     ValueError
-        `axis` out of range, `base` not positive or equal to 1.
+        `axis` out of range, `base` not in ``(0, 1)`` or ``(1, inf)``.
     TypeError
-        Unsupported dtypes.
+        Unsupported dtypes; a `base` that is not a real number.
 
     Notes
     -----
@@ -172,9 +177,12 @@ def entropy(logits, *, axis=-1, base=None):
     ax = normalize_axis(axis, a.ndim)
     log_base = None
     if base is not None:
-        b = check_scalar(base, "base", 0.0)
-        if not (b > 0 and b != 1 and math.isfinite(b)):
-            raise ValueError(f"base: expected a finite value > 0 other than 1, got {base!r}")
+        try:
+            b = check_scalar(base, "base", 0.0, low_open=True)
+        except ValueError:
+            b = 1.0  # one message for every value out of range
+        if b == 1:
+            raise ValueError(f"base: expected a value in (0, 1) or (1, inf), got {base!r}")
         log_base = math.log(b)
     row_shape = a.shape[:ax] + a.shape[ax + 1 :]
     x3 = input_3d(a, ax)

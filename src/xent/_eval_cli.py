@@ -28,7 +28,7 @@ import numpy as np
 from xent._evaluate import Evaluator, _check_ks
 from xent._validation import check_ignore_index, normalize_axis
 
-__all__ = ["evaluate_npy"]
+__all__ = ["evaluate_npy", "no_rows_warning"]
 
 #: Default batch size: about this many bytes of logits per batch ...
 BATCH_BYTES = 64 << 20
@@ -288,6 +288,24 @@ def _global_index_error(tb, tax, start, C, ignore_index, name):
     return IndexError(
         f"{name}: class index {value} at position {_position(flat, tb, tax, start)} "
         f"is outside [0, {C}) and is not ignore_index={ignore_index}"
+    )
+
+
+def no_rows_warning(target_path, ignore_index, target_name="TARGET"):
+    """`xent eval`'s one-line warning for a result with count 0: why no row counted.
+
+    Either the files have no rows (an empty batch or row axis), or every target
+    equals `ignore_index`.  The loss, perplexity and accuracies are then undefined
+    (NaN, as `xent.evaluate` gives them).
+    """
+    t = _open_npy(target_path, target_name)
+    if t.size == 0:
+        why = f"the files have no rows ({target_name} has shape {t.shape})"
+    else:
+        why = f"every target in {target_name} equals --ignore-index {ignore_index}"
+    return (
+        f"xent eval: warning: no row to evaluate: {why}; loss, perplexity and "
+        f"accuracy are undefined (nan), count is 0"
     )
 
 

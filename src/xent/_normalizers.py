@@ -50,7 +50,10 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     keepdims : bool, optional
         Keep the reduced axis (axes, for ``axis=None``) with length 1.
     out : ndarray, optional
-        Floating array with the result's shape to write into.
+        Array with the result's shape to write into: any floating dtype
+        (float16/32/64, longdouble, ``ml_dtypes.bfloat16``); a dtype other than
+        the computation dtype receives the result rounded to it.  Its elements
+        must not overlap in memory.
 
     Returns
     -------
@@ -63,7 +66,8 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     TypeError
         Complex, object or string input; non-float or non-array `out`.
     ValueError
-        `axis` out of range; `out` of the wrong shape or read-only.
+        `axis` out of range; `out` of the wrong shape, read-only, or
+        self-overlapping (e.g. an ``as_strided`` view whose rows share memory).
 
     Notes
     -----
@@ -163,7 +167,8 @@ def log_softmax(x, axis=-1, *, out=None):
         The class axis (default: the last); any axis works without transposing.
         ``None`` normalises over the whole array.
     out : ndarray, optional
-        Floating array of ``x``'s shape to write into; may be ``x`` itself.
+        Array of ``x``'s shape to write into (dtype rules as for `logsumexp`);
+        may be ``x`` itself.
 
     Returns
     -------
@@ -203,7 +208,8 @@ def softmax(x, axis=-1, *, out=None):
     axis : int or None, optional
         The class axis (default: the last).  ``None`` normalises the whole array.
     out : ndarray, optional
-        Floating array of ``x``'s shape to write into; may be ``x`` itself.
+        Array of ``x``'s shape to write into (dtype rules as for `logsumexp`);
+        may be ``x`` itself.
 
     Returns
     -------

@@ -106,16 +106,66 @@ def input_3d(a, axis):
     return v
 
 
+def is_float_dtype(dt):
+    """True for the dtypes `out=`/`grad_out=` may have: NumPy's floats and bfloat16."""
+    return dt.kind == "f" or dt.name == "bfloat16"
+
+
+def has_internal_overlap(a):
+    """True when two distinct elements of `a` share a byte (a self-overlapping view).
+
+    Exact.  Dimensions of length <= 1 are irrelevant.  A zero stride on a longer
+    dimension overlaps (the usual case: ``as_strided``/``broadcast_to`` views).
+    Otherwise, with the dimensions sorted by |stride|, no overlap is certain when
+    each |stride| is at least the byte extent of all the smaller dimensions
+    together (itemsize + sum |s_j| (n_j - 1)): then the offsets form a
+    mixed-radix number system with distinct values at least an item apart.
+    When that sufficient test fails (interleaved strides, rare), the element
+    offsets are enumerated, sorted and checked for gaps of at least an item:
+    O(size log size), paid only for such arrays.
+    """
+    if a.flags.c_contiguous or a.flags.f_contiguous:  # the usual case, in O(1)
+        return False
+    dims = [(abs(s), n) for s, n in zip(a.strides, a.shape) if n > 1]
+    if a.size == 0 or not dims:
+        return False
+    if any(s == 0 for s, _ in dims):
+        return True
+    dims.sort()
+    extent = a.itemsize
+    for s, n in dims:
+        if s < extent:
+            break
+        extent += s * (n - 1)
+    else:
+        return False
+    offsets = np.zeros(1, dtype=np.int64)
+    for s, n in dims:
+        offsets = (offsets[:, None] + np.arange(n, dtype=np.int64) * s).reshape(-1)
+    offsets.sort()
+    return bool(np.any(np.diff(offsets) < a.itemsize))
+
+
 def check_out(out, shape, name="out"):
-    """Validate a caller's output array for a result of `shape`."""
+    """Validate a caller's output array for a result of `shape`.
+
+    Any floating dtype is accepted (float16/32/64, longdouble, ml_dtypes'
+    bfloat16): the result is computed in the computation dtype and rounded to
+    `out`'s dtype when they differ.
+    """
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name}: expected a NumPy array, got {type(out).__name__}")
     if out.shape != tuple(shape):
         raise ValueError(f"{name} has shape {out.shape}, but the result has shape {tuple(shape)}")
-    if out.dtype.kind != "f":
+    if not is_float_dtype(out.dtype):
         raise TypeError(f"{name}: expected a floating dtype, got {out.dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{name}: the array is read-only")
+    if has_internal_overlap(out):
+        raise ValueError(
+            f"{name}: its elements overlap in memory (shape {out.shape}, strides "
+            f"{out.strides}); each element of an output needs its own memory"
+        )
 
 
 def kernel_out(out, compute, axis, source):
@@ -175,16 +225,42 @@ def as_real_array(y, name):
     return a
 
 
-def check_scalar(value, name, low=-math.inf, high=math.inf):
-    """A finite float in [low, high] (ValueError/TypeError naming `name` otherwise)."""
-    if isinstance(value, (bool, np.bool_)):
+def _interval(low, high, low_open):
+    """The interval check_scalar accepts, as printed in its errors: "[0, 1]", "(0, inf)"."""
+    def fmt(v):
+        return "inf" if v == math.inf else "-inf" if v == -math.inf else f"{v:g}"
+
+    left = "(" if low_open or low == -math.inf else "["
+    right = ")" if high == math.inf else "]"
+    return f"{left}{fmt(low)}, {fmt(high)}{right}"
+
+
+def check_scalar(value, name, low=-math.inf, high=math.inf, *, low_open=False):
+    """`value` as a finite float in [low, high] (or (low, high] with `low_open`).
+
+    A real number: Python int/float, a NumPy integer or floating scalar (or 0-d
+    array), or any object with ``__float__``.  Strings (even numeric ones),
+    bytes, bools and complex numbers raise TypeError naming `name`; NaN, +-inf
+    and values outside the interval raise ValueError naming `name` and the
+    interval.
+    """
+    numpy_obj = isinstance(value, (np.ndarray, np.generic))
+    if (
+        isinstance(value, (bool, np.bool_, str, bytes, bytearray))
+        or (numpy_obj and (value.dtype.kind not in "iuf" or value.ndim != 0))
+    ):
         raise TypeError(f"{name}: expected a real number, got {value!r}")
     try:
         v = float(value)
+    except OverflowError:  # a Python int beyond float's range
+        v = math.inf if value > 0 else -math.inf
     except (TypeError, ValueError):
         raise TypeError(f"{name}: expected a real number, got {value!r}") from None
-    if not (low <= v <= high) or math.isnan(v):
-        raise ValueError(f"{name}: expected a value in [{low}, {high}], got {value!r}")
+    ok = (low < v if low_open else low <= v) and v <= high and math.isfinite(v)
+    if not ok:
+        raise ValueError(
+            f"{name}: expected a value in {_interval(low, high, low_open)}, got {value!r}"
+        )
     return v
 
 

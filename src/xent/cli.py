@@ -9,7 +9,9 @@ Subcommands
     batches; see :mod:`xent._eval_cli`.
 
 Every error, from a bad argument to a failure while running, is reported as one
-line on stderr with exit status 2 -- never a traceback.
+line on stderr with exit status 2 -- never a traceback.  ``xent eval`` on files
+where no row counts (empty, or every target ignored) prints its undefined
+results (nan, null with ``--json``) and count 0, warns on stderr, and exits 0.
 """
 
 from __future__ import annotations
@@ -158,6 +160,15 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
             "in batches, so files larger than RAM work; a progress bar is shown on a "
             "terminal when tqdm is installed (pip install 'xent[progress]')."
         ),
+        epilog=(
+            "When no row counts -- the files have no rows, or every target equals "
+            "--ignore-index -- the loss, perplexity and accuracies are undefined: they "
+            "are printed as nan (null with --json) with count 0, a warning saying why "
+            "goes to stderr, and the exit status is still 0 (an empty shard of a larger "
+            "evaluation is not an error; its count of 0 merges correctly).  Errors "
+            "(missing or malformed files, shape mismatches, a class index out of range) "
+            "exit with status 2."
+        ),
     )
     p.add_argument("logits", metavar="LOGITS", help=".npy file of logits (float, int or bool)")
     p.add_argument("target", metavar="TARGET", help=".npy file of integer class indices")
@@ -178,7 +189,7 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     import json
 
-    from xent._eval_cli import as_json, evaluate_npy, format_plain
+    from xent._eval_cli import as_json, evaluate_npy, format_plain, no_rows_warning
 
     try:
         result = evaluate_npy(
@@ -191,6 +202,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         print(json.dumps(as_json(result)))
     else:
         print(format_plain(result))
+    if result.count == 0:
+        print(no_rows_warning(args.target, args.ignore_index), file=sys.stderr)
     return 0
 
 
