@@ -96,10 +96,15 @@ XENT_INLINE float xent_exp_poly_f32(float r)
 }
 
 /* p * 2^n for n in [-150, 129]: two halves keep each 2^k a normal float, so a
- * subnormal result is rounded once instead of flushed. */
+ * subnormal result is rounded once instead of flushed.  The exponent bits are
+ * formed in unsigned arithmetic: for a NaN argument n is whatever the bits of
+ * a NaN make it (p is NaN, so the scale does not matter), and a signed shift
+ * of such an n would be undefined behaviour.  Modulo 2^32 the bits are those
+ * of the signed expression for every n in range. */
 XENT_INLINE float xent_exp_scale2_f32(float p, int32_t n)
 {
-    int32_t n1 = n >> 1, n2 = n - n1, b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
+    int32_t n1 = n >> 1, n2 = n - n1;
+    uint32_t b1 = ((uint32_t)n1 + 127u) << 23, b2 = ((uint32_t)n2 + 127u) << 23;
     float s1, s2;
     memcpy(&s1, &b1, sizeof s1);
     memcpy(&s2, &b2, sizeof s2);
@@ -140,7 +145,8 @@ XENT_INLINE double xent_exp_poly_f64(double r)
 
 XENT_INLINE double xent_exp_scale2_f64(double p, int64_t n)
 {
-    int64_t n1 = n >> 1, n2 = n - n1, b1 = (n1 + 1023) << 52, b2 = (n2 + 1023) << 52;
+    int64_t n1 = n >> 1, n2 = n - n1; /* the bits in unsigned arithmetic, as for f32 */
+    uint64_t b1 = ((uint64_t)n1 + 1023u) << 52, b2 = ((uint64_t)n2 + 1023u) << 52;
     double s1, s2;
     memcpy(&s1, &b1, sizeof s1);
     memcpy(&s2, &b2, sizeof s2);
@@ -186,10 +192,11 @@ XENT_INLINE double xent_exp_wide_f64(double x)
  * its rounding, and saves the two-step scaling: one exact power of two. */
 XENT_INLINE float xent_exp_term_f32(float x)
 {
-    int32_t n, b;
+    int32_t n;
+    uint32_t b;
     float r, s, p;
     r = xent_exp_reduce_f32(x < -87.0f ? -87.0f : x, &n);
-    b = (n + 127) << 23; /* n >= -126: a normal power of two */
+    b = ((uint32_t)n + 127u) << 23; /* n >= -126: a normal power of two (unsigned: see scale2) */
     memcpy(&s, &b, sizeof s);
     p = xent_exp_poly_f32(r) * s;
     return x < -87.0f ? 0.0f : p; /* -inf -> 0; NaN (comparison false) -> NaN */
@@ -197,10 +204,11 @@ XENT_INLINE float xent_exp_term_f32(float x)
 
 XENT_INLINE double xent_exp_term_f64(double x)
 {
-    int64_t n, b;
+    int64_t n;
+    uint64_t b;
     double r, s, p;
     r = xent_exp_reduce_f64(x < -708.0 ? -708.0 : x, &n);
-    b = (n + 1023) << 52;
+    b = ((uint64_t)n + 1023u) << 52;
     memcpy(&s, &b, sizeof s);
     p = xent_exp_poly_f64(r) * s;
     return x < -708.0 ? 0.0 : p;
@@ -250,14 +258,17 @@ XENT_INLINE float xent_log_f32(float x)
 XENT_INLINE double xent_log_f64(double x)
 {
     const double ln2_hi = 0.6931471803691238, ln2_lo = 1.9082149292705877e-10;
-    int64_t ix, e, mb;
+    uint64_t ix, mb;
+    int64_t e;
     double m, f, u, u2, p, r, xs;
     int sub = x < 2.2250738585072014e-308;
     xs = sub ? x * 18014398509481984.0 : x; /* 2^54 */
     memcpy(&ix, &xs, sizeof ix);
-    ix -= INT64_C(0x3fe6a09e667f3bcd);      /* sqrt(1/2) */
-    e = (ix >> 52) - (sub ? 54 : 0);
-    mb = (ix & INT64_C(0x000fffffffffffff)) + INT64_C(0x3fe6a09e667f3bcd);
+    /* Unsigned: for x < 0 (sign bit set; NaN is returned below) the signed
+     * difference would overflow.  e is the top 12 bits as a signed number. */
+    ix -= UINT64_C(0x3fe6a09e667f3bcd); /* sqrt(1/2) */
+    e = ((int64_t)((ix >> 52) ^ 0x800u) - 0x800) - (sub ? 54 : 0);
+    mb = (ix & UINT64_C(0x000fffffffffffff)) + UINT64_C(0x3fe6a09e667f3bcd);
     memcpy(&m, &mb, sizeof m);
     f = m - 1.0;
     u = f / (f + 2.0);
