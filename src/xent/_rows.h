@@ -31,6 +31,36 @@
 #define XENT_INLINE static inline
 #endif
 
+/* ---- element types of the arrays the kernels read and write ------------------
+ * NumPy arrays need not be aligned (np.frombuffer(buf, offset=1) viewed as
+ * float32, a field of a packed record array, what dask hands over), and the
+ * kernels read and write the caller's arrays in place.  An access through a
+ * plain float* to a float that is not 4-byte aligned is undefined behaviour in
+ * C, whatever the CPU does with it.  These element types have alignment 1, so
+ * every access through a pointer to them is defined at any address; on x86-64
+ * (and ARMv8) the compiler emits the same moves as for aligned data (its vector
+ * loops use unaligned vector moves anyway), so aligned arrays lose nothing.
+ * XENT_T (the element and compute type of the per-type functions) is one of
+ * them: as a value it is a plain float or double.  Other compilers (MSVC) get
+ * the plain types. */
+#if defined(__GNUC__) || defined(__clang__)
+#define XENT_UNALIGNED __attribute__((aligned(1)))
+#else
+#define XENT_UNALIGNED
+#endif
+typedef float xent_f32u XENT_UNALIGNED;
+typedef double xent_f64u XENT_UNALIGNED;
+typedef uint16_t xent_u16u XENT_UNALIGNED;
+/* class indices of every integer storage (XENT_INDEX_STORAGES below) */
+typedef int8_t xent_u_int8_t;
+typedef uint8_t xent_u_uint8_t;
+typedef int16_t xent_u_int16_t XENT_UNALIGNED;
+typedef uint16_t xent_u_uint16_t XENT_UNALIGNED;
+typedef int32_t xent_u_int32_t XENT_UNALIGNED;
+typedef uint32_t xent_u_uint32_t XENT_UNALIGNED;
+typedef int64_t xent_u_int64_t XENT_UNALIGNED;
+typedef uint64_t xent_u_uint64_t XENT_UNALIGNED;
+
 #define XENT_PRAGMA(x) _Pragma(#x)
 #if defined(_OPENMP) || defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 5)
 #define XENT_SIMD XENT_PRAGMA(omp simd)
@@ -359,7 +389,7 @@ XENT_INLINE float xent_bfloat16_to_float(uint16_t h)
 /* Convert n strided 16-bit values (stride in elements) to contiguous floats.
  * Unit-stride float16 rows use the F16C conversion instruction where the build
  * has it (the AVX2 and AVX-512 variants): 8 or 16 values per instruction. */
-static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
+static void xent_load_half_row(const xent_u16u *x, ptrdiff_t n, ptrdiff_t stride,
                                int is_bfloat16, float *dst)
 {
     ptrdiff_t i = 0;
@@ -423,7 +453,7 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 #endif
 
 /* ---- the per-type functions ------------------------------------------------- */
-#define XENT_T float
+#define XENT_T xent_f32u
 #define XENT_FN(name) xent_##name##_f32
 #define XENT_IS_F32 1
 #include "_rows_impl.h"
@@ -431,7 +461,7 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 #undef XENT_FN
 #undef XENT_IS_F32
 
-#define XENT_T double
+#define XENT_T xent_f64u
 #define XENT_FN(name) xent_##name##_f64
 #define XENT_IS_F32 0
 #include "_rows_impl.h"
@@ -440,7 +470,7 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 #undef XENT_IS_F32
 
 /* ---- loss rows and pointwise losses ---------------------------------------- */
-#define XENT_T float
+#define XENT_T xent_f32u
 #define XENT_FN(name) xent_##name##_f32
 #define XENT_IS_F32 1
 #include "_losses_impl.h"
@@ -450,7 +480,7 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 #undef XENT_FN
 #undef XENT_IS_F32
 
-#define XENT_T double
+#define XENT_T xent_f64u
 #define XENT_FN(name) xent_##name##_f64
 #define XENT_IS_F32 0
 #include "_losses_impl.h"
@@ -465,8 +495,8 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 /* row_parts_f32 of the converted row (the same max, k and rest, and with
  * e != NULL the same exps, bits and all) for a unit-stride float16 row read in
  * place; returns 0 where this build has no in-place loops or m is not finite. */
-static int xent_f16_row_parts(const uint16_t *x, ptrdiff_t n, float *m, ptrdiff_t *k,
-                              double *rest, float *e)
+static int xent_f16_row_parts(const xent_u16u *x, ptrdiff_t n, float *m, ptrdiff_t *k,
+                              double *rest, xent_f32u *e)
 {
 #if defined(XENT_HAVE_SIMD_ROWS)
     if (e) {
@@ -486,8 +516,8 @@ static int xent_f16_row_parts(const uint16_t *x, ptrdiff_t n, float *m, ptrdiff_
 
 /* log_softmax_finish_f32 for a float16 row read in place: out = (x - m) - ls
  * (write_log_softmax_f32's arithmetic on the converted values). */
-static void xent_f16_log_softmax_finish(const uint16_t *x, ptrdiff_t n, float m, ptrdiff_t k,
-                                        double rest, float *out)
+static void xent_f16_log_softmax_finish(const xent_u16u *x, ptrdiff_t n, float m, ptrdiff_t k,
+                                        double rest, xent_f32u *out)
 {
     float ls = (float)xent_log_sum_f32(k, rest);
     ptrdiff_t i = 0;
@@ -515,15 +545,15 @@ static void xent_load_row_f32(const char *p, ptrdiff_t n, ptrdiff_t stride_bytes
     switch (kind) {
     case XENT_KIND_F32:
         for (i = 0; i < n; i++)
-            dst[i] = *(const float *)(p + i * stride_bytes);
+            dst[i] = *(const xent_f32u *)(p + i * stride_bytes);
         break;
     case XENT_KIND_F64:
         for (i = 0; i < n; i++)
-            dst[i] = (float)*(const double *)(p + i * stride_bytes);
+            dst[i] = (float)*(const xent_f64u *)(p + i * stride_bytes);
         break;
     default:
         if (stride_bytes % 2 == 0 && ((uintptr_t)p) % 2 == 0) {
-            xent_load_half_row((const uint16_t *)p, n, stride_bytes / 2, kind == XENT_KIND_BF16, dst);
+            xent_load_half_row((const xent_u16u *)p, n, stride_bytes / 2, kind == XENT_KIND_BF16, dst);
             break;
         }
         for (i = 0; i < n; i++) {
@@ -541,11 +571,11 @@ static void xent_load_row_f64(const char *p, ptrdiff_t n, ptrdiff_t stride_bytes
     switch (kind) {
     case XENT_KIND_F64:
         for (i = 0; i < n; i++)
-            dst[i] = *(const double *)(p + i * stride_bytes);
+            dst[i] = *(const xent_f64u *)(p + i * stride_bytes);
         break;
     case XENT_KIND_F32:
         for (i = 0; i < n; i++)
-            dst[i] = *(const float *)(p + i * stride_bytes);
+            dst[i] = *(const xent_f32u *)(p + i * stride_bytes);
         break;
     default:
         for (i = 0; i < n; i++) {
@@ -567,14 +597,14 @@ enum {
 XENT_INLINE int64_t xent_load_index(const char *p, int code)
 {
     switch (code) {
-    case XENT_INDEX_I8: return *(const int8_t *)p;
-    case XENT_INDEX_U8: return *(const uint8_t *)p;
-    case XENT_INDEX_I16: return *(const int16_t *)p;
-    case XENT_INDEX_U16: return *(const uint16_t *)p;
-    case XENT_INDEX_I32: return *(const int32_t *)p;
-    case XENT_INDEX_U32: return *(const uint32_t *)p;
-    case XENT_INDEX_I64: return *(const int64_t *)p;
-    default: return (int64_t)*(const uint64_t *)p;
+    case XENT_INDEX_I8: return *(const xent_u_int8_t *)p;
+    case XENT_INDEX_U8: return *(const xent_u_uint8_t *)p;
+    case XENT_INDEX_I16: return *(const xent_u_int16_t *)p;
+    case XENT_INDEX_U16: return *(const xent_u_uint16_t *)p;
+    case XENT_INDEX_I32: return *(const xent_u_int32_t *)p;
+    case XENT_INDEX_U32: return *(const xent_u_uint32_t *)p;
+    case XENT_INDEX_I64: return *(const xent_u_int64_t *)p;
+    default: return (int64_t)*(const xent_u_uint64_t *)p;
     }
 }
 
@@ -595,7 +625,7 @@ static void xent_load_indices(const char *p, ptrdiff_t n, ptrdiff_t stride, int 
 #define XENT_LOAD_RUN(CODE, TYPE)                                   \
     case CODE:                                                      \
         for (i = 0; i < n; i++) {                                   \
-            int64_t v = (int64_t) * (const TYPE *)(p + i * stride); \
+            int64_t v = (int64_t) * (const xent_u_##TYPE *)(p + i * stride); \
             dst[i] = v == ignore_index ? -1 : v;                    \
         }                                                           \
         break;
@@ -610,7 +640,7 @@ static void xent_load_indices(const char *p, ptrdiff_t n, ptrdiff_t stride, int 
  * of w[index] over them (their number when w == NULL).  uint64 indices above
  * INT64_MAX load as negative: out of range too. */
 static ptrdiff_t xent_scan_indices(const char *p, ptrdiff_t n, ptrdiff_t stride, int code,
-                                   ptrdiff_t C, int64_t ignore_index, const double *w,
+                                   ptrdiff_t C, int64_t ignore_index, const xent_f64u *w,
                                    ptrdiff_t *n_valid, double *weight_total)
 {
     ptrdiff_t i, valid = 0, bad = -1;
@@ -619,7 +649,7 @@ static ptrdiff_t xent_scan_indices(const char *p, ptrdiff_t n, ptrdiff_t stride,
 #define XENT_SCAN_RUN(CODE, TYPE)                                   \
     case CODE:                                                      \
         for (i = 0; i < n; i++) {                                   \
-            int64_t v = (int64_t) * (const TYPE *)(p + i * stride); \
+            int64_t v = (int64_t) * (const xent_u_##TYPE *)(p + i * stride); \
             if (v == ignore_index)                                  \
                 continue;                                           \
             if (v < 0 || v >= C) {                                  \
