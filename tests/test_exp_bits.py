@@ -43,7 +43,7 @@ def _cc():
     return cc
 
 
-def _build_and_run(tmp_path, name, source, flags, timeout=300):
+def _build_and_run(tmp_path, name, source, flags, timeout=300, args=()):
     """Compile `source` against xent's headers with `flags` for this SIMD level,
     run it; returns (returncode, stdout + stderr).  Skips if it cannot be built
     for a reason other than the headers (e.g. no sanitizer runtime)."""
@@ -64,7 +64,8 @@ def _build_and_run(tmp_path, name, source, flags, timeout=300):
         raise AssertionError(f"{' '.join(cmd)} failed:\n{build.stderr[-4000:]}")
     env = dict(os.environ, UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
     env.pop("LD_PRELOAD", None)  # the harness links its own sanitizer runtime
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=timeout, env=env)
+    run = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout,
+                         env=env)
     return run.returncode, run.stdout + run.stderr
 
 
@@ -168,3 +169,105 @@ def test_exp_and_log_of_special_values_have_no_undefined_behaviour(tmp_path):
     rc, out = _build_and_run(tmp_path, "special_values", SPECIAL_VALUES, flags)
     assert rc == 0 and "runtime error" not in out, out
     assert "OK (0 failures)" in out, out
+
+
+EXP_BITS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "_rows.h"
+
+/* exp of 8 float32 arguments d <= 0 by this build's hand-vectorised exp, as the
+ * row loops store it; returns 0 where the build has none. */
+static int simd_exp8(const float *d, float *out)
+{
+#if defined(XENT_HAVE_AVX512_ROWS)
+    __m512 v = _mm512_castps256_ps512(_mm256_loadu_ps(d));
+    _mm256_storeu_ps(out, _mm512_castps512_ps256(xent_avx512_exp_nonpos_ps(v)));
+    return 1;
+#elif defined(XENT_HAVE_AVX2_ROWS)
+    __m256 v[XENT_AVX2_WAYS], p[XENT_AVX2_WAYS], s[XENT_AVX2_WAYS];
+    v[0] = _mm256_loadu_ps(d);
+    xent_avx2_exp_parts(v, p, s, 1); /* as xent_avx2_rest_step stores the exps */
+    _mm256_storeu_ps(out, _mm256_mul_ps(_mm256_mul_ps(p[0], s[0]),
+                                        _mm256_set1_ps(XENT_AVX2_TWO_M64)));
+    return 1;
+#else
+    (void)d, (void)out;
+    return 0;
+#endif
+}
+
+int main(int argc, char **argv)
+{
+    /* every STRIDE-th float32 in [-104, 0] (bit patterns 0x80000000 up to -104's),
+     * every one of them near 0 and near the subnormal end, and the specials */
+    const uint32_t stride = (uint32_t)atoi(argv[1]), last = 0xC2D00000u;
+    uint64_t hash32 = 1469598103934665603u, hash64 = 1469598103934665603u;
+    long n = 0, differ = 0, simd = 0;
+    uint32_t b = 0x80000000u;
+    float d[8], ref[8], got[8];
+    int j, len;
+    while (b <= last) {
+        for (len = 0; len < 8 && b <= last; len++) {
+            memcpy(&d[len], &b, sizeof d[len]);
+            b += (b < 0x80100000u || b > 0xC2A00000u) ? 1u : stride;
+        }
+        for (j = len; j < 8; j++)
+            d[j] = d[0];
+        for (j = 0; j < 8; j++) {
+            uint32_t bits;
+            ref[j] = xent_exp_nonpos_f32(d[j]);
+            memcpy(&bits, &ref[j], sizeof bits);
+            hash32 = (hash32 ^ bits) * 1099511628211u;
+        }
+        if (simd_exp8(d, got)) {
+            simd = 1;
+            for (j = 0; j < len; j++)
+                differ += memcmp(&got[j], &ref[j], sizeof got[j]) != 0;
+        }
+        n += len;
+    }
+    /* float64: a deterministic spread of arguments over [-746, 0] */
+    {
+        uint64_t state = 88172645463325252u;
+        long i;
+        for (i = 0; i < 4000000; i++) {
+            double x, e;
+            uint64_t bits;
+            state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+            x = -746.0 * (double)(state >> 11) / 9007199254740992.0;
+            e = xent_exp_nonpos_f64(x);
+            memcpy(&bits, &e, sizeof bits);
+            hash64 = (hash64 ^ bits) * 1099511628211u;
+        }
+    }
+    printf("inputs %ld simd %ld differ %ld hash32 %016llx hash64 %016llx\n", n, simd, differ,
+           (unsigned long long)hash32, (unsigned long long)hash64);
+    return 0;
+}
+"""
+
+
+def _exp_bits(tmp_path, contract, stride=7):
+    flags = ["-O2", f"-ffp-contract={contract}"]
+    rc, out = _build_and_run(tmp_path, f"exp_bits_{contract}", EXP_BITS, flags,
+                             args=[str(stride)])
+    assert rc == 0, out
+    fields = out.split()
+    return dict(zip(fields[::2], fields[1::2]))
+
+
+def test_simd_exps_have_the_portable_exps_bits_whatever_the_contraction(tmp_path):
+    """The exps stored by the hand-vectorised row loops (softmax, gradients) are
+    bit for bit xent_exp_nonpos_f32 (the portable exp of the same build, used by
+    the write sweeps, blocks and tiles), and the portable exp (float32 and
+    float64) has the same bits whether the compiler may contract a*b + c
+    (-ffp-contract=fast, GCC's default) or not (=off)."""
+    off = _exp_bits(tmp_path, "off")
+    fast = _exp_bits(tmp_path, "fast")
+    for result in (off, fast):
+        assert int(result["inputs"]) > 10**8
+        assert result["differ"] == "0", result
+        assert result["simd"] == ("0" if _dispatch.level == "baseline" else "1"), result
+    assert off["hash32"] == fast["hash32"]
+    assert off["hash64"] == fast["hash64"]

@@ -89,6 +89,27 @@ enum {
  * that are subnormal are rounded once instead of flushed.  Branch-free, so the
  * compiler vectorises it.  -inf -> 0, NaN -> NaN, 0 -> 1 exactly.
  */
+/* a*b + c in the exp's reduction and polynomial.  Where the build has FMA
+ * instructions it is fused (one rounding), as the hand-vectorised exps of
+ * _rows_avx2.h and _rows_avx512.h compute it, so that the portable exp has
+ * their bits; elsewhere it is a product and a sum, which no compiler fuses
+ * without FMA instructions.  Written out instead of left to the compiler:
+ * whether a*b + c is contracted into an FMA is an option (-ffp-contract: GCC
+ * fuses by default, Clang within one expression, =off never), and the bits of
+ * the portable exp, and the claims that other exps have them, must not depend
+ * on it.  (fmaf/fma compile to one instruction where the FMA is there, and
+ * vectorise.) */
+#if defined(__FMA__) || defined(__FP_FAST_FMAF) || defined(__ARM_FEATURE_FMA)
+#define XENT_FMAF(a, b, c) fmaf((a), (b), (c))
+#else
+#define XENT_FMAF(a, b, c) ((a) * (b) + (c))
+#endif
+#if defined(__FMA__) || defined(__FP_FAST_FMA) || defined(__ARM_FEATURE_FMA)
+#define XENT_FMA(a, b, c) fma((a), (b), (c))
+#else
+#define XENT_FMA(a, b, c) ((a) * (b) + (c))
+#endif
+
 /* Shared steps: x = n ln2 + r with |r| <= ln2/2 (Cody-Waite, two-part ln2 so
  * n*ln2_hi is exact), e^r by its Taylor polynomial, and 2^n. */
 XENT_INLINE float xent_exp_reduce_f32(float x, int32_t *n)
@@ -97,12 +118,12 @@ XENT_INLINE float xent_exp_reduce_f32(float x, int32_t *n)
     const float log2e = 1.44269504088896341f;
     const float ln2_hi = 0.693145751953125f; /* 0x3f317200: n*ln2_hi is exact, |n| <= 150 */
     const float ln2_lo = 1.42860676533018704e-06f;
-    float t = x * log2e + shifter, nf = t - shifter, r;
+    float t = XENT_FMAF(x, log2e, shifter), nf = t - shifter, r;
     int32_t ti;
     memcpy(&ti, &t, sizeof ti);
     *n = ti - 0x4B400000; /* the integer n, from the low mantissa bits of t */
-    r = x - nf * ln2_hi;
-    return r - nf * ln2_lo;
+    r = XENT_FMAF(-nf, ln2_hi, x);
+    return XENT_FMAF(-nf, ln2_lo, r);
 }
 
 /* e^r on |r| <= ln2/2: 1 + r + r^2 q(r), q the minimax polynomial of degree 4
@@ -117,12 +138,12 @@ XENT_INLINE float xent_exp_reduce_f32(float x, int32_t *n)
 XENT_INLINE float xent_exp_poly_f32(float r)
 {
     float p = XENT_EXP_C6;
-    p = p * r + XENT_EXP_C5;
-    p = p * r + XENT_EXP_C4;
-    p = p * r + XENT_EXP_C3;
-    p = p * r + XENT_EXP_C2;
-    p = p * r + 1.0f;
-    return p * r + 1.0f;
+    p = XENT_FMAF(p, r, XENT_EXP_C5);
+    p = XENT_FMAF(p, r, XENT_EXP_C4);
+    p = XENT_FMAF(p, r, XENT_EXP_C3);
+    p = XENT_FMAF(p, r, XENT_EXP_C2);
+    p = XENT_FMAF(p, r, 1.0f);
+    return XENT_FMAF(p, r, 1.0f);
 }
 
 /* p * 2^n for n in [-150, 129]: two halves keep each 2^k a normal float, so a
@@ -147,30 +168,30 @@ XENT_INLINE double xent_exp_reduce_f64(double x, int64_t *n)
     const double log2e = 1.4426950408889634;
     const double ln2_hi = 0.6931471803691238; /* 0x3fe62e42fee00000: exact n*ln2_hi */
     const double ln2_lo = 1.9082149292705877e-10;
-    double t = x * log2e + shifter, nf = t - shifter, r;
+    double t = XENT_FMA(x, log2e, shifter), nf = t - shifter, r;
     int64_t ti;
     memcpy(&ti, &t, sizeof ti);
     *n = ti - INT64_C(0x4338000000000000);
-    r = x - nf * ln2_hi;
-    return r - nf * ln2_lo;
+    r = XENT_FMA(-nf, ln2_hi, x);
+    return XENT_FMA(-nf, ln2_lo, r);
 }
 
 XENT_INLINE double xent_exp_poly_f64(double r)
 {
     double p = 1.0 / 6227020800.0; /* 1/13! */
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    return p * r + 1.0;
+    p = XENT_FMA(p, r, 1.0 / 479001600.0);
+    p = XENT_FMA(p, r, 1.0 / 39916800.0);
+    p = XENT_FMA(p, r, 1.0 / 3628800.0);
+    p = XENT_FMA(p, r, 1.0 / 362880.0);
+    p = XENT_FMA(p, r, 1.0 / 40320.0);
+    p = XENT_FMA(p, r, 1.0 / 5040.0);
+    p = XENT_FMA(p, r, 1.0 / 720.0);
+    p = XENT_FMA(p, r, 1.0 / 120.0);
+    p = XENT_FMA(p, r, 1.0 / 24.0);
+    p = XENT_FMA(p, r, 1.0 / 6.0);
+    p = XENT_FMA(p, r, 0.5);
+    p = XENT_FMA(p, r, 1.0);
+    return XENT_FMA(p, r, 1.0);
 }
 
 XENT_INLINE double xent_exp_scale2_f64(double p, int64_t n)

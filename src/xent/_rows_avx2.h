@@ -29,8 +29,10 @@
  *
  * The stored exps (xent_avx2_exp_parts) use the arithmetic of _rows.h
  * (Cody-Waite reduction with a two-part ln 2, the degree-6 polynomial
- * XENT_EXP_C*) and have the bits of xent_exp_nonpos_f32 of this build; the
- * terms of sums use a cheaper exp (xent_avx2_term_parts, see there).
+ * XENT_EXP_C*) and have the bits of xent_exp_nonpos_f32 of this build (whose
+ * multiply-adds are FMAs written out, XENT_FMAF, whatever -ffp-contract says;
+ * tests/test_exp_bits.py); the terms of sums use a cheaper exp
+ * (xent_avx2_term_parts, see there).
  *
  * Included by _rows.h; XENT_HAVE_AVX2_ROWS tells it to use these.
  */
