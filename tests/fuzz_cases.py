@@ -596,14 +596,27 @@ def loss_grad_check(loss_ref, grad_ref, reduction, comp, row_shape, shape, retur
     return check
 
 
+def alias_of(rng, c, x):
+    """An output in the memory of input ``x``: ``x`` itself (in place) or, sometimes, a
+    view of it flipped along one axis (every element lands on another one's memory);
+    None when ``x`` cannot be written."""
+    if not (isinstance(x, np.ndarray) and x.flags.writeable and x.ndim and 0 not in x.strides):
+        return None
+    js = [i for i, n in enumerate(x.shape) if n > 1]
+    if js and chance(rng, 0.3):
+        j = pick(rng, js)
+        c.facts["alias"] = True
+        return x[tuple(slice(None, None, -1) if i == j else slice(None) for i in range(x.ndim))]
+    c.facts["inplace"] = True
+    return x
+
+
 def set_grad_out(rng, c, x, inplace, shape, comp):
-    """return_grad=True, and sometimes a grad_out: ``x`` itself (in place) or a buffer."""
+    """return_grad=True, and sometimes a grad_out: in the memory of ``x`` (in place,
+    when ``inplace``) or a buffer of its own."""
     c.kwargs["return_grad"] = True
-    gout = None
-    if inplace and isinstance(x, np.ndarray) and x.flags.writeable and 0 not in x.strides:
-        gout = x
-        c.facts["inplace"] = True
-    elif chance(rng, 0.4):
+    gout = alias_of(rng, c, x) if inplace else None
+    if gout is None and chance(rng, 0.4):
         gout = make_out(rng, shape, comp)
     if gout is not None:
         c.kwargs["grad_out"] = gout
@@ -715,10 +728,8 @@ def gen_normalizer(c, rng):
     r = rng.random()
     if r < 0.25:
         out = make_out(rng, rshape, comp)
-    elif (r < 0.33 and op != "logsumexp" and isinstance(x, np.ndarray) and is_float(x.dtype)
-          and x.flags.writeable and x.ndim and 0 not in x.strides):
-        out = x  # in place
-        c.facts["inplace"] = True
+    elif r < 0.33 and op != "logsumexp" and isinstance(x, np.ndarray) and is_float(x.dtype):
+        out = alias_of(rng, c, x)  # in place
     if out is not None:
         c.kwargs["out"] = out
         c.outputs.append(out)
@@ -1303,7 +1314,8 @@ def gen_kl_divergence(c, rng):
             return v
         return gen
 
-    p = make_input(rng, shape, gen_for(dp))
+    p_out = return_grad and chance(rng, 0.1) and is_float(dp) and np.dtype(dp) == comp
+    p = make_input(rng, shape, gen_for(dp), writable=True if p_out else None)
     q = make_input(rng, shape, gen_for(dq), writable=True if inplace else None)
     c.args = [maybe_list(rng, p), maybe_list(rng, q)]
     if axis != -1 or chance(rng, 0.3):
@@ -1312,7 +1324,15 @@ def gen_kl_divergence(c, rng):
         c.kwargs["temperature"] = T
     reduction = pick(rng, REDUCTIONS)
     c.kwargs["reduction"] = reduction
-    gout = set_grad_out(rng, c, q, inplace, shape, comp) if return_grad else None
+    gout = None
+    if p_out:
+        c.kwargs["return_grad"] = True  # the gradient written over the teacher's logits
+        gout = alias_of(rng, c, p)
+        if gout is not None:
+            c.kwargs["grad_out"] = gout
+            c.outputs.append(gout)
+    elif return_grad:
+        gout = set_grad_out(rng, c, q, inplace, shape, comp)
     c.determinism = big and not c.outputs
     c.facts["comp"] = comp
     if chance(rng, 0.22):
@@ -1463,7 +1483,8 @@ def gen_evaluate(c, rng):
         c.call = run_stream
 
     if chance(rng, 0.22):
-        m = pick(rng, ["k", "axis", "index", "tshape", "ttype", "ignore", "ignore_big", "dtype"])
+        muts = ["k", "axis", "index", "tshape", "ttype", "ignore", "ignore_big", "dtype"]
+        m = pick(rng, muts + (["merge", "merge"] if streaming else []))
         if m == "k":
             _mut_scalar(rng, c, "k", [(0, ValueError), (-1, ValueError), ((1, 0), ValueError), ("1", TypeError),
                                       (1.5, TypeError), ((1, 2.5), TypeError), (True, TypeError), (None, TypeError)])
@@ -1487,6 +1508,13 @@ def gen_evaluate(c, rng):
             c.kwargs["ignore_index"] = v
             c.facts["ignore_big"] = True
             c.expect_error((ValueError,), r"\bignore_index\b", mutation=f"ignore_index={v}")
+        elif m == "merge":
+            other = pick(rng, ["k", "axis", "ignore_index", "not"])
+            if other == "not":
+                c.expect_error((TypeError,), r"\bother\b", mutation="merge with a non-Evaluator")
+            else:
+                c.expect_error((ValueError,), r"\bother\b", mutation=f"merge with another {other}")
+            c.facts["merge_other"] = other
         else:
             _mut_dtype(rng, c, 0, "logits", shape)
         if c.error is not None:
@@ -1512,6 +1540,24 @@ def _streaming_error(c, opts, x0, t0):
     def run():
         if ctor:
             return xent.Evaluator(**c.kwargs)
+        if m.startswith("merge"):
+            ev = xent.Evaluator(**opts)
+            ev.update(x0, t0)
+            before = repr(ev.__getstate__())
+            what = c.facts["merge_other"]
+            if what == "not":
+                other = pick(np.random.default_rng(0), [None, 3, {"k": (1,)}, xent.evaluate])
+            else:
+                kw = dict(opts)
+                kw[what] = {"k": (7, 1), "axis": -2 if opts.get("axis", -1) != -2 else 0,
+                            "ignore_index": 12345}[what]
+                other = xent.Evaluator(**kw)
+            try:
+                ev.merge(other)
+            except Exception:
+                assert repr(ev.__getstate__()) == before, "a failed merge changed the Evaluator"
+                raise
+            return ev.result()
         if m.startswith("axis"):
             ev = xent.Evaluator(**c.kwargs)  # the axis is checked against a batch
         else:
