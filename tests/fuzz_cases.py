@@ -459,11 +459,11 @@ def bad_out(rng, shape, comp, name):
         else:
             s = [1]
         out = make_out(rng, tuple(s), comp)
-        return out, (ValueError,), [pat], f"{name} wrong shape {tuple(s)}"
-    if kind == "intdtype":
-        return np.zeros(shape, dtype=pick(rng, ["i4", "i8", "u1"])), (TypeError,), [pat], f"{name} integer dtype"
-    if kind == "complex":
-        return np.zeros(shape, dtype=np.complex128), (TypeError,), [pat], f"{name} complex dtype"
+        return out, (ValueError,), [pat, re.escape(str(tuple(s))), re.escape(str(tuple(shape)))], \
+            f"{name} wrong shape {tuple(s)}"
+    if kind in ("intdtype", "complex"):
+        out = np.zeros(shape, dtype=pick(rng, ["i4", "i8", "u1"]) if kind == "intdtype" else np.complex128)
+        return out, (TypeError,), [pat, re.escape(str(out.dtype))], f"{name} of dtype {out.dtype}"
     if kind == "readonly":
         out = make_out(rng, shape, comp)
         out = np.array(out)
@@ -653,15 +653,34 @@ def _axis_kw(rng, c, ndim, axis_name="axis", default=-1):
     return ax
 
 
+def value_pattern(v):
+    """A regex for a bad value in an error message: its str or its repr (numbers also
+    as ints, 2.0 as 2, nan as NaN)."""
+    forms = {str(v), repr(v)}
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        forms |= {repr(f), str(f), f"{f:g}"}
+        if math.isnan(f):
+            forms |= {"NaN", "nan"}
+        if f == int(f) if math.isfinite(f) else False:
+            forms.add(str(int(f)))
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        forms.add(str(int(v)))
+    return "|".join(rf"(?<![\w.]){re.escape(x)}(?![\w])" if x[-1:].isalnum() else re.escape(x)
+                    for x in sorted(forms))
+
+
 def _mut_axis(rng, c, ndim, axis_name="axis"):
     if chance(rng, 0.7):
         bad = pick(rng, [ndim, ndim + 3, -ndim - 1, 100, -(2**40)])
         c.kwargs[axis_name] = bad
-        c.expect_error((ValueError,), rf"\b{axis_name}\b", mutation=f"{axis_name}={bad} out of range")
+        c.expect_error((ValueError,), rf"\b{axis_name}\b", value_pattern(bad),
+                       mutation=f"{axis_name}={bad} out of range")
     else:
         bad = pick(rng, [1.5, "0", [0], True])
         c.kwargs[axis_name] = bad
-        c.expect_error((TypeError,), rf"\b{axis_name}\b", mutation=f"{axis_name}={bad!r} not an int")
+        c.expect_error((TypeError,), rf"\b{axis_name}\b", value_pattern(bad),
+                       mutation=f"{axis_name}={bad!r} not an int")
 
 
 def _mut_reduction(rng, c, allowed=REDUCTIONS):
@@ -669,19 +688,22 @@ def _mut_reduction(rng, c, allowed=REDUCTIONS):
     if bad in allowed:
         bad = "avg"
     c.kwargs["reduction"] = bad
-    c.expect_error((ValueError,), r"\breduction\b", mutation=f"reduction={bad!r}")
+    c.expect_error((ValueError,), r"\breduction\b", re.escape(repr(bad)), mutation=f"reduction={bad!r}")
 
 
 def _mut_dtype(rng, c, pos, name, shape):
     c.args[pos] = bad_array_dtype(rng, shape)
-    c.expect_error((TypeError,), rf"\b{name}\b", mutation=f"{name} of dtype {c.args[pos].dtype}")
+    dt = c.args[pos].dtype
+    c.expect_error((TypeError,), rf"\b{name}\b", f"{re.escape(str(dt))}|{re.escape(dt.name)}",
+                   mutation=f"{name} of dtype {dt}")
 
 
 def _mut_scalar(rng, c, name, bad_values):
     """bad_values: [(value, exception type)]."""
     v, exc = pick(rng, bad_values)
     c.kwargs[name] = v
-    c.expect_error((exc,), rf"\b{name}\b", mutation=f"{name}={v!r}")
+    pats = [rf"\b{name}\b"] + ([] if isinstance(v, (tuple, list)) else [value_pattern(v)])
+    c.expect_error((exc,), *pats, mutation=f"{name}={v!r}")
 
 
 def _snapshot(a):
