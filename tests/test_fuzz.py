@@ -175,6 +175,15 @@ def run_case(case):
                         bits[n] = _result_bytes(_call(case))
                 if bits[1] != bits[2]:
                     raise Failure("results differ between 1 and 2 threads")
+                # the GIL is released while kernels run: two concurrent calls, same bits
+                from concurrent.futures import ThreadPoolExecutor
+
+                with warnings.catch_warnings(), ThreadPoolExecutor(2) as pool:
+                    warnings.simplefilter("ignore")
+                    futures = [pool.submit(_call, case) for _ in range(2)]
+                    both = [_result_bytes(f.result()) for f in futures]
+                if both[0] != bits[2] or both[1] != bits[2]:
+                    raise Failure("concurrent calls from two Python threads give other results")
         if leaked:
             raise Failure("leaked warning(s): " + "; ".join(leaked))
     finally:
