@@ -37,7 +37,7 @@ INDEX_DTYPES = [np.dtype(d) for d in ("i1", "u1", "i2", "u2", "i4", "u4", "i8", 
     np.dtype(">i4"), np.dtype(">u8"), np.dtype(np.intc), np.dtype(np.longlong)]
 # class counts around SIMD widths and tile sizes
 SIMD_C = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 257,
-          1000, 1025]
+          1000, 1025, 4097]
 REDUCTIONS = ("none", "mean", "sum")
 _TMP = None
 
