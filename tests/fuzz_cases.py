@@ -103,8 +103,6 @@ class Case:
         for name, a in self.kwargs.items():
             if isinstance(a, np.ndarray):
                 found.append((name, a))
-        for name, a in self.facts.get("extra_arrays", ()):
-            found.append((name, a))
         return found
 
     def expect_error(self, types, *patterns, mutation):

@@ -24,7 +24,6 @@ A failure prints each failing case's number, seed, description and a one-line re
 failed, until the fix lands (then the entry is deleted).
 """
 
-import math
 import os
 import sys
 import traceback
@@ -299,7 +298,6 @@ def test_generator_coverage():
     assert wanted <= seen, sorted(map(str, wanted - seen))
 
 
-if __name__ == "__main__":  # python tests/test_fuzz.py K: describe case K
+if __name__ == "__main__":  # python tests/test_fuzz.py K [K ...]: describe those cases
     for arg in sys.argv[1:]:
         print(make_case(SEED, int(arg)).describe())
-    sys.exit(0 if not math.isnan(0.0) else 1)
