@@ -1382,6 +1382,9 @@ def gen_kl_divergence(c, rng):
             mut_grad_out(rng, c, shape, comp, return_grad)
         return
     loss_ref, grad_ref = R.kl_divergence(_snapshot(p), _snapshot(q), ax, float(T), reduction, comp)
+    with np.errstate(all="ignore"):  # teacher probabilities below the normal range
+        P = R.ref_softmax(R.rows(p, ax)[0] / float(T))
+    c.facts["p_subnormal"] = bool(((P > 0) & (P < finfo(comp).smallest_normal)).any())
     c.check = loss_grad_check(loss_ref, grad_ref, reduction, comp, row_shape, shape, return_grad, gout)
 
 

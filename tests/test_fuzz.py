@@ -82,6 +82,10 @@ KNOWN = [
     ("NEW (fuzz): a row whose logits are all -inf, with a zero target weight or "
      "probability, gives loss 0 (gradient NaN): the issue's NaN-row finding for -inf rows",
      lambda c, msg: _f(c, "dead_row_zero_weight", False) and "NaN placement" in msg),
+    ("NEW (fuzz): kl_divergence counts a teacher probability below the normal range "
+     "(subnormal) as 0: KL finite where the student's probability is 0",
+     lambda c, msg: c.func == "kl_divergence" and _f(c, "p_subnormal", False)
+     and ("infinite values differ" in msg or "values off" in msg)),
     ("NEW (fuzz): focal_loss with alpha_t = 0 on a row whose target has probability 0 "
      "gives NaN, not 0 (cross_entropy's zero weight gives 0)",
      lambda c, msg: c.func == "focal_loss" and "NaN placement" in msg
