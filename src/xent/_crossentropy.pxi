@@ -710,7 +710,10 @@ cdef cnp.dtype _FLOAT64 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT64)
 
 
 cdef inline int _native_index_code(cnp.ndarray t) noexcept:
-    """XENT_INDEX_* storage of an aligned, native-order integer array, else -1."""
+    """XENT_INDEX_* storage of an aligned, native-order integer array, else -1.
+
+    uint64 is declined (-1): the kernels read indices as int64, where one above
+    INT64_MAX wraps (to ignore_index, even); the general path checks those."""
     cdef int num = cnp.PyArray_TYPE(t)
     cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(t)
     if not (cnp.PyTypeNum_ISINTEGER(num) and cnp.PyArray_ISBEHAVED_RO(t)):
@@ -723,7 +726,7 @@ cdef inline int _native_index_code(cnp.ndarray t) noexcept:
         code = XENT_INDEX_I16
     elif size == 4:
         code = XENT_INDEX_I32
-    elif size == 8:
+    elif size == 8 and cnp.PyTypeNum_ISSIGNED(num):
         code = XENT_INDEX_I64
     else:
         return -1
@@ -744,7 +747,8 @@ def cross_entropy_small(logits, target, axis, ignore_index, reduction, label_smo
 
     Taken for: exact ndarrays; 2-D, C-contiguous, aligned, native float32/float64
     logits; class axis -1 or 1 (int); 1-D aligned native integer targets of any
-    stride, every index in [0, C) or ignore_index (an int in int64's range);
+    stride (not uint64), every index in [0, C) or ignore_index (an int in
+    int64's range);
     reduction "mean" or "sum"; label_smoothing and z_loss the number 0.
     threads_for(n_elements) gives the team size (xent._threading.threads_for).
 

@@ -22,6 +22,7 @@ from xent._validation import (
     check_ignore_index,
     check_reduction,
     check_scalar,
+    check_uint64_indices,
     class_weights,
     finish_grad,
     float_kind,
@@ -54,6 +55,8 @@ class _Targets:
                     f"{a.shape} (class axis {ax}) must have shape {row_shape}"
                 )
             t, self.code = index_storage(t)
+            if t.dtype.kind == "u" and t.dtype.itemsize == 8:
+                check_uint64_indices(t, C, ignore_index)
             bad, n_valid, weight_total = _kernels.class_index_stats(
                 t.reshape(-1), self.code, C, ignore_index, weight64
             )

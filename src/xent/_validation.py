@@ -308,6 +308,26 @@ def index_storage(t):
 
 _INDEX_CODE_BY_DTYPE = {np.dtype(name): code for name, code in _INDEX_CODES.items()}
 
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+def check_uint64_indices(t, C, ignore_index, name="target"):
+    """IndexError for uint64 class indices above INT64_MAX (`t` native uint64).
+
+    The kernels read class indices as int64, where such a value would wrap to a
+    negative number (``2**64 - 100`` would read as ``-100``, the default
+    ignore_index).  Every one of them is outside ``[0, C)`` and is not
+    ignore_index (which lies in int64's range), so it is an error; the message
+    names the first bad index of `t`, whatever its kind.  Costs one max over
+    uint64 targets only.
+    """
+    if t.size == 0 or int(t.max()) <= _INT64_MAX:
+        return
+    bad = t >= C
+    if ignore_index >= 0:
+        bad &= t != ignore_index
+    raise bad_index_error(t, int(np.argmax(bad.reshape(-1))), C, ignore_index, name)
+
 
 def bad_index_error(target, flat, C, ignore_index, name="target"):
     """IndexError naming the index at flat position `flat` of `target` and its position."""
