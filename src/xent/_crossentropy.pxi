@@ -28,6 +28,7 @@ cdef extern from "_rows.h" nogil:
         XENT_INDEX_I16
         XENT_INDEX_I32
         XENT_INDEX_I64
+        XENT_INDEX_U64
     int64_t load_index "xent_load_index"(const char *p, int code)
     void load_indices "xent_load_indices"(const char *p, Py_ssize_t n, Py_ssize_t stride, int code,
                                           int64_t ignore_index, int64_t *dst)
@@ -710,10 +711,7 @@ cdef cnp.dtype _FLOAT64 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT64)
 
 
 cdef inline int _native_index_code(cnp.ndarray t) noexcept:
-    """XENT_INDEX_* storage of an aligned, native-order integer array, else -1.
-
-    uint64 is declined (-1): the kernels read indices as int64, where one above
-    INT64_MAX wraps (to ignore_index, even); the general path checks those."""
+    """XENT_INDEX_* storage of an aligned, native-order integer array, else -1."""
     cdef int num = cnp.PyArray_TYPE(t)
     cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(t)
     if not (cnp.PyTypeNum_ISINTEGER(num) and cnp.PyArray_ISBEHAVED_RO(t)):
@@ -726,7 +724,7 @@ cdef inline int _native_index_code(cnp.ndarray t) noexcept:
         code = XENT_INDEX_I16
     elif size == 4:
         code = XENT_INDEX_I32
-    elif size == 8 and cnp.PyTypeNum_ISSIGNED(num):
+    elif size == 8:
         code = XENT_INDEX_I64
     else:
         return -1
@@ -747,8 +745,8 @@ def cross_entropy_small(logits, target, axis, ignore_index, reduction, label_smo
 
     Taken for: exact ndarrays; 2-D, C-contiguous, aligned, native float32/float64
     logits; class axis -1 or 1 (int); 1-D aligned native integer targets of any
-    stride (not uint64), every index in [0, C) or ignore_index (an int in
-    int64's range);
+    stride (uint64 only with ignore_index >= 0), every index in [0, C) or
+    ignore_index (an int in int64's range);
     reduction "mean" or "sum"; label_smoothing and z_loss the number 0.
     threads_for(n_elements) gives the team size (xent._threading.threads_for).
 
@@ -791,6 +789,11 @@ def cross_entropy_small(logits, target, axis, ignore_index, reduction, label_smo
     N, C = cnp.PyArray_DIM(x, 0), cnp.PyArray_DIM(x, 1)
     tcode = _native_index_code(t)
     if tcode < 0 or cnp.PyArray_DIM(t, 0) != N:
+        return None
+    if tcode == XENT_INDEX_U64 and ignore < 0:
+        # The kernels read int64: a uint64 index above INT64_MAX wraps to a
+        # negative value, which could equal ignore_index; the general path
+        # refuses those (with ignore_index >= 0 the scans below report them).
         return None
     j.t, j.tcode, j.ts0, j.ts1, j.ts2 = cnp.PyArray_BYTES(t), tcode, cnp.PyArray_STRIDE(t, 0), 0, 0
     j.outer, j.C, j.inner = N, C, 1
