@@ -87,6 +87,13 @@ def test_uint64_big_value_with_nonnegative_ignore_index():
     t = np.array([0, 2, 2**64 - 1], np.uint64)
     with pytest.raises(IndexError, match=rf"class index {2**64 - 1} at position \(2,\)"):
         xent.cross_entropy(X3, t, ignore_index=2)
+    # Enough few-class rows for the tiles of the one-call path.
+    t40 = np.arange(40, dtype=np.uint64) % 5
+    t40[37] = 2**63 + 3
+    for reduction in ("mean", "sum", "none"):
+        with pytest.raises(IndexError, match=rf"class index {2**63 + 3} at position \(37,\)"):
+            xent.cross_entropy(np.zeros((40, 5), np.float32), t40, ignore_index=0,
+                               reduction=reduction)
     # uint64 indices in range are read as they are (ignore_index included).
     t = np.array([0, 2, 1], np.uint64)
     lp = _log_softmax(X3)
@@ -106,3 +113,127 @@ def test_uint64_error_writes_nothing():
         ev.update(X3, np.array([0, 1, BIG], np.uint64))
     assert np.all(g == 7.0)
     assert ev.result() == before
+
+
+# ---------------------------------------------------------------------------
+# 2. a NaN class weight enters a row only through its target or label smoothing
+# ---------------------------------------------------------------------------
+
+
+def _ref_ce_index(x, t, w, eps=0.0, ignore_index=-100):
+    """float64 per-row loss and gradient of Σ l_i for finite rows (SPEC formula):
+    l = (1-eps) w_t (-lp_t) + (eps/C) Σ_c w_c (-lp_c); a weight enters a row only
+    where its coefficient is not 0 (no smoothing: only the target's)."""
+    x = np.asarray(x, np.float64)
+    n, C = x.shape
+    lp = _log_softmax(x)
+    p = np.exp(lp)
+    loss = np.zeros(n)
+    grad = np.zeros((n, C))
+    for i in range(n):
+        if t[i] == ignore_index:
+            continue
+        coef = np.zeros(C)
+        coef[t[i]] = (1 - eps) * w[t[i]]
+        if eps > 0:
+            coef = coef + eps / C * w
+        loss[i] = -sum(coef[c] * lp[i, c] for c in range(C) if coef[c] != 0)
+        grad[i] = p[i] * coef.sum() - coef
+    return loss, grad
+
+
+def _nan_weight_case(n, C, rng):
+    """Rows whose targets avoid class 1, whose weight is NaN."""
+    x = rng.normal(size=(n, C)) * 2
+    t = rng.integers(0, C - 1, n)
+    t[t == 1] = C - 1
+    w = rng.uniform(0.5, 2.0, C)
+    w[1] = np.nan
+    return x, t, w
+
+
+def test_nan_weight_of_another_class_issue_example():
+    x = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 0.0]])
+    t = np.array([0, 1])
+    w = np.array([1.0, np.nan, 1.0])
+    loss, grad = xent.cross_entropy(x, t, weight=w, reduction="none", return_grad=True)
+    # torch: [-0.910, 0.245, 0.665], softmax minus one-hot
+    np.testing.assert_allclose(grad[0], np.exp(_log_softmax(x[0])) - [1, 0, 0], rtol=1e-14)
+    np.testing.assert_allclose(loss[0], -_log_softmax(x)[0, 0], rtol=1e-14)
+    # Row 1's target weight is NaN: its loss and gradient are NaN (as torch's).
+    assert np.isnan(loss[1]) and np.all(np.isnan(grad[1]))
+
+
+# (shape, axis): rows of many classes (row batches), few classes in tiles of
+# rows, strided rows (row by row) and the class axis not last (blocks).
+LAYOUTS = [((64, 200), -1, "contiguous"), ((300, 5), -1, "contiguous"),
+           ((64, 200), -1, "strided"), ((4, 6, 40), 1, "contiguous"), ((3, 7), -1, "contiguous")]
+
+
+@pytest.mark.parametrize("shape, axis, layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_nan_weight_of_another_class_stays_out(shape, axis, layout, dtype, reduction):
+    rng = np.random.default_rng(1)
+    C = shape[axis]
+    x2, t1, w = _nan_weight_case(math.prod(shape) // C, C, rng)
+    ax = axis % len(shape)
+    row_shape = shape[:ax] + shape[ax + 1:]
+    if layout == "strided":
+        x = np.repeat(x2, 2, axis=1)[:, ::2]
+    else:  # x2's rows are the positions of the class axis, in C order
+        x = np.moveaxis(x2.reshape(row_shape + (C,)), -1, axis)
+    t = t1.reshape(row_shape)
+    x = x.astype(dtype)
+    loss, grad = xent.cross_entropy(x, t, axis=axis, weight=w, reduction=reduction,
+                                    return_grad=True)
+    ref_rows, ref_grad = _ref_ce_index(np.moveaxis(x, axis, -1).reshape(-1, C).astype(np.float64),
+                                       t.reshape(-1), w)
+    scale = 1.0
+    if reduction == "mean":
+        scale = 1 / math.fsum(w[t.reshape(-1)])
+    ref_grad = np.moveaxis((scale * ref_grad).reshape(np.moveaxis(x, axis, -1).shape), -1, axis)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    assert np.all(np.isfinite(grad))
+    np.testing.assert_allclose(grad, ref_grad, rtol=tol, atol=tol * np.abs(ref_grad).max())
+    expected = ref_rows.reshape(t.shape) if reduction == "none" else scale * math.fsum(ref_rows)
+    np.testing.assert_allclose(loss, expected, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_weight_of_another_class_infinite_rows(dtype):
+    # Rows with +inf / -inf logits take the term-by-term path.
+    x = np.array([[np.inf, 1.0, 2.0], [0.0, 1.0, -np.inf], [np.inf, np.inf, 0.0]], dtype)
+    t = np.array([0, 0, 0])
+    w = np.array([2.0, np.nan, 1.0])
+    loss, grad = xent.cross_entropy(x, t, weight=w, reduction="none", return_grad=True)
+    np.testing.assert_allclose(grad[0], [0.0, 0.0, 0.0])
+    p1 = np.exp(_log_softmax([[0.0, 1.0]]))[0]
+    np.testing.assert_allclose(grad[1], [2 * (p1[0] - 1), 2 * p1[1], 0.0], rtol=1e-6)
+    np.testing.assert_allclose(grad[2], [-1.0, 1.0, 0.0])
+    np.testing.assert_allclose(loss, [0.0, -2 * math.log(p1[0]), 2 * math.log(2)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("eps", [0.1, 1.0])
+def test_nan_weight_with_label_smoothing_is_nan(eps):
+    # With label smoothing every class's weight enters every row: NaN stays.
+    x = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 0.0]])
+    w = np.array([1.0, np.nan, 1.0])
+    loss, grad = xent.cross_entropy(x, np.array([0, 2]), weight=w, reduction="none",
+                                    label_smoothing=eps, return_grad=True)
+    assert np.all(np.isnan(loss)) and np.all(np.isnan(grad))
+
+
+@needs_torch
+@pytest.mark.parametrize("n, C, layout", [(64, 200, "contiguous"), (300, 5, "contiguous"),
+                                          (64, 200, "strided"), (3, 7, "contiguous")])
+def test_nan_weight_of_another_class_matches_torch(n, C, layout):
+    x, t, w = _nan_weight_case(n, C, np.random.default_rng(2))
+    if layout == "strided":
+        x = np.repeat(x, 2, axis=1)[:, ::2]
+    xt = torch.tensor(np.ascontiguousarray(x), requires_grad=True)
+    ref = F.cross_entropy(xt, torch.tensor(t), weight=torch.tensor(w), reduction="sum")
+    ref.backward()
+    loss, grad = xent.cross_entropy(x, t, weight=w, reduction="sum", return_grad=True)
+    np.testing.assert_allclose(loss, ref.item(), rtol=1e-12)
+    np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=1e-10, atol=1e-15)

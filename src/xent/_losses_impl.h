@@ -19,6 +19,15 @@
 /* a * b, but 0 when a == 0 (so 0 * inf = 0: a zero-weight term costs nothing). */
 XENT_INLINE double XENT_FN(mul0)(double a, double b) { return a == 0 ? 0 : a * b; }
 
+/* (eps/C) * v, the label-smoothing mass of a weight (or weight sum) v: exactly 0
+ * without smoothing (eps == 0), so a NaN or infinite weight of a class that is
+ * not the target stays out of rows that do not smooth (torch: the weights of
+ * the other classes enter a row only through label smoothing). */
+XENT_INLINE XENT_T XENT_FN(smooth_mass)(XENT_T eps, XENT_T smooth, XENT_T v)
+{
+    return eps > 0 ? smooth * v : 0;
+}
+
 /* -log_softmax of entry x_c of a row whose stats are (kind, m, s), for the
  * non-finite kinds: k = s entries at +inf share probability 1/k. */
 static double XENT_FN(nll_special)(int kind, XENT_T xc, XENT_T s)
@@ -109,7 +118,7 @@ static void XENT_FN(ce_index_finish)(ptrdiff_t C, ptrdiff_t t, const XENT_T *w, 
     *lse = lse_row;
     if (!g)
         return;
-    K = scale_ce * ((1 - eps) * wt + smooth * wsum);
+    K = scale_ce * ((1 - eps) * wt + XENT_FN(smooth_mass)(eps, smooth, wsum));
     if (z != 0)
         K += 2 * z * scale_z * lse_row;
     Ks = K / s;
@@ -157,10 +166,10 @@ static void XENT_FN(ce_index_row)(const XENT_T *x, ptrdiff_t C, ptrdiff_t t, con
     *lse = kind == XENT_ROW_POSINF ? INFINITY : (kind == XENT_ROW_NOPROB ? -INFINITY : NAN);
     if (!g)
         return;
-    K = scale_ce * ((1 - eps) * wt + smooth * wsum);
+    K = scale_ce * ((1 - eps) * wt + XENT_FN(smooth_mass)(eps, smooth, wsum));
     for (c = 0; c < C; c++) {
         XENT_T p = XENT_FN(prob_special)(kind, x[c], s);
-        XENT_T gc = p * K - scale_ce * smooth * (w ? w[c] : 1);
+        XENT_T gc = p * K - scale_ce * XENT_FN(smooth_mass)(eps, smooth, w ? w[c] : 1);
         if (z != 0)
             gc += (XENT_T)XENT_FN(mul0)(p, 2 * (double)z * scale_z * (double)*lse);
         g[c] = gc;
@@ -368,7 +377,7 @@ static void XENT_FN(block_ce_index)(const XENT_T *x, ptrdiff_t C, ptrdiff_t cs, 
         lse[j] = (double)m[j] + ls;
         if (!g)
             continue; /* K (and its division) is for the gradient only */
-        K[j] = scale_ce * (keep * wt + smooth * wsum);
+        K[j] = scale_ce * (keep * wt + XENT_FN(smooth_mass)(eps, smooth, wsum));
         if (z != 0)
             K[j] += 2 * z * scale_z * (m[j] + ls);
         K[j] /= s[j];
@@ -378,7 +387,7 @@ static void XENT_FN(block_ce_index)(const XENT_T *x, ptrdiff_t C, ptrdiff_t cs, 
     for (c = 0; c < C; c++) {
         const XENT_T *xc = x + c * cs;
         XENT_T *gc = g + c * gcs;
-        XENT_T b = scale_ce * smooth * (w ? w[c] : 1);
+        XENT_T b = scale_ce * XENT_FN(smooth_mass)(eps, smooth, w ? w[c] : 1);
         XENT_SIMD
         for (j = 0; j < nb; j++)
             gc[j] = XENT_FN(exp_nonpos)(xc[j] - m[j]) * K[j] - b;
