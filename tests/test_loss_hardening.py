@@ -237,3 +237,90 @@ def test_nan_weight_of_another_class_matches_torch(n, C, layout):
     loss, grad = xent.cross_entropy(x, t, weight=w, reduction="sum", return_grad=True)
     np.testing.assert_allclose(loss, ref.item(), rtol=1e-12)
     np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=1e-10, atol=1e-15)
+
+
+# ---------------------------------------------------------------------------
+# 3. NaN reaches everything computed from its row, a zero weight included
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, axis, layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("return_grad", [False, True])
+@pytest.mark.parametrize("weights", ["zero on target", "all zero"])
+def test_nan_row_with_zero_target_weight_is_nan(shape, axis, layout, dtype, return_grad, weights):
+    rng = np.random.default_rng(3)
+    C = shape[axis]
+    n = math.prod(shape) // C
+    x2 = rng.normal(size=(n, C))
+    t1 = rng.integers(1, C, n)
+    t1[::3] = 0  # weight 0
+    t1[1::5] = -100  # ignored, with a NaN in some of them
+    x2[::2, -1] = np.nan
+    w = rng.uniform(0.5, 2.0, C) if weights == "zero on target" else np.zeros(C)
+    w[0] = 0.0
+    ax = axis % len(shape)
+    row_shape = shape[:ax] + shape[ax + 1:]
+    x = np.repeat(x2, 2, axis=1)[:, ::2] if layout == "strided" else \
+        np.moveaxis(x2.reshape(row_shape + (C,)), -1, axis)
+    t = t1.reshape(row_shape)
+    kw = dict(axis=axis, weight=w, reduction="none")
+    if return_grad:
+        loss, grad = xent.cross_entropy(x.astype(dtype), t, return_grad=True, **kw)
+    else:
+        loss = xent.cross_entropy(x.astype(dtype), t, **kw)
+    nan_row = np.isnan(x2).any(axis=1)
+    ignored = t1 == -100
+    flat = loss.reshape(-1)
+    assert np.all(np.isnan(flat[nan_row & ~ignored]))
+    assert np.all(flat[ignored] == 0)
+    assert np.all(np.isfinite(flat[~nan_row]))
+    zero_w = (~ignored) & (w[np.where(ignored, 0, t1)] == 0) & ~nan_row
+    assert np.all(flat[zero_w] == 0)
+    if return_grad:
+        g = np.moveaxis(grad, axis, -1).reshape(n, C)
+        assert np.all(np.isnan(g[nan_row & ~ignored]))
+        assert np.all(g[ignored] == 0)
+        assert np.all(np.isfinite(g[~nan_row]))
+    # "sum" and "mean" are NaN too (the mean's denominator may also be 0).
+    assert np.isnan(xent.cross_entropy(x.astype(dtype), t, axis=axis, weight=w, reduction="sum"))
+    assert np.isnan(xent.cross_entropy(x.astype(dtype), t, axis=axis, weight=w))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_row_with_zero_weight_nonfinite_rows(dtype):
+    # A NaN beside +inf, an all -inf row (NaN log-softmax, SPEC): NaN whatever the weight.
+    x = np.array([[np.nan, np.inf, 0.0], [-np.inf, -np.inf, -np.inf], [np.inf, 0.0, np.nan],
+                  [np.nan, np.nan, np.nan]], dtype)
+    t = np.array([0, 0, 2, -100])
+    w = np.array([0.0, 1.0, 0.0])
+    loss, grad = xent.cross_entropy(x, t, weight=w, reduction="none", return_grad=True)
+    assert np.all(np.isnan(loss[:3])) and np.all(np.isnan(grad[:3]))
+    assert loss[3] == 0 and np.all(grad[3] == 0)  # ignored: 0 whatever it holds
+    # A zero weight on a class of probability 0 still costs nothing (0 · log 0 = 0).
+    x2 = np.array([[-np.inf, 1.0, 2.0], [np.inf, 0.0, 1.0]], dtype)
+    loss2 = xent.cross_entropy(x2, np.array([0, 1]), weight=w, reduction="none")
+    np.testing.assert_array_equal(loss2, [0.0, np.inf])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_row_with_zero_probability_targets_is_nan(dtype):
+    x = np.array([[np.nan, 1.0, 2.0], [np.nan, np.inf, 0.0], [np.nan, 0.0, 0.0],
+                  [1.0, 2.0, 3.0]], dtype)
+    y = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]], dtype)
+    for w in (None, np.zeros(3), np.array([1.0, 0.0, 1.0])):
+        loss, grad = xent.cross_entropy(x, y, weight=w, reduction="none", return_grad=True)
+        assert np.all(np.isnan(loss[:3])) and np.all(np.isnan(grad[:3])), w
+        assert np.all(np.isfinite(loss[3])) and np.all(np.isfinite(grad[3]))
+
+
+@needs_torch
+def test_nan_row_with_zero_target_weight_matches_torch():
+    x = np.array([[np.nan, 1.0, 2.0], [1.0, 0.0, 0.0], [-np.inf, -np.inf, -np.inf]])
+    t = np.array([0, 1, 0])
+    for w in (np.array([0.0, 1.0, 1.0]), np.zeros(3)):
+        ref = F.cross_entropy(torch.tensor(x), torch.tensor(t), weight=torch.tensor(w),
+                              reduction="none").numpy()
+        got = xent.cross_entropy(x, t, weight=w, reduction="none")
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_allclose(got[~np.isnan(ref)], ref[~np.isnan(ref)], rtol=1e-14)

@@ -16,8 +16,13 @@
  * the probability equally.
  */
 
-/* a * b, but 0 when a == 0 (so 0 * inf = 0: a zero-weight term costs nothing). */
-XENT_INLINE double XENT_FN(mul0)(double a, double b) { return a == 0 ? 0 : a * b; }
+/* a * b, but 0 when a == 0 and b is not NaN (so 0 * inf = 0: a zero-weight term
+ * costs nothing even where its log is infinite), while 0 * NaN stays NaN: a NaN
+ * reaches everything computed from its row (SPEC), a zero weight included. */
+XENT_INLINE double XENT_FN(mul0)(double a, double b)
+{
+    return a == 0 && b == b ? 0 : a * b;
+}
 
 /* (eps/C) * v, the label-smoothing mass of a weight (or weight sum) v: exactly 0
  * without smoothing (eps == 0), so a NaN or infinite weight of a class that is
@@ -294,7 +299,9 @@ static double XENT_FN(kl_row)(const XENT_T *p, const XENT_T *q, ptrdiff_t C, XEN
         kl = 0;
         for (c = 0; c < C; c++) {
             XENT_T pc = exp(la[c]);
-            kl += (la[c] != la[c] || lb[c] != lb[c]) ? NAN : XENT_FN(mul0)(pc, (double)la[c] - lb[c]);
+            /* pc == 0 (la = -inf) costs 0, even against lb = -inf (-inf - -inf) */
+            kl += (la[c] != la[c] || lb[c] != lb[c]) ? NAN
+                  : pc == 0 ? 0 : pc * ((double)la[c] - lb[c]);
         }
         if (g)
             for (c = 0; c < C; c++)
