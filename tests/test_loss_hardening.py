@@ -324,3 +324,138 @@ def test_nan_row_with_zero_target_weight_matches_torch():
         got = xent.cross_entropy(x, t, weight=w, reduction="none")
         np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
         np.testing.assert_allclose(got[~np.isnan(ref)], ref[~np.isnan(ref)], rtol=1e-14)
+
+
+# ---------------------------------------------------------------------------
+# 4. probability targets with infinite mass: the limits, not NaN
+# ---------------------------------------------------------------------------
+
+
+def _ref_prob_rows(x, y, w, eps):
+    """float64 loss and gradient of Σ l_i for finite probability targets y, with the
+    SPEC's rule for infinite logits and 0·log 0 = 0."""
+    x = np.asarray(x, np.float64)
+    C = x.shape[-1]
+    k = (x == np.inf).sum(axis=-1, keepdims=True)
+    with np.errstate(all="ignore"):
+        m = np.where(k > 0, 0.0, x.max(axis=-1, keepdims=True))
+        e = np.where(k > 0, (x == np.inf).astype(float), np.exp(x - m))
+        p = e / e.sum(axis=-1, keepdims=True)
+        lp = np.where(k > 0, np.where(x == np.inf, -np.log(np.maximum(k, 1)), -np.inf),
+                      x - m - np.log(e.sum(axis=-1, keepdims=True)))
+        a = (np.ones(C) if w is None else w) * ((1 - eps) * y + eps / C)
+        loss = -np.where(a == 0, 0.0, a * lp).sum(axis=-1)
+        # Σ_c a_c (p_j - [j == c]) = p_j Σ_{c != j} a_c - (1 - p_j) a_j: no huge
+        # a_j cancels against itself where p_j is exactly 1
+        others = (a[..., None, :] * (1 - np.eye(C))).sum(axis=-1)
+        grad = p * others - (1 - p) * a
+    return loss, grad
+
+
+def _ref_prob_limit(x, y, w=None, eps=0.0):
+    """The limit of _ref_prob_rows as the infinite entries of y grow, each at its
+    own rate: evaluated with them at M·r (M = 1e150, rates r in ratios up to 1e12).  A
+    value that grows with M has the limit ±inf when every rate ratio gives that
+    sign, no limit (NaN) when they disagree; else it is the value itself."""
+    y = np.asarray(y, np.float64)
+    big = np.isinf(y)
+    results = []
+    for rates in ([1.0, 1.0, 1.0], [1.0, 1e6, 1e-6], [1e6, 1.0, 1e3], [1e-6, 1e-3, 1.0]):
+        r = np.resize(np.array(rates), y.shape)
+        results.append(_ref_prob_rows(x, np.where(big, np.sign(y) * 1e150 * r, y), w, eps))
+
+    def limit(values):
+        v = np.stack(values)
+        grows = np.abs(v) > 1e100
+        out = v[0].copy()
+        g = grows.any(axis=0)
+        same = np.all(np.sign(v) == np.sign(v[0]), axis=0)
+        out[g] = np.where(same[g], np.copysign(np.inf, v[0][g]), np.nan)
+        return out
+
+    return limit([r[0] for r in results]), limit([r[1] for r in results])
+
+
+PROB_LIMIT_CASES = {
+    # (logits, targets): infinite mass on the largest logit (the issue), elsewhere,
+    # negative, on a class of probability 1 or 0, beside +inf logits, two masses.
+    "on the max": ([[0.0, 1.0, 2.0]], [[0.0, 0.0, np.inf]]),
+    "not on the max": ([[0.0, 1.0, 2.0]], [[0.0, np.inf, 0.0]]),
+    "with finite mass": ([[0.0, 1.0, 2.0]], [[0.3, 0.0, np.inf]]),
+    "negative": ([[0.0, 1.0, 2.0]], [[-np.inf, 0.0, 0.0]]),
+    "probability one": ([[-np.inf, 2.0, -np.inf]], [[0.0, np.inf, 0.0]]),
+    "probability one, finite mass on a dead class": ([[-np.inf, 2.0, -np.inf]],
+                                                     [[1.0, np.inf, 0.0]]),
+    "on a dead class": ([[-np.inf, 2.0, 1.0]], [[np.inf, 0.0, 0.0]]),
+    "one class": ([[3.0]], [[np.inf]]),
+    "two masses": ([[0.0, 1.0, 2.0]], [[np.inf, np.inf, 0.0]]),
+    "masses of both signs": ([[0.0, 1.0, 2.0]], [[np.inf, -np.inf, 0.0]]),
+    "+inf logits": ([[np.inf, 0.0, np.inf]], [[np.inf, 0.0, 0.0]]),
+    "lone +inf logit": ([[np.inf, 0.0, 0.0]], [[np.inf, 1.0, 0.0]]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROB_LIMIT_CASES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1}, {"weight": "w"},
+                                     {"label_smoothing": 1.0}])
+def test_prob_targets_infinite_mass_limits(case, dtype, options):
+    x, y = (np.array(v) for v in PROB_LIMIT_CASES[case])
+    C = x.shape[1]
+    w = np.linspace(0.5, 2.0, C) if "weight" in options else None
+    eps = options.get("label_smoothing", 0.0)
+    # a row of finite values beside, to see that the limit stays in its row
+    x = np.concatenate([x, np.linspace(-1, 1, C)[None]]).astype(dtype)
+    y = np.concatenate([y, np.full((1, C), 1.0 / C)]).astype(dtype)
+    loss, grad = xent.cross_entropy(x, y, weight=w, label_smoothing=eps, reduction="none",
+                                    return_grad=True)
+    ref_loss, ref_grad = _ref_prob_limit(x, y, w, eps)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(loss, ref_loss, rtol=tol, atol=tol)
+    np.testing.assert_allclose(grad, ref_grad, rtol=tol, atol=tol)
+
+
+def test_prob_targets_infinite_mass_examples():
+    # The issue's example and hand-derived limits (p = softmax(x)).
+    x = np.array([[0.0, 1.0, 2.0]])
+    loss, grad = xent.cross_entropy(x, np.array([[0.0, 0.0, np.inf]]), reduction="none",
+                                    return_grad=True)
+    assert loss[0] == np.inf
+    np.testing.assert_array_equal(grad, [[np.inf, np.inf, -np.inf]])
+    # a class whose probability rounds to 0 still has a positive one (p = e^-1000)
+    loss, grad = xent.cross_entropy(np.array([[0.0, -1000.0]]), np.array([[np.inf, 0.0]]),
+                                    reduction="none", return_grad=True)
+    assert loss[0] == np.inf
+    np.testing.assert_array_equal(grad, [[-np.inf, np.inf]])
+    # zero weight, and "mean"/"sum" of a row of infinite loss
+    got = xent.cross_entropy(x, np.array([[0.0, 0.0, np.inf]]), weight=np.array([1.0, 1.0, 0.0]),
+                             reduction="none", return_grad=True)
+    np.testing.assert_array_equal(got[0], [0.0])
+    np.testing.assert_array_equal(got[1], [[0.0, 0.0, 0.0]])
+    for reduction in ("mean", "sum"):
+        assert xent.cross_entropy(x, np.array([[0.0, 0.0, np.inf]]), reduction=reduction) == np.inf
+    # a NaN beside the infinite mass is NaN everywhere in its row
+    loss, grad = xent.cross_entropy(x, np.array([[np.nan, 0.0, np.inf]]), reduction="none",
+                                    return_grad=True)
+    assert np.isnan(loss[0]) and np.all(np.isnan(grad))
+
+
+def test_prob_targets_infinite_mass_with_z_loss():
+    x = np.array([[0.0, 1.0, 2.0], [-np.inf, 1.0, -np.inf]])
+    y = np.array([[0.0, 0.0, np.inf], [0.0, np.inf, 0.0]])
+    loss, grad = xent.cross_entropy(x, y, z_loss=0.5, reduction="none", return_grad=True)
+    lse = math.log(np.exp(x[0]).sum())
+    np.testing.assert_array_equal(loss, [np.inf, 0.5])  # row 1: p = 1, lse = 1
+    np.testing.assert_array_equal(grad[0], [np.inf, np.inf, -np.inf])
+    np.testing.assert_allclose(grad[1], [0.0, 1.0, 0.0])  # 2·z·lse·p
+    assert np.isfinite(lse)
+
+
+@needs_torch
+def test_prob_targets_infinite_mass_loss_matches_torch():
+    # Where torch's loss is a number (it is NaN on some limits), it is ours.
+    for name, (x, y) in sorted(PROB_LIMIT_CASES.items()):
+        ref = F.cross_entropy(torch.tensor(x), torch.tensor(y), reduction="none").numpy()
+        got = xent.cross_entropy(np.array(x), np.array(y), reduction="none")
+        if not np.isnan(ref[0]):
+            np.testing.assert_array_equal(got, ref, err_msg=name)
