@@ -459,3 +459,33 @@ def test_prob_targets_infinite_mass_loss_matches_torch():
         got = xent.cross_entropy(np.array(x), np.array(y), reduction="none")
         if not np.isnan(ref[0]):
             np.testing.assert_array_equal(got, ref, err_msg=name)
+
+
+# ---------------------------------------------------------------------------
+# 5. the weighted "mean" divides by an accurately summed weight
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["int64", "int32 strided, ignored rows"])
+def test_weighted_mean_denominator_is_accurate(layout):
+    rng = np.random.default_rng(5)
+    n, C = 10**6, 4
+    x = rng.normal(size=(n, C))
+    t = rng.integers(0, C, n)
+    w = np.array([0.1, 1 / 3, 2.7, 1e-3])
+    if layout != "int64":
+        t[::7] = -100
+        t = np.repeat(t.astype(np.int32), 2)[::2]
+    valid = t != -100
+    tv = np.where(valid, t, 0)
+    rows = np.where(valid, -w[tv] * _log_softmax(x)[np.arange(n), tv], 0.0)
+    expected = math.fsum(rows) / math.fsum(w[t[valid]])
+    got = xent.cross_entropy(x, t, weight=w)
+    # A running sum of the 10**6 weights is off by ~2e-12 relative.
+    assert abs(float(got) - expected) <= 4e-15 * expected
+    _, grad = xent.cross_entropy(x, t, weight=w, return_grad=True)
+    scale = 1 / math.fsum(w[t[valid]])
+    r = np.flatnonzero(valid)[:5]
+    p = np.exp(_log_softmax(x[r]))
+    expected_grad = scale * w[t[r], None] * (p - np.eye(C)[t[r]])
+    np.testing.assert_allclose(grad[r], expected_grad, rtol=1e-13)
