@@ -489,3 +489,41 @@ def test_weighted_mean_denominator_is_accurate(layout):
     p = np.exp(_log_softmax(x[r]))
     expected_grad = scale * w[t[r], None] * (p - np.eye(C)[t[r]])
     np.testing.assert_allclose(grad[r], expected_grad, rtol=1e-13)
+
+
+# ---------------------------------------------------------------------------
+# 6. ignore_index outside int64: a ValueError naming it, at construction too
+# ---------------------------------------------------------------------------
+
+IGNORE_CALLS = {
+    "cross_entropy": lambda x, t, i: xent.cross_entropy(x, t, ignore_index=i),
+    "cross_entropy_none": lambda x, t, i: xent.cross_entropy(x, t, ignore_index=i,
+                                                             reduction="none"),
+    "nll_loss": lambda x, t, i: xent.nll_loss(x, t, ignore_index=i),
+    "focal_loss": lambda x, t, i: xent.focal_loss(x, t, ignore_index=i),
+    "evaluate": lambda x, t, i: xent.evaluate(x, t, ignore_index=i),
+    "Evaluator": lambda x, t, i: xent.Evaluator(ignore_index=i),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IGNORE_CALLS))
+@pytest.mark.parametrize("value", [2**70, -2**63 - 1, 2**63, np.uint64(2**63)])
+def test_ignore_index_outside_int64_is_a_value_error(name, value):
+    with pytest.raises(ValueError, match=rf"ignore_index: .*int64.*got {int(value)}$"):
+        IGNORE_CALLS[name](X3, np.array([0, 1, 2]), value)
+
+
+@pytest.mark.parametrize("name", sorted(IGNORE_CALLS))
+def test_ignore_index_int64_bounds_are_accepted(name):
+    for value in (-2**63, 2**63 - 1):
+        IGNORE_CALLS[name](X3, np.array([0, 1, 2]), value)
+
+
+def test_ignore_index_outside_int64_dask():
+    da = pytest.importorskip("dask.array")
+    import xent.dask
+
+    x = da.from_array(X3, chunks=(2, 3))
+    t = da.from_array(np.array([0, 1, 2]), chunks=2)
+    with pytest.raises(ValueError, match=r"ignore_index: .*got 1180591620717411303424"):
+        xent.dask.cross_entropy(x, t, ignore_index=2**70)

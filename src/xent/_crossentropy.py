@@ -188,7 +188,7 @@ def cross_entropy(
     ValueError
         Shape mismatches, unknown `reduction`, `label_smoothing` outside
         ``[0, 1]``, negative `z_loss`, bad `weight` shape, `axis` out of range,
-        bad `grad_out`.
+        `ignore_index` outside int64's range, bad `grad_out`.
     TypeError
         Unsupported dtypes.
 

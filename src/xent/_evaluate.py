@@ -180,7 +180,7 @@ def evaluate(logits, target, *, axis=-1, ignore_index=-100, k=(1, 5)):
         names the first one and its position).
     ValueError
         `target`'s shape is not the logits' shape without `axis`; `axis` out of
-        range; a k below 1.
+        range; `ignore_index` outside int64's range; a k below 1.
     TypeError
         Unsupported dtypes (floating targets included: they are not class indices).
 
@@ -228,6 +228,13 @@ class Evaluator:
         Targets equal to this are left out (default -100).
     k : int or sequence of int, optional
         The k of the top-k accuracies (default ``(1, 5)``).
+
+    Raises
+    ------
+    ValueError
+        `ignore_index` outside int64's range, a k below 1 (here, before any batch).
+    TypeError
+        A non-integer `axis`, `ignore_index` or k.
 
     Examples
     --------

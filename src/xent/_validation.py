@@ -340,13 +340,20 @@ def bad_index_error(target, flat, C, ignore_index, name="target"):
 
 
 def check_ignore_index(ignore_index):
-    """ignore_index as a Python int (TypeError otherwise)."""
+    """ignore_index as a Python int in int64's range (the kernels compare class
+    indices as int64): TypeError for a non-integer, ValueError outside."""
     if isinstance(ignore_index, (bool, np.bool_)):
         raise TypeError(f"ignore_index: expected an integer, got {ignore_index!r}")
     try:
-        return operator.index(ignore_index)
+        value = operator.index(ignore_index)
     except TypeError:
         raise TypeError(f"ignore_index: expected an integer, got {ignore_index!r}") from None
+    if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+        raise ValueError(
+            f"ignore_index: expected an integer in int64's range [{-_INT64_MAX - 1}, "
+            f"{_INT64_MAX}], got {value}"
+        )
+    return value
 
 
 def class_weights(weight, C, compute, name="weight"):
