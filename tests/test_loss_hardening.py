@@ -527,3 +527,32 @@ def test_ignore_index_outside_int64_dask():
     t = da.from_array(np.array([0, 1, 2]), chunks=2)
     with pytest.raises(ValueError, match=r"ignore_index: .*got 1180591620717411303424"):
         xent.dask.cross_entropy(x, t, ignore_index=2**70)
+
+
+# ---------------------------------------------------------------------------
+# 7. no classes, every row ignored: a legal call of every loss
+# ---------------------------------------------------------------------------
+
+ZERO_CLASS_CALLS = {
+    "focal_loss alpha": lambda x, t, r: xent.focal_loss(x, t, alpha=np.zeros(0), reduction=r),
+    "focal_loss": lambda x, t, r: xent.focal_loss(x, t, reduction=r),
+    "nll_loss weight": lambda x, t, r: xent.nll_loss(x, t, weight=np.zeros(0), reduction=r),
+    "cross_entropy weight": lambda x, t, r: xent.cross_entropy(x, t, weight=np.zeros(0),
+                                                               reduction=r),
+    "cross_entropy": lambda x, t, r: xent.cross_entropy(x, t, reduction=r),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ZERO_CLASS_CALLS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_zero_classes_every_row_ignored(name, dtype):
+    f = ZERO_CLASS_CALLS[name]
+    x, t = np.zeros((3, 0), dtype), np.full(3, -100)
+    mean = f(x, t, "mean")
+    assert np.isnan(mean) and type(mean) is np.dtype(dtype).type  # 0/0, as torch
+    assert f(x, t, "sum") == 0
+    none = f(x, t, "none")
+    assert none.dtype == dtype
+    np.testing.assert_array_equal(none, np.zeros(3))
+    with pytest.raises(IndexError, match=r"class index 0 at position \(1,\)"):
+        f(x, np.array([-100, 0, -100]), "mean")

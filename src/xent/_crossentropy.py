@@ -409,7 +409,12 @@ def focal_loss(logits, target, *, axis=-1, gamma=2.0, alpha=None, ignore_index=-
         one_minus_p = -np.expm1(-nll)
         modulating = np.power(one_minus_p, g)  # 0**0 == 1: gamma = 0 is plain CE
         t = np.asarray(target)
-        at = alpha_w[np.where(valid, t, 0)] if alpha_w is not None else a_scalar
+        if alpha_w is None:
+            at = a_scalar
+        elif C == 0:  # every row is ignored (checked): there is no alpha to read
+            at = 0.0
+        else:
+            at = alpha_w[np.where(valid, t, 0)]
         rows = np.where(valid, at * modulating * nll, 0.0)
     n_valid = float(np.count_nonzero(valid))
     if reduction == "none":
