@@ -556,3 +556,79 @@ def test_zero_classes_every_row_ignored(name, dtype):
     np.testing.assert_array_equal(none, np.zeros(3))
     with pytest.raises(IndexError, match=r"class index 0 at position \(1,\)"):
         f(x, np.array([-100, 0, -100]), "mean")
+
+
+# ---------------------------------------------------------------------------
+# 8. no warnings leak from the internals: inf and NaN are answers there
+# ---------------------------------------------------------------------------
+
+HUGE32 = np.full((2, 3), 1e30, np.float32)
+SPREAD32 = np.array([[3e38, -3e38, 0.0], [1.0, 2.0, 3.0]], np.float32)
+HUGE64 = np.array([[1e300, -1e300, 0.0], [1.0, 2.0, 3.0]])
+T2 = np.array([1, 0])
+
+WARNING_CASES = {
+    # z·lse² = 1e56 in float64, beyond float32: inf
+    "z_loss float32 mean": (lambda: xent.cross_entropy(HUGE32, T2, z_loss=1e-4), np.inf),
+    "z_loss float32 sum": (lambda: xent.cross_entropy(HUGE32, T2, z_loss=1e-4, reduction="sum"),
+                           np.inf),
+    "z_loss float32 none": (lambda: xent.cross_entropy(HUGE32, T2, z_loss=1e-4, reduction="none"),
+                            [np.inf, np.inf]),
+    "z_loss float32 grad": (lambda: xent.cross_entropy(HUGE32, T2, z_loss=1e-4,
+                                                       return_grad=True)[0], np.inf),
+    "z_loss float64 over": (lambda: xent.cross_entropy(HUGE64, T2, z_loss=1.0, reduction="none"),
+                            [np.inf, -_log_softmax([[1.0, 2.0, 3.0]])[0, 0]
+                             + math.log(np.exp([1.0, 2.0, 3.0]).sum()) ** 2]),
+    # -log p = 6e38 in float64, beyond float32
+    "spread float32 none": (lambda: xent.cross_entropy(SPREAD32, T2, reduction="none"),
+                            [np.inf, -_log_softmax([[1.0, 2.0, 3.0]])[0, 0]]),
+    "spread float32 weighted": (lambda: xent.cross_entropy(SPREAD32, T2, weight=[1.0, 1.0, 1.0],
+                                                           reduction="sum"), np.inf),
+    "focal float32 none": (lambda: xent.focal_loss(SPREAD32, T2, gamma=0.0, reduction="none"),
+                           [np.inf, -_log_softmax([[1.0, 2.0, 3.0]])[0, 0]]),
+    "focal float32 sum": (lambda: xent.focal_loss(SPREAD32, T2, gamma=0.0, reduction="sum"),
+                          np.inf),
+    # a zero weight on a log-probability of -inf costs 0 (0·log 0 = 0, SPEC)
+    "nll zero weight -inf": (lambda: xent.nll_loss(np.array([[-np.inf, 0.0]]), np.array([0]),
+                                                   weight=np.array([0.0, 1.0]), reduction="none"),
+                             [0.0]),
+    "nll zero weight -inf sum": (lambda: xent.nll_loss(np.array([[-np.inf, 0.0], [0.0, -1.0]]),
+                                                       np.array([0, 1]),
+                                                       weight=np.array([0.0, 1.0]),
+                                                       reduction="sum"), 1.0),
+    "nll zero weight -inf mean": (lambda: xent.nll_loss(np.array([[-np.inf, 0.0]]), np.array([0]),
+                                                        weight=np.array([0.0, 1.0])), np.nan),
+    "nll huge weights": (lambda: xent.nll_loss(np.array([[-1e300, 0.0]]), np.array([0]),
+                                               weight=np.array([1e300, 1.0]), reduction="sum"),
+                         np.inf),
+    "focal zero alpha -inf": (lambda: xent.focal_loss(np.array([[-np.inf, 0.0]]), np.array([0]),
+                                                      alpha=np.array([0.0, 1.0]),
+                                                      reduction="none"), [0.0]),
+    # rounding to a caller's narrower out=/grad_out=, and float64 weights in float32
+    "log_softmax out float16": (lambda: xent.log_softmax(SPREAD32, out=np.empty((2, 3),
+                                                                               np.float16))[0],
+                                [0.0, -np.inf, -np.inf]),
+    "logsumexp out float16": (lambda: xent.logsumexp(HUGE32, out=np.empty(2, np.float16)),
+                              [np.inf, np.inf]),
+    "grad_out float16": (lambda: xent.cross_entropy(HUGE32 * 0, T2, z_loss=1e30, reduction="sum",
+                                                    return_grad=True,
+                                                    grad_out=np.empty((2, 3), np.float16))[1][0],
+                         [np.inf, np.inf, np.inf]),
+    "bce float64 weight in float32": (lambda: xent.binary_cross_entropy(
+        np.full(3, 0.5, np.float32), np.ones(3, np.float32), weight=np.full(3, 1e300),
+        reduction="sum"), np.inf),
+    "bce_with_logits pos_weight": (lambda: xent.binary_cross_entropy_with_logits(
+        np.zeros(3, np.float32), np.ones(3, np.float32), pos_weight=np.full(3, 1e300)), np.inf),
+    "kl_div float32": (lambda: xent.kl_div(np.full(3, -3e38, np.float32),
+                                           np.full(3, 1e30, np.float32), reduction="sum"),
+                       np.inf),
+    "evaluate huge": (lambda: xent.evaluate(np.array([[1e308, -1e308]] * 3),
+                                            np.array([1, 1, 1])).loss, np.inf),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WARNING_CASES))
+def test_no_warning_leaks(name):
+    f, expected = WARNING_CASES[name]
+    got = _no_warnings(f)
+    np.testing.assert_allclose(np.asarray(got, np.float64), expected, rtol=1e-6)

@@ -30,6 +30,8 @@ from xent._validation import (
     index_storage,
     input_3d,
     normalize_axis,
+    rounded,
+    xlogy_terms,
 )
 
 
@@ -254,20 +256,24 @@ _cross_entropy_small = _kernels.cross_entropy_small
 
 
 def _reduce_ce(ce, lse, z, reduction, weight_total, n_valid, row_shape, compute):
-    """Loss from per-row float64 cross-entropies and logsumexps (0 on ignored rows)."""
-    z_rows = z * np.square(lse) if z != 0 else None  # z == 0: skip, even if lse = inf
-    if reduction == "none":
-        rows = ce if z_rows is None else ce + z_rows
-        return _shaped(rows.astype(compute), row_shape)
+    """Loss from per-row float64 cross-entropies and logsumexps (0 on ignored rows).
+
+    IEEE's inf and NaN are answers here (z·lse² beyond float64, inf - inf), and
+    a float64 value beyond float32's range rounds to inf: no warnings."""
+    with np.errstate(all="ignore"):
+        z_rows = z * np.square(lse) if z != 0 else None  # z == 0: skip, even if lse = inf
+        if reduction == "none":
+            rows = ce if z_rows is None else ce + z_rows
+            return _shaped(rounded(rows, compute), row_shape)
     total = _kernels.sum_rows(ce)  # the fixed order of the fast path too
     z_total = _kernels.sum_rows(z_rows) if z_rows is not None else 0.0
     if reduction == "sum":
-        return compute.type(total + z_total)
+        return rounded(total + z_total, compute)
     # 0/0 (nothing to average) is NaN, as in PyTorch
     mean = total / weight_total if weight_total != 0 else math.nan
     if z_rows is not None:
         mean += z_total / n_valid if n_valid != 0 else math.nan
-    return compute.type(mean)
+    return rounded(mean, compute)
 
 
 def _shaped(rows, row_shape):
@@ -307,6 +313,12 @@ def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=-100, redu
     IndexError, ValueError, TypeError
         As for `cross_entropy`.
 
+    Notes
+    -----
+    A zero weight on a log-probability of ``-inf`` costs 0 (``0·log 0 = 0``, as
+    in `cross_entropy`; PyTorch gives NaN there); a NaN log-probability gives
+    NaN whatever its weight.  Ignored rows are 0 whatever they hold.
+
     Examples
     --------
     >>> import numpy as np, xent
@@ -325,16 +337,24 @@ def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=-100, redu
     valid = targets.valid
     picked = _pick(a, t, valid, ax).astype(FLOAT64)
     wt = w[np.where(valid, t, 0)] if (w is not None and C > 0) else np.ones(t.shape)
-    # Ignored rows are exactly 0, whatever their log-probabilities hold.
-    rows = np.where(valid, -wt * picked, 0.0)
-    denominator = float(np.sum(np.where(valid, wt, 0.0)))
+    # Ignored rows are exactly 0, whatever their log-probabilities hold; a zero
+    # weight on a log-probability of -inf costs 0 (0·log 0), on a NaN it is NaN.
+    rows = np.where(valid, xlogy_terms(wt, -picked), 0.0)
+    return _reduce_rows(rows, reduction, np.sum(np.where(valid, wt, 0.0)), targets.row_shape,
+                        lg.compute)
+
+
+def _reduce_rows(rows, reduction, denominator, row_shape, compute):
+    """nll_loss's and focal_loss's loss from float64 per-row losses (0 on ignored
+    rows): "mean" divides the sum by `denominator` (0/0 = NaN, as PyTorch).  IEEE's
+    inf and NaN are the answers: no warnings."""
     if reduction == "none":
-        return _shaped(rows.astype(lg.compute), targets.row_shape)
-    total = np.sum(rows, dtype=np.float64)
-    if reduction == "sum":
-        return lg.compute.type(total)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return lg.compute.type(np.float64(total) / np.float64(denominator))
+        return _shaped(rounded(rows, compute), row_shape)
+    with np.errstate(all="ignore"):
+        total = np.sum(rows, dtype=np.float64)
+        if reduction == "mean":
+            total = np.float64(total) / np.float64(denominator)
+    return rounded(total, compute)
 
 
 def _pick(a, t, valid, ax):
@@ -415,12 +435,7 @@ def focal_loss(logits, target, *, axis=-1, gamma=2.0, alpha=None, ignore_index=-
             at = 0.0
         else:
             at = alpha_w[np.where(valid, t, 0)]
-        rows = np.where(valid, at * modulating * nll, 0.0)
-    n_valid = float(np.count_nonzero(valid))
-    if reduction == "none":
-        return _shaped(rows.astype(lg.compute).ravel(), targets.row_shape)
-    total = np.sum(rows, dtype=np.float64)
-    if reduction == "sum":
-        return lg.compute.type(total)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return lg.compute.type(np.float64(total) / np.float64(n_valid))
+        # alpha_t = 0 costs 0 even where p_t = 0 (0·log 0), not on a NaN row
+        rows = np.where(valid, xlogy_terms(at * modulating, nll), 0.0)
+    return _reduce_rows(rows, reduction, np.count_nonzero(valid), targets.row_shape,
+                        lg.compute)

@@ -127,7 +127,9 @@ def _partials(logits, target, axis, ignore_index, ks):
     )
     # rank < k: top-k correct (ignored rows and NaN targets have rank _NEVER)
     hits = tuple(int(np.count_nonzero(rank < min(k, _NEVER))) for k in ks)
-    return float(np.sum(nll)), int(targets.n_valid), hits
+    with np.errstate(over="ignore", invalid="ignore"):  # inf, NaN: the answers
+        total = float(np.sum(nll))
+    return total, int(targets.n_valid), hits
 
 
 def _result(total, count, hits, ks):

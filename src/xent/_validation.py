@@ -53,7 +53,7 @@ def as_logits(x, name):
     if dt.kind == "f":
         # Non-native float32/float64, or long double: computed in float64/float32.
         target = FLOAT32 if dt.itemsize == 4 else FLOAT64
-        return Logits(a.astype(target), target, None)
+        return Logits(rounded(a, target), target, None)
     if dt.kind in "iub":
         # Integer and bool logits become float64, as NumPy's ufuncs would make them.
         return Logits(a.astype(FLOAT64), FLOAT64, None)
@@ -264,6 +264,32 @@ def check_scalar(value, name, low=-math.inf, high=math.inf, *, low_open=False):
     return v
 
 
+def rounded(values, dtype):
+    """`values` (results in float64: an array or a scalar) in `dtype`, the
+    computation or output dtype.  A value beyond `dtype`'s range becomes +-inf,
+    which is the intended result: without NumPy's "overflow encountered in cast"
+    warning (a library call leaks no warnings from its internals)."""
+    with np.errstate(over="ignore"):
+        if isinstance(values, np.ndarray):
+            return values.astype(dtype)
+        return np.dtype(dtype).type(values)
+
+
+def copy_rounded(dst, src):
+    """np.copyto(dst, src, casting="same_kind"): a result rounded to the caller's
+    `out=`/`grad_out=` dtype, +-inf beyond its range, without a warning."""
+    with np.errstate(over="ignore"):
+        np.copyto(dst, src, casting="same_kind")
+
+
+def xlogy_terms(coef, nll):
+    """coef * nll elementwise for a loss term coefficient * (-log p): 0 where the
+    coefficient is 0 (0 * log 0 = 0, SPEC), unless nll is NaN (NaN reaches
+    everything computed from its row), with no floating-point warning."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where((coef == 0) & ~np.isnan(nll), 0.0, coef * nll)
+
+
 def check_grad_out(grad_out, shape, return_grad):
     """Validate `grad_out` (only meaningful with return_grad=True)."""
     if grad_out is None:
@@ -293,7 +319,7 @@ def as_float_storage(a, compute):
     """`a` if the kernels can read its storage, else a native copy in `compute`."""
     if a.dtype.name in _FLOAT_KINDS and a.dtype.isnative:
         return a
-    return a.astype(compute)
+    return rounded(a, compute)
 
 
 def index_storage(t):
@@ -363,7 +389,8 @@ def class_weights(weight, C, compute, name="weight"):
     w = as_real_array(weight, name)
     if w.shape != (C,):
         raise ValueError(f"{name} has shape {w.shape}, expected ({C},): one value per class")
-    return np.ascontiguousarray(w, dtype=compute)
+    with np.errstate(over="ignore"):  # beyond float32's range: +-inf, as intended
+        return np.ascontiguousarray(w, dtype=compute)
 
 
 def grad_target(grad_out, shape, compute, axis, readers, logits_source):
@@ -388,5 +415,5 @@ def finish_grad(grad_out, result):
     """Copy a gradient computed in a temporary into the caller's grad_out."""
     if grad_out is None or result is grad_out:
         return result
-    np.copyto(grad_out, result, casting="same_kind")
+    copy_rounded(grad_out, result)
     return grad_out
