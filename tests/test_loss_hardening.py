@@ -632,3 +632,42 @@ def test_no_warning_leaks(name):
     f, expected = WARNING_CASES[name]
     got = _no_warnings(f)
     np.testing.assert_allclose(np.asarray(got, np.float64), expected, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# 9. what the docstrings say is what the calls do
+# ---------------------------------------------------------------------------
+
+
+def test_docstrings_state_grad_out_and_scalar_rules():
+    ce = " ".join(xent.cross_entropy.__doc__.split())
+    assert "bfloat16" in ce and "share memory" in ce
+    assert "``inf`` and NaN raise `ValueError`" in ce
+    focal = " ".join(xent.focal_loss.__doc__.split())
+    assert "``inf`` and NaN raise `ValueError`" in focal
+    x = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 0.0]])
+    t = np.array([0, 1])
+    for value in (np.inf, -np.inf, np.nan):
+        with pytest.raises(ValueError, match=r"z_loss: expected a value in \[0, inf\)"):
+            xent.cross_entropy(x, t, z_loss=value)
+        with pytest.raises(ValueError, match=r"gamma: expected a value in \[0, inf\)"):
+            xent.focal_loss(x, t, gamma=value)
+    for value in ("2", True):
+        with pytest.raises(TypeError, match="z_loss: expected a real number"):
+            xent.cross_entropy(x, t, z_loss=value)
+        with pytest.raises(TypeError, match="gamma: expected a real number"):
+            xent.focal_loss(x, t, gamma=value)
+    overlapping = np.lib.stride_tricks.as_strided(np.zeros(4), (2, 3), (8, 8))
+    with pytest.raises(ValueError, match="grad_out: its elements overlap"):
+        xent.cross_entropy(x, t, return_grad=True, grad_out=overlapping)
+
+
+def test_grad_out_bfloat16_is_accepted():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 0.0]])
+    t = np.array([0, 1])
+    g = np.zeros(x.shape, ml_dtypes.bfloat16)
+    _, got = xent.cross_entropy(x, t, reduction="sum", return_grad=True, grad_out=g)
+    assert got is g
+    expected = np.exp(_log_softmax(x)) - np.eye(3)[t]
+    np.testing.assert_allclose(g.astype(np.float64), expected, rtol=1e-2, atol=1e-3)

@@ -164,15 +164,24 @@ def cross_entropy(
         is NaN.  "sum" adds (0 over nothing).  "none" returns one loss per row.
     label_smoothing : float in [0, 1], optional
         Mixes the target with the uniform distribution: ``(1-ε)·target + ε/C``.
+        With ``ε > 0`` every class weight enters every row (a NaN weight makes
+        every row NaN); without, only the target's.
     z_loss : float >= 0, optional
         Adds ``z_loss · logsumexp(row)²`` for each non-ignored row (PaLM); under
-        "mean" this term is divided by the number of non-ignored rows.
+        "mean" this term is divided by the number of non-ignored rows.  A finite
+        real number (int, float, NumPy scalar): ``inf`` and NaN raise
+        `ValueError`, strings and bools `TypeError`.
     return_grad : bool, optional
         Also return ``∂loss/∂logits`` for the chosen reduction (for "none", the
         gradient of the sum), computed in the same pass.
     grad_out : ndarray, optional
-        Where to write the gradient (the logits' shape, floating).  It may be the
-        logits array itself, which is then overwritten by the gradient.
+        Where to write the gradient (needs ``return_grad=True``): a writable
+        NumPy array of the logits' shape, any floating dtype, ``ml_dtypes``'
+        bfloat16 included (the gradient is rounded to it when it is not the
+        computation dtype; beyond its range, ``±inf``).  No two of its elements
+        may share memory (a self-overlapping view such as ``as_strided(...,
+        strides=(8, 8))`` raises `ValueError`).  It may be the logits array
+        itself, which is then overwritten by the gradient.
 
     Returns
     -------
@@ -189,10 +198,12 @@ def cross_entropy(
         names the first one and its position).  Nothing is written.
     ValueError
         Shape mismatches, unknown `reduction`, `label_smoothing` outside
-        ``[0, 1]``, negative `z_loss`, bad `weight` shape, `axis` out of range,
-        `ignore_index` outside int64's range, bad `grad_out`.
+        ``[0, 1]``, `z_loss` negative, infinite or NaN, bad `weight` shape,
+        `axis` out of range, `ignore_index` outside int64's range, bad
+        `grad_out` (shape, read-only, self-overlapping).
     TypeError
-        Unsupported dtypes.
+        Unsupported dtypes; a `z_loss` or `label_smoothing` that is not a real
+        number; a `grad_out` that is not a floating NumPy array.
 
     Notes
     -----
@@ -384,9 +395,11 @@ def focal_loss(logits, target, *, axis=-1, gamma=2.0, alpha=None, ignore_index=-
         The class axis (default: last).
     gamma : float >= 0, optional
         Focusing parameter (default 2).  ``gamma=0`` with ``alpha=None`` is the
-        cross-entropy.
+        cross-entropy.  A finite real number: ``inf`` and NaN raise
+        `ValueError`, strings and bools `TypeError`.
     alpha : float or array_like of shape (C,), optional
-        Class balance factor (None means 1).
+        Class balance factor (None means 1).  A scalar must be a finite real
+        number (as `gamma`, any sign).
     ignore_index : int, optional
         Targets equal to this contribute 0 (default -100).
     reduction : {"mean", "sum", "none"}, optional
@@ -400,7 +413,9 @@ def focal_loss(logits, target, *, axis=-1, gamma=2.0, alpha=None, ignore_index=-
     Raises
     ------
     IndexError, ValueError, TypeError
-        As for `cross_entropy`; also for a negative `gamma` or bad `alpha` shape.
+        As for `cross_entropy`; also (ValueError) for a `gamma` that is negative,
+        infinite or NaN, a scalar `alpha` that is not finite, or a bad `alpha`
+        shape.
 
     Examples
     --------
