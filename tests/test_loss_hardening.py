@@ -83,6 +83,17 @@ def test_uint64_first_bad_index_is_named(name):
         f(x2, t2)
 
 
+def test_uint64_index_above_int64_max_dask():
+    da = pytest.importorskip("dask.array")
+    import xent.dask
+
+    x = da.from_array(np.zeros((6, 3)), chunks=2)
+    t = da.from_array(np.array([0, 1, 2, 0, 1, BIG], np.uint64), chunks=2)
+    for f in (xent.dask.cross_entropy, xent.dask.evaluate):
+        with pytest.raises(IndexError, match=rf"class index {BIG} at position \(5,\)"):
+            f(x, t).compute()
+
+
 def test_uint64_big_value_with_nonnegative_ignore_index():
     t = np.array([0, 2, 2**64 - 1], np.uint64)
     with pytest.raises(IndexError, match=rf"class index {2**64 - 1} at position \(2,\)"):
