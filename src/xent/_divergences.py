@@ -22,11 +22,12 @@ from xent._validation import (
     grad_target,
     input_3d,
     normalize_axis,
+    rounded,
 )
 
 
 def _row_result(rows, row_shape, compute):
-    out = rows.astype(compute).reshape(row_shape)
+    out = rounded(rows, compute).reshape(row_shape)
     return out[()] if out.ndim == 0 else out
 
 
@@ -120,11 +121,11 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, reduction="me
     if reduction == "none":
         loss = _row_result(kl, row_shape, compute)
     else:
-        total = np.sum(kl)
-        if reduction == "mean":
-            with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(all="ignore"):  # inf, NaN, 0/0: the answers
+            total = np.sum(kl)
+            if reduction == "mean":
                 total = np.float64(total) / np.float64(n_rows)
-        loss = compute.type(total)
+        loss = rounded(total, compute)
     if return_grad:
         return loss, finish_grad(grad_out, result)
     return loss
