@@ -48,52 +48,7 @@ def _f(case, key, default=None):
 # (name, predicate(case, failure message) -> bool): open findings of issue 17 that
 # a case may hit.  Each entry is as narrow as the finding; the lead deletes an entry
 # when its fix is merged (a case that passes is never a problem).
-KNOWN = [
-    ("issue 17: uint64 class indices >= 2**63 wrap to negative int64",
-     lambda c, msg: _f(c, "u64_big", False)),
-    ("issue 17: a NaN class weight turns gradient rows NaN",
-     lambda c, msg: _f(c, "weight") is not None and np.isnan(_f(c, "weight")).any()
-     and "NaN placement" in msg),
-    ("issue 17: a NaN row whose target has weight 0 gives loss 0",
-     lambda c, msg: c.func == "cross_entropy" and _f(c, "nan_row_zero_weight", False)
-     and "NaN placement" in msg),
-    ("issue 17: infinite probability mass on the largest logit gives NaN, not +inf",
-     lambda c, msg: _f(c, "inf_mass", False) and "NaN placement" in msg),
-    ("issue 17: ignore_index outside int64 raises OverflowError without the name",
-     lambda c, msg: _f(c, "ignore_big", False)),
-    ("issue 17: focal_loss with C=0 raises an internal IndexError",
-     lambda c, msg: c.func == "focal_loss" and _f(c, "C") == 0 and "IndexError" in msg),
-    ("issue 17: z_loss on huge logits leaks 'overflow encountered in cast' (or in square)",
-     lambda c, msg: c.func == "cross_entropy" and _f(c, "z", 0) > 0
-     and "overflow encountered in" in msg),
-    ("issue 17: nll_loss with a zero weight on a -inf log-prob leaks 'invalid value' "
-     "(and gives NaN, not 0)",
-     lambda c, msg: c.func == "nll_loss" and _f(c, "x_inf", False)
-     and ("invalid value encountered in multiply" in msg or "NaN placement" in msg)),
-    # findings of the fuzz test itself (not in the issue's list; see notes/fuzz.md)
-    ("NEW (fuzz): an out=/grad_out= narrower than the computation dtype leaks NumPy's "
-     "'overflow encountered in cast' when a result overflows it",
-     lambda c, msg: "overflow encountered in cast" in msg
-     and any(narrower(c.kwargs.get(n), _f(c, "comp")) for n in ("out", "grad_out"))),
-    ("NEW (fuzz): nll_loss and focal_loss leak 'invalid value encountered in reduce' when "
-     "row losses of +inf and -inf are summed (the NaN is right, the warning is not)",
-     lambda c, msg: c.func in ("nll_loss", "focal_loss")
-     and "invalid value encountered in reduce" in msg),
-    ("NEW (fuzz): a row whose logits are all -inf, with a zero target weight or "
-     "probability, gives loss 0 (gradient NaN): the issue's NaN-row finding for -inf rows",
-     lambda c, msg: _f(c, "dead_row_zero_weight", False) and "NaN placement" in msg),
-    ("NEW (fuzz): kl_divergence counts a teacher probability below the normal range "
-     "(subnormal) as 0: KL finite where the student's probability is 0",
-     lambda c, msg: c.func == "kl_divergence" and _f(c, "p_subnormal", False)
-     and ("infinite values differ" in msg or "values off" in msg)),
-    ("NEW (fuzz): focal_loss with alpha_t = 0 on a row whose target has probability 0 "
-     "gives NaN, not 0 (cross_entropy's zero weight gives 0)",
-     lambda c, msg: c.func == "focal_loss" and "NaN placement" in msg
-     and _f(c, "alpha") is not None and (np.asarray(_f(c, "alpha")) == 0).any()),
-    ("NEW (fuzz): entropy over an empty class axis is NaN (kl_divergence and "
-     "cross_entropy with probability targets give 0)",
-     lambda c, msg: c.func == "entropy" and _f(c, "C") == 0),
-]
+KNOWN = []
 
 
 class Failure(AssertionError):

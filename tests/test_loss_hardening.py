@@ -682,3 +682,67 @@ def test_grad_out_bfloat16_is_accepted():
     assert got is g
     expected = np.exp(_log_softmax(x)) - np.eye(3)[t]
     np.testing.assert_allclose(g.astype(np.float64), expected, rtol=1e-2, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------
+# Findings of the fuzz test (tests/test_fuzz.py) beyond the issue's list
+
+
+def test_probability_targets_over_no_class_are_the_empty_sum():
+    # C = 0: the row's loss is an empty sum (0), its logsumexp -inf, so z_loss's
+    # term is +inf; torch gives 0 for the loss too.
+    loss, grad = xent.cross_entropy(np.zeros((3, 0)), np.zeros((3, 0)), reduction="none",
+                                    return_grad=True)
+    assert loss.tolist() == [0.0, 0.0, 0.0] and grad.shape == (3, 0)
+    assert xent.cross_entropy(np.zeros((2, 0), np.float32), np.zeros((2, 0)),
+                              label_smoothing=0.5) == 0.0
+    assert xent.cross_entropy(np.zeros(0), np.zeros(0), reduction="sum", z_loss=2.5) == math.inf
+    # a row with classes, all of probability 0, is still NaN (SPEC: NaN log-softmax)
+    assert np.isnan(xent.cross_entropy(np.full((1, 2), -np.inf), np.zeros((1, 2)),
+                                       reduction="none")).all()
+    if torch is not None:
+        ref = F.cross_entropy(torch.zeros(3, 0, dtype=torch.float64),
+                              torch.zeros(3, 0, dtype=torch.float64), reduction="none")
+        assert ref.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_entropy_over_no_class_is_zero():
+    # the empty sum, as kl_divergence and cross_entropy with probability targets give
+    assert xent.entropy(np.zeros((2, 0))).tolist() == [0.0, 0.0]
+    assert xent.entropy(np.zeros((2, 0), np.float32), base=2).tolist() == [0.0, 0.0]
+    assert xent.kl_divergence(np.zeros((2, 0)), np.zeros((2, 0)), reduction="none").tolist() \
+        == [0.0, 0.0]
+    assert np.isnan(xent.entropy(np.full((1, 3), -np.inf))).all()
+
+
+def _kl_ref_mpmath(p, q):
+    """KL(softmax(p) || softmax(q)) with mpmath (50 digits): exact for subnormal P."""
+    import mpmath
+    with mpmath.workdps(50):
+        lp = [mpmath.mpf(float(v)) for v in p]
+        lq = [mpmath.mpf(float(v)) if np.isfinite(v) else None for v in q]
+        zp = mpmath.log(sum(mpmath.exp(v) for v in lp))
+        zq = mpmath.log(sum(mpmath.exp(v) for v in lq if v is not None))
+        total = mpmath.mpf(0)
+        for a, b in zip(lp, lq):
+            if b is None:
+                return math.inf
+            total += mpmath.exp(a - zp) * ((a - zp) - (b - zq))
+        return float(total)
+
+
+@pytest.mark.parametrize("dtype, p, q", [
+    (np.float64, [0.0, -714.0], [0.0, -np.inf]),   # subnormal P against Q = 0: +inf
+    (np.float64, [0.0, -800.0], [0.0, -np.inf]),   # P rounds to 0 but is > 0: +inf
+    (np.float64, [0.0, -714.0], [0.0, -1e308]),    # subnormal P times a huge log ratio
+    (np.float32, [0.0, -100.0], [0.0, -3e38]),
+    (np.float32, [0.0, -100.0], [0.0, -np.inf]),
+    (np.float64, [1.0, 2.0, -3.0], [0.5, -1.0, 2.0]),  # an ordinary row, unchanged
+])
+def test_kl_divergence_keeps_teacher_probabilities_below_the_normal_range(dtype, p, q):
+    got = xent.kl_divergence(np.array(p, dtype), np.array(q, dtype))
+    want = _kl_ref_mpmath(p, q)
+    if math.isinf(want):
+        assert got == want
+    else:
+        assert got == pytest.approx(want, rel=1e-6 if dtype == np.float32 else 1e-12)

@@ -221,7 +221,8 @@ static void XENT_FN(ce_prob_limits)(int kind, const XENT_T *x, const XENT_T *y, 
 {
     double loss = 0, T_fin = 0;
     ptrdiff_t c, n_live = 0, n_up = 0, n_down = 0;
-    int nan = kind == XENT_ROW_NAN || kind == XENT_ROW_NOPROB || ls != ls;
+    /* an empty row (C = 0) has no class: its loss is the empty sum, 0 */
+    int nan = kind == XENT_ROW_NAN || (kind == XENT_ROW_NOPROB && C > 0) || ls != ls;
 
     *lse = kind == XENT_ROW_FINITE ? (double)m + ls
            : kind == XENT_ROW_POSINF ? INFINITY : (kind == XENT_ROW_NOPROB ? -INFINITY : NAN);
@@ -325,6 +326,23 @@ static void XENT_FN(ce_prob_row)(const XENT_T *x, const XENT_T *y, ptrdiff_t C, 
                             ce, lse);
 }
 
+/* omp simd for kl_row's loop: three sums and one min. */
+#ifndef XENT_KL_SIMD
+#if defined(_OPENMP) || defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 5)
+#define XENT_KL_SIMD XENT_PRAGMA(omp simd reduction(+ : a_sp, a_sq, a_d) reduction(min : a_lo))
+#else
+#define XENT_KL_SIMD
+#endif
+#endif
+
+/* How far below the student's max a log-probability must lie before a teacher
+ * probability under the normal range (dropped by exp_term, < 2^-126 / 2^-1022)
+ * can make a term above 2^-96 / 2^-900: kl_row recomputes such rows exactly. */
+XENT_INLINE XENT_T XENT_FN(kl_far)(void)
+{
+    return sizeof(XENT_T) == 4 ? (XENT_T)1.0e9 : (XENT_T)1.0e36;
+}
+
 /*
  * Distillation KL of one row: KL(softmax(p/T) || softmax(q/T)) from teacher
  * logits p and student logits q, and (g != NULL) its gradient with respect to q:
@@ -335,26 +353,34 @@ static double XENT_FN(kl_row)(const XENT_T *p, const XENT_T *q, ptrdiff_t C, XEN
                               XENT_T scale, XENT_T *g, XENT_T *scratch)
 {
     XENT_T mp = XENT_FN(max)(p, C) / T, mq = XENT_FN(max)(q, C) / T;
-    XENT_T inv_sp, inv_sq, gs = scale / T;
+    XENT_T inv_sp, inv_sq, gs = scale / T, lo = 0;
     double sp = 0, sq = 0, D = 0, kl;
     ptrdiff_t b, c, len;
 
     if (isfinite(mp) && isfinite(mq)) {
         for (b = 0; b < C; b += XENT_SUM_CHUNK) {
-            XENT_T a_sp = 0, a_sq = 0, a_d = 0;
+            XENT_T a_sp = 0, a_sq = 0, a_d = 0, a_lo = 0;
             len = C - b < XENT_SUM_CHUNK ? C - b : XENT_SUM_CHUNK;
-            XENT_SIMD_SUM(a_sp, a_sq, a_d)
+            XENT_KL_SIMD
             for (c = b; c < b + len; c++) {
                 XENT_T da = p[c] / T - mp, db = q[c] / T - mq;
                 XENT_T e = XENT_FN(exp_term)(da);
                 a_sp += e;
                 a_sq += XENT_FN(exp_term)(db);
                 a_d += e == 0 ? 0 : e * (da - db);
+                a_lo = db < a_lo ? db : a_lo;
             }
             sp += a_sp;
             sq += a_sq;
             D += a_d;
+            lo = a_lo < lo ? a_lo : lo;
         }
+    }
+    /* exp_term drops teacher probabilities below the normal range; their terms
+     * P_c (log P_c - log Q_c) stay below XENT_KL_TINY_TERM unless the student's
+     * log-probability is far lower still (or -inf: the term is +inf): such rows
+     * take the term-by-term pass below. */
+    if (isfinite(mp) && isfinite(mq) && !(lo < -XENT_FN(kl_far)())) {
         /* sum_c P_c (log P_c - log Q_c) = D/sp - log sp + log sq; NaN reaches D */
         kl = D / sp - log(sp) + log(sq);
         if (g) {
@@ -379,10 +405,16 @@ static double XENT_FN(kl_row)(const XENT_T *p, const XENT_T *q, ptrdiff_t C, XEN
         XENT_FN(row_log_softmax)(lb, C, lb);
         kl = 0;
         for (c = 0; c < C; c++) {
-            XENT_T pc = exp(la[c]);
-            /* pc == 0 (la = -inf) costs 0, even against lb = -inf (-inf - -inf) */
+            /* probability 0 and > 0 are decided on the log-softmax, not on a
+             * rounded exp: la = -inf costs 0, even against lb = -inf (-inf - -inf);
+             * any other la against lb = -inf costs +inf; otherwise the term is
+             * P_c (la - lb), taken in logs where P_c is below the normal range. */
+            double d = (double)la[c] - lb[c], pc = exp((double)la[c]);
             kl += (la[c] != la[c] || lb[c] != lb[c]) ? NAN
-                  : pc == 0 ? 0 : pc * ((double)la[c] - lb[c]);
+                  : la[c] == -INFINITY ? 0
+                  : lb[c] == -INFINITY ? INFINITY
+                  : pc >= 2.2250738585072014e-308 || d == 0 ? pc * d
+                  : copysign(exp((double)la[c] + log(fabs(d))), d);
         }
         if (g)
             for (c = 0; c < C; c++)
