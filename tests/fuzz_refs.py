@@ -137,9 +137,19 @@ def cross_entropy(x, axis, target, keep, weight, eps_ls, z, reduction, comp, pro
         if prob:
             T, _ = rows(target, axis)
             keep_r = np.ones(n, bool)
-            tp = (1.0 - eps_ls) * T + eps_ls / C if C else T
-            coef = w * tp
-            ce = -zmul(coef, lp).sum(axis=1)
+            # exact zeros (a zero weight, or 1 - eps = 0) keep an infinite
+            # probability out: the limit of 0·y as y grows is 0
+            tp = zmul(1.0 - eps_ls, T) + eps_ls / C if C else T
+            coef = zmul(w, tp)
+            terms = -zmul(coef, lp)
+            # an infinite coefficient: the term is its infinity where -lp > 0,
+            # and 0 where p = 1 exactly (the row's only class of any probability,
+            # decided on the logits, not on a rounded lp)
+            live = np.where(np.isposinf(X).any(axis=1, keepdims=True), np.isposinf(X), X > -np.inf)
+            only = live & (live.sum(axis=1, keepdims=True) == 1)
+            inf_terms = np.where(np.isnan(lp), np.nan, np.where(only, 0.0, coef))
+            terms = np.where(np.isinf(coef), inf_terms, terms)
+            ce = terms.sum(axis=1)
             ce_mag = (fin(coef) * (fin(lp) + row_err[:, None])).sum(axis=1)
             csum = coef.sum(axis=1, keepdims=True)
             g_ce = zmul(csum, p) - coef

@@ -338,6 +338,11 @@ static void XENT_FN(ce_prob_row)(const XENT_T *x, const XENT_T *y, ptrdiff_t C, 
 /* How far below the student's max a log-probability must lie before a teacher
  * probability under the normal range (dropped by exp_term, < 2^-126 / 2^-1022)
  * can make a term above 2^-96 / 2^-900: kl_row recomputes such rows exactly. */
+XENT_INLINE XENT_T XENT_FN(normal_min)(void)
+{
+    return sizeof(XENT_T) == 4 ? (XENT_T)1.17549435e-38 : (XENT_T)2.2250738585072014e-308;
+}
+
 XENT_INLINE XENT_T XENT_FN(kl_far)(void)
 {
     return sizeof(XENT_T) == 4 ? (XENT_T)1.0e9 : (XENT_T)1.0e36;
@@ -405,15 +410,15 @@ static double XENT_FN(kl_row)(const XENT_T *p, const XENT_T *q, ptrdiff_t C, XEN
         XENT_FN(row_log_softmax)(lb, C, lb);
         kl = 0;
         for (c = 0; c < C; c++) {
-            /* probability 0 and > 0 are decided on the log-softmax, not on a
-             * rounded exp: la = -inf costs 0, even against lb = -inf (-inf - -inf);
-             * any other la against lb = -inf costs +inf; otherwise the term is
-             * P_c (la - lb), taken in logs where P_c is below the normal range. */
-            double d = (double)la[c] - lb[c], pc = exp((double)la[c]);
+            /* P_c as softmax gives it (subnormals kept; 0 only where it rounds
+             * to 0): P_c = 0 costs 0, even against lb = -inf (-inf - -inf);
+             * below the normal range the product P_c (la - lb) is taken in logs,
+             * exact for a huge log ratio and +inf against lb = -inf. */
+            XENT_T pc = exp(la[c]);
+            double d = (double)la[c] - lb[c];
             kl += (la[c] != la[c] || lb[c] != lb[c]) ? NAN
-                  : la[c] == -INFINITY ? 0
-                  : lb[c] == -INFINITY ? INFINITY
-                  : pc >= 2.2250738585072014e-308 || d == 0 ? pc * d
+                  : pc == 0 ? 0
+                  : pc >= XENT_FN(normal_min)() || d == 0 ? pc * d
                   : copysign(exp((double)la[c] + log(fabs(d))), d);
         }
         if (g)
