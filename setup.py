@@ -161,7 +161,14 @@ class XentBuildExt(build_ext):
             cflags += omp_c
             ldflags += omp_l
 
-        compiler_name = " ".join(compiler.compiler_so[:1]) if hasattr(compiler, "compiler_so") else compiler.compiler_type
+        if hasattr(compiler, "compiler_so"):
+            # the compiler, not a launcher in front of it (CC="ccache gcc")
+            words = list(compiler.compiler_so)
+            while len(words) > 1 and os.path.basename(words[0]) in _LAUNCHERS:
+                words.pop(0)
+            compiler_name = words[0]
+        else:
+            compiler_name = compiler.compiler_type
         for ext in self.extensions:
             ext.extra_compile_args = list(ext.extra_compile_args or []) + cflags
             ext.extra_link_args = list(ext.extra_link_args or []) + ldflags
@@ -172,9 +179,11 @@ class XentBuildExt(build_ext):
         self.extensions = [e for e in self.extensions if _compiler_accepts(compiler, SIMD_FLAGS.get(e.name, []))]
         # the big kernel modules first, so that the parallel build ends together
         self.extensions.sort(key=lambda e: e.name == "xent._xent_runtime")
-        cython_deps = _cython_dependencies([e.sources[0] for e in self.extensions])
+        for ext in self.extensions:  # the .pyx (sources become the C file when built)
+            ext.xent_pyx = getattr(ext, "xent_pyx", None) or ext.sources[0]
+        cython_deps = _cython_dependencies([e.xent_pyx for e in self.extensions])
         for ext in self.extensions:
-            ext.cython_deps = cython_deps[ext.sources[0]]
+            ext.cython_deps = cython_deps[ext.xent_pyx]
             # a change to any .pyx/.pxi/.pxd/.h it reads rebuilds it
             ext.depends = sorted(set(ext.depends) | set(ext.cython_deps))
         super().build_extensions()
@@ -207,15 +216,14 @@ class XentBuildExt(build_ext):
 
     def _cythonize(self, ext):
         """Path of `ext`'s C file under build_temp, running Cython when it is stale."""
-        pyx = ext.sources[0]
-        if not pyx.endswith(".pyx"):
-            return pyx  # already C (a second build_extension call)
+        pyx = ext.xent_pyx
         c_file = os.path.join(self.build_temp, "cython", *ext.name.split(".")) + ".c"
         stamp = c_file + ".json"
-        directives = [
-            f"{key}={value}" for key, value in sorted(CYTHON_DIRECTIVES.items())
-        ]
-        fingerprint = _fingerprint(cython=CYTHON_VERSION, directives=directives, source=pyx)
+        directives = [f"{key}={value}" for key, value in sorted(CYTHON_DIRECTIVES.items())]
+        # numpy: `cimport numpy` reads NumPy's own .pxd
+        fingerprint = _fingerprint(
+            cython=CYTHON_VERSION, numpy=np.__version__, directives=directives, source=pyx
+        )
         if (
             not self.force
             and os.path.exists(c_file)
@@ -270,6 +278,9 @@ def _compiler_version(name):
         return line or name
     except Exception:
         return name
+
+
+_LAUNCHERS = {"ccache", "sccache", "distcc"}
 
 
 def _cflags_ask_for_debug_info():
