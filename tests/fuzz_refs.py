@@ -380,7 +380,9 @@ def kl_divergence(p_logits, q_logits, axis, T, reduction, comp):
         S = np.maximum(_scale_rows(a), _scale_rows(b))
         P, lP = ref_softmax(a), ref_log_softmax(a)
         Q, lQ = ref_softmax(b), ref_log_softmax(b)
-        kl = np.where(P == 0, 0.0, P * (lP - lQ)).sum(axis=1)
+        # a teacher probability is what softmax gives in the computation dtype:
+        # one that rounds to 0 there costs 0 (subnormals count)
+        kl = np.where(P.astype(comp) == 0, 0.0, P * (lP - lQ)).sum(axis=1)
         kl_tol = TOL_K * e * (S + lc) * (1 + fin(kl))
         g = (Q - P) / T
         g_tol = np.broadcast_to((TOL_K * e * (S + lc) / T)[:, None], (n, C))
