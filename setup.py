@@ -90,8 +90,26 @@ def _openmp_flags(compiler):
 
 
 def _probe_openmp(compiler):
-    """Return True if a tiny OpenMP program compiles, links and runs."""
+    """Return True if a tiny OpenMP program compiles, links and runs.
+
+    It is built with the flags the extensions get: compiled by the compiler
+    setuptools uses (whose command holds the environment's CFLAGS), and linked
+    with the flags of the extensions' link command (setuptools' linker_so: the
+    environment's LDFLAGS and CFLAGS and Python's own, without ``-shared``).
+    linker_exe, which link_executable uses, has none of them, so a probe linked
+    by it alone failed under CFLAGS/LDFLAGS=-fsanitize=... or --coverage (the
+    objects need the sanitizer's or gcov's runtime) and xent was built without
+    OpenMP, blaming the compiler.
+    """
+    import shlex
+
     cflags, ldflags = _openmp_flags(compiler)
+    exe_cmd = list(getattr(compiler, "linker_exe", None) or [])
+    so_cmd = list(getattr(compiler, "linker_so", None) or [])
+    if exe_cmd and so_cmd[: len(exe_cmd)] == exe_cmd:
+        link_flags = [a for a in so_cmd[len(exe_cmd) :] if a not in ("-shared", "-bundle", "-dynamiclib")]
+    else:  # another link command: the environment's flags, as setuptools adds them
+        link_flags = shlex.split(os.environ.get("LDFLAGS", "")) + shlex.split(os.environ.get("CFLAGS", ""))
     tmp = tempfile.mkdtemp(prefix="xent-omp-probe-")
     cwd = os.getcwd()
     try:
@@ -99,7 +117,7 @@ def _probe_openmp(compiler):
         with open("probe.c", "w") as f:
             f.write(OPENMP_PROBE)
         objs = compiler.compile(["probe.c"], extra_postargs=cflags)
-        compiler.link_executable(objs, "probe", extra_postargs=ldflags)
+        compiler.link_executable(objs, "probe", extra_preargs=link_flags, extra_postargs=ldflags)
         exe = os.path.join(tmp, "probe" + (".exe" if sys.platform == "win32" else ""))
         out = subprocess.run([exe], capture_output=True, text=True, timeout=60)
         return out.returncode == 0 and out.stdout.strip() == "1"

@@ -221,14 +221,14 @@ cdef void _ce_row_batch(const _CeJob *j, Py_ssize_t batch, Py_ssize_t nb,
             continue
         if real is float:
             if half:  # no label smoothing (see _ce_path)
-                xt[b] = half_to_float((<const uint16_t *> xrow)[t[b]])
+                xt[b] = half_to_float((<const uint16_u *> xrow)[t[b]])
                 gap[b] = 0
-                ready[b] = f16_row_parts(<const uint16_t *> xrow, C, &m[b], &k[b], &rest[b], grow)
+                ready[b] = f16_row_parts(<const uint16_u *> xrow, C, &m[b], &k[b], &rest[b], grow)
             else:
-                ready[b] = ce_index_parts_f32(<const float *> xrow, C, t[b], w, <float> j.eps,
+                ready[b] = ce_index_parts_f32(<const float_u *> xrow, C, t[b], w, <float> j.eps,
                                               grow, &xt[b], &m[b], &gap[b], &k[b], &rest[b])
         else:
-            ready[b] = ce_index_parts_f64(<const double *> xrow, C, t[b], w, j.eps, grow,
+            ready[b] = ce_index_parts_f64(<const double_u *> xrow, C, t[b], w, j.eps, grow,
                                           &xt[b], &m[b], &gap[b], &k[b], &rest[b])
     for b in range(n):
         r = r0 + b
@@ -483,9 +483,9 @@ cdef int _ce_compute(const _CeJob *j, bint double_precision, int n_threads) exce
     cdef void *scratch = _alloc_scratch(n_threads * per_thread * itemsize)
     with nogil:
         if double_precision:
-            _ce_tasks(j, path, n_tasks, nb, <double *> scratch, per_thread, n_threads)
+            _ce_tasks(j, path, n_tasks, nb, <double_u *> scratch, per_thread, n_threads)
         else:
-            _ce_tasks(j, path, n_tasks, nb, <float *> scratch, per_thread, n_threads)
+            _ce_tasks(j, path, n_tasks, nb, <float_u *> scratch, per_thread, n_threads)
     free(scratch)
     return 0
 
@@ -586,10 +586,10 @@ def kl_divergence(cnp.ndarray p not None, int pkind, cnp.ndarray q not None, int
         with nogil:
             if double_precision:
                 _kl_loop(pp, pkind, qp, qkind, outer, C, inner, ps0, ps1, ps2, qs0, qs1, qs2,
-                         T, scale, gp, gs0, gs1, gs2, klp, <double *> scratch, n_threads)
+                         T, scale, gp, gs0, gs1, gs2, klp, <double_u *> scratch, n_threads)
             else:
                 _kl_loop(pp, pkind, qp, qkind, outer, C, inner, ps0, ps1, ps2, qs0, qs1, qs2,
-                         <float> T, <float> scale, gp, gs0, gs1, gs2, klp, <float *> scratch,
+                         <float> T, <float> scale, gp, gs0, gs1, gs2, klp, <float_u *> scratch,
                          n_threads)
     finally:
         free(scratch)
@@ -628,10 +628,10 @@ def entropy(cnp.ndarray x not None, int xkind, bint double_precision,
         with nogil:
             if double_precision:
                 _entropy_loop(xp, xkind, outer, C, inner, xs0, xs1, xs2, hp,
-                              <double *> scratch, n_threads)
+                              <double_u *> scratch, n_threads)
             else:
                 _entropy_loop(xp, xkind, outer, C, inner, xs0, xs1, xs2, hp,
-                              <float *> scratch, n_threads)
+                              <float_u *> scratch, n_threads)
     finally:
         free(scratch)
 
@@ -664,7 +664,7 @@ def class_index_stats(cnp.ndarray t not None, int tcode, Py_ssize_t C, int64_t i
     try:
         with nogil:
             total = _index_weight_sum(p, n, stride, tcode, ignore_index,
-                                      <const double *> cnp.PyArray_DATA(<cnp.ndarray> weight),
+                                      <const double_u *> cnp.PyArray_DATA(<cnp.ndarray> weight),
                                       <int64_t *> scratch,
                                       <double *> (<int64_t *> scratch + TILE_ROWS))
     finally:
@@ -673,7 +673,7 @@ def class_index_stats(cnp.ndarray t not None, int tcode, Py_ssize_t C, int64_t i
 
 
 cdef double _index_weight_sum(const char *p, Py_ssize_t n, Py_ssize_t stride, int tcode,
-                              int64_t ignore_index, const double *w, int64_t *idx,
+                              int64_t ignore_index, const double_u *w, int64_t *idx,
                               double *v) noexcept nogil:
     """Sum of w[t_i] over the class indices t_i at p + i*stride (storage tcode,
     each in range or ignore_index) that are not ignored: _sum_tiles of the rows'

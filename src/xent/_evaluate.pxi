@@ -76,9 +76,9 @@ def evaluate(cnp.ndarray x not None, int xkind, bint double_precision,
         with nogil:
             if double_precision:
                 _eval_loop(xp, xkind, outer, C, inner, xs0, xs1, xs2, tp, tcode, ts0, ts2,
-                           ignore_index, nllp, rankp, <double *> scratch, n_threads)
+                           ignore_index, nllp, rankp, <double_u *> scratch, n_threads)
             else:
                 _eval_loop(xp, xkind, outer, C, inner, xs0, xs1, xs2, tp, tcode, ts0, ts2,
-                           ignore_index, nllp, rankp, <float *> scratch, n_threads)
+                           ignore_index, nllp, rankp, <float_u *> scratch, n_threads)
     finally:
         free(scratch)

@@ -36,6 +36,17 @@ from xent._openmp cimport omp_get_thread_num
 
 cnp.import_array()
 
+# The element types of the arrays the kernels read and write: float and double
+# with alignment 1 (xent_f32u / xent_f64u, _rows.h), because NumPy arrays need
+# not be aligned (np.frombuffer(buf, offset=1)) and a plain float* access to a
+# misaligned float is undefined behaviour.  As values they are float and double
+# (`real is float` holds for float_u); on x86-64 the accesses compile to the
+# same moves as aligned ones.
+cdef extern from "_rows.h" nogil:
+    ctypedef float float_u "xent_f32u"
+    ctypedef double double_u "xent_f64u"
+    ctypedef uint16_t uint16_u "xent_u16u"
+
 cdef extern from "_rows.h" nogil:
     void gather_f32 "xent_gather_f32"(const float *x, Py_ssize_t n, Py_ssize_t stride, float *dst)
     void gather_f64 "xent_gather_f64"(const double *x, Py_ssize_t n, Py_ssize_t stride, double *dst)
@@ -45,13 +56,13 @@ cdef extern from "_rows.h" nogil:
                                         float *t)
     void tile_in_f64 "xent_tile_in_f64"(const double *x, Py_ssize_t R, Py_ssize_t C, Py_ssize_t xs0,
                                         double *t)
-    void load_half_row "xent_load_half_row"(const uint16_t *x, Py_ssize_t n, Py_ssize_t stride,
+    void load_half_row "xent_load_half_row"(const uint16_u *x, Py_ssize_t n, Py_ssize_t stride,
                                             int is_bfloat16, float *dst)
     const char *xent_simd_level()
 
 ctypedef fused real:
-    float
-    double
+    float_u
+    double_u
 
 def simd_level():
     """SIMD instruction set the kernels were compiled for."""

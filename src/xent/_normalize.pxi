@@ -8,7 +8,7 @@ cdef extern from "_rows.h" nogil:
                                            Py_ssize_t *k, double *rest, float *e)
     int row_parts_f64 "xent_row_parts_f64"(const double *x, Py_ssize_t n, double *m,
                                            Py_ssize_t *k, double *rest, double *e)
-    int f16_row_parts "xent_f16_row_parts"(const uint16_t *x, Py_ssize_t n, float *m,
+    int f16_row_parts "xent_f16_row_parts"(const uint16_u *x, Py_ssize_t n, float *m,
                                            Py_ssize_t *k, double *rest, float *e)
     float logsumexp_finish_f32 "xent_logsumexp_finish_f32"(float m, Py_ssize_t k, double rest)
     double logsumexp_finish_f64 "xent_logsumexp_finish_f64"(double m, Py_ssize_t k,
@@ -18,7 +18,7 @@ cdef extern from "_rows.h" nogil:
     void log_softmax_finish_f64 "xent_log_softmax_finish_f64"(
         const double *x, Py_ssize_t n, double m, Py_ssize_t k, double rest, double *out)
     void f16_log_softmax_finish "xent_f16_log_softmax_finish"(
-        const uint16_t *x, Py_ssize_t n, float m, Py_ssize_t k, double rest, float *out)
+        const uint16_u *x, Py_ssize_t n, float m, Py_ssize_t k, double rest, float *out)
     void softmax_finish_f32 "xent_softmax_finish_f32"(Py_ssize_t n, Py_ssize_t k, double rest,
                                                      float *out)
     void softmax_finish_f64 "xent_softmax_finish_f64"(Py_ssize_t n, Py_ssize_t k, double rest,
@@ -184,11 +184,11 @@ cdef void _row_batch(int op, const char *x, int xkind, Py_ssize_t n, Py_ssize_t 
         e = out + b * os0 if op == OP_SOFTMAX else NULL
         if real is float:
             if xkind == XENT_KIND_F16:
-                ready[b] = f16_row_parts(<const uint16_t *> xb, C, &m[b], &k[b], &rest[b], e)
+                ready[b] = f16_row_parts(<const uint16_u *> xb, C, &m[b], &k[b], &rest[b], e)
             else:
-                ready[b] = row_parts_f32(<const float *> xb, C, &m[b], &k[b], &rest[b], e)
+                ready[b] = row_parts_f32(<const float_u *> xb, C, &m[b], &k[b], &rest[b], e)
         else:
-            ready[b] = row_parts_f64(<const double *> xb, C, &m[b], &k[b], &rest[b], e)
+            ready[b] = row_parts_f64(<const double_u *> xb, C, &m[b], &k[b], &rest[b], e)
     for b in range(n):
         xb = x + b * xs0
         if not ready[b]:
@@ -205,12 +205,12 @@ cdef void _row_batch(int op, const char *x, int xkind, Py_ssize_t n, Py_ssize_t 
                 softmax_finish_f64(C, k[b], rest[b], out + b * os0)
         elif real is float:
             if xkind == XENT_KIND_F16:
-                f16_log_softmax_finish(<const uint16_t *> xb, C, m[b], k[b], rest[b],
+                f16_log_softmax_finish(<const uint16_u *> xb, C, m[b], k[b], rest[b],
                                        out + b * os0)
             else:
-                log_softmax_finish_f32(<const float *> xb, C, m[b], k[b], rest[b], out + b * os0)
+                log_softmax_finish_f32(<const float_u *> xb, C, m[b], k[b], rest[b], out + b * os0)
         else:
-            log_softmax_finish_f64(<const double *> xb, C, m[b], k[b], rest[b], out + b * os0)
+            log_softmax_finish_f64(<const double_u *> xb, C, m[b], k[b], rest[b], out + b * os0)
 
 
 cdef inline Py_ssize_t _block_scratch(Py_ssize_t nb, Py_ssize_t C, Py_ssize_t itemsize) noexcept nogil:
@@ -466,14 +466,14 @@ def normalize(int op, cnp.ndarray x not None, int xkind, cnp.ndarray out not Non
         try:
             with nogil:
                 if typenum == cnp.NPY_FLOAT32:
-                    _run_split(op, <const float *> xp, outer, C, inner,
+                    _run_split(op, <const float_u *> xp, outer, C, inner,
                                xs0 // itemsize, xs2 // itemsize,
-                               <float *> op_, os0, os2, <float *> op_, ls0, ls1,
+                               <float_u *> op_, os0, os2, <float_u *> op_, ls0, ls1,
                                split, split + 3 * n_rows * n_chunks, n_threads)
                 else:
-                    _run_split(op, <const double *> xp, outer, C, inner,
+                    _run_split(op, <const double_u *> xp, outer, C, inner,
                                xs0 // itemsize, xs2 // itemsize,
-                               <double *> op_, os0, os2, <double *> op_, ls0, ls1,
+                               <double_u *> op_, os0, os2, <double_u *> op_, ls0, ls1,
                                split, split + 3 * n_rows * n_chunks, n_threads)
         finally:
             free(split)
@@ -498,11 +498,11 @@ def normalize(int op, cnp.ndarray x not None, int xkind, cnp.ndarray out not Non
         with nogil:
             if typenum == cnp.NPY_FLOAT32:
                 _run(op, xp, xkind, outer, C, inner, xs0, xs1, xs2,
-                     <float *> op_, os0, os1, os2, <float *> op_, ls0, ls1,
-                     <float *> scratch, per_thread, nb, n_threads)
+                     <float_u *> op_, os0, os1, os2, <float_u *> op_, ls0, ls1,
+                     <float_u *> scratch, per_thread, nb, n_threads)
             else:
                 _run(op, xp, xkind, outer, C, inner, xs0, xs1, xs2,
-                     <double *> op_, os0, os1, os2, <double *> op_, ls0, ls1,
-                     <double *> scratch, per_thread, nb, n_threads)
+                     <double_u *> op_, os0, os1, os2, <double_u *> op_, ls0, ls1,
+                     <double_u *> scratch, per_thread, nb, n_threads)
     finally:
         free(scratch)

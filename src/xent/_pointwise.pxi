@@ -78,7 +78,7 @@ cdef inline double _pw_piece(int kind, Py_ssize_t n, real **p, real scale,
             return kl_div_f64(n, p[0], p[1], p[4], kind == PW_KL_DIV_LOG_TARGET)
 
 
-cdef void _pw_task(int kind, real **base, const uint16_t *xh, int half,
+cdef void _pw_task(int kind, real **base, const uint16_u *xh, int half,
                    Py_ssize_t ndim, const Py_ssize_t *shape, const Py_ssize_t *strides,
                    Py_ssize_t numel, real scale, Py_ssize_t task,
                    double *partials, Py_ssize_t *bad, real *scratch) noexcept nogil:
@@ -143,7 +143,7 @@ cdef void _pw_task(int kind, real **base, const uint16_t *xh, int half,
     bad[2 * task + 1] = first_y
 
 
-cdef void _pw_run(int kind, real **base, const uint16_t *xh, int half,
+cdef void _pw_run(int kind, real **base, const uint16_u *xh, int half,
                   Py_ssize_t ndim, const Py_ssize_t *shape, const Py_ssize_t *strides,
                   Py_ssize_t numel, real scale, double *partials, Py_ssize_t *bad,
                   real *scratch, int n_threads) noexcept nogil:
@@ -229,14 +229,14 @@ def pointwise(int kind, tuple operands not None, shape, strides, int half, doubl
     cdef void *scratch = _alloc_scratch(n_threads * PW_N_OPS * PW_CHUNK * itemsize)
     cdef double *pp = <double *> cnp.PyArray_BYTES(partials)
     cdef Py_ssize_t *bp = <Py_ssize_t *> cnp.PyArray_BYTES(bad)
-    cdef const uint16_t *xh = <const uint16_t *> base[0] if half else NULL
+    cdef const uint16_u *xh = <const uint16_u *> base[0] if half else NULL
     try:
         with nogil:
             if typenum == cnp.NPY_FLOAT32:
-                _pw_run(kind, <float **> base, xh, half, ndim, shp, strd, numel,
-                        <float> scale, pp, bp, <float *> scratch, n_threads)
+                _pw_run(kind, <float_u **> base, xh, half, ndim, shp, strd, numel,
+                        <float> scale, pp, bp, <float_u *> scratch, n_threads)
             else:
-                _pw_run(kind, <double **> base, xh, half, ndim, shp, strd, numel,
-                        scale, pp, bp, <double *> scratch, n_threads)
+                _pw_run(kind, <double_u **> base, xh, half, ndim, shp, strd, numel,
+                        scale, pp, bp, <double_u *> scratch, n_threads)
     finally:
         free(scratch)

@@ -31,6 +31,36 @@
 #define XENT_INLINE static inline
 #endif
 
+/* ---- element types of the arrays the kernels read and write ------------------
+ * NumPy arrays need not be aligned (np.frombuffer(buf, offset=1) viewed as
+ * float32, a field of a packed record array, what dask hands over), and the
+ * kernels read and write the caller's arrays in place.  An access through a
+ * plain float* to a float that is not 4-byte aligned is undefined behaviour in
+ * C, whatever the CPU does with it.  These element types have alignment 1, so
+ * every access through a pointer to them is defined at any address; on x86-64
+ * (and ARMv8) the compiler emits the same moves as for aligned data (its vector
+ * loops use unaligned vector moves anyway), so aligned arrays lose nothing.
+ * XENT_T (the element and compute type of the per-type functions) is one of
+ * them: as a value it is a plain float or double.  Other compilers (MSVC) get
+ * the plain types. */
+#if defined(__GNUC__) || defined(__clang__)
+#define XENT_UNALIGNED __attribute__((aligned(1)))
+#else
+#define XENT_UNALIGNED
+#endif
+typedef float xent_f32u XENT_UNALIGNED;
+typedef double xent_f64u XENT_UNALIGNED;
+typedef uint16_t xent_u16u XENT_UNALIGNED;
+/* class indices of every integer storage (XENT_INDEX_STORAGES below) */
+typedef int8_t xent_u_int8_t;
+typedef uint8_t xent_u_uint8_t;
+typedef int16_t xent_u_int16_t XENT_UNALIGNED;
+typedef uint16_t xent_u_uint16_t XENT_UNALIGNED;
+typedef int32_t xent_u_int32_t XENT_UNALIGNED;
+typedef uint32_t xent_u_uint32_t XENT_UNALIGNED;
+typedef int64_t xent_u_int64_t XENT_UNALIGNED;
+typedef uint64_t xent_u_uint64_t XENT_UNALIGNED;
+
 #define XENT_PRAGMA(x) _Pragma(#x)
 #if defined(_OPENMP) || defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 5)
 #define XENT_SIMD XENT_PRAGMA(omp simd)
@@ -59,6 +89,27 @@ enum {
  * that are subnormal are rounded once instead of flushed.  Branch-free, so the
  * compiler vectorises it.  -inf -> 0, NaN -> NaN, 0 -> 1 exactly.
  */
+/* a*b + c in the exp's reduction and polynomial.  Where the build has FMA
+ * instructions it is fused (one rounding), as the hand-vectorised exps of
+ * _rows_avx2.h and _rows_avx512.h compute it, so that the portable exp has
+ * their bits; elsewhere it is a product and a sum, which no compiler fuses
+ * without FMA instructions.  Written out instead of left to the compiler:
+ * whether a*b + c is contracted into an FMA is an option (-ffp-contract: GCC
+ * fuses by default, Clang within one expression, =off never), and the bits of
+ * the portable exp, and the claims that other exps have them, must not depend
+ * on it.  (fmaf/fma compile to one instruction where the FMA is there, and
+ * vectorise.) */
+#if defined(__FMA__) || defined(__FP_FAST_FMAF) || defined(__ARM_FEATURE_FMA)
+#define XENT_FMAF(a, b, c) fmaf((a), (b), (c))
+#else
+#define XENT_FMAF(a, b, c) ((a) * (b) + (c))
+#endif
+#if defined(__FMA__) || defined(__FP_FAST_FMA) || defined(__ARM_FEATURE_FMA)
+#define XENT_FMA(a, b, c) fma((a), (b), (c))
+#else
+#define XENT_FMA(a, b, c) ((a) * (b) + (c))
+#endif
+
 /* Shared steps: x = n ln2 + r with |r| <= ln2/2 (Cody-Waite, two-part ln2 so
  * n*ln2_hi is exact), e^r by its Taylor polynomial, and 2^n. */
 XENT_INLINE float xent_exp_reduce_f32(float x, int32_t *n)
@@ -67,12 +118,12 @@ XENT_INLINE float xent_exp_reduce_f32(float x, int32_t *n)
     const float log2e = 1.44269504088896341f;
     const float ln2_hi = 0.693145751953125f; /* 0x3f317200: n*ln2_hi is exact, |n| <= 150 */
     const float ln2_lo = 1.42860676533018704e-06f;
-    float t = x * log2e + shifter, nf = t - shifter, r;
+    float t = XENT_FMAF(x, log2e, shifter), nf = t - shifter, r;
     int32_t ti;
     memcpy(&ti, &t, sizeof ti);
     *n = ti - 0x4B400000; /* the integer n, from the low mantissa bits of t */
-    r = x - nf * ln2_hi;
-    return r - nf * ln2_lo;
+    r = XENT_FMAF(-nf, ln2_hi, x);
+    return XENT_FMAF(-nf, ln2_lo, r);
 }
 
 /* e^r on |r| <= ln2/2: 1 + r + r^2 q(r), q the minimax polynomial of degree 4
@@ -87,19 +138,24 @@ XENT_INLINE float xent_exp_reduce_f32(float x, int32_t *n)
 XENT_INLINE float xent_exp_poly_f32(float r)
 {
     float p = XENT_EXP_C6;
-    p = p * r + XENT_EXP_C5;
-    p = p * r + XENT_EXP_C4;
-    p = p * r + XENT_EXP_C3;
-    p = p * r + XENT_EXP_C2;
-    p = p * r + 1.0f;
-    return p * r + 1.0f;
+    p = XENT_FMAF(p, r, XENT_EXP_C5);
+    p = XENT_FMAF(p, r, XENT_EXP_C4);
+    p = XENT_FMAF(p, r, XENT_EXP_C3);
+    p = XENT_FMAF(p, r, XENT_EXP_C2);
+    p = XENT_FMAF(p, r, 1.0f);
+    return XENT_FMAF(p, r, 1.0f);
 }
 
 /* p * 2^n for n in [-150, 129]: two halves keep each 2^k a normal float, so a
- * subnormal result is rounded once instead of flushed. */
+ * subnormal result is rounded once instead of flushed.  The exponent bits are
+ * formed in unsigned arithmetic: for a NaN argument n is whatever the bits of
+ * a NaN make it (p is NaN, so the scale does not matter), and a signed shift
+ * of such an n would be undefined behaviour.  Modulo 2^32 the bits are those
+ * of the signed expression for every n in range. */
 XENT_INLINE float xent_exp_scale2_f32(float p, int32_t n)
 {
-    int32_t n1 = n >> 1, n2 = n - n1, b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
+    int32_t n1 = n >> 1, n2 = n - n1;
+    uint32_t b1 = ((uint32_t)n1 + 127u) << 23, b2 = ((uint32_t)n2 + 127u) << 23;
     float s1, s2;
     memcpy(&s1, &b1, sizeof s1);
     memcpy(&s2, &b2, sizeof s2);
@@ -112,35 +168,36 @@ XENT_INLINE double xent_exp_reduce_f64(double x, int64_t *n)
     const double log2e = 1.4426950408889634;
     const double ln2_hi = 0.6931471803691238; /* 0x3fe62e42fee00000: exact n*ln2_hi */
     const double ln2_lo = 1.9082149292705877e-10;
-    double t = x * log2e + shifter, nf = t - shifter, r;
+    double t = XENT_FMA(x, log2e, shifter), nf = t - shifter, r;
     int64_t ti;
     memcpy(&ti, &t, sizeof ti);
     *n = ti - INT64_C(0x4338000000000000);
-    r = x - nf * ln2_hi;
-    return r - nf * ln2_lo;
+    r = XENT_FMA(-nf, ln2_hi, x);
+    return XENT_FMA(-nf, ln2_lo, r);
 }
 
 XENT_INLINE double xent_exp_poly_f64(double r)
 {
     double p = 1.0 / 6227020800.0; /* 1/13! */
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    return p * r + 1.0;
+    p = XENT_FMA(p, r, 1.0 / 479001600.0);
+    p = XENT_FMA(p, r, 1.0 / 39916800.0);
+    p = XENT_FMA(p, r, 1.0 / 3628800.0);
+    p = XENT_FMA(p, r, 1.0 / 362880.0);
+    p = XENT_FMA(p, r, 1.0 / 40320.0);
+    p = XENT_FMA(p, r, 1.0 / 5040.0);
+    p = XENT_FMA(p, r, 1.0 / 720.0);
+    p = XENT_FMA(p, r, 1.0 / 120.0);
+    p = XENT_FMA(p, r, 1.0 / 24.0);
+    p = XENT_FMA(p, r, 1.0 / 6.0);
+    p = XENT_FMA(p, r, 0.5);
+    p = XENT_FMA(p, r, 1.0);
+    return XENT_FMA(p, r, 1.0);
 }
 
 XENT_INLINE double xent_exp_scale2_f64(double p, int64_t n)
 {
-    int64_t n1 = n >> 1, n2 = n - n1, b1 = (n1 + 1023) << 52, b2 = (n2 + 1023) << 52;
+    int64_t n1 = n >> 1, n2 = n - n1; /* the bits in unsigned arithmetic, as for f32 */
+    uint64_t b1 = ((uint64_t)n1 + 1023u) << 52, b2 = ((uint64_t)n2 + 1023u) << 52;
     double s1, s2;
     memcpy(&s1, &b1, sizeof s1);
     memcpy(&s2, &b2, sizeof s2);
@@ -186,10 +243,11 @@ XENT_INLINE double xent_exp_wide_f64(double x)
  * its rounding, and saves the two-step scaling: one exact power of two. */
 XENT_INLINE float xent_exp_term_f32(float x)
 {
-    int32_t n, b;
+    int32_t n;
+    uint32_t b;
     float r, s, p;
     r = xent_exp_reduce_f32(x < -87.0f ? -87.0f : x, &n);
-    b = (n + 127) << 23; /* n >= -126: a normal power of two */
+    b = ((uint32_t)n + 127u) << 23; /* n >= -126: a normal power of two (unsigned: see scale2) */
     memcpy(&s, &b, sizeof s);
     p = xent_exp_poly_f32(r) * s;
     return x < -87.0f ? 0.0f : p; /* -inf -> 0; NaN (comparison false) -> NaN */
@@ -197,10 +255,11 @@ XENT_INLINE float xent_exp_term_f32(float x)
 
 XENT_INLINE double xent_exp_term_f64(double x)
 {
-    int64_t n, b;
+    int64_t n;
+    uint64_t b;
     double r, s, p;
     r = xent_exp_reduce_f64(x < -708.0 ? -708.0 : x, &n);
-    b = (n + 1023) << 52;
+    b = ((uint64_t)n + 1023u) << 52;
     memcpy(&s, &b, sizeof s);
     p = xent_exp_poly_f64(r) * s;
     return x < -708.0 ? 0.0 : p;
@@ -250,14 +309,17 @@ XENT_INLINE float xent_log_f32(float x)
 XENT_INLINE double xent_log_f64(double x)
 {
     const double ln2_hi = 0.6931471803691238, ln2_lo = 1.9082149292705877e-10;
-    int64_t ix, e, mb;
+    uint64_t ix, mb;
+    int64_t e;
     double m, f, u, u2, p, r, xs;
     int sub = x < 2.2250738585072014e-308;
     xs = sub ? x * 18014398509481984.0 : x; /* 2^54 */
     memcpy(&ix, &xs, sizeof ix);
-    ix -= INT64_C(0x3fe6a09e667f3bcd);      /* sqrt(1/2) */
-    e = (ix >> 52) - (sub ? 54 : 0);
-    mb = (ix & INT64_C(0x000fffffffffffff)) + INT64_C(0x3fe6a09e667f3bcd);
+    /* Unsigned: for x < 0 (sign bit set; NaN is returned below) the signed
+     * difference would overflow.  e is the top 12 bits as a signed number. */
+    ix -= UINT64_C(0x3fe6a09e667f3bcd); /* sqrt(1/2) */
+    e = ((int64_t)((ix >> 52) ^ 0x800u) - 0x800) - (sub ? 54 : 0);
+    mb = (ix & UINT64_C(0x000fffffffffffff)) + UINT64_C(0x3fe6a09e667f3bcd);
     memcpy(&m, &mb, sizeof m);
     f = m - 1.0;
     u = f / (f + 2.0);
@@ -348,7 +410,7 @@ XENT_INLINE float xent_bfloat16_to_float(uint16_t h)
 /* Convert n strided 16-bit values (stride in elements) to contiguous floats.
  * Unit-stride float16 rows use the F16C conversion instruction where the build
  * has it (the AVX2 and AVX-512 variants): 8 or 16 values per instruction. */
-static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
+static void xent_load_half_row(const xent_u16u *x, ptrdiff_t n, ptrdiff_t stride,
                                int is_bfloat16, float *dst)
 {
     ptrdiff_t i = 0;
@@ -412,7 +474,7 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 #endif
 
 /* ---- the per-type functions ------------------------------------------------- */
-#define XENT_T float
+#define XENT_T xent_f32u
 #define XENT_FN(name) xent_##name##_f32
 #define XENT_IS_F32 1
 #include "_rows_impl.h"
@@ -420,7 +482,7 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 #undef XENT_FN
 #undef XENT_IS_F32
 
-#define XENT_T double
+#define XENT_T xent_f64u
 #define XENT_FN(name) xent_##name##_f64
 #define XENT_IS_F32 0
 #include "_rows_impl.h"
@@ -429,7 +491,7 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 #undef XENT_IS_F32
 
 /* ---- loss rows and pointwise losses ---------------------------------------- */
-#define XENT_T float
+#define XENT_T xent_f32u
 #define XENT_FN(name) xent_##name##_f32
 #define XENT_IS_F32 1
 #include "_losses_impl.h"
@@ -439,7 +501,7 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 #undef XENT_FN
 #undef XENT_IS_F32
 
-#define XENT_T double
+#define XENT_T xent_f64u
 #define XENT_FN(name) xent_##name##_f64
 #define XENT_IS_F32 0
 #include "_losses_impl.h"
@@ -454,8 +516,8 @@ static void xent_load_half_row(const uint16_t *x, ptrdiff_t n, ptrdiff_t stride,
 /* row_parts_f32 of the converted row (the same max, k and rest, and with
  * e != NULL the same exps, bits and all) for a unit-stride float16 row read in
  * place; returns 0 where this build has no in-place loops or m is not finite. */
-static int xent_f16_row_parts(const uint16_t *x, ptrdiff_t n, float *m, ptrdiff_t *k,
-                              double *rest, float *e)
+static int xent_f16_row_parts(const xent_u16u *x, ptrdiff_t n, float *m, ptrdiff_t *k,
+                              double *rest, xent_f32u *e)
 {
 #if defined(XENT_HAVE_SIMD_ROWS)
     if (e) {
@@ -475,8 +537,8 @@ static int xent_f16_row_parts(const uint16_t *x, ptrdiff_t n, float *m, ptrdiff_
 
 /* log_softmax_finish_f32 for a float16 row read in place: out = (x - m) - ls
  * (write_log_softmax_f32's arithmetic on the converted values). */
-static void xent_f16_log_softmax_finish(const uint16_t *x, ptrdiff_t n, float m, ptrdiff_t k,
-                                        double rest, float *out)
+static void xent_f16_log_softmax_finish(const xent_u16u *x, ptrdiff_t n, float m, ptrdiff_t k,
+                                        double rest, xent_f32u *out)
 {
     float ls = (float)xent_log_sum_f32(k, rest);
     ptrdiff_t i = 0;
@@ -504,15 +566,15 @@ static void xent_load_row_f32(const char *p, ptrdiff_t n, ptrdiff_t stride_bytes
     switch (kind) {
     case XENT_KIND_F32:
         for (i = 0; i < n; i++)
-            dst[i] = *(const float *)(p + i * stride_bytes);
+            dst[i] = *(const xent_f32u *)(p + i * stride_bytes);
         break;
     case XENT_KIND_F64:
         for (i = 0; i < n; i++)
-            dst[i] = (float)*(const double *)(p + i * stride_bytes);
+            dst[i] = (float)*(const xent_f64u *)(p + i * stride_bytes);
         break;
     default:
         if (stride_bytes % 2 == 0 && ((uintptr_t)p) % 2 == 0) {
-            xent_load_half_row((const uint16_t *)p, n, stride_bytes / 2, kind == XENT_KIND_BF16, dst);
+            xent_load_half_row((const xent_u16u *)p, n, stride_bytes / 2, kind == XENT_KIND_BF16, dst);
             break;
         }
         for (i = 0; i < n; i++) {
@@ -530,11 +592,11 @@ static void xent_load_row_f64(const char *p, ptrdiff_t n, ptrdiff_t stride_bytes
     switch (kind) {
     case XENT_KIND_F64:
         for (i = 0; i < n; i++)
-            dst[i] = *(const double *)(p + i * stride_bytes);
+            dst[i] = *(const xent_f64u *)(p + i * stride_bytes);
         break;
     case XENT_KIND_F32:
         for (i = 0; i < n; i++)
-            dst[i] = *(const float *)(p + i * stride_bytes);
+            dst[i] = *(const xent_f32u *)(p + i * stride_bytes);
         break;
     default:
         for (i = 0; i < n; i++) {
@@ -556,14 +618,14 @@ enum {
 XENT_INLINE int64_t xent_load_index(const char *p, int code)
 {
     switch (code) {
-    case XENT_INDEX_I8: return *(const int8_t *)p;
-    case XENT_INDEX_U8: return *(const uint8_t *)p;
-    case XENT_INDEX_I16: return *(const int16_t *)p;
-    case XENT_INDEX_U16: return *(const uint16_t *)p;
-    case XENT_INDEX_I32: return *(const int32_t *)p;
-    case XENT_INDEX_U32: return *(const uint32_t *)p;
-    case XENT_INDEX_I64: return *(const int64_t *)p;
-    default: return (int64_t)*(const uint64_t *)p;
+    case XENT_INDEX_I8: return *(const xent_u_int8_t *)p;
+    case XENT_INDEX_U8: return *(const xent_u_uint8_t *)p;
+    case XENT_INDEX_I16: return *(const xent_u_int16_t *)p;
+    case XENT_INDEX_U16: return *(const xent_u_uint16_t *)p;
+    case XENT_INDEX_I32: return *(const xent_u_int32_t *)p;
+    case XENT_INDEX_U32: return *(const xent_u_uint32_t *)p;
+    case XENT_INDEX_I64: return *(const xent_u_int64_t *)p;
+    default: return (int64_t)*(const xent_u_uint64_t *)p;
     }
 }
 
@@ -584,7 +646,7 @@ static void xent_load_indices(const char *p, ptrdiff_t n, ptrdiff_t stride, int 
 #define XENT_LOAD_RUN(CODE, TYPE)                                   \
     case CODE:                                                      \
         for (i = 0; i < n; i++) {                                   \
-            int64_t v = (int64_t) * (const TYPE *)(p + i * stride); \
+            int64_t v = (int64_t) * (const xent_u_##TYPE *)(p + i * stride); \
             dst[i] = v == ignore_index ? -1 : v;                    \
         }                                                           \
         break;
@@ -599,7 +661,7 @@ static void xent_load_indices(const char *p, ptrdiff_t n, ptrdiff_t stride, int 
  * of w[index] over them (their number when w == NULL).  uint64 indices above
  * INT64_MAX load as negative: out of range too. */
 static ptrdiff_t xent_scan_indices(const char *p, ptrdiff_t n, ptrdiff_t stride, int code,
-                                   ptrdiff_t C, int64_t ignore_index, const double *w,
+                                   ptrdiff_t C, int64_t ignore_index, const xent_f64u *w,
                                    ptrdiff_t *n_valid, double *weight_total)
 {
     ptrdiff_t i, valid = 0, bad = -1;
@@ -608,7 +670,7 @@ static ptrdiff_t xent_scan_indices(const char *p, ptrdiff_t n, ptrdiff_t stride,
 #define XENT_SCAN_RUN(CODE, TYPE)                                   \
     case CODE:                                                      \
         for (i = 0; i < n; i++) {                                   \
-            int64_t v = (int64_t) * (const TYPE *)(p + i * stride); \
+            int64_t v = (int64_t) * (const xent_u_##TYPE *)(p + i * stride); \
             if (v == ignore_index)                                  \
                 continue;                                           \
             if (v < 0 || v >= C) {                                  \

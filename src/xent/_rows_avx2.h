@@ -29,8 +29,10 @@
  *
  * The stored exps (xent_avx2_exp_parts) use the arithmetic of _rows.h
  * (Cody-Waite reduction with a two-part ln 2, the degree-6 polynomial
- * XENT_EXP_C*) and have the bits of xent_exp_nonpos_f32 of this build; the
- * terms of sums use a cheaper exp (xent_avx2_term_parts, see there).
+ * XENT_EXP_C*) and have the bits of xent_exp_nonpos_f32 of this build (whose
+ * multiply-adds are FMAs written out, XENT_FMAF, whatever -ffp-contract says;
+ * tests/test_exp_bits.py); the terms of sums use a cheaper exp
+ * (xent_avx2_term_parts, see there).
  *
  * Included by _rows.h; XENT_HAVE_AVX2_ROWS tells it to use these.
  */
@@ -157,7 +159,7 @@ XENT_INLINE void xent_avx2_widen(__m256 v, __m256d *lo, __m256d *hi)
  * is bound by loads, not by one chain of dependent maxima.  The last values
  * of a row (n >= 8) are read as the row's last whole vector, overlapping ones
  * already seen (a max does not mind): no scalar loop on a short row's tail. */
-XENT_INLINE float xent_avx2_max_f32(const float *x, ptrdiff_t n)
+XENT_INLINE float xent_avx2_max_f32(const xent_f32u *x, ptrdiff_t n)
 {
     __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
     float m;
@@ -186,7 +188,7 @@ XENT_INLINE float xent_avx2_max_f32(const float *x, ptrdiff_t n)
  * bookkeeping of the entries equal to the row's max in the chunks that have
  * none (see xent_avx2_sum_exp_rest).  A chunk is 1 KB: its reduction to one
  * value costs nothing next to the loads. */
-XENT_INLINE float xent_avx2_max_f16_chunks(const uint16_t *x, ptrdiff_t n, float *chunk_max,
+XENT_INLINE float xent_avx2_max_f16_chunks(const xent_u16u *x, ptrdiff_t n, float *chunk_max,
                                            ptrdiff_t max_chunks, ptrdiff_t *n_chunks)
 {
     float m = -INFINITY, mc;
@@ -219,7 +221,7 @@ XENT_INLINE void xent_avx2_load_step(const void *x, ptrdiff_t len, int half,
         _mm256_storeu_si256((__m256i *)pad, _mm256_set1_epi16((short)0xFC00));
         _mm256_storeu_si256((__m256i *)(pad + 16), _mm256_set1_epi16((short)0xFC00));
         for (i = 0; i < len; i++)
-            pad[i] = ((const uint16_t *)x)[i];
+            pad[i] = ((const xent_u16u *)x)[i];
         XENT_AVX2_FIRST(ways) v[j] = xent_avx2_load(pad, 8 * j, 1);
     } else {
         /* masked loads (nothing is read past len), -inf in the other lanes */
@@ -247,7 +249,7 @@ XENT_INLINE void xent_avx2_load_step(const void *x, ptrdiff_t len, int half,
  * three live values each, out of sixteen), so the count goes through a
  * general-purpose register (the compare masks' sign bits, popcnt). */
 XENT_INLINE ptrdiff_t xent_avx2_rest_step(const void *x, ptrdiff_t len, int half, __m256 vm,
-                                          float *e, __m256 acc[2], const int none_equal,
+                                          xent_f32u *e, __m256 acc[2], const int none_equal,
                                           const int ways)
 {
     __m256 v[XENT_AVX2_WAYS], eq[XENT_AVX2_WAYS], p[XENT_AVX2_WAYS], s[XENT_AVX2_WAYS];
@@ -268,7 +270,7 @@ XENT_INLINE ptrdiff_t xent_avx2_rest_step(const void *x, ptrdiff_t len, int half
     if (e) {
         const __m256 two_m64 = _mm256_set1_ps(XENT_AVX2_TWO_M64);
         float tail[XENT_AVX2_STEP];
-        float *dst = len >= 8 * ways ? e : tail;
+        xent_f32u *dst = len >= 8 * ways ? e : tail;
         ptrdiff_t i;
         xent_avx2_exp_parts(v, p, s, ways);
         XENT_AVX2_FIRST(ways) {
@@ -291,7 +293,7 @@ XENT_INLINE ptrdiff_t xent_avx2_rest_step(const void *x, ptrdiff_t len, int half
  * entries equal m.  The cache line `ahead` bytes further is asked for as each
  * step is read (see prefetch_ahead in _rows_impl.h). */
 XENT_INLINE __m256 xent_avx2_rest_chunk(const char *x, ptrdiff_t len, int half, __m256 vm,
-                                        float *e, ptrdiff_t ahead, const int none_equal,
+                                        xent_f32u *e, ptrdiff_t ahead, const int none_equal,
                                         ptrdiff_t *count)
 {
     const ptrdiff_t size = half ? 2 : 4;
@@ -325,7 +327,7 @@ XENT_INLINE __m256 xent_avx2_rest_chunk(const char *x, ptrdiff_t len, int half, 
  * holds no entry equal to m and is summed without that bookkeeping (about a
  * sixth of the operations). */
 XENT_INLINE double xent_avx2_sum_exp_rest_known(const void *x, int half, ptrdiff_t n, float m,
-                                                ptrdiff_t *k, float *e, const float *chunk_max,
+                                                ptrdiff_t *k, xent_f32u *e, const float *chunk_max,
                                                 ptrdiff_t n_known)
 {
     const __m256 vm = _mm256_set1_ps(m);
@@ -353,7 +355,7 @@ XENT_INLINE double xent_avx2_sum_exp_rest_known(const void *x, int half, ptrdiff
 
 /* sum_exp_rest of a float32 or float16 row (see xent_avx2_sum_exp_rest_known). */
 XENT_INLINE double xent_avx2_sum_exp_rest(const void *x, int half, ptrdiff_t n, float m,
-                                          ptrdiff_t *k, float *e)
+                                          ptrdiff_t *k, xent_f32u *e)
 {
     return xent_avx2_sum_exp_rest_known(x, half, n, m, k, e, NULL, 0);
 }
@@ -363,7 +365,7 @@ XENT_INLINE double xent_avx2_sum_exp_rest(const void *x, int half, ptrdiff_t n, 
 
 /* The max m of a float16 row and, when it is finite, the sum of its exps
  * (sum_exp_rest: returns rest, sets *k); 0 otherwise. */
-XENT_INLINE double xent_avx2_f16_rest(const uint16_t *x, ptrdiff_t n, float *m, ptrdiff_t *k)
+XENT_INLINE double xent_avx2_f16_rest(const xent_u16u *x, ptrdiff_t n, float *m, ptrdiff_t *k)
 {
     float chunk_max[XENT_AVX2_KNOWN_CHUNKS];
     ptrdiff_t n_known;

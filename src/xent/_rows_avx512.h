@@ -70,7 +70,7 @@ XENT_INLINE __mmask16 xent_avx512_head_mask(ptrdiff_t len)
 XENT_INLINE __m512 xent_avx512_load(const void *x, ptrdiff_t i, int half, __mmask16 valid)
 {
     if (half) {
-        const uint16_t *h = (const uint16_t *)x + i;
+        const xent_u16u *h = (const xent_u16u *)x + i;
         if (valid == (__mmask16)0xFFFF)
             return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
         return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(valid, h));
@@ -86,7 +86,7 @@ XENT_INLINE __m512 xent_avx512_load(const void *x, ptrdiff_t i, int half, __mmas
  * e == NULL calls compile without the stores.  The cache line `ahead` values
  * further is prefetched, one per vector (see prefetch_ahead in _rows_impl.h). */
 XENT_INLINE void xent_avx512_rest_chunk(const void *x, int half, ptrdiff_t len, __m512 vm,
-                                        float *e, __m512 *s, __m512 *cnt, ptrdiff_t ahead)
+                                        xent_f32u *e, __m512 *s, __m512 *cnt, ptrdiff_t ahead)
 {
     const __m512 one = _mm512_set1_ps(1.0f);
     const ptrdiff_t size = half ? 2 : 4;
@@ -223,7 +223,7 @@ XENT_INLINE void xent_avx512_ahead_take(xent_avx512_ahead_max *a, const void *x,
                                         int half, const int track_min)
 {
     if (half) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)((const uint16_t *)x + i));
+        __m256i v = _mm256_loadu_si256((const __m256i *)((const xent_u16u *)x + i));
         a->hi = _mm256_max_epi16(a->hi, v);
         if (track_min)
             a->lo = _mm256_min_epi16(a->lo, v);
@@ -241,9 +241,9 @@ XENT_INLINE float xent_avx512_ahead_finish(xent_avx512_ahead_max *a, const void 
 {
     if (half) {
         int16_t hi;
-        xent_avx2_f16_bits_rest((const uint16_t *)x, i, n, &a->hi, &a->lo);
+        xent_avx2_f16_bits_rest((const xent_u16u *)x, i, n, &a->hi, &a->lo);
         if (track_min)
-            return xent_f16_max_from_bits(a->hi, a->lo, (const uint16_t *)x, n);
+            return xent_f16_max_from_bits(a->hi, a->lo, (const xent_u16u *)x, n);
         hi = xent_avx2_hmax_epi16(a->hi);
         if (xent_f16_hi_is_max(hi))
             return xent_half_to_float((uint16_t)hi);
@@ -251,7 +251,7 @@ XENT_INLINE float xent_avx512_ahead_finish(xent_avx512_ahead_max *a, const void 
             return -INFINITY;
         /* a NaN with its sign bit clear, or (without track_min, m <= 0) entries
          * all negative: their max as floats */
-        return xent_f16_max_as_floats((const uint16_t *)x, n);
+        return xent_f16_max_as_floats((const xent_u16u *)x, n);
     }
     (void)m;
     for (; i < n; i += 16) {
@@ -267,7 +267,7 @@ XENT_INLINE float xent_avx512_max(const void *x, int half, ptrdiff_t len)
     xent_avx512_ahead_max a;
     ptrdiff_t i;
     if (half)
-        return xent_avx2_max_f16((const uint16_t *)x, len);
+        return xent_avx2_max_f16((const xent_u16u *)x, len);
     xent_avx512_ahead_start(&a);
     for (i = 0; i + 16 <= len; i += 16)
         xent_avx512_ahead_take(&a, x, i, 0, 0);
@@ -418,7 +418,7 @@ XENT_INLINE __m512d xent_avx512_fold(__m512d lanes, __m512 s, double scale)
  * double; *k = the number of entries equal to m.  Without e (and for
  * |m| <= XENT_TERM_MAX_ABS_M) the terms are the base-2 ones above. */
 XENT_INLINE double xent_avx512_sum_exp_rest(const void *x, int half, ptrdiff_t n, float m,
-                                            ptrdiff_t *k, float *e)
+                                            ptrdiff_t *k, xent_f32u *e)
 {
     const __m512 vm = _mm512_set1_ps(m);
     const ptrdiff_t size = half ? 2 : 4;

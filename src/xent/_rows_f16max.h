@@ -40,7 +40,7 @@ XENT_INLINE int16_t xent_avx2_hext_epi16(__m256i lanes, const int smallest)
  * xent_avx2_max_f16): whole vectors, then the last values as the row's last
  * whole vector (n >= 16: overlapping ones already taken, which a max does not
  * mind) or one at a time (a shorter row). */
-XENT_INLINE void xent_avx2_f16_bits_rest(const uint16_t *x, ptrdiff_t i, ptrdiff_t n,
+XENT_INLINE void xent_avx2_f16_bits_rest(const xent_u16u *x, ptrdiff_t i, ptrdiff_t n,
                                          __m256i *hi, __m256i *lo)
 {
     for (; i < n && n >= 16; i = i + 16 <= n ? i + 16 : n) {
@@ -64,7 +64,7 @@ XENT_INLINE int xent_f16_hi_is_max(int16_t hi)
 
 /* The max of the float16 values x[0 .. n), ignoring NaN, converted and
  * compared as floats: for the rows the bits do not decide. */
-XENT_INLINE float xent_f16_max_as_floats(const uint16_t *x, ptrdiff_t n)
+XENT_INLINE float xent_f16_max_as_floats(const xent_u16u *x, ptrdiff_t n)
 {
     __m256 m = _mm256_set1_ps(-INFINITY);
     float r, f;
@@ -81,7 +81,7 @@ XENT_INLINE float xent_f16_max_as_floats(const uint16_t *x, ptrdiff_t n)
 
 /* The max of the float16 values x[0 .. n), ignoring NaN, from the int16 max
  * hi and min lo of their bits (lanes, see xent_avx2_max_f16). */
-XENT_INLINE float xent_f16_max_from_bits(__m256i hi_lanes, __m256i lo_lanes, const uint16_t *x,
+XENT_INLINE float xent_f16_max_from_bits(__m256i hi_lanes, __m256i lo_lanes, const xent_u16u *x,
                                          ptrdiff_t n)
 {
     int16_t hi = xent_avx2_hmax_epi16(hi_lanes), lo = xent_avx2_hmin_epi16(lo_lanes);
@@ -104,7 +104,7 @@ XENT_INLINE float xent_f16_max_from_bits(__m256i hi_lanes, __m256i lo_lanes, con
  * compared as floats instead (a rare row: NaN is an error value).  A row of
  * NaNs alone has the max -inf, as in xent_max_f32.  As in xent_avx2_max_f32,
  * the last values (n >= 16) are read as the row's last whole vector. */
-XENT_INLINE float xent_avx2_max_f16(const uint16_t *x, ptrdiff_t n)
+XENT_INLINE float xent_avx2_max_f16(const xent_u16u *x, ptrdiff_t n)
 {
     __m256i hi0 = _mm256_set1_epi16(INT16_MIN), hi1 = hi0;
     __m256i lo0 = _mm256_set1_epi16(INT16_MAX), lo1 = lo0;

@@ -26,10 +26,10 @@ cdef inline const real *_row_in(const char *p, Py_ssize_t n, Py_ssize_t stride, 
     the row itself when it already is one, else a converted copy in scratch."""
     if real is float:
         if kind == XENT_KIND_F32 and stride == sizeof(float):
-            return <const float *> p
+            return <const float_u *> p
         load_row_f32(p, n, stride, kind, scratch)
     else:
         if kind == XENT_KIND_F64 and stride == sizeof(double):
-            return <const double *> p
+            return <const double_u *> p
         load_row_f64(p, n, stride, kind, scratch)
     return scratch

@@ -66,9 +66,9 @@ static ptrdiff_t xent_tile_targets(const char *p, int code, ptrdiff_t stride, pt
     case CODE:                                                                    \
         if (stride == (ptrdiff_t)sizeof(TYPE)) {                                  \
             XENT_SIMD_SUM(valid, bad)                                             \
-            XENT_TILE_TARGETS_LOOP((int64_t)((const TYPE *)p)[j])                 \
+            XENT_TILE_TARGETS_LOOP((int64_t)((const xent_u_##TYPE *)p)[j])         \
         } else {                                                                  \
-            XENT_TILE_TARGETS_LOOP((int64_t) * (const TYPE *)(p + j * stride))    \
+            XENT_TILE_TARGETS_LOOP((int64_t) * (const xent_u_##TYPE *)(p + j * stride)) \
         }                                                                         \
         break;
         XENT_INDEX_STORAGES(XENT_TILE_TARGETS_RUN)
@@ -116,7 +116,7 @@ XENT_INLINE void xent_transpose16x16_f32(__m512 r[16])
  * row), and tx[j] = x[j*xs + t[j]] (0 where t[j] < 0), gathered from xt.  The
  * compiler's own code for the strided loads of group_ce inserts one value at a
  * time, which costs more than the arithmetic for C >= 6. */
-XENT_INLINE void xent_transpose_group_f32(const float *x, ptrdiff_t xs, ptrdiff_t C,
+XENT_INLINE void xent_transpose_group_f32(const xent_f32u *x, ptrdiff_t xs, ptrdiff_t C,
                                           const int32_t *t, float *xt, float *tx)
 {
     __m512 r[16];
@@ -145,7 +145,7 @@ XENT_INLINE void xent_transpose_group_f32(const float *x, ptrdiff_t xs, ptrdiff_
 #define XENT_GROUP_FINISH xent_avx2_group_finish_f32
 #endif
 
-#define XENT_T float
+#define XENT_T xent_f32u
 #define XENT_FN(name) xent_##name##_f32
 #include "_tiles_impl.h"
 #undef XENT_T
@@ -154,7 +154,7 @@ XENT_INLINE void xent_transpose_group_f32(const float *x, ptrdiff_t xs, ptrdiff_
 #undef XENT_GROUP_SIMD
 #undef XENT_GROUP_FINISH
 
-#define XENT_T double
+#define XENT_T xent_f64u
 #define XENT_FN(name) xent_##name##_f64
 #include "_tiles_impl.h"
 #undef XENT_T
