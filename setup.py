@@ -11,16 +11,29 @@ Everything about *how* the extensions are compiled lives here, in one place:
   ``XENT_REQUIRE_OPENMP=1``  make a missing OpenMP a build error instead of a warning.
   ``XENT_DEBUG_BUILD=1``     Cython bounds/wraparound/initialized checks on, ``-O0 -g``;
                              used to run the whole test suite against checked kernels.
+  ``XENT_BUILD_JOBS=N``      compile N extensions at once (default: one per CPU this
+                             process may use; ``build_ext -j N`` wins over it).
 
 * Optimisation is ``-O3`` plus the narrow flags auto-vectorisation needs
   (``-fno-math-errno``, ``-fno-trapping-math``, ``-fopenmp-simd``).  Never
   ``-ffast-math``/``-Ofast``: they break the ``-inf`` rules the kernels rely on and can
-  switch the whole process to flush-to-zero.
+  switch the whole process to flush-to-zero.  Release builds add ``-g0`` (no debug
+  information in the shipped ``.so`` files) unless ``CFLAGS`` asks for ``-g``.
+* Cython writes its C files into the build directory (``<build_temp>/cython``), never
+  next to the sources, and only when a ``.pyx``/``.pxi``/``.pxd`` of xent, the Cython
+  version or the directives changed; an extension is recompiled only when its C file,
+  a header or its compile options changed.  So a second ``pip install .`` (which builds
+  in the source tree's ``build/``) reuses the first one's work, although each pip build
+  runs in a fresh isolated environment whose Cython/NumPy files are all newer.
+* The extensions compile in parallel (``XENT_BUILD_JOBS``).
 """
 
 import glob
+import hashlib
+import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -29,9 +42,10 @@ import tempfile
 import textwrap
 
 import numpy as np
-from Cython.Build import cythonize
+from Cython import __version__ as CYTHON_VERSION
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.errors import CompileError
 
 
 def _env_flag(name):
@@ -116,7 +130,17 @@ def _probe_openmp(compiler):
 
 
 class XentBuildExt(build_ext):
-    """build_ext that adds OpenMP and optimisation flags after probing the compiler."""
+    """build_ext that adds OpenMP and optimisation flags after probing the compiler.
+
+    It also runs Cython itself (into the build directory, only for stale modules),
+    recompiles an extension only when its C file, headers or options changed, and
+    builds the extensions in parallel by default (see the module docstring).
+    """
+
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:  # no -j/--parallel on the command line
+            self.parallel = _default_build_jobs()
 
     def build_extensions(self):
         compiler = self.compiler
@@ -141,7 +165,9 @@ class XentBuildExt(build_ext):
             cflags = ["/O2"] if not DEBUG_BUILD else ["/Od", "/Zi"]
             ldflags = []
         else:
-            cflags = (["-O0", "-g"] if DEBUG_BUILD else ["-O3"]) + [
+            # -g0 last on the line: Python's own CFLAGS carry -g (10 MB of DWARF in the wheel)
+            release = ["-O3"] if _cflags_ask_for_debug_info() else ["-O3", "-g0"]
+            cflags = (["-O0", "-g"] if DEBUG_BUILD else release) + [
                 "-fno-math-errno",
                 "-fno-trapping-math",
                 "-fopenmp-simd",
@@ -153,7 +179,14 @@ class XentBuildExt(build_ext):
             cflags += omp_c
             ldflags += omp_l
 
-        compiler_name = " ".join(compiler.compiler_so[:1]) if hasattr(compiler, "compiler_so") else compiler.compiler_type
+        if hasattr(compiler, "compiler_so"):
+            # the compiler, not a launcher in front of it (CC="ccache gcc")
+            words = list(compiler.compiler_so)
+            while len(words) > 1 and os.path.basename(words[0]) in _LAUNCHERS:
+                words.pop(0)
+            compiler_name = words[0]
+        else:
+            compiler_name = compiler.compiler_type
         for ext in self.extensions:
             ext.extra_compile_args = list(ext.extra_compile_args or []) + cflags
             ext.extra_link_args = list(ext.extra_link_args or []) + ldflags
@@ -162,7 +195,78 @@ class XentBuildExt(build_ext):
                 ("XENT_BUILD_COMPILER", '"%s"' % _compiler_version(compiler_name).replace('"', "'")),
             ]
         self.extensions = [e for e in self.extensions if _compiler_accepts(compiler, SIMD_FLAGS.get(e.name, []))]
+        # the big kernel modules first, so that the parallel build ends together
+        self.extensions.sort(key=lambda e: e.name == "xent._xent_runtime")
+        for ext in self.extensions:  # the .pyx (sources become the C file when built)
+            ext.xent_pyx = getattr(ext, "xent_pyx", None) or ext.sources[0]
+        cython_deps = _cython_dependencies([e.xent_pyx for e in self.extensions])
+        for ext in self.extensions:
+            ext.cython_deps = cython_deps[ext.xent_pyx]
+            # a change to any .pyx/.pxi/.pxd/.h it reads rebuilds it
+            ext.depends = sorted(set(ext.depends) | set(ext.cython_deps))
         super().build_extensions()
+
+    def build_extension(self, ext):
+        """Cythonize `ext` if stale, then compile it if its C file, headers or options changed.
+
+        Runs in build_ext's thread pool, one call per extension.
+        """
+        ext.sources = [self._cythonize(ext)]
+        fingerprint = _fingerprint(
+            sources=ext.sources,
+            compiler=getattr(self.compiler, "compiler_so", self.compiler.compiler_type),
+            linker=getattr(self.compiler, "linker_so", None),
+            compile_args=ext.extra_compile_args,
+            link_args=ext.extra_link_args,
+            macros=ext.define_macros,
+            numpy=np.__version__,  # not its path: pip's isolated environments move it
+        )
+        ext_path = self.get_ext_fullpath(ext.name)
+        stamp = os.path.join(
+            self.build_temp,
+            "xent-stamps",
+            "%s-%s.json" % (ext.name, hashlib.sha1(os.path.abspath(ext_path).encode()).hexdigest()[:12]),
+        )
+        if os.path.exists(ext_path) and _read_text(stamp) != fingerprint:
+            os.remove(ext_path)  # built with other flags (e.g. XENT_DEBUG_BUILD): rebuild
+        super().build_extension(ext)
+        _write_text(stamp, fingerprint)
+
+    def _cythonize(self, ext):
+        """Path of `ext`'s C file under build_temp, running Cython when it is stale."""
+        pyx = ext.xent_pyx
+        c_file = os.path.join(self.build_temp, "cython", *ext.name.split(".")) + ".c"
+        stamp = c_file + ".json"
+        directives = [f"{key}={value}" for key, value in sorted(CYTHON_DIRECTIVES.items())]
+        # numpy: `cimport numpy` reads NumPy's own .pxd
+        fingerprint = _fingerprint(
+            cython=CYTHON_VERSION, numpy=np.__version__, directives=directives, source=pyx
+        )
+        if (
+            not self.force
+            and os.path.exists(c_file)
+            and _read_text(stamp) == fingerprint
+            # mtimes of xent's own files only: Cython's and NumPy's .pxd are new in
+            # every isolated build environment, and their versions are fingerprinted
+            and all(os.path.getmtime(d) <= os.path.getmtime(c_file) for d in ext.cython_deps)
+        ):
+            return c_file
+        os.makedirs(os.path.dirname(c_file), exist_ok=True)
+        cmd = [sys.executable, "-m", "cython", "--module-name", ext.name, "-I", "src"]
+        for directive in directives:
+            cmd += ["-X", directive]
+        cmd += ["-o", c_file, pyx]
+        print(f"xent: cythonizing {pyx} -> {c_file}")
+        proc = subprocess.run(cmd, capture_output=True, text=True)  # in parallel, one per extension
+        output = (proc.stdout + proc.stderr).strip()
+        if proc.returncode != 0:
+            if os.path.exists(c_file):
+                os.remove(c_file)
+            raise CompileError(f"Cython failed on {pyx}:\n{output}")
+        if output:
+            print(output)
+        _write_text(stamp, fingerprint)
+        return c_file
 
 
 def _compiler_accepts(compiler, flags):
@@ -194,6 +298,67 @@ def _compiler_version(name):
         return name
 
 
+_LAUNCHERS = {"ccache", "sccache", "distcc"}
+
+
+def _cflags_ask_for_debug_info():
+    """True if the user's CFLAGS ask for debug information (e.g. a sanitizer build)."""
+    flags = shlex.split(os.environ.get("CFLAGS", ""))
+    return any(f.startswith("-g") and f != "-g0" for f in flags)
+
+
+def _default_build_jobs():
+    """XENT_BUILD_JOBS, else the number of CPUs this process may run on."""
+    value = os.environ.get("XENT_BUILD_JOBS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"XENT_BUILD_JOBS must be a positive integer, got {value!r}")
+        return int(value)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _cython_dependencies(pyx_files):
+    """{pyx: the files of this project that Cython reads for it (.pyx/.pxi/.pxd)}."""
+    project = os.path.abspath("src") + os.sep
+    try:
+        from Cython.Build.Dependencies import create_dependency_tree
+        from Cython.Compiler.Main import Context
+        from Cython.Compiler.Options import CompilationOptions, default_options
+
+        options = CompilationOptions(default_options, include_path=["src"])
+        tree = create_dependency_tree(Context.from_options(options), quiet=True)
+        deps = {pyx: tree.all_dependencies(pyx) for pyx in pyx_files}
+    except Exception as exc:  # an older/newer Cython API: assume every file matters
+        print(f"xent: Cython dependency scan failed ({exc!r}); every .pyx/.pxi/.pxd counts")
+        every = {f for pattern in ("*.pyx", "*.pxi", "*.pxd") for f in glob.glob("src/xent/" + pattern)}
+        deps = {pyx: every | {pyx} for pyx in pyx_files}
+    return {
+        pyx: sorted(os.path.relpath(d) for d in files if os.path.abspath(d).startswith(project))
+        for pyx, files in deps.items()
+    }
+
+
+def _fingerprint(**fields):
+    return json.dumps(fields, sort_keys=True, default=str)
+
+
+def _read_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _write_text(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
 # Extension name -> the -march flags of its SIMD variant ([] for portable code).
 SIMD_FLAGS = {}
 
@@ -206,7 +371,8 @@ def _extension(name, sources, simd_flags=()):
         include_dirs=[np.get_include(), "src/xent"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         extra_compile_args=list(simd_flags),
-        # the C block is in headers: rebuild when any of them changes
+        # the C block is in headers: rebuild when any of them changes (XentBuildExt
+        # adds the .pyx/.pxi/.pxd that Cython reads)
         depends=sorted(glob.glob("src/xent/*.h")),
     )
 
@@ -228,12 +394,6 @@ if _is_x86_64() and not _env_flag("XENT_BASELINE_ONLY"):
         _extension("xent._kernels_avx512", ["src/xent/_kernels_avx512.pyx"], ["-march=x86-64-v4"]),
     ]
 
-setup(
-    ext_modules=cythonize(
-        EXTENSIONS,
-        compiler_directives=CYTHON_DIRECTIVES,
-        include_path=["src"],
-        annotate=False,
-    ),
-    cmdclass={"build_ext": XentBuildExt},
-)
+# The sources stay .pyx: XentBuildExt runs Cython at build time, into the build
+# directory (an sdist or egg_info never runs it).
+setup(ext_modules=EXTENSIONS, cmdclass={"build_ext": XentBuildExt})

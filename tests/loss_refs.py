@@ -17,7 +17,8 @@ formulas (PyTorch's, formula for formula):
   of non-ignored rows (not class-weighted);
 * gradients are ∂loss/∂logits of the reduced loss ("none": of Σ l_i).
 
-Terms ``0·log 0`` (a zero weight/target on a class of probability zero) are 0.
+Terms ``0·log 0`` (a zero weight/target on a class of probability zero) are 0;
+``0·NaN`` is NaN (NaN reaches everything computed from its row).
 """
 
 import re
@@ -55,9 +56,10 @@ def _reduce(per_row, reduction, denominator):
 
 
 def _xlogy_terms(coef, lp):
-    """coef·lp elementwise with 0·(-inf) = 0 (coef == 0 contributes nothing)."""
+    """coef·lp elementwise with 0·(-inf) = 0 (coef == 0 contributes nothing where
+    lp is a number or infinite), but 0·NaN = NaN (a NaN row stays NaN, SPEC)."""
     with np.errstate(invalid="ignore"):
-        return np.where(coef == 0, 0.0, coef * lp)
+        return np.where((coef == 0) & ~np.isnan(lp), 0.0, coef * lp)
 
 
 def ref_cross_entropy(

@@ -18,6 +18,7 @@ from xent._validation import (
     check_grad_out,
     check_reduction,
     check_same_shape,
+    copy_rounded,
 )
 
 
@@ -151,7 +152,7 @@ def binary_cross_entropy_with_logits(
     if not return_grad:
         return result
     if grad_out is not None and grad_direct is None:
-        np.copyto(grad_out, grad, casting="same_kind")
+        copy_rounded(grad_out, grad)
         grad = grad_out
     return result, grad
 

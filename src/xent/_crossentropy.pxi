@@ -28,6 +28,7 @@ cdef extern from "_rows.h" nogil:
         XENT_INDEX_I16
         XENT_INDEX_I32
         XENT_INDEX_I64
+        XENT_INDEX_U64
     int64_t load_index "xent_load_index"(const char *p, int code)
     void load_indices "xent_load_indices"(const char *p, Py_ssize_t n, Py_ssize_t stride, int code,
                                           int64_t ignore_index, int64_t *dst)
@@ -637,24 +638,58 @@ def entropy(cnp.ndarray x not None, int xkind, bint double_precision,
 
 def class_index_stats(cnp.ndarray t not None, int tcode, Py_ssize_t C, int64_t ignore_index,
                       weight):
-    """One pass over 1-D class indices t (storage tcode, any stride).
+    """One pass over 1-D class indices t (storage tcode, any stride), and a
+    second one with a weight.
 
     Returns (first_bad, n_valid, weight_total): the flat position of the first
     index outside [0, C) that is not ignore_index (-1 if none), the number of
     non-ignored indices, and the sum of weight[t] over them (float64 weight,
-    contiguous, or None for a weight of 1).
+    contiguous, or None for a weight of 1; not computed when an index is bad).
+    The weight sum is the denominator of a weighted "mean": it is taken in the
+    fixed order of the row losses' sum (_index_weight_sum), as accurate as that
+    numerator (a running sum would lose ~n*eps).
     """
     cdef Py_ssize_t bad, valid
-    cdef const double_u *w = NULL
+    cdef const char *p = cnp.PyArray_BYTES(t)
+    cdef Py_ssize_t n = t.shape[0], stride = cnp.PyArray_STRIDE(t, 0)
     cdef double total
+    cdef void *scratch
     if t.ndim != 1:
         raise ValueError("xent._kernels.class_index_stats: internal contract violated (ndim)")
-    if weight is not None:
-        w = <const double_u *> cnp.PyArray_DATA(<cnp.ndarray> weight)
     with nogil:
-        bad = scan_indices(cnp.PyArray_BYTES(t), t.shape[0], cnp.PyArray_STRIDE(t, 0), tcode,
-                           C, ignore_index, w, &valid, &total)
+        bad = scan_indices(p, n, stride, tcode, C, ignore_index, NULL, &valid, &total)
+    if weight is None or bad >= 0:
+        return bad, valid, total
+    scratch = _alloc_scratch(TILE_ROWS * (sizeof(int64_t) + sizeof(double)))
+    try:
+        with nogil:
+            total = _index_weight_sum(p, n, stride, tcode, ignore_index,
+                                      <const double_u *> cnp.PyArray_DATA(<cnp.ndarray> weight),
+                                      <int64_t *> scratch,
+                                      <double *> (<int64_t *> scratch + TILE_ROWS))
+    finally:
+        free(scratch)
     return bad, valid, total
+
+
+cdef double _index_weight_sum(const char *p, Py_ssize_t n, Py_ssize_t stride, int tcode,
+                              int64_t ignore_index, const double_u *w, int64_t *idx,
+                              double *v) noexcept nogil:
+    """Sum of w[t_i] over the class indices t_i at p + i*stride (storage tcode,
+    each in range or ignore_index) that are not ignored: _sum_tiles of the rows'
+    weights (0 for ignored rows), formed a tile at a time.  idx, v: TILE_ROWS
+    values of scratch each."""
+    cdef double acc[8]
+    cdef Py_ssize_t b, i, k, n_blocks = (n + TILE_ROWS - 1) // TILE_ROWS
+    for i in range(8):
+        acc[i] = 0
+    for b in range(n_blocks):
+        k = min(TILE_ROWS, n - b * TILE_ROWS)
+        load_indices(p + b * TILE_ROWS * stride, k, stride, tcode, ignore_index, idx)
+        for i in range(k):
+            v[i] = w[idx[i]] if idx[i] >= 0 else 0
+        acc[b % 8] += _sum_fixed(v, k)
+    return _combine8(acc)
 
 
 cdef double _sum_fixed(const double *v, Py_ssize_t n) noexcept nogil:
@@ -744,7 +779,8 @@ def cross_entropy_small(logits, target, axis, ignore_index, reduction, label_smo
 
     Taken for: exact ndarrays; 2-D, C-contiguous, aligned, native float32/float64
     logits; class axis -1 or 1 (int); 1-D aligned native integer targets of any
-    stride, every index in [0, C) or ignore_index (an int in int64's range);
+    stride (uint64 only with ignore_index >= 0), every index in [0, C) or
+    ignore_index (an int in int64's range);
     reduction "mean" or "sum"; label_smoothing and z_loss the number 0.
     threads_for(n_elements) gives the team size (xent._threading.threads_for).
 
@@ -787,6 +823,11 @@ def cross_entropy_small(logits, target, axis, ignore_index, reduction, label_smo
     N, C = cnp.PyArray_DIM(x, 0), cnp.PyArray_DIM(x, 1)
     tcode = _native_index_code(t)
     if tcode < 0 or cnp.PyArray_DIM(t, 0) != N:
+        return None
+    if tcode == XENT_INDEX_U64 and ignore < 0:
+        # The kernels read int64: a uint64 index above INT64_MAX wraps to a
+        # negative value, which could equal ignore_index; the general path
+        # refuses those (with ignore_index >= 0 the scans below report them).
         return None
     j.t, j.tcode, j.ts0, j.ts1, j.ts2 = cnp.PyArray_BYTES(t), tcode, cnp.PyArray_STRIDE(t, 0), 0, 0
     j.outer, j.C, j.inner = N, C, 1

@@ -22,6 +22,7 @@ from xent._validation import (
     check_ignore_index,
     check_reduction,
     check_scalar,
+    check_uint64_indices,
     class_weights,
     finish_grad,
     float_kind,
@@ -29,6 +30,8 @@ from xent._validation import (
     index_storage,
     input_3d,
     normalize_axis,
+    rounded,
+    xlogy_terms,
 )
 
 
@@ -54,6 +57,8 @@ class _Targets:
                     f"{a.shape} (class axis {ax}) must have shape {row_shape}"
                 )
             t, self.code = index_storage(t)
+            if t.dtype.kind == "u" and t.dtype.itemsize == 8:
+                check_uint64_indices(t, C, ignore_index)
             bad, n_valid, weight_total = _kernels.class_index_stats(
                 t.reshape(-1), self.code, C, ignore_index, weight64
             )
@@ -159,15 +164,24 @@ def cross_entropy(
         is NaN.  "sum" adds (0 over nothing).  "none" returns one loss per row.
     label_smoothing : float in [0, 1], optional
         Mixes the target with the uniform distribution: ``(1-ε)·target + ε/C``.
+        With ``ε > 0`` every class weight enters every row (a NaN weight makes
+        every row NaN); without, only the target's.
     z_loss : float >= 0, optional
         Adds ``z_loss · logsumexp(row)²`` for each non-ignored row (PaLM); under
-        "mean" this term is divided by the number of non-ignored rows.
+        "mean" this term is divided by the number of non-ignored rows.  A finite
+        real number (int, float, NumPy scalar): ``inf`` and NaN raise
+        `ValueError`, strings and bools `TypeError`.
     return_grad : bool, optional
         Also return ``∂loss/∂logits`` for the chosen reduction (for "none", the
         gradient of the sum), computed in the same pass.
     grad_out : ndarray, optional
-        Where to write the gradient (the logits' shape, floating).  It may be the
-        logits array itself, which is then overwritten by the gradient.
+        Where to write the gradient (needs ``return_grad=True``): a writable
+        NumPy array of the logits' shape, any floating dtype, ``ml_dtypes``'
+        bfloat16 included (the gradient is rounded to it when it is not the
+        computation dtype; beyond its range, ``±inf``).  No two of its elements
+        may share memory (a self-overlapping view such as ``as_strided(...,
+        strides=(8, 8))`` raises `ValueError`).  It may be the logits array
+        itself, which is then overwritten by the gradient.
 
     Returns
     -------
@@ -184,10 +198,12 @@ def cross_entropy(
         names the first one and its position).  Nothing is written.
     ValueError
         Shape mismatches, unknown `reduction`, `label_smoothing` outside
-        ``[0, 1]``, negative `z_loss`, bad `weight` shape, `axis` out of range,
-        bad `grad_out`.
+        ``[0, 1]``, `z_loss` negative, infinite or NaN, bad `weight` shape,
+        `axis` out of range, `ignore_index` outside int64's range, bad
+        `grad_out` (shape, read-only, self-overlapping).
     TypeError
-        Unsupported dtypes.
+        Unsupported dtypes; a `z_loss` or `label_smoothing` that is not a real
+        number; a `grad_out` that is not a floating NumPy array.
 
     Notes
     -----
@@ -251,20 +267,24 @@ _cross_entropy_small = _kernels.cross_entropy_small
 
 
 def _reduce_ce(ce, lse, z, reduction, weight_total, n_valid, row_shape, compute):
-    """Loss from per-row float64 cross-entropies and logsumexps (0 on ignored rows)."""
-    z_rows = z * np.square(lse) if z != 0 else None  # z == 0: skip, even if lse = inf
-    if reduction == "none":
-        rows = ce if z_rows is None else ce + z_rows
-        return _shaped(rows.astype(compute), row_shape)
+    """Loss from per-row float64 cross-entropies and logsumexps (0 on ignored rows).
+
+    IEEE's inf and NaN are answers here (z·lse² beyond float64, inf - inf), and
+    a float64 value beyond float32's range rounds to inf: no warnings."""
+    with np.errstate(all="ignore"):
+        z_rows = z * np.square(lse) if z != 0 else None  # z == 0: skip, even if lse = inf
+        if reduction == "none":
+            rows = ce if z_rows is None else ce + z_rows
+            return _shaped(rounded(rows, compute), row_shape)
     total = _kernels.sum_rows(ce)  # the fixed order of the fast path too
     z_total = _kernels.sum_rows(z_rows) if z_rows is not None else 0.0
     if reduction == "sum":
-        return compute.type(total + z_total)
+        return rounded(total + z_total, compute)
     # 0/0 (nothing to average) is NaN, as in PyTorch
     mean = total / weight_total if weight_total != 0 else math.nan
     if z_rows is not None:
         mean += z_total / n_valid if n_valid != 0 else math.nan
-    return compute.type(mean)
+    return rounded(mean, compute)
 
 
 def _shaped(rows, row_shape):
@@ -304,6 +324,12 @@ def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=-100, redu
     IndexError, ValueError, TypeError
         As for `cross_entropy`.
 
+    Notes
+    -----
+    A zero weight on a log-probability of ``-inf`` costs 0 (``0·log 0 = 0``, as
+    in `cross_entropy`; PyTorch gives NaN there); a NaN log-probability gives
+    NaN whatever its weight.  Ignored rows are 0 whatever they hold.
+
     Examples
     --------
     >>> import numpy as np, xent
@@ -322,16 +348,24 @@ def nll_loss(log_probs, target, *, axis=-1, weight=None, ignore_index=-100, redu
     valid = targets.valid
     picked = _pick(a, t, valid, ax).astype(FLOAT64)
     wt = w[np.where(valid, t, 0)] if (w is not None and C > 0) else np.ones(t.shape)
-    # Ignored rows are exactly 0, whatever their log-probabilities hold.
-    rows = np.where(valid, -wt * picked, 0.0)
-    denominator = float(np.sum(np.where(valid, wt, 0.0)))
+    # Ignored rows are exactly 0, whatever their log-probabilities hold; a zero
+    # weight on a log-probability of -inf costs 0 (0·log 0), on a NaN it is NaN.
+    rows = np.where(valid, xlogy_terms(wt, -picked), 0.0)
+    return _reduce_rows(rows, reduction, np.sum(np.where(valid, wt, 0.0)), targets.row_shape,
+                        lg.compute)
+
+
+def _reduce_rows(rows, reduction, denominator, row_shape, compute):
+    """nll_loss's and focal_loss's loss from float64 per-row losses (0 on ignored
+    rows): "mean" divides the sum by `denominator` (0/0 = NaN, as PyTorch).  IEEE's
+    inf and NaN are the answers: no warnings."""
     if reduction == "none":
-        return _shaped(rows.astype(lg.compute), targets.row_shape)
-    total = np.sum(rows, dtype=np.float64)
-    if reduction == "sum":
-        return lg.compute.type(total)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return lg.compute.type(np.float64(total) / np.float64(denominator))
+        return _shaped(rounded(rows, compute), row_shape)
+    with np.errstate(all="ignore"):
+        total = np.sum(rows, dtype=np.float64)
+        if reduction == "mean":
+            total = np.float64(total) / np.float64(denominator)
+    return rounded(total, compute)
 
 
 def _pick(a, t, valid, ax):
@@ -361,9 +395,11 @@ def focal_loss(logits, target, *, axis=-1, gamma=2.0, alpha=None, ignore_index=-
         The class axis (default: last).
     gamma : float >= 0, optional
         Focusing parameter (default 2).  ``gamma=0`` with ``alpha=None`` is the
-        cross-entropy.
+        cross-entropy.  A finite real number: ``inf`` and NaN raise
+        `ValueError`, strings and bools `TypeError`.
     alpha : float or array_like of shape (C,), optional
-        Class balance factor (None means 1).
+        Class balance factor (None means 1).  A scalar must be a finite real
+        number (as `gamma`, any sign).
     ignore_index : int, optional
         Targets equal to this contribute 0 (default -100).
     reduction : {"mean", "sum", "none"}, optional
@@ -377,7 +413,9 @@ def focal_loss(logits, target, *, axis=-1, gamma=2.0, alpha=None, ignore_index=-
     Raises
     ------
     IndexError, ValueError, TypeError
-        As for `cross_entropy`; also for a negative `gamma` or bad `alpha` shape.
+        As for `cross_entropy`; also (ValueError) for a `gamma` that is negative,
+        infinite or NaN, a scalar `alpha` that is not finite, or a bad `alpha`
+        shape.
 
     Examples
     --------
@@ -406,13 +444,13 @@ def focal_loss(logits, target, *, axis=-1, gamma=2.0, alpha=None, ignore_index=-
         one_minus_p = -np.expm1(-nll)
         modulating = np.power(one_minus_p, g)  # 0**0 == 1: gamma = 0 is plain CE
         t = np.asarray(target)
-        at = alpha_w[np.where(valid, t, 0)] if alpha_w is not None else a_scalar
-        rows = np.where(valid, at * modulating * nll, 0.0)
-    n_valid = float(np.count_nonzero(valid))
-    if reduction == "none":
-        return _shaped(rows.astype(lg.compute).ravel(), targets.row_shape)
-    total = np.sum(rows, dtype=np.float64)
-    if reduction == "sum":
-        return lg.compute.type(total)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return lg.compute.type(np.float64(total) / np.float64(n_valid))
+        if alpha_w is None:
+            at = a_scalar
+        elif C == 0:  # every row is ignored (checked): there is no alpha to read
+            at = 0.0
+        else:
+            at = alpha_w[np.where(valid, t, 0)]
+        # alpha_t = 0 costs 0 even where p_t = 0 (0·log 0), not on a NaN row
+        rows = np.where(valid, xlogy_terms(at * modulating, nll), 0.0)
+    return _reduce_rows(rows, reduction, np.count_nonzero(valid), targets.row_shape,
+                        lg.compute)

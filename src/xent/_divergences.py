@@ -22,11 +22,12 @@ from xent._validation import (
     grad_target,
     input_3d,
     normalize_axis,
+    rounded,
 )
 
 
 def _row_result(rows, row_shape, compute):
-    out = rows.astype(compute).reshape(row_shape)
+    out = rounded(rows, compute).reshape(row_shape)
     return out[()] if out.ndim == 0 else out
 
 
@@ -120,11 +121,11 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, reduction="me
     if reduction == "none":
         loss = _row_result(kl, row_shape, compute)
     else:
-        total = np.sum(kl)
-        if reduction == "mean":
-            with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(all="ignore"):  # inf, NaN, 0/0: the answers
+            total = np.sum(kl)
+            if reduction == "mean":
                 total = np.float64(total) / np.float64(n_rows)
-        loss = compute.type(total)
+        loss = rounded(total, compute)
     if return_grad:
         return loss, finish_grad(grad_out, result)
     return loss
@@ -162,7 +163,8 @@ def entropy(logits, *, axis=-1, base=None):
     Notes
     -----
     A row with k ``+inf`` logits has entropy ``log k``; rows with NaN, or with
-    every logit ``-inf``, are NaN.
+    every logit ``-inf``, are NaN.  An empty class axis gives 0 (the empty sum,
+    as `kl_divergence` and `cross_entropy` with probability targets give).
 
     Examples
     --------
@@ -187,7 +189,10 @@ def entropy(logits, *, axis=-1, base=None):
     row_shape = a.shape[:ax] + a.shape[ax + 1 :]
     x3 = input_3d(a, ax)
     h = np.empty(math.prod(row_shape), FLOAT64)
-    _kernels.entropy(x3, float_kind(a), lg.compute == FLOAT64, h, threads_for(a.size))
+    if a.shape[ax] == 0:
+        h.fill(0.0)  # no class: the empty sum, as kl_divergence and cross_entropy give
+    else:
+        _kernels.entropy(x3, float_kind(a), lg.compute == FLOAT64, h, threads_for(a.size))
     if log_base is not None:
         h /= log_base
     return _row_result(h, row_shape, lg.compute)

@@ -127,7 +127,9 @@ def _partials(logits, target, axis, ignore_index, ks):
     )
     # rank < k: top-k correct (ignored rows and NaN targets have rank _NEVER)
     hits = tuple(int(np.count_nonzero(rank < min(k, _NEVER))) for k in ks)
-    return float(np.sum(nll)), int(targets.n_valid), hits
+    with np.errstate(over="ignore", invalid="ignore"):  # inf, NaN: the answers
+        total = float(np.sum(nll))
+    return total, int(targets.n_valid), hits
 
 
 def _result(total, count, hits, ks):
@@ -180,7 +182,7 @@ def evaluate(logits, target, *, axis=-1, ignore_index=-100, k=(1, 5)):
         names the first one and its position).
     ValueError
         `target`'s shape is not the logits' shape without `axis`; `axis` out of
-        range; a k below 1.
+        range; `ignore_index` outside int64's range; a k below 1.
     TypeError
         Unsupported dtypes (floating targets included: they are not class indices).
 
@@ -228,6 +230,13 @@ class Evaluator:
         Targets equal to this are left out (default -100).
     k : int or sequence of int, optional
         The k of the top-k accuracies (default ``(1, 5)``).
+
+    Raises
+    ------
+    ValueError
+        `ignore_index` outside int64's range, a k below 1 (here, before any batch).
+    TypeError
+        A non-integer `axis`, `ignore_index` or k.
 
     Examples
     --------

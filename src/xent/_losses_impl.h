@@ -16,8 +16,22 @@
  * the probability equally.
  */
 
-/* a * b, but 0 when a == 0 (so 0 * inf = 0: a zero-weight term costs nothing). */
-XENT_INLINE double XENT_FN(mul0)(double a, double b) { return a == 0 ? 0 : a * b; }
+/* a * b, but 0 when a == 0 and b is not NaN (so 0 * inf = 0: a zero-weight term
+ * costs nothing even where its log is infinite), while 0 * NaN stays NaN: a NaN
+ * reaches everything computed from its row (SPEC), a zero weight included. */
+XENT_INLINE double XENT_FN(mul0)(double a, double b)
+{
+    return a == 0 && b == b ? 0 : a * b;
+}
+
+/* (eps/C) * v, the label-smoothing mass of a weight (or weight sum) v: exactly 0
+ * without smoothing (eps == 0), so a NaN or infinite weight of a class that is
+ * not the target stays out of rows that do not smooth (torch: the weights of
+ * the other classes enter a row only through label smoothing). */
+XENT_INLINE XENT_T XENT_FN(smooth_mass)(XENT_T eps, XENT_T smooth, XENT_T v)
+{
+    return eps > 0 ? smooth * v : 0;
+}
 
 /* -log_softmax of entry x_c of a row whose stats are (kind, m, s), for the
  * non-finite kinds: k = s entries at +inf share probability 1/k. */
@@ -109,7 +123,7 @@ static void XENT_FN(ce_index_finish)(ptrdiff_t C, ptrdiff_t t, const XENT_T *w, 
     *lse = lse_row;
     if (!g)
         return;
-    K = scale_ce * ((1 - eps) * wt + smooth * wsum);
+    K = scale_ce * ((1 - eps) * wt + XENT_FN(smooth_mass)(eps, smooth, wsum));
     if (z != 0)
         K += 2 * z * scale_z * lse_row;
     Ks = K / s;
@@ -157,10 +171,10 @@ static void XENT_FN(ce_index_row)(const XENT_T *x, ptrdiff_t C, ptrdiff_t t, con
     *lse = kind == XENT_ROW_POSINF ? INFINITY : (kind == XENT_ROW_NOPROB ? -INFINITY : NAN);
     if (!g)
         return;
-    K = scale_ce * ((1 - eps) * wt + smooth * wsum);
+    K = scale_ce * ((1 - eps) * wt + XENT_FN(smooth_mass)(eps, smooth, wsum));
     for (c = 0; c < C; c++) {
         XENT_T p = XENT_FN(prob_special)(kind, x[c], s);
-        XENT_T gc = p * K - scale_ce * smooth * (w ? w[c] : 1);
+        XENT_T gc = p * K - scale_ce * XENT_FN(smooth_mass)(eps, smooth, w ? w[c] : 1);
         if (z != 0)
             gc += (XENT_T)XENT_FN(mul0)(p, 2 * (double)z * scale_z * (double)*lse);
         g[c] = gc;
@@ -168,10 +182,105 @@ static void XENT_FN(ce_index_row)(const XENT_T *x, ptrdiff_t C, ptrdiff_t t, con
     g[t] -= scale_ce * (1 - eps) * wt;
 }
 
+/* w_c t'_c, t'_c = keep y_c + smooth, as ce_prob_limits takes it: a zero factor
+ * (keep = 0 at eps = 1, or w_c = 0) keeps an infinite y_c out, not a NaN one. */
+static double XENT_FN(prob_coef)(XENT_T yc, XENT_T wc, XENT_T keep, XENT_T smooth)
+{
+    XENT_T tc = keep == 0 && yc == yc ? smooth : keep * yc + smooth;
+    return wc == 0 && tc == tc ? 0 : (double)wc * tc;
+}
+
+/* p_c > 0 exactly: a logit above -inf, or +inf in a row with +inf entries. */
+XENT_INLINE int XENT_FN(live)(int kind, XENT_T xc)
+{
+    return kind == XENT_ROW_POSINF ? xc == INFINITY : xc > -INFINITY;
+}
+
+/*
+ * ce_prob_row (below) term by term, for the rows its one pass cannot do: a max
+ * that is not finite (kind, m, s, ls from row_stats), or a target mass
+ * T = sum_c w_c t'_c that is not finite (an infinite probability).  Each term
+ * takes its limit under the SPEC's non-finite rule:
+ *  - a_c = w_c t'_c, with 0 * inf = 0 (a zero weight, or eps = 1, keeps an
+ *    infinite probability out); a NaN coefficient, a NaN in the row, or a row
+ *    with no class of any probability (all -inf: NaN log-softmax) give NaN;
+ *  - loss: a finite a_c times -lp_c (0 * inf = 0, a class of probability 0);
+ *    an infinite a_c times -lp_c >= 0 is a_c's infinity, unless p_c = 1 exactly
+ *    (c the only class with any probability), where it is 0 for every mass;
+ *  - gradient: sum_c a_c (p_j - [j == c]), each infinite a_c pulling g_j
+ *    towards its sign times sign(p_j - [j == c]) unless that is exactly 0
+ *    (p_j = 0, or p_j = 1 at j == c); pulls of both signs have no limit (NaN);
+ *    what is left is scale_ce (p_j T_fin - a_j) over the finite a's.
+ * Exactly 0 and 1 are decided on the logits (-inf / the only live class), not on
+ * rounded exps: a class of logit -1000 below the max has a positive probability.
+ */
+static void XENT_FN(ce_prob_limits)(int kind, const XENT_T *x, const XENT_T *y, ptrdiff_t C,
+                                    const XENT_T *w, XENT_T keep, XENT_T smooth, XENT_T z,
+                                    XENT_T scale_ce, XENT_T scale_z, XENT_T m, XENT_T s,
+                                    XENT_T ls, XENT_T *g, double *ce, double *lse)
+{
+    double loss = 0, T_fin = 0;
+    ptrdiff_t c, n_live = 0, n_up = 0, n_down = 0;
+    /* an empty row (C = 0) has no class: its loss is the empty sum, 0 */
+    int nan = kind == XENT_ROW_NAN || (kind == XENT_ROW_NOPROB && C > 0) || ls != ls;
+
+    *lse = kind == XENT_ROW_FINITE ? (double)m + ls
+           : kind == XENT_ROW_POSINF ? INFINITY : (kind == XENT_ROW_NOPROB ? -INFINITY : NAN);
+    for (c = 0; c < C && !nan; c++) {
+        double a = XENT_FN(prob_coef)(y[c], w ? w[c] : 1, keep, smooth);
+        n_live += XENT_FN(live)(kind, x[c]);
+        nan = a != a;
+        if (isinf(a)) {
+            n_up += a > 0;
+            n_down += a < 0;
+        } else {
+            T_fin += a;
+        }
+    }
+    if (nan) {
+        *ce = NAN;
+        if (g)
+            for (c = 0; c < C; c++)
+                g[c] = NAN;
+        return;
+    }
+    for (c = 0; c < C; c++) {
+        double a = XENT_FN(prob_coef)(y[c], w ? w[c] : 1, keep, smooth);
+        double nll = kind == XENT_ROW_FINITE ? ((double)m - x[c]) + ls
+                                             : XENT_FN(nll_special)(kind, x[c], s);
+        if (!isinf(a))
+            loss += XENT_FN(mul0)(a, nll);
+        else if (!(n_live == 1 && XENT_FN(live)(kind, x[c])))
+            loss += a; /* -lp_c > 0 (or +inf): the term is a's infinity */
+    }
+    *ce = loss;
+    if (!g)
+        return;
+    for (c = 0; c < C; c++) {
+        double a = XENT_FN(prob_coef)(y[c], w ? w[c] : 1, keep, smooth);
+        int live = XENT_FN(live)(kind, x[c]), up, down;
+        XENT_T gc, p = kind == XENT_ROW_FINITE ? XENT_FN(exp_nonpos)(x[c] - m) / s
+                                    : XENT_FN(prob_special)(kind, x[c], s);
+        /* the other infinite masses pull g_c their way where p_c > 0 ... */
+        up = live && n_up - (a == INFINITY) > 0;
+        down = live && n_down - (a == -INFINITY) > 0;
+        /* ... and c's own mass against its sign, unless p_c = 1 */
+        if (isinf(a) && !(n_live == 1 && live)) {
+            up |= a < 0;
+            down |= a > 0;
+        }
+        gc = scale_ce * (p * (XENT_T)T_fin - (isinf(a) ? 0 : (XENT_T)a));
+        if (z != 0)
+            gc += (XENT_T)XENT_FN(mul0)(p, 2 * (double)z * scale_z * *lse);
+        g[c] = up && down ? NAN : up ? INFINITY : down ? -INFINITY : gc;
+    }
+}
+
 /*
  * Cross-entropy of one row with probability targets y (contiguous, C values):
  *   t'_c = (1-eps) y_c + eps/C,   ce = sum_c w_c t'_c (-lp_c),   lse = logsumexp(x)
  * gradient: scale_ce (p_c T - w_c t'_c) + 2 z scale_z lse p_c,  T = sum_c w_c t'_c.
+ * Rows with a non-finite max or a non-finite T: ce_prob_limits.
  */
 static void XENT_FN(ce_prob_row)(const XENT_T *x, const XENT_T *y, ptrdiff_t C, const XENT_T *w,
                                  XENT_T eps, XENT_T z, XENT_T scale_ce, XENT_T scale_z,
@@ -196,38 +305,47 @@ static void XENT_FN(ce_prob_row)(const XENT_T *x, const XENT_T *y, ptrdiff_t C, 
             T += tsum;
             D += dsum;
         }
-        lse_row = m + ls;
-        *ce = D + T * ls;
-        *lse = lse_row;
-        if (!g)
+        if (isfinite(T)) {
+            lse_row = m + ls;
+            *ce = D + T * ls;
+            *lse = lse_row;
+            if (!g)
+                return;
+            Ks = scale_ce * (XENT_T)T;
+            if (z != 0)
+                Ks += 2 * z * scale_z * lse_row;
+            Ks /= s;
+            XENT_SIMD
+            for (c = 0; c < C; c++)
+                g[c] = XENT_FN(exp_nonpos)(x[c] - m) * Ks
+                       - scale_ce * (w ? w[c] : 1) * (keep * y[c] + smooth);
             return;
-        Ks = scale_ce * (XENT_T)T;
-        if (z != 0)
-            Ks += 2 * z * scale_z * lse_row;
-        Ks /= s;
-        XENT_SIMD
-        for (c = 0; c < C; c++)
-            g[c] = XENT_FN(exp_nonpos)(x[c] - m) * Ks
-                   - scale_ce * (w ? w[c] : 1) * (keep * y[c] + smooth);
-        return;
+        }
     }
+    XENT_FN(ce_prob_limits)(kind, x, y, C, w, keep, smooth, z, scale_ce, scale_z, m, s, ls, g,
+                            ce, lse);
+}
 
-    for (c = 0; c < C; c++) {
-        double wt = (double)(w ? w[c] : 1) * (keep * y[c] + smooth);
-        T += wt;
-        D += XENT_FN(mul0)(wt, XENT_FN(nll_special)(kind, x[c], s));
-    }
-    *ce = D;
-    *lse = kind == XENT_ROW_POSINF ? INFINITY : (kind == XENT_ROW_NOPROB ? -INFINITY : NAN);
-    if (!g)
-        return;
-    for (c = 0; c < C; c++) {
-        XENT_T p = XENT_FN(prob_special)(kind, x[c], s);
-        XENT_T gc = scale_ce * (p * (XENT_T)T - (w ? w[c] : 1) * (keep * y[c] + smooth));
-        if (z != 0)
-            gc += (XENT_T)XENT_FN(mul0)(p, 2 * (double)z * scale_z * (double)*lse);
-        g[c] = gc;
-    }
+/* omp simd for kl_row's loop: three sums and one min. */
+#ifndef XENT_KL_SIMD
+#if defined(_OPENMP) || defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 5)
+#define XENT_KL_SIMD XENT_PRAGMA(omp simd reduction(+ : a_sp, a_sq, a_d) reduction(min : a_lo))
+#else
+#define XENT_KL_SIMD
+#endif
+#endif
+
+/* How far below the student's max a log-probability must lie before a teacher
+ * probability under the normal range (dropped by exp_term, < 2^-126 / 2^-1022)
+ * can make a term above 2^-96 / 2^-900: kl_row recomputes such rows exactly. */
+XENT_INLINE XENT_T XENT_FN(normal_min)(void)
+{
+    return sizeof(XENT_T) == 4 ? (XENT_T)1.17549435e-38 : (XENT_T)2.2250738585072014e-308;
+}
+
+XENT_INLINE XENT_T XENT_FN(kl_far)(void)
+{
+    return sizeof(XENT_T) == 4 ? (XENT_T)1.0e9 : (XENT_T)1.0e36;
 }
 
 /*
@@ -240,26 +358,34 @@ static double XENT_FN(kl_row)(const XENT_T *p, const XENT_T *q, ptrdiff_t C, XEN
                               XENT_T scale, XENT_T *g, XENT_T *scratch)
 {
     XENT_T mp = XENT_FN(max)(p, C) / T, mq = XENT_FN(max)(q, C) / T;
-    XENT_T inv_sp, inv_sq, gs = scale / T;
+    XENT_T inv_sp, inv_sq, gs = scale / T, lo = 0;
     double sp = 0, sq = 0, D = 0, kl;
     ptrdiff_t b, c, len;
 
     if (isfinite(mp) && isfinite(mq)) {
         for (b = 0; b < C; b += XENT_SUM_CHUNK) {
-            XENT_T a_sp = 0, a_sq = 0, a_d = 0;
+            XENT_T a_sp = 0, a_sq = 0, a_d = 0, a_lo = 0;
             len = C - b < XENT_SUM_CHUNK ? C - b : XENT_SUM_CHUNK;
-            XENT_SIMD_SUM(a_sp, a_sq, a_d)
+            XENT_KL_SIMD
             for (c = b; c < b + len; c++) {
                 XENT_T da = p[c] / T - mp, db = q[c] / T - mq;
                 XENT_T e = XENT_FN(exp_term)(da);
                 a_sp += e;
                 a_sq += XENT_FN(exp_term)(db);
                 a_d += e == 0 ? 0 : e * (da - db);
+                a_lo = db < a_lo ? db : a_lo;
             }
             sp += a_sp;
             sq += a_sq;
             D += a_d;
+            lo = a_lo < lo ? a_lo : lo;
         }
+    }
+    /* exp_term drops teacher probabilities below the normal range; their terms
+     * P_c (log P_c - log Q_c) stay below XENT_KL_TINY_TERM unless the student's
+     * log-probability is far lower still (or -inf: the term is +inf): such rows
+     * take the term-by-term pass below. */
+    if (isfinite(mp) && isfinite(mq) && !(lo < -XENT_FN(kl_far)())) {
         /* sum_c P_c (log P_c - log Q_c) = D/sp - log sp + log sq; NaN reaches D */
         kl = D / sp - log(sp) + log(sq);
         if (g) {
@@ -284,8 +410,16 @@ static double XENT_FN(kl_row)(const XENT_T *p, const XENT_T *q, ptrdiff_t C, XEN
         XENT_FN(row_log_softmax)(lb, C, lb);
         kl = 0;
         for (c = 0; c < C; c++) {
+            /* P_c as softmax gives it (subnormals kept; 0 only where it rounds
+             * to 0): P_c = 0 costs 0, even against lb = -inf (-inf - -inf);
+             * below the normal range the product P_c (la - lb) is taken in logs,
+             * exact for a huge log ratio and +inf against lb = -inf. */
             XENT_T pc = exp(la[c]);
-            kl += (la[c] != la[c] || lb[c] != lb[c]) ? NAN : XENT_FN(mul0)(pc, (double)la[c] - lb[c]);
+            double d = (double)la[c] - lb[c];
+            kl += (la[c] != la[c] || lb[c] != lb[c]) ? NAN
+                  : pc == 0 ? 0
+                  : pc >= XENT_FN(normal_min)() || d == 0 ? pc * d
+                  : copysign(exp((double)la[c] + log(fabs(d))), d);
         }
         if (g)
             for (c = 0; c < C; c++)
@@ -368,7 +502,7 @@ static void XENT_FN(block_ce_index)(const XENT_T *x, ptrdiff_t C, ptrdiff_t cs, 
         lse[j] = (double)m[j] + ls;
         if (!g)
             continue; /* K (and its division) is for the gradient only */
-        K[j] = scale_ce * (keep * wt + smooth * wsum);
+        K[j] = scale_ce * (keep * wt + XENT_FN(smooth_mass)(eps, smooth, wsum));
         if (z != 0)
             K[j] += 2 * z * scale_z * (m[j] + ls);
         K[j] /= s[j];
@@ -378,7 +512,7 @@ static void XENT_FN(block_ce_index)(const XENT_T *x, ptrdiff_t C, ptrdiff_t cs, 
     for (c = 0; c < C; c++) {
         const XENT_T *xc = x + c * cs;
         XENT_T *gc = g + c * gcs;
-        XENT_T b = scale_ce * smooth * (w ? w[c] : 1);
+        XENT_T b = scale_ce * XENT_FN(smooth_mass)(eps, smooth, w ? w[c] : 1);
         XENT_SIMD
         for (j = 0; j < nb; j++)
             gc[j] = XENT_FN(exp_nonpos)(xc[j] - m[j]) * K[j] - b;

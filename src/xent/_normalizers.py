@@ -14,6 +14,7 @@ from xent._threading import threads_for
 from xent._validation import (
     as_logits,
     check_out,
+    copy_rounded,
     input_3d,
     kernel_out,
     normalize_axis,
@@ -102,7 +103,7 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
 
     if out is not None:
         if result is None:
-            np.copyto(out, target.reshape(reduced_shape), casting="same_kind")
+            copy_rounded(out, target.reshape(reduced_shape))
         return out
     res = target.reshape(reduced_shape)
     return res[()] if res.ndim == 0 else res
@@ -149,7 +150,7 @@ def _normalize(op, x, axis, out):
     run_normalizer(op, v, target, threads_for(v.size))
     if out is None:
         return result
-    np.copyto(out, result, casting="same_kind")
+    copy_rounded(out, result)
     return out
 
 

@@ -33,7 +33,9 @@ def kernel_operand(a, compute):
     as it is, whatever its strides.
     """
     if a.dtype != compute:
-        return a.astype(compute)
+        from xent._validation import rounded
+
+        return rounded(a, compute)  # (beyond float32's range: +-inf, as intended)
     if not _strides_ok(a):
         return np.array(a, order="C")  # (ascontiguousarray would make 0-d 1-d)
     return a
@@ -138,7 +140,8 @@ def run(kind, shape, operands, half=0, scale=1.0):
             kind, tuple(operands), cshape, cstrides, half, scale, partials, bad,
             threads_for(numel),
         )
-    total = np.float64(np.sum(partials, dtype=np.float64))
+    with np.errstate(over="ignore", invalid="ignore"):  # inf, NaN: the answers
+        total = np.float64(np.sum(partials, dtype=np.float64))
     firsts = []
     for col in range(2):
         hits = bad[:, col][bad[:, col] >= 0]  # tasks are in C order: the first hit is first
@@ -148,10 +151,12 @@ def run(kind, shape, operands, half=0, scale=1.0):
 
 def finish(total, reduction, denominator, compute):
     """The scalar loss for "sum" / "mean" (NaN for a zero denominator, as PyTorch)."""
+    from xent._validation import rounded
+
     if reduction == "sum":
-        return compute.type(total)
+        return rounded(total, compute)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return compute.type(np.float64(total) / np.float64(denominator))
+        return rounded(np.float64(total) / np.float64(denominator), compute)
 
 
 def half_code(logits):

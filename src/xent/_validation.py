@@ -53,7 +53,7 @@ def as_logits(x, name):
     if dt.kind == "f":
         # Non-native float32/float64, or long double: computed in float64/float32.
         target = FLOAT32 if dt.itemsize == 4 else FLOAT64
-        return Logits(a.astype(target), target, None)
+        return Logits(rounded(a, target), target, None)
     if dt.kind in "iub":
         # Integer and bool logits become float64, as NumPy's ufuncs would make them.
         return Logits(a.astype(FLOAT64), FLOAT64, None)
@@ -264,6 +264,32 @@ def check_scalar(value, name, low=-math.inf, high=math.inf, *, low_open=False):
     return v
 
 
+def rounded(values, dtype):
+    """`values` (results in float64: an array or a scalar) in `dtype`, the
+    computation or output dtype.  A value beyond `dtype`'s range becomes +-inf,
+    which is the intended result: without NumPy's "overflow encountered in cast"
+    warning (a library call leaks no warnings from its internals)."""
+    with np.errstate(over="ignore"):
+        if isinstance(values, np.ndarray):
+            return values.astype(dtype)
+        return np.dtype(dtype).type(values)
+
+
+def copy_rounded(dst, src):
+    """np.copyto(dst, src, casting="same_kind"): a result rounded to the caller's
+    `out=`/`grad_out=` dtype, +-inf beyond its range, without a warning."""
+    with np.errstate(over="ignore"):
+        np.copyto(dst, src, casting="same_kind")
+
+
+def xlogy_terms(coef, nll):
+    """coef * nll elementwise for a loss term coefficient * (-log p): 0 where the
+    coefficient is 0 (0 * log 0 = 0, SPEC), unless nll is NaN (NaN reaches
+    everything computed from its row), with no floating-point warning."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where((coef == 0) & ~np.isnan(nll), 0.0, coef * nll)
+
+
 def check_grad_out(grad_out, shape, return_grad):
     """Validate `grad_out` (only meaningful with return_grad=True)."""
     if grad_out is None:
@@ -293,7 +319,7 @@ def as_float_storage(a, compute):
     """`a` if the kernels can read its storage, else a native copy in `compute`."""
     if a.dtype.name in _FLOAT_KINDS and a.dtype.isnative:
         return a
-    return a.astype(compute)
+    return rounded(a, compute)
 
 
 def index_storage(t):
@@ -308,6 +334,26 @@ def index_storage(t):
 
 _INDEX_CODE_BY_DTYPE = {np.dtype(name): code for name, code in _INDEX_CODES.items()}
 
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+def check_uint64_indices(t, C, ignore_index, name="target"):
+    """IndexError for uint64 class indices above INT64_MAX (`t` native uint64).
+
+    The kernels read class indices as int64, where such a value would wrap to a
+    negative number (``2**64 - 100`` would read as ``-100``, the default
+    ignore_index).  Every one of them is outside ``[0, C)`` and is not
+    ignore_index (which lies in int64's range), so it is an error; the message
+    names the first bad index of `t`, whatever its kind.  Costs one max over
+    uint64 targets only.
+    """
+    if t.size == 0 or int(t.max()) <= _INT64_MAX:
+        return
+    bad = t >= C
+    if ignore_index >= 0:
+        bad &= t != ignore_index
+    raise bad_index_error(t, int(np.argmax(bad.reshape(-1))), C, ignore_index, name)
+
 
 def bad_index_error(target, flat, C, ignore_index, name="target"):
     """IndexError naming the index at flat position `flat` of `target` and its position."""
@@ -320,13 +366,20 @@ def bad_index_error(target, flat, C, ignore_index, name="target"):
 
 
 def check_ignore_index(ignore_index):
-    """ignore_index as a Python int (TypeError otherwise)."""
+    """ignore_index as a Python int in int64's range (the kernels compare class
+    indices as int64): TypeError for a non-integer, ValueError outside."""
     if isinstance(ignore_index, (bool, np.bool_)):
         raise TypeError(f"ignore_index: expected an integer, got {ignore_index!r}")
     try:
-        return operator.index(ignore_index)
+        value = operator.index(ignore_index)
     except TypeError:
         raise TypeError(f"ignore_index: expected an integer, got {ignore_index!r}") from None
+    if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+        raise ValueError(
+            f"ignore_index: expected an integer in int64's range [{-_INT64_MAX - 1}, "
+            f"{_INT64_MAX}], got {value}"
+        )
+    return value
 
 
 def class_weights(weight, C, compute, name="weight"):
@@ -336,7 +389,8 @@ def class_weights(weight, C, compute, name="weight"):
     w = as_real_array(weight, name)
     if w.shape != (C,):
         raise ValueError(f"{name} has shape {w.shape}, expected ({C},): one value per class")
-    return np.ascontiguousarray(w, dtype=compute)
+    with np.errstate(over="ignore"):  # beyond float32's range: +-inf, as intended
+        return np.ascontiguousarray(w, dtype=compute)
 
 
 def grad_target(grad_out, shape, compute, axis, readers, logits_source):
@@ -361,5 +415,5 @@ def finish_grad(grad_out, result):
     """Copy a gradient computed in a temporary into the caller's grad_out."""
     if grad_out is None or result is grad_out:
         return result
-    np.copyto(grad_out, result, casting="same_kind")
+    copy_rounded(grad_out, result)
     return grad_out

@@ -61,6 +61,7 @@ from xent._validation import (
     check_scalar,
     class_weights,
     normalize_axis,
+    rounded,
 )
 
 __all__ = ["cross_entropy", "evaluate", "log_softmax", "logsumexp"]
@@ -254,7 +255,8 @@ def _ce_block_partials(x, t, *, ax, prob, weight, ignore_index, label_smoothing,
     out[0] = _kernels.sum_rows(ce)
     out[1] = targets.weight_total
     if z_loss != 0:  # (ignored rows have lse 0)
-        out[2] = _kernels.sum_rows(z_loss * np.square(lse))
+        with np.errstate(over="ignore"):  # z·lse² beyond float64: inf, the answer
+            out[2] = _kernels.sum_rows(z_loss * np.square(lse))
     out[3] = targets.n_valid
     shape = [1] * x.ndim
     shape[ax] = _CE_P
@@ -265,12 +267,12 @@ def _ce_finish(totals, reduction, z_loss, compute):
     """The loss from the float64 totals, as `xent.cross_entropy` forms it."""
     ce, wsum, zsum, n = (float(v) for v in np.asarray(totals).reshape(-1))
     if reduction == "sum":
-        return compute.type(ce + zsum)
+        return rounded(ce + zsum, compute)
     # "mean": 0/0 is NaN (PyTorch); the z-loss has its own denominator (PaLM)
     mean = ce / wsum if wsum != 0 else math.nan
     if z_loss != 0:
         mean += zsum / n if n != 0 else math.nan
-    return compute.type(mean)
+    return rounded(mean, compute)
 
 
 def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean",

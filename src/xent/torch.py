@@ -245,7 +245,8 @@ def cross_entropy(
         As PyTorch (Szegedy et al. 2016).
     z_loss : float >= 0, keyword-only, optional
         xent's extra: adds ``z_loss * logsumexp(row)**2`` per non-ignored row
-        (PaLM); under "mean" divided by the number of non-ignored rows.
+        (PaLM); under "mean" divided by the number of non-ignored rows.  Finite:
+        ``inf`` and NaN raise `ValueError`.
 
     Returns
     -------
