@@ -20,8 +20,11 @@
 # keep the job within about ten minutes on two cores: the command line, the
 # README and docstrings, dask's plumbing, the build probe, memory peaks, and
 # tests/test_cython_downstream.py (it compiles an extension of its own, which is
-# not sanitized; 16 s).  Measured on a quiet 2-core machine: the build ~2 min,
-# the suite ~2 min at the automatic level, ~1.5 min at each other level.
+# not sanitized; 16 s), tests/test_packaging.py (the packaging job's).  The
+# fuzz test runs its first XENT_FUZZ_CASES=10000 cases at the automatic level
+# and 5000 at the others (40000 by default: ~50 s of CPU unsanitized).
+# Measured on a quiet 2-core machine: the build ~2 min, the suite ~2 min at the
+# automatic level, ~1.5 min at each other level.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -64,7 +67,8 @@ done
 preload="$asan_lib:$cxx_lib"
 # Test files with nothing that depends on the SIMD level (see the top).
 LEVEL_FREE=(test_cython_downstream.py test_cli.py test_eval_cli.py test_readme.py
-            test_docstrings.py test_dask.py test_openmp_probe.py test_loss_memory.py)
+            test_docstrings.py test_dask.py test_openmp_probe.py test_loss_memory.py
+            test_packaging.py)
 export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 
@@ -95,12 +99,16 @@ auto=$(LD_PRELOAD="$preload" "$PYTHON" -c "from xent import _dispatch; print(_di
 echo "== sanitizers: SIMD levels this CPU runs: $levels (automatic: $auto)"
 for level in $levels; do
     what=(tests)
-    [ "$level" = "$auto" ] || what+=("${LEVEL_FREE[@]/#/--ignore=tests/}")
-    echo "== sanitizers: XENT_SIMD=$level: ${what[*]}"
+    cases=10000
+    if [ "$level" != "$auto" ]; then
+        what+=("${LEVEL_FREE[@]/#/--ignore=tests/}")
+        cases=5000
+    fi
+    echo "== sanitizers: XENT_SIMD=$level XENT_FUZZ_CASES=$cases: ${what[*]}"
     t0=$SECONDS
     # --capture=sys: a report written to the process's stderr shows even when
     # the report aborts the process
-    XENT_SIMD=$level LD_PRELOAD="$preload" "$PYTHON" -m pytest -q -x -p no:cacheprovider \
+    XENT_SIMD=$level XENT_FUZZ_CASES=$cases LD_PRELOAD="$preload" "$PYTHON" -m pytest -q -x -p no:cacheprovider \
         --capture=sys "${what[@]}" > "$work/test-$level.log" 2>&1 ||
         { check_log "$work/test-$level.log" || exit 1
           tail -60 "$work/test-$level.log"; echo "sanitizers: tests failed at $level" >&2; exit 1; }
