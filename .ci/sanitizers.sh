@@ -2,7 +2,7 @@
 # CI job: xent built with AddressSanitizer + UndefinedBehaviorSanitizer, and the
 # test suite run against that build at every SIMD level this CPU runs
 # (XENT_SIMD=avx512/avx2/baseline, each with its own hand-written loops).  Any
-# sanitizer report fails the job: the build stops at the first one
+# sanitizer report fails the job: a test run stops at the first one
 # (-fno-sanitize-recover=all, halt_on_error, abort_on_error), and the logs are
 # searched for reports as well, in case one came from a process whose failure
 # a test expected.  Then a -O0 debug build (XENT_DEBUG_BUILD=1: Cython's checks
