@@ -189,10 +189,7 @@ def entropy(logits, *, axis=-1, base=None):
     row_shape = a.shape[:ax] + a.shape[ax + 1 :]
     x3 = input_3d(a, ax)
     h = np.empty(math.prod(row_shape), FLOAT64)
-    if a.shape[ax] == 0:
-        h.fill(0.0)  # no class: the empty sum, as kl_divergence and cross_entropy give
-    else:
-        _kernels.entropy(x3, float_kind(a), lg.compute == FLOAT64, h, threads_for(a.size))
+    _kernels.entropy(x3, float_kind(a), lg.compute == FLOAT64, h, threads_for(a.size))
     if log_base is not None:
         h /= log_base
     return _row_result(h, row_shape, lg.compute)

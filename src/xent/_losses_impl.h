@@ -436,6 +436,8 @@ static double XENT_FN(entropy_row)(const XENT_T *x, ptrdiff_t C)
     double D = 0;
     ptrdiff_t b, c, len;
     int kind = XENT_FN(row_stats)(x, C, &m, &s, &ls);
+    if (C == 0)
+        return 0; /* no class: the empty sum, as kl_row and ce_prob_row give */
     if (kind == XENT_ROW_POSINF)
         return ls; /* log k: uniform over the k entries at +inf */
     if (kind != XENT_ROW_FINITE)
