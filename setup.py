@@ -196,7 +196,7 @@ class XentBuildExt(build_ext):
             ]
         self.extensions = [e for e in self.extensions if _compiler_accepts(compiler, SIMD_FLAGS.get(e.name, []))]
         # the big kernel modules first, so that the parallel build ends together
-        self.extensions.sort(key=lambda e: e.name == "xent._xent_runtime")
+        self.extensions.sort(key=lambda e: e.name == "xent._runtime.xent_openmp")
         for ext in self.extensions:  # the .pyx (sources become the C file when built)
             ext.xent_pyx = getattr(ext, "xent_pyx", None) or ext.sources[0]
         cython_deps = _cython_dependencies([e.xent_pyx for e in self.extensions])
@@ -333,7 +333,9 @@ def _cython_dependencies(pyx_files):
         deps = {pyx: tree.all_dependencies(pyx) for pyx in pyx_files}
     except Exception as exc:  # an older/newer Cython API: assume every file matters
         print(f"xent: Cython dependency scan failed ({exc!r}); every .pyx/.pxi/.pxd counts")
-        every = {f for pattern in ("*.pyx", "*.pxi", "*.pxd") for f in glob.glob("src/xent/" + pattern)}
+        every = {
+            f for pattern in ("*.pyx", "*.pxi", "*.pxd") for f in glob.glob("src/xent/**/" + pattern, recursive=True)
+        }
         deps = {pyx: every | {pyx} for pyx in pyx_files}
     return {
         pyx: sorted(os.path.relpath(d) for d in files if os.path.abspath(d).startswith(project))
@@ -368,12 +370,12 @@ def _extension(name, sources, simd_flags=()):
     return Extension(
         name,
         sources=sources,
-        include_dirs=[np.get_include(), "src/xent"],
+        include_dirs=[np.get_include(), "src/xent/include"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         extra_compile_args=list(simd_flags),
         # the C block is in headers: rebuild when any of them changes (XentBuildExt
         # adds the .pyx/.pxi/.pxd that Cython reads)
-        depends=sorted(glob.glob("src/xent/*.h")),
+        depends=sorted(glob.glob("src/xent/include/**/*.h", recursive=True)),
     )
 
 
@@ -385,13 +387,13 @@ def _is_x86_64():
 # from the CPU's features (override: XENT_SIMD=baseline|avx2|avx512).  The
 # baseline module is the portable build for any architecture.
 EXTENSIONS = [
-    _extension("xent._xent_runtime", ["src/xent/_xent_runtime.pyx"]),
+    _extension("xent._runtime.xent_openmp", ["src/xent/_runtime/xent_openmp.pyx"]),
     _extension("xent._kernels", ["src/xent/_kernels.pyx"]),
 ]
 if _is_x86_64() and not _env_flag("XENT_BASELINE_ONLY"):
     EXTENSIONS += [
-        _extension("xent._kernels_avx2", ["src/xent/_kernels_avx2.pyx"], ["-march=x86-64-v3"]),
-        _extension("xent._kernels_avx512", ["src/xent/_kernels_avx512.pyx"], ["-march=x86-64-v4"]),
+        _extension("xent._kernels_avx2", ["src/xent/_kernels.pyx"], ["-march=x86-64-v3"]),
+        _extension("xent._kernels_avx512", ["src/xent/_kernels.pyx"], ["-march=x86-64-v4"]),
     ]
 
 # The sources stay .pyx: XentBuildExt runs Cython at build time, into the build

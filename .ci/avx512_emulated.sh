@@ -31,7 +31,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cp -r "$repo/src" "$repo/tests" "$repo/examples" "$repo/setup.py" "$repo/pyproject.toml" "$work/"
 cd "$work"
-rm -rf build src/xent/*.so src/xent/_kernels*.c src/xent/_xent_runtime.c
+rm -rf build; find src -name "*.so" -delete
 
 # The kernels built by setup.py as usual, with its own flags, through a compiler
 # wrapper that compiles the AVX-512 variant (the one file built with
@@ -55,7 +55,7 @@ CC="$work/cc" env -u XENT_BASELINE_ONLY python setup.py -q build_ext --inplace -
 
 # Tell this copy's dispatch that the CPU has AVX-512 (never done to a real install).
 python - <<'PY'
-path = "src/xent/_dispatch.py"
+path = "src/xent/_runtime/dispatch.py"
 text = open(path).read()
 line = "    supported = _xent_runtime.cpu_simd_levels()\n"
 assert line in text, "the dispatch changed: update .ci/avx512_emulated.sh"
@@ -65,7 +65,7 @@ PY
 export PYTHONPATH="$work/src" XENT_SIMD=avx512
 python -c "
 import xent
-from xent import _dispatch
+from xent._runtime import dispatch as _dispatch
 assert xent.__file__.startswith('$work'), xent.__file__
 assert _dispatch.level == 'avx512', _dispatch.level
 "

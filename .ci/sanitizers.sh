@@ -94,8 +94,8 @@ echo "   built in $((SECONDS - start)) s"
 cd "$work/san"
 export PYTHONPATH="$work/san/src" XENT_EXPECT_OPENMP=1
 levels=$(LD_PRELOAD="$preload" "$PYTHON" -c \
-    "from xent import _dispatch; print(' '.join(_dispatch.cpu_levels))")
-auto=$(LD_PRELOAD="$preload" "$PYTHON" -c "from xent import _dispatch; print(_dispatch.level)")
+    "from xent._runtime import dispatch as _dispatch; print(' '.join(_dispatch.cpu_levels))")
+auto=$(LD_PRELOAD="$preload" "$PYTHON" -c "from xent._runtime import dispatch as _dispatch; print(_dispatch.level)")
 echo "== sanitizers: SIMD levels this CPU runs: $levels (automatic: $auto)"
 for level in $levels; do
     what=(tests)

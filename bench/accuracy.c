@@ -8,7 +8,7 @@
  * once per SIMD build: each build adds the exps of its hand-vectorised loops.
  */
 #include <stdio.h>
-#include "_rows.h"
+#include "xent/rows.h"
 
 static double ulp_of(double ref)
 {

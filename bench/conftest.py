@@ -5,9 +5,9 @@ These suites are run by hand, not by CI (``testpaths`` is ``tests``)::
     python -m pytest bench --benchmark-only
     XENT_BENCH_QUICK=1 python -m pytest bench --benchmark-only   # smoke test, seconds
 
-Shapes are those of ``xent bench`` (:data:`xent.bench.DEFAULT_SHAPES`, float32):
+Shapes are those of ``xent bench`` (:data:`xent._cli.bench.DEFAULT_SHAPES`, float32):
 32768x1000, 2048x50257 (GPT-2 vocabulary, 412 MB) and 4,000,000x10; with
-``XENT_BENCH_QUICK=1`` the small :data:`xent.bench.QUICK_SHAPES`.
+``XENT_BENCH_QUICK=1`` the small :data:`xent._cli.bench.QUICK_SHAPES`.
 
 Results are reported as ratios against NumPy/SciPy measured in the same run (in
 ``extra_info`` and at the end of the terminal report), never as pass/fail on an
@@ -19,7 +19,7 @@ import os
 import numpy as np
 import pytest
 
-from xent import bench as xbench
+from xent._cli import bench as xbench
 
 QUICK = os.environ.get("XENT_BENCH_QUICK", "").strip().lower() in {"1", "true", "yes", "on"}
 

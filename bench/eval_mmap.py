@@ -6,7 +6,7 @@ the way reading them from disk does (evicted, then read once sequentially), and
 times, interleaved:
 
 * ``inmem``   -- ``evaluate(x, t)`` on the arrays loaded into memory;
-* ``stream``  -- ``xent._eval_cli.evaluate_npy`` (memory-mapped, batched) in this process;
+* ``stream``  -- ``xent._cli.eval.evaluate_npy`` (memory-mapped, batched) in this process;
 * ``cli``     -- ``python -m xent eval LOGITS TARGET --json`` wall time;
 * ``startup`` -- the same command on a 4-row file (subtracted from ``cli``).
 
@@ -25,8 +25,8 @@ import time
 
 import numpy as np
 
-from xent._eval_cli import evaluate_npy
-from xent._evaluate import evaluate
+from xent._cli.eval import evaluate_npy
+from xent._api.evaluate import evaluate
 
 
 def write_files(directory, gib, C=1024):

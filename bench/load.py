@@ -52,7 +52,7 @@ CHILD = r"""
 import json, sys, time
 import numpy as np
 import xent
-from xent import _threading
+from xent._runtime import threads as _threading
 func, rows, cols, threads, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 if threads:
     xent.set_num_threads(threads)

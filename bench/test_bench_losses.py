@@ -1,18 +1,18 @@
 """Benchmarks: xent's losses against their NumPy formulas and PyTorch.
 
-The same cases as ``xent bench`` (:mod:`xent.bench`), timed by the same callables
+The same cases as ``xent bench`` (:mod:`xent._cli.bench`), timed by the same callables
 (each implementation is built by the factory registered in
-:data:`xent.bench.FUNCTIONS`), in pytest-benchmark groups:
+:data:`xent._cli.bench.FUNCTIONS`), in pytest-benchmark groups:
 
 ``cross_entropy <shape>``
     ``xent.cross_entropy(x, t)`` (mean) with int64 class targets
     ``t = default_rng(1).integers(0, C, N)``, against the NumPy formula
-    (:func:`xent.bench.numpy_cross_entropy`), ``torch.nn.functional.cross_entropy``
+    (:func:`xent._cli.bench.numpy_cross_entropy`), ``torch.nn.functional.cross_entropy``
     and the floor (``np.max`` over logits and targets).
 ``cross_entropy+grad <shape>``
     ``xent.cross_entropy(x, t, return_grad=True, grad_out=buf)`` with a preallocated
     ``buf`` (so every call sees the same logits), against NumPy loss + gradient
-    (:func:`xent.bench.numpy_cross_entropy_grad`) and PyTorch forward + backward.
+    (:func:`xent._cli.bench.numpy_cross_entropy_grad`) and PyTorch forward + backward.
     ``xent-inplace`` times ``grad_out=x`` on a copy of the logits, as a training loop
     calls it: after the warm-up call the "logits" are the previous gradient, which
     costs the same per element -- this row shows that in place costs what ``buf`` costs.
@@ -21,9 +21,9 @@ The same cases as ``xent bench`` (:mod:`xent.bench`), timed by the same callable
     test skips while ``xent.binary_cross_entropy_with_logits`` does not exist.
 ``cross_entropy float16 vs float32 <shape>``
     xent on float16 logits of 2048x50257 (quick 256x50257) and on the same values in
-    float32, with the float16 floor (read as uint16, see :mod:`xent.bench`).
+    float32, with the float16 floor (read as uint16, see :mod:`xent._cli.bench`).
 ``cross_entropy small call 256x10``
-    one call on 256x10: :data:`xent.bench.SMALL_CALL_REPEAT` rounds of one call.
+    one call on 256x10: :data:`xent._cli.bench.SMALL_CALL_REPEAT` rounds of one call.
 
 PyTorch runs with xent's thread count (``torch_threads`` fixture).  Headline ratios
 (vs PyTorch, float16 vs float32) go to ``extra_info`` and the terminal summary.
@@ -36,7 +36,7 @@ import os
 import numpy as np
 import pytest
 
-from xent import bench as xbench
+from xent._cli import bench as xbench
 
 # As in conftest.py (not imported: tests/ has a conftest module of its own).
 QUICK = os.environ.get("XENT_BENCH_QUICK", "").strip().lower() in {"1", "true", "yes", "on"}

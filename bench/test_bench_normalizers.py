@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import xent
-from xent import bench as xbench
+from xent._cli import bench as xbench
 
 FUNCTIONS = ("log_softmax", "softmax", "logsumexp")
 

@@ -3,7 +3,7 @@
 For growing input sizes, times xent.log_softmax and xent.cross_entropy at each
 thread count (forcing the team even for small inputs) and prints the time
 relative to one thread, so the size below which one thread wins
-(xent._threading.SMALL_WORK) can be read off the table.
+(xent._runtime.threads.SMALL_WORK) can be read off the table.
 
     python bench/threads.py [--max-threads N]
 """
@@ -19,7 +19,7 @@ import numpy as np
 os.environ.setdefault("XENT_DYNAMIC_THREADS", "0")
 
 import xent  # noqa: E402
-from xent import _threading  # noqa: E402
+from xent._runtime import threads as _threading  # noqa: E402
 
 
 def median_time(f, repeat):

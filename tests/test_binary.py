@@ -15,7 +15,7 @@ import pytest
 import xent
 from conftest import as_f64, assert_close, computation_dtype, resolve_dtype
 from loss_refs import with_layout
-from xent._binary import binary_cross_entropy, binary_cross_entropy_with_logits
+from xent._api.binary import binary_cross_entropy, binary_cross_entropy_with_logits
 
 inf = np.inf
 nan = np.nan

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 import xent
-from xent import bench
-from xent.cli import main
+from xent._cli import bench
+from xent._cli.main import main
 
 RESULT_KEYS = {
     "case", "id", "shape", "dtype", "impl", "median_s", "gbps", "x_floor", "speedup",
@@ -184,7 +184,7 @@ def test_json_into_missing_directory_fails_before_running(tmp_path, capsys):
 def test_plot_without_matplotlib_says_how_to_install():
     code = (
         "import sys; sys.modules['matplotlib'] = None\n"
-        "from xent.cli import main\n"
+        "from xent._cli.main import main\n"
         "sys.exit(main(['bench', '--quick', '--plot', 'never-written.png']))\n"
     )
     proc = subprocess.run(

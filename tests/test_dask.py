@@ -21,7 +21,7 @@ from test_evaluate import ref_evaluate  # noqa: E402
 
 import xent  # noqa: E402
 import xent.dask as xd  # noqa: E402
-from xent._evaluate import evaluate  # noqa: E402
+from xent._api.evaluate import evaluate  # noqa: E402
 
 N, C = 1200, 16
 CHUNKS = (100, 500, 600)  # the first chunk: few rows, mostly ignored, heavy classes

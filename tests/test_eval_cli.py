@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from test_evaluate import ref_evaluate
 
-from xent._eval_cli import _batch_axis, evaluate_npy
-from xent._evaluate import evaluate
-from xent.cli import main
+from xent._cli.eval import _batch_axis, evaluate_npy
+from xent._api.evaluate import evaluate
+from xent._cli.main import main
 
 
 def run_xent(*args, timeout=120):

@@ -15,7 +15,7 @@ from conftest import BFLOAT16, as_f64, ref_log_softmax
 from loss_refs import with_layout
 
 import xent
-from xent._evaluate import Evaluation, Evaluator, evaluate
+from xent._api.evaluate import Evaluation, Evaluator, evaluate
 
 # ---------------------------------------------------------------------------
 # reference

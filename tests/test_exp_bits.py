@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 import xent
-from xent import _dispatch
+from xent._runtime import dispatch as _dispatch
 
 # -march of the kernel build of each SIMD level (setup.py's SIMD_FLAGS).
 MARCH = {"baseline": [], "avx2": ["-march=x86-64-v3"], "avx512": ["-march=x86-64-v4"]}
@@ -71,7 +71,7 @@ def _build_and_run(tmp_path, name, source, flags, timeout=300, args=()):
 
 SPECIAL_VALUES = r"""
 #include <stdio.h>
-#include "_rows.h"
+#include "xent/rows.h"
 
 static int failures = 0;
 
@@ -174,7 +174,7 @@ def test_exp_and_log_of_special_values_have_no_undefined_behaviour(tmp_path):
 EXP_BITS = r"""
 #include <stdio.h>
 #include <stdlib.h>
-#include "_rows.h"
+#include "xent/rows.h"
 
 /* exp of 8 float32 arguments d <= 0 by this build's hand-vectorised exp, as the
  * row loops store it; returns 0 where the build has none. */

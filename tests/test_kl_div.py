@@ -11,7 +11,7 @@ import pytest
 
 import xent
 from conftest import as_f64, assert_close, resolve_dtype
-from xent._kl_div import kl_div
+from xent._api.kl_div import kl_div
 
 inf = np.inf
 nan = np.nan

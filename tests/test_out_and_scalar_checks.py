@@ -21,7 +21,7 @@ from numpy.lib.stride_tricks import as_strided
 from scipy import special
 
 import xent
-from xent._validation import has_internal_overlap
+from xent._api.validation import has_internal_overlap
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 BF16 = np.dtype(ml_dtypes.bfloat16)

@@ -31,16 +31,22 @@ GENERATED = re.compile(r"(^src/.*\.c$)|(\.(so|pyd|o)$)|(__pycache__/)|(^build/)|
 
 
 def _header_closure(directory, root="xent_kernels.h"):
-    """The headers `root` includes (with quotes), directly or not, itself included."""
-    seen, todo = set(), [root]
+    """The headers `root` includes (with quotes), directly or not, itself included, as
+    paths relative to `directory`.  A quoted include is looked up as the compiler does:
+    beside the including header first, then in the include folder (xent.get_include())."""
+    directory = Path(directory)
+    include_dir = directory / "include"
+    seen, todo = set(), [directory / root]
     while todo:
-        name = todo.pop()
+        path = todo.pop()
+        name = path.relative_to(directory).as_posix()
         if name in seen:
             continue
         seen.add(name)
-        path = Path(directory) / name
         assert path.is_file(), f"{name} (included from the kernels' headers) is not in {directory}"
-        todo.extend(INCLUDE.findall(path.read_text(encoding="utf-8")))
+        for included in INCLUDE.findall(path.read_text(encoding="utf-8")):
+            beside = (path.parent / included).resolve()
+            todo.append(beside if beside.is_file() else (include_dir / included).resolve())
     return seen
 
 
@@ -99,7 +105,7 @@ def test_installed_package_holds_only_what_runs():
     assert headers == _header_closure(PACKAGE), "headers shipped besides the kernels' own"
     assert {"py.typed", "__init__.pyi"} <= files
     extensions = {f.split(".")[0] for f in files if re.search(r"\.(so|pyd)$", f)}
-    assert {"_xent_runtime", "_kernels"} <= extensions, sorted(files)
+    assert {"_runtime/xent_openmp", "_kernels"} <= extensions, sorted(files)
 
 
 @pytest.mark.skipif(

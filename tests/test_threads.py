@@ -260,7 +260,7 @@ def test_threadpoolctl_limit_above_the_cap_is_no_limit(restore_threads):
 
 def _fake_load(monkeypatch, samples):
     """Feed xent's load monitor these (time, busy s, own s, cpus) samples."""
-    from xent import _threading
+    from xent._runtime import threads as _threading
 
     load = _threading._OtherLoad()
     it = iter(samples)
@@ -283,7 +283,7 @@ def _fake_load(monkeypatch, samples):
 )
 def test_team_leaves_cpus_that_other_processes_use(monkeypatch, restore_threads, busy, own,
                                                    expected):
-    from xent import _threading
+    from xent._runtime import threads as _threading
 
     # a window of 0.5 s on 4 CPUs; busy and own are CPU seconds in it
     _fake_load(monkeypatch, [(0.0, 100.0, 10.0, 4), (0.5, 100.0 + busy, 10.0 + own, 4)])
@@ -295,7 +295,7 @@ def test_team_leaves_cpus_that_other_processes_use(monkeypatch, restore_threads,
 
 
 def test_dynamic_threads_off_keeps_the_count_set():
-    code = ("import xent\nfrom xent import _threading\nxent.set_num_threads(3)\n"
+    code = ("import xent\nfrom xent._runtime import threads as _threading\nxent.set_num_threads(3)\n"
             "print(_threading._load.enabled, _threading.threads_for(1 << 20))")
     proc = _run_in_subprocess(code, XENT_DYNAMIC_THREADS="0")
     assert proc.returncode == 0, proc.stderr
@@ -311,7 +311,7 @@ def test_team_shrinks_beside_a_busy_process():
     try:
         code = f"""
 import time, xent
-from xent import _threading
+from xent._runtime import threads as _threading
 xent.set_num_threads({cpus})
 teams = []
 for _ in range(8):

@@ -6,15 +6,15 @@ arithmetic of each row in a small vectorised C block.  See ``show_config()``.
 
 __version__ = "0.1.0"
 
-from xent._binary import binary_cross_entropy, binary_cross_entropy_with_logits
-from xent._config import show_config
-from xent._crossentropy import cross_entropy, focal_loss, nll_loss
-from xent._divergences import entropy, kl_divergence
-from xent._evaluate import Evaluation, Evaluator, evaluate
-from xent._include import get_include
-from xent._kl_div import kl_div
-from xent._normalizers import log_softmax, logsumexp, softmax
-from xent._threading import get_num_threads, set_num_threads
+from xent._api.binary import binary_cross_entropy, binary_cross_entropy_with_logits
+from xent._runtime.config import show_config
+from xent._api.multiclass import cross_entropy, focal_loss, nll_loss
+from xent._api.divergences import entropy, kl_divergence
+from xent._api.evaluate import Evaluation, Evaluator, evaluate
+from xent._runtime.include import get_include
+from xent._api.kl_div import kl_div
+from xent._api.normalizers import log_softmax, logsumexp, softmax
+from xent._runtime.threads import get_num_threads, set_num_threads
 
 __all__ = [
     "__version__",

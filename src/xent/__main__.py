@@ -1,8 +1,8 @@
-"""``python -m xent``: the ``xent`` command line (see :mod:`xent.cli`)."""
+"""``python -m xent``: the ``xent`` command line (see :mod:`xent._cli.main`)."""
 
 import sys
 
-from xent.cli import main
+from xent._cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -32,7 +32,7 @@ from libc.stdlib cimport free, malloc
 
 cimport numpy as cnp
 
-from xent._openmp cimport omp_get_thread_num
+include "xent/_cython/openmp.pxi"
 
 cnp.import_array()
 
@@ -42,12 +42,12 @@ cnp.import_array()
 # misaligned float is undefined behaviour.  As values they are float and double
 # (`real is float` holds for float_u); on x86-64 the accesses compile to the
 # same moves as aligned ones.
-cdef extern from "_rows.h" nogil:
+cdef extern from "xent/rows.h" nogil:
     ctypedef float float_u "xent_f32u"
     ctypedef double double_u "xent_f64u"
     ctypedef uint16_t uint16_u "xent_u16u"
 
-cdef extern from "_rows.h" nogil:
+cdef extern from "xent/rows.h" nogil:
     void gather_f32 "xent_gather_f32"(const float *x, Py_ssize_t n, Py_ssize_t stride, float *dst)
     void gather_f64 "xent_gather_f64"(const double *x, Py_ssize_t n, Py_ssize_t stride, double *dst)
     void scatter_f32 "xent_scatter_f32"(const float *src, Py_ssize_t n, float *out, Py_ssize_t stride)
@@ -110,8 +110,8 @@ cdef void *_alloc_scratch(Py_ssize_t n_bytes) except? NULL:
 
 # ---- the kernel families ----------------------------------------------------------
 
-include "_storage.pxi"
-include "_normalize.pxi"
-include "_crossentropy.pxi"
-include "_pointwise.pxi"
-include "_evaluate.pxi"
+include "xent/_cython/storage.pxi"
+include "xent/_cython/normalize.pxi"
+include "xent/_cython/cross_entropy.pxi"
+include "xent/_cython/pointwise.pxi"
+include "xent/_cython/evaluate.pxi"

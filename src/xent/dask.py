@@ -47,13 +47,13 @@ import dask
 import dask.array as da
 import numpy as np
 
-from xent._crossentropy import _logits_and_axis, _row_losses, _Targets
-from xent._crossentropy import cross_entropy as _cross_entropy
-from xent._dispatch import kernels as _kernels
-from xent._evaluate import _check_ks, _partials, _result
-from xent._normalizers import log_softmax as _log_softmax
-from xent._normalizers import logsumexp as _logsumexp
-from xent._validation import (
+from xent._api.multiclass import _logits_and_axis, _row_losses, _Targets
+from xent._api.multiclass import cross_entropy as _cross_entropy
+from xent._runtime.dispatch import kernels as _kernels
+from xent._api.evaluate import _check_ks, _partials, _result
+from xent._api.normalizers import log_softmax as _log_softmax
+from xent._api.normalizers import logsumexp as _logsumexp
+from xent._api.validation import (
     FLOAT32,
     FLOAT64,
     check_ignore_index,

@@ -22,7 +22,7 @@
 # another float dtype: a row is used in place when it is contiguous in the
 # computation dtype, and converted into per-thread scratch otherwise.
 
-cdef extern from "_rows.h" nogil:
+cdef extern from "xent/rows.h" nogil:
     enum:
         XENT_INDEX_I8
         XENT_INDEX_I16
@@ -81,7 +81,7 @@ cdef extern from "_rows.h" nogil:
         double rest, double *g, double *ce, double *lse)
     float half_to_float "xent_half_to_float"(uint16_t h)
 
-cdef extern from "_tiles.h" nogil:
+cdef extern from "xent/tiles.h" nogil:
     Py_ssize_t tile_targets "xent_tile_targets"(const char *p, int code, Py_ssize_t stride,
                                                 Py_ssize_t n, int64_t ignore_index, Py_ssize_t C,
                                                 int32_t *ti, Py_ssize_t *n_valid)
@@ -782,7 +782,7 @@ def cross_entropy_small(logits, target, axis, ignore_index, reduction, label_smo
     stride (uint64 only with ignore_index >= 0), every index in [0, C) or
     ignore_index (an int in int64's range);
     reduction "mean" or "sum"; label_smoothing and z_loss the number 0.
-    threads_for(n_elements) gives the team size (xent._threading.threads_for).
+    threads_for(n_elements) gives the team size (xent._runtime.threads.threads_for).
 
     The rows go through the same kernel as `cross_entropy` (_ce_compute) and are
     summed in the same fixed order as `sum_rows` (_sum_tiles), so the result has

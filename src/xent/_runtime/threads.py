@@ -43,7 +43,7 @@ import threading
 import time
 import warnings
 
-from xent import _xent_runtime
+from xent._runtime import xent_openmp as _xent_runtime
 
 # Below this many input elements a call runs on one thread.  Measured with
 # bench/threads.py on the 2-vCPU development machines: a second thread starts to
@@ -274,7 +274,7 @@ def _register_with_threadpoolctl():
     class XentController(threadpoolctl.LibController):
         user_api = "openmp"
         internal_api = "xent"
-        filename_prefixes = ("_xent_runtime",)
+        filename_prefixes = ("xent_openmp",)
 
         def get_num_threads(self):
             return _num_threads

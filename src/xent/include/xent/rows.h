@@ -456,9 +456,9 @@ static void xent_load_half_row(const xent_u16u *x, ptrdiff_t n, ptrdiff_t stride
 /* Hand-vectorised float32 row loops: AVX-512 (x86-64-v4 build) or AVX2+FMA
  * (x86-64-v3 build), under one name; the baseline build has none and uses the
  * portable loops of _rows_impl.h. */
-#include "_rows_f16max.h"
-#include "_rows_avx512.h"
-#include "_rows_avx2.h"
+#include "rows_f16max.h"
+#include "rows_avx512.h"
+#include "rows_avx2.h"
 #if defined(XENT_HAVE_AVX512_ROWS)
 #define XENT_HAVE_SIMD_ROWS 1
 #define xent_simd_sum_exp_rest xent_avx512_sum_exp_rest
@@ -477,7 +477,7 @@ static void xent_load_half_row(const xent_u16u *x, ptrdiff_t n, ptrdiff_t stride
 #define XENT_T xent_f32u
 #define XENT_FN(name) xent_##name##_f32
 #define XENT_IS_F32 1
-#include "_rows_impl.h"
+#include "rows_impl.h"
 #undef XENT_T
 #undef XENT_FN
 #undef XENT_IS_F32
@@ -485,7 +485,7 @@ static void xent_load_half_row(const xent_u16u *x, ptrdiff_t n, ptrdiff_t stride
 #define XENT_T xent_f64u
 #define XENT_FN(name) xent_##name##_f64
 #define XENT_IS_F32 0
-#include "_rows_impl.h"
+#include "rows_impl.h"
 #undef XENT_T
 #undef XENT_FN
 #undef XENT_IS_F32
@@ -494,9 +494,9 @@ static void xent_load_half_row(const xent_u16u *x, ptrdiff_t n, ptrdiff_t stride
 #define XENT_T xent_f32u
 #define XENT_FN(name) xent_##name##_f32
 #define XENT_IS_F32 1
-#include "_losses_impl.h"
-#include "_pointwise_impl.h"
-#include "_evaluate_impl.h"
+#include "losses_impl.h"
+#include "pointwise_impl.h"
+#include "evaluate_impl.h"
 #undef XENT_T
 #undef XENT_FN
 #undef XENT_IS_F32
@@ -504,9 +504,9 @@ static void xent_load_half_row(const xent_u16u *x, ptrdiff_t n, ptrdiff_t stride
 #define XENT_T xent_f64u
 #define XENT_FN(name) xent_##name##_f64
 #define XENT_IS_F32 0
-#include "_losses_impl.h"
-#include "_pointwise_impl.h"
-#include "_evaluate_impl.h"
+#include "losses_impl.h"
+#include "pointwise_impl.h"
+#include "evaluate_impl.h"
 #undef XENT_T
 #undef XENT_FN
 #undef XENT_IS_F32

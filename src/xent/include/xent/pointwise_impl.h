@@ -109,8 +109,8 @@ XENT_INLINE double XENT_FN(bce_logits_body)(ptrdiff_t n, const XENT_T *x, const 
 #if XENT_IS_F32
 /* The float32 loop without gradient, by hand (x86-64-v4 and x86-64-v3 builds
  * only; they need xent_bce_logits_body_f32 above). */
-#include "_pointwise_avx512.h"
-#include "_pointwise_avx2.h"
+#include "pointwise_avx512.h"
+#include "pointwise_avx2.h"
 #endif
 
 /* One piece of BCE with logits; w, pw, loss and grad may each be NULL.

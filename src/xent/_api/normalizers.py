@@ -9,9 +9,9 @@ softmax/log-softmax.  The kernels implement the rule; see _rows_impl.h.
 
 import numpy as np
 
-from xent._dispatch import kernels as _kernels
-from xent._threading import threads_for
-from xent._validation import (
+from xent._runtime.dispatch import kernels as _kernels
+from xent._runtime.threads import threads_for
+from xent._api.validation import (
     as_logits,
     check_out,
     copy_rounded,

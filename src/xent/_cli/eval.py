@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from xent._evaluate import Evaluator, _check_ks
-from xent._validation import check_ignore_index, normalize_axis
+from xent._api.evaluate import Evaluator, _check_ks
+from xent._api.validation import check_ignore_index, normalize_axis
 
 __all__ = ["evaluate_npy", "no_rows_warning"]
 

@@ -11,7 +11,7 @@ def get_include():
     exported symbols), so they are compiled into the downstream extension, which
     needs this directory among its include directories (as NumPy's headers need
     ``numpy.get_include()``).  It is the directory of the installed package, or of
-    the source tree when xent is run from it.
+    the source tree when xent is run from it: its ``include`` folder.
 
     Returns
     -------
@@ -31,4 +31,5 @@ def get_include():
     >>> os.path.isfile(os.path.join(xent.get_include(), "xent_kernels.h"))
     True
     """
-    return os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(package, "include")

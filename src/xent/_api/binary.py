@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 
-from xent import _pointwise
-from xent._dispatch import kernels as _kernels
-from xent._validation import (
+from xent._api import pointwise as _pointwise
+from xent._runtime.dispatch import kernels as _kernels
+from xent._api.validation import (
     as_logits,
     as_real_array,
     check_grad_out,

@@ -12,7 +12,7 @@ import importlib
 import os
 import warnings
 
-from xent import _xent_runtime
+from xent._runtime import xent_openmp as _xent_runtime
 
 LEVELS = ("avx512", "avx2", "baseline")
 _MODULES = {"baseline": "xent._kernels", "avx2": "xent._kernels_avx2", "avx512": "xent._kernels_avx512"}

@@ -3,7 +3,7 @@
 # the CPU (and OS) support.  The file name is unique on purpose: threadpoolctl
 # finds this extension among the loaded libraries by the prefix "_xent_runtime"
 # (see _threading.py).
-from xent._openmp cimport XENT_OPENMP_ENABLED, omp_get_max_threads
+include "xent/_cython/openmp.pxi"
 
 cdef extern from *:
     """

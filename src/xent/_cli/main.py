@@ -3,10 +3,10 @@
 Subcommands
 -----------
 ``xent bench [--quick] [--threads T] [--repeat R] [--json FILE] [--plot FILE.png]``
-    Time xent against NumPy (and SciPy / PyTorch when installed); see :mod:`xent.bench`.
+    Time xent against NumPy (and SciPy / PyTorch when installed); see :mod:`xent._cli.bench`.
 ``xent eval LOGITS TARGET [--axis A] [--ignore-index I] [-k 1 5] [--batch-rows N] [--json]``
     Loss, perplexity and top-k accuracy of memory-mapped ``.npy`` files, streamed in
-    batches; see :mod:`xent._eval_cli`.
+    batches; see :mod:`xent._cli.eval`.
 
 Every error, from a bad argument to a failure while running, is reported as one
 line on stderr with exit status 2 -- never a traceback.  ``xent eval`` on files
@@ -93,7 +93,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from xent import bench
+    from xent._cli import bench
 
     if args.plot is not None:
         try:
@@ -189,7 +189,7 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     import json
 
-    from xent._eval_cli import as_json, evaluate_npy, format_plain, no_rows_warning
+    from xent._cli.eval import as_json, evaluate_npy, format_plain, no_rows_warning
 
     try:
         result = evaluate_npy(

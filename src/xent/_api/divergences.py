@@ -8,9 +8,9 @@ import math
 
 import numpy as np
 
-from xent._dispatch import kernels as _kernels
-from xent._threading import threads_for
-from xent._validation import (
+from xent._runtime.dispatch import kernels as _kernels
+from xent._runtime.threads import threads_for
+from xent._api.validation import (
     FLOAT64,
     as_logits,
     check_grad_out,

@@ -9,7 +9,7 @@ import operator
 
 import numpy as np
 
-from xent._dispatch import kernels as _kernels
+from xent._runtime.dispatch import kernels as _kernels
 
 # What a logits-like array is computed as.  16-bit floats are read in place and
 # converted inside the kernels (no upcast copy).

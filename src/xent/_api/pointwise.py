@@ -16,8 +16,8 @@ import math
 
 import numpy as np
 
-from xent._dispatch import kernels as _kernels
-from xent._threading import threads_for
+from xent._runtime.dispatch import kernels as _kernels
+from xent._runtime.threads import threads_for
 
 
 def _strides_ok(a):
@@ -33,7 +33,7 @@ def kernel_operand(a, compute):
     as it is, whatever its strides.
     """
     if a.dtype != compute:
-        from xent._validation import rounded
+        from xent._api.validation import rounded
 
         return rounded(a, compute)  # (beyond float32's range: +-inf, as intended)
     if not _strides_ok(a):
@@ -46,7 +46,7 @@ def broadcast_shape_check(value, name, shape, what):
 
     None (an optional operand not given) stays None, as in broadcast_operand.
     """
-    from xent._validation import as_real_array
+    from xent._api.validation import as_real_array
 
     if value is None:
         return None
@@ -151,7 +151,7 @@ def run(kind, shape, operands, half=0, scale=1.0):
 
 def finish(total, reduction, denominator, compute):
     """The scalar loss for "sum" / "mean" (NaN for a zero denominator, as PyTorch)."""
-    from xent._validation import rounded
+    from xent._api.validation import rounded
 
     if reduction == "sum":
         return rounded(total, compute)

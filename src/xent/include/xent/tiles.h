@@ -20,7 +20,7 @@
 #ifndef XENT_TILES_H
 #define XENT_TILES_H
 
-#include "_rows.h"
+#include "rows.h"
 
 /* Rows per group: one AVX-512 register of floats; a whole number of registers
  * for every narrower SIMD width and for doubles. */
@@ -139,7 +139,7 @@ XENT_INLINE void xent_transpose_group_f32(const xent_f32u *x, ptrdiff_t xs, ptrd
 #endif
 
 /* The AVX2 build computes whole float32 groups by hand (_tiles_avx2.h). */
-#include "_tiles_avx2.h"
+#include "tiles_avx2.h"
 #if defined(XENT_HAVE_AVX2_TILES)
 #define XENT_GROUP_SIMD xent_avx2_group_ce_f32
 #define XENT_GROUP_FINISH xent_avx2_group_finish_f32
@@ -147,7 +147,7 @@ XENT_INLINE void xent_transpose_group_f32(const xent_f32u *x, ptrdiff_t xs, ptrd
 
 #define XENT_T xent_f32u
 #define XENT_FN(name) xent_##name##_f32
-#include "_tiles_impl.h"
+#include "tiles_impl.h"
 #undef XENT_T
 #undef XENT_FN
 #undef XENT_TRANSPOSE_GROUP
@@ -156,7 +156,7 @@ XENT_INLINE void xent_transpose_group_f32(const xent_f32u *x, ptrdiff_t xs, ptrd
 
 #define XENT_T xent_f64u
 #define XENT_FN(name) xent_##name##_f64
-#include "_tiles_impl.h"
+#include "tiles_impl.h"
 #undef XENT_T
 #undef XENT_FN
 

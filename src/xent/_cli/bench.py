@@ -2,7 +2,7 @@
 
 This module is the library behind ``xent bench``; it can also be used directly::
 
-    >>> from xent import bench
+    >>> from xent._cli import bench
     >>> rows = bench.run(quick=True, cases=["log_softmax"])  # doctest: +SKIP
     >>> print(bench.format_header(bench.machine_info()))     # doctest: +SKIP
 

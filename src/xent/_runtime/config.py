@@ -5,8 +5,9 @@ import sys
 
 import numpy as np
 
-from xent import _dispatch, _xent_runtime
-from xent._threading import get_num_threads
+from xent._runtime import dispatch as _dispatch
+from xent._runtime import xent_openmp as _xent_runtime
+from xent._runtime.threads import get_num_threads
 
 
 def config_lines():

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from xent._crossentropy import _logits_and_axis, _Targets
-from xent._dispatch import kernels as _kernels
-from xent._threading import threads_for
-from xent._validation import FLOAT64, check_ignore_index, float_kind, input_3d
+from xent._api.multiclass import _logits_and_axis, _Targets
+from xent._runtime.dispatch import kernels as _kernels
+from xent._runtime.threads import threads_for
+from xent._api.validation import FLOAT64, check_ignore_index, float_kind, input_3d
 
 __all__ = ["Evaluation", "Evaluator", "evaluate"]
 

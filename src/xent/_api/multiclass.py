@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 
-from xent._dispatch import kernels as _kernels
-from xent._threading import threads_for
-from xent._validation import (
+from xent._runtime.dispatch import kernels as _kernels
+from xent._runtime.threads import threads_for
+from xent._api.validation import (
     FLOAT64,
     as_float_storage,
     as_logits,

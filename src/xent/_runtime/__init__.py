@@ -1,0 +1,8 @@
+"""Process-wide state of xent: which compiled variant runs, with how many threads.
+
+dispatch  picks the kernel module for this CPU at import (XENT_SIMD overrides)
+threads   set_num_threads/get_num_threads, the thread count of each call
+config    show_config()
+include   get_include(), the C headers for extensions that cimport xent
+xent_openmp  (compiled) the OpenMP runtime and CPU feature probes
+"""
