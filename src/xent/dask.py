@@ -57,6 +57,7 @@ from xent._api.validation import (
     FLOAT32,
     FLOAT64,
     check_ignore_index,
+    check_index_targets,
     check_reduction,
     check_scalar,
     class_weights,
@@ -101,14 +102,7 @@ def _logits(x, axis, name="logits"):
 def _class_targets(target, x, ax, name="target"):
     """Integer targets as a dask array with a length-1 class axis, chunked like `x`."""
     t = _as_dask(target)
-    if t.dtype.kind not in "iu":
-        raise TypeError(f"{name}: expected integer class indices, got dtype {t.dtype}")
-    row_shape = x.shape[:ax] + x.shape[ax + 1 :]
-    if t.shape != row_shape:
-        raise ValueError(
-            f"{name} has shape {t.shape}, but class indices for logits of shape "
-            f"{x.shape} (class axis {ax}) must have shape {row_shape}"
-        )
+    check_index_targets(t, x.shape, ax, name)
     t = da.expand_dims(t, ax)
     return t.rechunk(x.chunks[:ax] + ((1,),) + x.chunks[ax + 1 :])
 

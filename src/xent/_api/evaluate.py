@@ -11,13 +11,13 @@ machine -- and the pieces combined exactly with ``merge``.
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from xent._api.multiclass import _logits_and_axis, _Targets
 from xent._runtime.dispatch import kernels as _kernels
+from xent._runtime.integers import as_integer
 from xent._runtime.threads import threads_for
 from xent._api.validation import FLOAT64, check_ignore_index, float_kind, input_3d
 
@@ -86,12 +86,7 @@ def _check_ks(k):
         raise TypeError(f"k: expected an integer or a sequence of integers, got {k!r}") from None
     ks = []
     for v in items:
-        if isinstance(v, (bool, np.bool_)):
-            raise TypeError(f"k: expected integers, got {v!r}")
-        try:
-            v = operator.index(v)
-        except TypeError:
-            raise TypeError(f"k: expected integers, got {v!r}") from None
+        v = as_integer(v, f"k: expected integers, got {v!r}")
         if v < 1:
             raise ValueError(f"k: top-k accuracy needs k >= 1, got {v}")
         if v not in ks:
@@ -100,12 +95,7 @@ def _check_ks(k):
 
 
 def _check_axis(axis):
-    if isinstance(axis, (bool, np.bool_)):
-        raise TypeError(f"axis: expected an integer, got {axis!r}")
-    try:
-        return operator.index(axis)
-    except TypeError:
-        raise TypeError(f"axis: expected an integer, got {axis!r}") from None
+    return as_integer(axis, f"axis: expected an integer, got {axis!r}")
 
 
 def _partials(logits, target, axis, ignore_index, ks):

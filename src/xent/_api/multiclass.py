@@ -20,6 +20,7 @@ from xent._api.validation import (
     bad_index_error,
     check_grad_out,
     check_ignore_index,
+    check_index_targets,
     check_reduction,
     check_scalar,
     check_uint64_indices,
@@ -51,11 +52,7 @@ class _Targets:
         self.row_shape = row_shape
         self.ignore_index = ignore_index
         if t.dtype.kind in "iu":
-            if t.shape != row_shape:
-                raise ValueError(
-                    f"target has shape {t.shape}, but class indices for logits of shape "
-                    f"{a.shape} (class axis {ax}) must have shape {row_shape}"
-                )
+            check_index_targets(t, a.shape, ax)
             t, self.code = index_storage(t)
             if t.dtype.kind == "u" and t.dtype.itemsize == 8:
                 check_uint64_indices(t, C, ignore_index)

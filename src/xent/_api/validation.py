@@ -5,11 +5,11 @@ Error messages name the argument and the offending value, dtype or shape.
 """
 
 import math
-import operator
 
 import numpy as np
 
 from xent._runtime.dispatch import kernels as _kernels
+from xent._runtime.integers import as_integer
 
 # What a logits-like array is computed as.  16-bit floats are read in place and
 # converted inside the kernels (no upcast copy).
@@ -64,12 +64,7 @@ def as_logits(x, name):
 
 def normalize_axis(axis, ndim, name="axis"):
     """Return `axis` as an index in [0, ndim); ValueError (AxisError) if out of range."""
-    if isinstance(axis, bool):
-        raise TypeError(f"{name}: expected an integer or None, got {axis!r}")
-    try:
-        ax = operator.index(axis)
-    except TypeError:
-        raise TypeError(f"{name}: expected an integer or None, got {axis!r}") from None
+    ax = as_integer(axis, f"{name}: expected an integer or None, got {axis!r}")
     if not -ndim <= ax < ndim:
         raise np.exceptions.AxisError(
             f"{name}={ax} is out of bounds for an array of dimension {ndim}"
@@ -337,6 +332,21 @@ _INDEX_CODE_BY_DTYPE = {np.dtype(name): code for name, code in _INDEX_CODES.item
 _INT64_MAX = int(np.iinfo(np.int64).max)
 
 
+def check_index_targets(t, logits_shape, ax, name="target"):
+    """Class-index targets `t` (a NumPy or dask array) for logits of `logits_shape`
+    with class axis `ax`: TypeError unless an integer dtype, ValueError unless the
+    logits' shape without that axis (which is returned)."""
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integer class indices, got dtype {t.dtype}")
+    row_shape = logits_shape[:ax] + logits_shape[ax + 1 :]
+    if t.shape != row_shape:
+        raise ValueError(
+            f"{name} has shape {t.shape}, but class indices for logits of shape "
+            f"{logits_shape} (class axis {ax}) must have shape {row_shape}"
+        )
+    return row_shape
+
+
 def check_uint64_indices(t, C, ignore_index, name="target"):
     """IndexError for uint64 class indices above INT64_MAX (`t` native uint64).
 
@@ -368,12 +378,7 @@ def bad_index_error(target, flat, C, ignore_index, name="target"):
 def check_ignore_index(ignore_index):
     """ignore_index as a Python int in int64's range (the kernels compare class
     indices as int64): TypeError for a non-integer, ValueError outside."""
-    if isinstance(ignore_index, (bool, np.bool_)):
-        raise TypeError(f"ignore_index: expected an integer, got {ignore_index!r}")
-    try:
-        value = operator.index(ignore_index)
-    except TypeError:
-        raise TypeError(f"ignore_index: expected an integer, got {ignore_index!r}") from None
+    value = as_integer(ignore_index, f"ignore_index: expected an integer, got {ignore_index!r}")
     if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
         raise ValueError(
             f"ignore_index: expected an integer in int64's range [{-_INT64_MAX - 1}, "

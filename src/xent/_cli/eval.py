@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from xent._api.evaluate import Evaluator, _check_ks
-from xent._api.validation import check_ignore_index, normalize_axis
+from xent._api.validation import check_ignore_index, check_index_targets, normalize_axis
 
 __all__ = ["evaluate_npy", "no_rows_warning"]
 
@@ -146,14 +146,7 @@ def _check_inputs(x, t, axis, logits_name, target_name):
     if x.dtype.kind not in "fiub" and x.dtype.name != "bfloat16":
         raise TypeError(f"{logits_name}: unsupported dtype {x.dtype} (expected real numbers)")
     ax = normalize_axis(axis, x.ndim)
-    if t.dtype.kind not in "iu":
-        raise TypeError(f"{target_name}: expected integer class indices, got dtype {t.dtype}")
-    row_shape = x.shape[:ax] + x.shape[ax + 1 :]
-    if t.shape != row_shape:
-        raise ValueError(
-            f"{target_name} has shape {t.shape}, but class indices for logits of shape "
-            f"{x.shape} (class axis {ax}) must have shape {row_shape}"
-        )
+    check_index_targets(t, x.shape, ax, target_name)
     return ax
 
 

@@ -37,13 +37,13 @@ The count is an upper bound, like a team under OpenMP's ``omp_set_dynamic``:
 """
 
 import math
-import operator
 import os
 import threading
 import time
 import warnings
 
 from xent._runtime import xent_openmp as _xent_runtime
+from xent._runtime.integers import as_integer
 
 # Below this many input elements a call runs on one thread.  Measured with
 # bench/threads.py on the 2-vCPU development machines: a second thread starts to
@@ -167,12 +167,7 @@ def set_num_threads(n):
     >>> xent.set_num_threads(previous)
     """
     global _num_threads
-    if isinstance(n, bool):
-        raise TypeError(f"n: expected a positive integer, got {n!r}")
-    try:
-        value = operator.index(n)
-    except TypeError:
-        raise TypeError(f"n: expected a positive integer, got {n!r}") from None
+    value = as_integer(n, f"n: expected a positive integer, got {n!r}")
     if value < 1:
         raise ValueError(f"n: expected a positive integer, got {value}")
     if value > max_threads():
