@@ -29,7 +29,7 @@ import tempfile
 import numpy as np
 
 import fuzz_refs as R
-from conftest import BFLOAT16, as_f64
+from references import BFLOAT16, as_f64
 
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 LONGDOUBLE = np.dtype(np.longdouble)

@@ -1,6 +1,6 @@
 """float64 references for the fuzz test (tests/test_fuzz.py), from SPEC.md's formulas.
 
-Nothing here imports xent.  The row normalizers come from conftest.py, which implements
+Nothing here imports xent.  The row normalizers come from references.py, which implements
 the SPEC's non-finite rules on its own (``-inf`` is a class of probability 0, k ``+inf``
 entries share the probability, NaN poisons its row, an all ``-inf`` row has ``lse = -inf``
 and NaN softmax).  Every loss is the SPEC's formula (PyTorch's, formula for formula) on
@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from conftest import as_f64, ref_log_softmax, ref_logsumexp, ref_softmax
+from references import as_f64, ref_log_softmax, ref_logsumexp, ref_softmax
 
 # Rounding-error budget: errors are allowed up to TOL_K ulps of the computation
 # dtype times the size of the terms that made the value.

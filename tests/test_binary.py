@@ -13,8 +13,14 @@ import numpy as np
 import pytest
 
 import xent
-from conftest import as_f64, assert_close, computation_dtype, resolve_dtype
-from loss_refs import with_layout
+from helpers import (
+    assert_close,
+    assert_same_bits_for_thread_counts,
+    computation_dtype,
+    resolve_dtype,
+    with_layout,
+)
+from references import as_f64
 from xent._api.binary import binary_cross_entropy, binary_cross_entropy_with_logits
 
 inf = np.inf
@@ -342,28 +348,23 @@ def test_in_place_allocates_nothing_large(rng):
 # ---------------------------------------------------------------------------
 
 
-def test_threads_bitwise_identical(rng, restore_threads):
+def test_threads_bitwise_identical(rng):
     shape = (300, 700)
     x, y = make_xy(rng, shape, np.float32)
     w = (rng.random((300, 1)) + 0.5).astype(np.float32)
     pw = (rng.random(700) * 2).astype(np.float32)
     p = rng.random(shape)
     yp = rng.random(shape)
-    results = []
-    for n in (1, 2):
-        xent.set_num_threads(n)
+
+    def all_reductions():
         r = []
         for red in ("mean", "sum", "none"):
             r.append(binary_cross_entropy_with_logits(x, y, weight=w, pos_weight=pw, reduction=red, return_grad=True))
             r.append(binary_cross_entropy(p, yp, weight=w, reduction=red))
-        results.append(r)
-    for a, b in zip(*results):
-        if isinstance(a, tuple):
-            for u, v in zip(a, b):
-                assert np.asarray(u).tobytes() == np.asarray(v).tobytes()
-        else:
-            assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
-    assert_close(results[0][0][0], ref_bce_logits(x, y, w, pw)[0].mean(), 2e-6, 0)
+        return r
+
+    first = assert_same_bits_for_thread_counts(all_reductions, (1, 2))
+    assert_close(first[0][0], ref_bce_logits(x, y, w, pw)[0].mean(), 2e-6, 0)
 
 
 # ---------------------------------------------------------------------------

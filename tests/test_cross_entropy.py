@@ -1,6 +1,6 @@
 """Tests for xent.cross_entropy (loss and fused gradient).
 
-Values are checked against the float64 NumPy references of loss_refs.py (written from
+Values are checked against the float64 NumPy references of references.py (written from
 the SPEC's formulas, independent of xent), against hand-computed numbers, and against
 central finite differences.  PyTorch parity lives in test_torch_parity_losses.py.
 The only xent-vs-xent comparisons are thread-count determinism, in-place vs
@@ -17,24 +17,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xent
-from conftest import assert_close, bitwise_equal, computation_dtype, finite_scale
-from loss_refs import (
+from helpers import (
     REDUCTIONS,
     SENTINEL,
+    assert_close,
+    assert_same_bits_for_thread_counts,
+    bitwise_equal,
     ce_grad_scale,
     central_difference,
     check_grad,
     check_loss,
+    computation_dtype,
+    finite_scale,
     loss_tol,
     make_case,
     random_prob_targets,
-    ref_cross_entropy,
     target_shape,
     with_layout,
 )
-from loss_refs import assert_untouched as _assert_untouched
-from loss_refs import pos_pattern as _pos_pattern
-from loss_refs import sentinel as _sentinel
+from helpers import assert_untouched as _assert_untouched
+from helpers import pos_pattern as _pos_pattern
+from helpers import sentinel as _sentinel
+from references import ref_cross_entropy
 
 inf = np.inf
 nan = np.nan
@@ -893,7 +897,7 @@ def _det_inputs():
     return x, t, tp
 
 
-def test_thread_count_determinism(restore_threads):
+def test_thread_count_determinism():
     x, t, tp = _det_inputs()
     x_fin = x.copy()
     x_fin[5, 3] = 0.0
@@ -908,14 +912,7 @@ def test_thread_count_determinism(restore_threads):
         lambda: xent.cross_entropy(np.ascontiguousarray(x_fin[:, :64].T), t64, axis=0, return_grad=True),
     ]
     for i, call in enumerate(calls):
-        results = []
-        for n in (1, 2, 3):
-            xent.set_num_threads(n)
-            r = call()
-            results.append(r if isinstance(r, tuple) else (r,))
-        for n, r in zip((2, 3), results[1:]):
-            for a, b in zip(results[0], r):
-                assert bitwise_equal(np.asarray(a), np.asarray(b)), f"call {i}: 1 and {n} threads differ"
+        assert_same_bits_for_thread_counts(call, what=f"call {i}")
 
 
 # ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ sums the rows in the general path's fixed order.  These tests check that
 * its result has the bits of the general path's (forced by replacing the entry
   point with one that always declines), for finite, non-finite and ignored rows,
   below and above the few-class tile threshold, and at 1 and 2 threads;
-* it agrees with the independent float64 NumPy reference of loss_refs.py;
+* it agrees with the independent float64 NumPy reference of references.py;
 * a bad class index raises the general path's IndexError and leaves the inputs
   as they were;
 * it asks ``threads_for`` for its team size, as the general path does.
@@ -18,8 +18,8 @@ sums the rows in the general path's fixed order.  These tests check that
 
 import numpy as np
 import pytest
-from conftest import assert_close, bitwise_equal
-from loss_refs import loss_tol, ref_cross_entropy
+from helpers import assert_close, assert_same_bits_for_thread_counts, bitwise_equal, loss_tol
+from references import ref_cross_entropy
 
 import xent
 from xent._api import multiclass as _crossentropy
@@ -132,19 +132,16 @@ def test_nothing_to_average(general):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_thread_counts(dtype, restore_threads, general):
+def test_thread_counts(dtype, general):
     """Above the one-thread size (threads_for) the rows are split over a team; the
     bits are those of one thread and of the general path."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((5000, 10)).astype(dtype)  # 50,000 >= SMALL_WORK elements
     t = rng.integers(0, 10, 5000)
-    results = []
-    for n in (1, 2):
-        xent.set_num_threads(n)
-        loss = xent.cross_entropy(x, t)
-        assert bitwise_equal(loss, general(x, t))
-        results.append(loss)
-    assert bitwise_equal(results[0], results[1])
+    loss, general_loss = assert_same_bits_for_thread_counts(
+        lambda: (xent.cross_entropy(x, t), general(x, t)), (1, 2)
+    )
+    assert bitwise_equal(loss, general_loss)
 
 
 def test_asks_threads_for_its_team_size(monkeypatch):

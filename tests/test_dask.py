@@ -16,7 +16,7 @@ import pytest
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
-from loss_refs import ref_cross_entropy  # noqa: E402
+from references import ref_cross_entropy  # noqa: E402
 from test_evaluate import ref_evaluate  # noqa: E402
 
 import xent  # noqa: E402

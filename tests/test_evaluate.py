@@ -2,7 +2,7 @@
 
 The reference ranks classes with NumPy comparisons on the float64 values of the
 inputs (exact for float16/bfloat16/float32), and takes -log p_t from the
-independent log-softmax of conftest.py (which implements the non-finite rules).
+independent log-softmax of references.py (which implements the non-finite rules).
 """
 
 import functools
@@ -11,8 +11,8 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import BFLOAT16, as_f64, ref_log_softmax
-from loss_refs import with_layout
+from helpers import assert_same_bits_for_thread_counts, with_layout
+from references import BFLOAT16, as_f64, ref_log_softmax
 
 import xent
 from xent._api.evaluate import Evaluation, Evaluator, evaluate
@@ -254,12 +254,9 @@ def test_results_are_python_numbers():
     assert pickle.loads(pickle.dumps(r)) == r
 
 
-def test_bitwise_identical_for_any_thread_count(rng, restore_threads):
+def test_bitwise_identical_for_any_thread_count(rng):
     x, t = random_case(rng, (3000, 700))
-    xent.set_num_threads(1)
-    one = evaluate(x, t)
-    xent.set_num_threads(2)
-    assert evaluate(x, t) == one
+    assert_same_bits_for_thread_counts(lambda: evaluate(x, t).as_dict(), (1, 2))
 
 
 # ---------------------------------------------------------------------------

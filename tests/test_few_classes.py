@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import xent
-from conftest import ref_log_softmax, ref_logsumexp, ref_softmax
-from loss_refs import ref_cross_entropy
+from helpers import assert_same_bits_for_thread_counts
+from references import ref_cross_entropy, ref_log_softmax, ref_logsumexp, ref_softmax
 
 TILE = 256
 N_ROWS = 2 * TILE + 37  # two full tiles and a ragged one
@@ -118,18 +118,9 @@ def test_few_classes_threads_bitwise():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((40000, 10)).astype(np.float32)
     t = rng.integers(0, 10, 40000)
-    previous = xent.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2, 3):
-            xent.set_num_threads(n)
-            results.append((xent.log_softmax(x), xent.cross_entropy(x, t, return_grad=True)))
-    finally:
-        xent.set_num_threads(previous)
-    for lsm, (loss, grad) in results[1:]:
-        np.testing.assert_array_equal(lsm, results[0][0])
-        assert loss == results[0][1][0]
-        np.testing.assert_array_equal(grad, results[0][1][1])
+    assert_same_bits_for_thread_counts(
+        lambda: (xent.log_softmax(x), xent.cross_entropy(x, t, return_grad=True))
+    )
 
 
 # ---- rows read in place (_tiles.h): 2 <= C <= 16, forward, no label smoothing -------
@@ -274,18 +265,10 @@ def test_in_place_rows_threads_bitwise():
     x = (rng.standard_normal((100 * TILE + 9, 10)) * 3).astype(np.float32)
     t = rng.integers(0, 10, x.shape[0])
     t[::13] = -100
-    previous = xent.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2, 3):
-            xent.set_num_threads(n)
-            results.append((xent.cross_entropy(x, t), xent.cross_entropy(x, t, reduction="sum"),
-                            xent.cross_entropy(x, t, reduction="none")))
-    finally:
-        xent.set_num_threads(previous)
-    for mean, total, rows in results[1:]:
-        assert mean == results[0][0] and total == results[0][1]
-        np.testing.assert_array_equal(rows, results[0][2])
+    assert_same_bits_for_thread_counts(
+        lambda: (xent.cross_entropy(x, t), xent.cross_entropy(x, t, reduction="sum"),
+                 xent.cross_entropy(x, t, reduction="none"))
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

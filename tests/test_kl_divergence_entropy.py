@@ -4,7 +4,7 @@
 "none" gives one value per row, "mean" averages over rows, "sum" sums them; the
 gradient is ∂loss/∂q_logits = (softmax(q/T) - softmax(p/T))/T scaled by the reduction
 (no T² factor).  ``entropy`` is the Shannon entropy of softmax(logits) per row.
-Values are checked against the float64 references of loss_refs.py, hand-computed
+Values are checked against the float64 references of references.py, hand-computed
 numbers and finite differences; PyTorch parity is in test_torch_parity_losses.py.
 """
 
@@ -17,20 +17,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xent
-from conftest import assert_close, bitwise_equal, computation_dtype, finite_scale
-from loss_refs import (
+from helpers import (
     REDUCTIONS,
     SENTINEL,
+    assert_close,
+    assert_same_bits_for_thread_counts,
     assert_untouched,
+    bitwise_equal,
     central_difference,
     check_grad,
     check_loss,
+    computation_dtype,
+    finite_scale,
     loss_tol,
-    ref_entropy,
-    ref_kl_divergence,
     target_shape,
     with_layout,
 )
+from references import ref_entropy, ref_kl_divergence
 
 inf = np.inf
 nan = np.nan
@@ -437,7 +440,7 @@ def test_entropy_unsupported_dtypes(x):
 # ===========================================================================
 
 
-def test_thread_count_determinism(restore_threads):
+def test_thread_count_determinism():
     rng = np.random.default_rng(8)
     p = (rng.standard_normal((4096, 512)) * 4).astype(np.float32)
     q = (rng.standard_normal((4096, 512)) * 4).astype(np.float32)
@@ -450,14 +453,7 @@ def test_thread_count_determinism(restore_threads):
         lambda: xent.entropy(np.ascontiguousarray(p[:, :64].T), axis=0),
     ]
     for i, call in enumerate(calls):
-        results = []
-        for n in (1, 2, 3):
-            xent.set_num_threads(n)
-            r = call()
-            results.append(r if isinstance(r, tuple) else (r,))
-        for n, r in zip((2, 3), results[1:]):
-            for a, b in zip(results[0], r):
-                assert bitwise_equal(np.asarray(a), np.asarray(b)), f"call {i}: 1 and {n} threads differ"
+        assert_same_bits_for_thread_counts(call, what=f"call {i}")
 
 
 # ===========================================================================

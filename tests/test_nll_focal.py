@@ -1,6 +1,6 @@
 """Tests for xent.nll_loss and xent.focal_loss.
 
-Values are checked against the float64 NumPy references of loss_refs.py and against
+Values are checked against the float64 NumPy references of references.py and against
 hand-computed numbers.  PyTorch parity of nll_loss lives in test_torch_parity_losses.py
 (PyTorch has no multiclass focal loss, so focal_loss is checked against NumPy only).
 """
@@ -13,19 +13,21 @@ import numpy as np
 import pytest
 
 import xent
-from conftest import assert_close, bitwise_equal, computation_dtype, finite_scale
-from loss_refs import (
+from helpers import (
     REDUCTIONS,
+    assert_close,
+    assert_same_bits_for_thread_counts,
+    bitwise_equal,
     check_loss,
+    computation_dtype,
+    finite_scale,
     loss_tol,
     make_case,
     pos_pattern,
-    ref_cross_entropy,
-    ref_focal_loss,
-    ref_nll_loss,
     target_shape,
     with_layout,
 )
+from references import ref_cross_entropy, ref_focal_loss, ref_nll_loss
 
 inf = np.inf
 nan = np.nan
@@ -395,7 +397,7 @@ def test_focal_bad_alpha_shape(ashape, rng):
 # ===========================================================================
 
 
-def test_thread_count_determinism(restore_threads):
+def test_thread_count_determinism():
     rng = np.random.default_rng(4)
     x = (rng.standard_normal((4096, 512)) * 4).astype(np.float32)
     t = rng.integers(0, 512, size=4096)
@@ -410,9 +412,4 @@ def test_thread_count_determinism(restore_threads):
         lambda: xent.focal_loss(np.ascontiguousarray(x[:, :40].T), np.where(t < 0, t, t % 40), axis=0),
     ]
     for i, call in enumerate(calls):
-        results = []
-        for n in (1, 2, 3):
-            xent.set_num_threads(n)
-            results.append(np.asarray(call()))
-        for n, r in zip((2, 3), results[1:]):
-            assert bitwise_equal(results[0], r), f"call {i}: 1 and {n} threads differ"
+        assert_same_bits_for_thread_counts(call, what=f"call {i}")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import xent
-from conftest import ref_logsumexp
-from loss_refs import loss_tol, ref_cross_entropy
+from helpers import loss_tol
+from references import ref_cross_entropy, ref_logsumexp
 
 # Lengths around the widths of the loops: 8 / 16 lanes, 32-value steps, the
 # 512-value chunks of the sum, and odd tails.

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import xent
-from conftest import assert_close, ref_log_softmax, ref_logsumexp, tolerances, finite_scale
+from helpers import assert_close, finite_scale, tolerances
+from references import ref_log_softmax, ref_logsumexp
 
 
 def _show_config_text(capsys):

@@ -13,8 +13,7 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 import xent  # noqa: E402
-from conftest import finite_scale  # noqa: E402
-from loss_refs import loss_tol, random_prob_targets, target_shape  # noqa: E402
+from helpers import finite_scale, loss_tol, random_prob_targets, target_shape  # noqa: E402
 
 REDUCTIONS = ["none", "mean", "sum"]
 TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}

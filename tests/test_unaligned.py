@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 import xent
-from conftest import BFLOAT16, bitwise_equal
+from helpers import bitwise_equal
+from references import BFLOAT16
 
 
 def misaligned(a, offset=1):
