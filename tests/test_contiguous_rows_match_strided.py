@@ -1,4 +1,4 @@
-"""Unit-stride rows computed in batches of rows.
+"""Contiguous rows give the bits of the same rows read through a strided view.
 
 With the class axis last, contiguous rows (float32, float64, or float16 read
 in place) go through row batches: the max and sum of exps of up to 16 rows

@@ -1,4 +1,5 @@
-"""The small-call path of cross_entropy (``_kernels.cross_entropy_small``).
+"""Plain cross_entropy calls (the small-call path, ``_kernels.cross_entropy_small``)
+give the general path's bits.
 
 A plain call -- 2-D C-contiguous float32/float64 logits, 1-D native integer
 targets, "mean" or "sum", no weight, smoothing, z-loss or gradient -- is computed
