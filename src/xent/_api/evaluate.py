@@ -86,7 +86,7 @@ def _check_ks(k):
         raise TypeError(f"k: expected an integer or a sequence of integers, got {k!r}") from None
     ks = []
     for v in items:
-        v = as_integer(v, f"k: expected integers, got {v!r}")
+        v = as_integer(v, "k", "integers")
         if v < 1:
             raise ValueError(f"k: top-k accuracy needs k >= 1, got {v}")
         if v not in ks:
@@ -95,7 +95,7 @@ def _check_ks(k):
 
 
 def _check_axis(axis):
-    return as_integer(axis, f"axis: expected an integer, got {axis!r}")
+    return as_integer(axis, "axis")
 
 
 def _partials(logits, target, axis, ignore_index, ks):

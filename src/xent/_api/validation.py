@@ -64,7 +64,7 @@ def as_logits(x, name):
 
 def normalize_axis(axis, ndim, name="axis"):
     """Return `axis` as an index in [0, ndim); ValueError (AxisError) if out of range."""
-    ax = as_integer(axis, f"{name}: expected an integer or None, got {axis!r}")
+    ax = as_integer(axis, name, "an integer or None")
     if not -ndim <= ax < ndim:
         raise np.exceptions.AxisError(
             f"{name}={ax} is out of bounds for an array of dimension {ndim}"
@@ -378,7 +378,7 @@ def bad_index_error(target, flat, C, ignore_index, name="target"):
 def check_ignore_index(ignore_index):
     """ignore_index as a Python int in int64's range (the kernels compare class
     indices as int64): TypeError for a non-integer, ValueError outside."""
-    value = as_integer(ignore_index, f"ignore_index: expected an integer, got {ignore_index!r}")
+    value = as_integer(ignore_index, "ignore_index")
     if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
         raise ValueError(
             f"ignore_index: expected an integer in int64's range [{-_INT64_MAX - 1}, "

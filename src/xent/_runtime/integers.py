@@ -9,12 +9,13 @@ import operator
 import numpy as np
 
 
-def as_integer(value, error):
-    """`value` as a Python int (anything with ``__index__``); TypeError(`error`) for
-    anything else, bools included (True is not a count, an axis or an index)."""
+def as_integer(value, name, expected="an integer"):
+    """`value` as a Python int (anything with ``__index__``); for anything else, bools
+    included (True is not a count, an axis or an index), TypeError
+    "`name`: expected `expected`, got `value`" (built only then: this runs on every call)."""
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(error)
+        raise TypeError(f"{name}: expected {expected}, got {value!r}")
     try:
         return operator.index(value)
     except TypeError:
-        raise TypeError(error) from None
+        raise TypeError(f"{name}: expected {expected}, got {value!r}") from None

@@ -167,7 +167,7 @@ def set_num_threads(n):
     >>> xent.set_num_threads(previous)
     """
     global _num_threads
-    value = as_integer(n, f"n: expected a positive integer, got {n!r}")
+    value = as_integer(n, "n", "a positive integer")
     if value < 1:
         raise ValueError(f"n: expected a positive integer, got {value}")
     if value > max_threads():
