@@ -19,8 +19,9 @@ The kernels never allocate anything the size of the input.  Scratch memory is
 ``n_threads`` slices of a few rows, allocated before the parallel region.
 
 Layers: the arithmetic on one contiguous row (or one block of adjacent
-columns) is C in ``include/xent/`` (``kernels.h``); this file owns the loops over rows, the strides,
-the threads (``prange``, static schedule) and the scratch.  Each row is
+columns) is C in ``include/xent/`` (``kernels.h``, which ``select.h`` fills with
+the build's hand-written loops); this file owns the loops over rows, the
+strides, the threads (``prange``, static schedule) and the scratch.  Each row is
 computed by exactly one thread, so results do not depend on the thread count.
 """
 
