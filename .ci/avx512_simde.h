@@ -1,6 +1,6 @@
 /* Test-only: compile xent's AVX-512 variant for a CPU without AVX-512, so that
- * its hand-written loops (_rows_avx512.h, _pointwise_avx512.h, the AVX-512 parts
- * of _tiles.h and _rows.h) run and can be tested on an AVX2 machine.  Used by
+ * its hand-written loops (src/xent/include/xent/x86_64_v4/, and the x86_64_v3/
+ * code it builds on) run and can be tested on an AVX2 machine.  Used by
  * .ci/avx512_emulated.sh, force-included (-include) before anything else.
  *
  * SIMDe (Debian's libsimde-dev, 0.7.4) supplies most _mm512_* intrinsics in

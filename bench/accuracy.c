@@ -8,7 +8,7 @@
  * once per SIMD build: each build adds the exps of its hand-vectorised loops.
  */
 #include <stdio.h>
-#include "xent/rows.h"
+#include "xent/kernels.h"
 
 static double ulp_of(double ref)
 {
@@ -68,7 +68,7 @@ static void portable_exp(const float *xs, float *ys)
         ys[j] = xent_exp_nonpos_f32(xs[j]);
 }
 
-#if defined(XENT_HAVE_AVX512_ROWS)
+#if defined(XENT_ISA_X86_64_V4)
 /* the AVX-512 exp of the stored exps (softmax, gradients) */
 static void avx512_exp(const float *xs, float *ys)
 {
@@ -98,7 +98,7 @@ static void check_exp2_table(void)
 }
 #endif
 
-#if defined(XENT_HAVE_AVX2_ROWS)
+#if defined(XENT_ISA_X86_64_V3)
 /* One of the AVX2 exps, as its callers finish it: p * s * 2^-64. */
 static void avx2_batch(const float *xs, float *ys, int term)
 {
@@ -136,12 +136,12 @@ int main(void)
     double worst_log = 0, at_log = 0;
     long n_log = 0;
     sweep_exp("exp_nonpos_f32", portable_exp);
-#if defined(XENT_HAVE_AVX512_ROWS)
+#if defined(XENT_ISA_X86_64_V4)
     sweep_exp("avx512 stored exps (exp_nonpos_ps)", avx512_exp);
     check_exp2_table();
     sweep_exp("avx512 sum terms (add_exp2)", avx512_term);
 #endif
-#if defined(XENT_HAVE_AVX2_ROWS)
+#if defined(XENT_ISA_X86_64_V3)
     sweep_exp("avx2 stored exps (exp_parts)", avx2_exp);
     sweep_exp("avx2 sum terms (term_parts)", avx2_term);
 #endif

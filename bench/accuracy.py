@@ -1,6 +1,6 @@
 """Measure the float32 accuracy of xent's vectorised exp and log exhaustively.
 
-Compiles bench/accuracy.c against src/xent/include/xent/rows.h (the same code the kernels
+Compiles bench/accuracy.c against src/xent/include/xent/kernels.h (the same code the kernels
 use) with the same narrow flags as setup.py, runs it, and prints the largest
 error in ulps; it does it again for the x86-64-v3 build (AVX2, which adds the
 hand-vectorised exp of its row loops) and, on a CPU with AVX-512, for the

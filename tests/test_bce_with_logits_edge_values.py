@@ -1,6 +1,6 @@
 """binary_cross_entropy_with_logits on float32 against a float64 reference,
-aimed at the hand-vectorised AVX-512 and AVX2 loops (_pointwise_avx512.h,
-_pointwise_avx2.h): sizes that are not multiples of 16 or 32, non-finite lanes
+aimed at the hand-vectorised AVX-512 and AVX2 loops (x86_64_v4/pointwise.h,
+x86_64_v3/pointwise.h): sizes that are not multiples of 16 or 32, non-finite lanes
 inside a vector, tiny losses.  Runs at every SIMD level (XENT_SIMD); at
 baseline it checks the portable body."""
 import numpy as np

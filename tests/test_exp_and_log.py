@@ -1,4 +1,4 @@
-"""The exp and log of _rows.h, compiled into small C programs against xent's headers.
+"""The exp and log of xent/portable/math.h, compiled into small C programs against xent's headers.
 
 These are the functions under every kernel (each normaliser, loss and gradient
 takes its exps and logs from them), tested where Python cannot reach them:
@@ -10,7 +10,7 @@ takes its exps and logs from them), tested where Python cannot reach them:
   overflow for negative inputs.  The results must still be the SPEC's.
 * The hand-vectorised exps of the AVX2 and AVX-512 builds have the bits of the
   portable xent_exp_nonpos_f32 over every float32 in [-104, 0] (the comments of
-  _rows_avx2.h / _rows_avx512.h say so, and the gradients rely on it), and the
+  x86_64_v3/rows.h / x86_64_v4/rows.h say so, and the gradients rely on it), and the
   portable exp gives the same bits whether the compiler contracts a*b + c into
   an FMA or not (-ffp-contract=off / fast): the FMAs are written out.
 
@@ -71,7 +71,7 @@ def _build_and_run(tmp_path, name, source, flags, timeout=300, args=()):
 
 SPECIAL_VALUES = r"""
 #include <stdio.h>
-#include "xent/rows.h"
+#include "xent/kernels.h"
 
 static int failures = 0;
 
@@ -174,17 +174,17 @@ def test_exp_and_log_of_special_values_have_no_undefined_behaviour(tmp_path):
 EXP_BITS = r"""
 #include <stdio.h>
 #include <stdlib.h>
-#include "xent/rows.h"
+#include "xent/kernels.h"
 
 /* exp of 8 float32 arguments d <= 0 by this build's hand-vectorised exp, as the
  * row loops store it; returns 0 where the build has none. */
 static int simd_exp8(const float *d, float *out)
 {
-#if defined(XENT_HAVE_AVX512_ROWS)
+#if defined(XENT_ISA_X86_64_V4)
     __m512 v = _mm512_castps256_ps512(_mm256_loadu_ps(d));
     _mm256_storeu_ps(out, _mm512_castps512_ps256(xent_avx512_exp_nonpos_ps(v)));
     return 1;
-#elif defined(XENT_HAVE_AVX2_ROWS)
+#elif defined(XENT_ISA_X86_64_V3)
     __m256 v[XENT_AVX2_WAYS], p[XENT_AVX2_WAYS], s[XENT_AVX2_WAYS];
     v[0] = _mm256_loadu_ps(d);
     xent_avx2_exp_parts(v, p, s, 1); /* as xent_avx2_rest_step stores the exps */

@@ -123,7 +123,7 @@ def test_few_classes_threads_bitwise():
     )
 
 
-# ---- rows read in place (_tiles.h): 2 <= C <= 16, forward, no label smoothing -------
+# ---- rows read in place (xent/portable/tiles.h): 2 <= C <= 16, forward, no label smoothing -------
 #
 # These rows are computed 16 at a time (a "group"), one row per SIMD lane, by a
 # function specialised for each C; a tile's last N % 16 rows go through a padded

@@ -1,8 +1,8 @@
 """float16 logits read in place by logsumexp, log_softmax and softmax.
 
 On the SIMD builds (AVX2, AVX-512), a unit-stride float16 row is normalised in
-place (xent_f16_row_parts for logsumexp's row batches, xent_row_log_softmax_f16
-and xent_row_softmax_f16 in _rows.h) instead of through a converted float32
+place (xent_f16_row_parts and xent_f16_log_softmax_finish, include/xent/portable/
+half_rows.h, over the hand-written loops of the build) instead of through a converted float32
 copy.  The results must have exactly the bits of the float32
 computation on the converted values, whatever the row length (every tail of
 the vector loops), wherever the row's max and the special values sit, and agree

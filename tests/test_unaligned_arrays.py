@@ -5,7 +5,7 @@ packed structured arrays, buffers that dask hands over), and xent reads its
 inputs and writes ``out=`` / ``grad_out=`` where they lie.  In C an access
 through a ``float*`` to a float that is not 4-byte aligned is undefined
 behaviour, whatever the CPU makes of it, so the kernels access the caller's
-arrays through element types of alignment 1 (``_rows.h``); the sanitizer job
+arrays through element types of alignment 1 (``xent/common.h``); the sanitizer job
 (``.ci/sanitizers.sh``) runs this file under UBSan, where any misaligned access
 is a failure.
 

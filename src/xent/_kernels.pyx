@@ -19,8 +19,9 @@ The kernels never allocate anything the size of the input.  Scratch memory is
 ``n_threads`` slices of a few rows, allocated before the parallel region.
 
 Layers: the arithmetic on one contiguous row (or one block of adjacent
-columns) is C in ``_rows.h``; this file owns the loops over rows, the strides,
-the threads (``prange``, static schedule) and the scratch.  Each row is
+columns) is C in ``include/xent/`` (``kernels.h``, which ``select.h`` fills with
+the build's hand-written loops); this file owns the loops over rows, the
+strides, the threads (``prange``, static schedule) and the scratch.  Each row is
 computed by exactly one thread, so results do not depend on the thread count.
 """
 
@@ -37,17 +38,17 @@ include "xent/_cython/openmp.pxi"
 cnp.import_array()
 
 # The element types of the arrays the kernels read and write: float and double
-# with alignment 1 (xent_f32u / xent_f64u, _rows.h), because NumPy arrays need
+# with alignment 1 (xent_f32u / xent_f64u, xent/common.h), because NumPy arrays need
 # not be aligned (np.frombuffer(buf, offset=1)) and a plain float* access to a
 # misaligned float is undefined behaviour.  As values they are float and double
 # (`real is float` holds for float_u); on x86-64 the accesses compile to the
 # same moves as aligned ones.
-cdef extern from "xent/rows.h" nogil:
+cdef extern from "xent/kernels.h" nogil:
     ctypedef float float_u "xent_f32u"
     ctypedef double double_u "xent_f64u"
     ctypedef uint16_t uint16_u "xent_u16u"
 
-cdef extern from "xent/rows.h" nogil:
+cdef extern from "xent/kernels.h" nogil:
     void gather_f32 "xent_gather_f32"(const float *x, Py_ssize_t n, Py_ssize_t stride, float *dst)
     void gather_f64 "xent_gather_f64"(const double *x, Py_ssize_t n, Py_ssize_t stride, double *dst)
     void scatter_f32 "xent_scatter_f32"(const float *src, Py_ssize_t n, float *out, Py_ssize_t stride)
@@ -59,6 +60,7 @@ cdef extern from "xent/rows.h" nogil:
     void load_half_row "xent_load_half_row"(const uint16_u *x, Py_ssize_t n, Py_ssize_t stride,
                                             int is_bfloat16, float *dst)
     const char *xent_simd_level()
+    const char *xent_simd_feature(Py_ssize_t i)
 
 ctypedef fused real:
     float_u
@@ -67,6 +69,19 @@ ctypedef fused real:
 def simd_level():
     """SIMD instruction set the kernels were compiled for."""
     return xent_simd_level().decode("ascii")
+
+
+def simd_features():
+    """The hand-written SIMD paths compiled into this module (xent/select.h), in order.
+
+    Empty for the portable build; tests/test_simd_features.py asserts the list of
+    each level, so a variant cannot fall back to the portable code unnoticed."""
+    cdef Py_ssize_t i = 0
+    names = []
+    while xent_simd_feature(i) != NULL:
+        names.append(xent_simd_feature(i).decode("ascii"))
+        i += 1
+    return tuple(names)
 
 
 cdef inline void _gather(const real *x, Py_ssize_t n, Py_ssize_t stride, real *dst) noexcept nogil:

@@ -22,7 +22,7 @@
 # another float dtype: a row is used in place when it is contiguous in the
 # computation dtype, and converted into per-thread scratch otherwise.
 
-cdef extern from "xent/rows.h" nogil:
+cdef extern from "xent/kernels.h" nogil:
     enum:
         XENT_INDEX_I8
         XENT_INDEX_I16
@@ -81,7 +81,7 @@ cdef extern from "xent/rows.h" nogil:
         double rest, double *g, double *ce, double *lse)
     float half_to_float "xent_half_to_float"(uint16_t h)
 
-cdef extern from "xent/tiles.h" nogil:
+cdef extern from "xent/kernels.h" nogil:
     Py_ssize_t tile_targets "xent_tile_targets"(const char *p, int code, Py_ssize_t stride,
                                                 Py_ssize_t n, int64_t ignore_index, Py_ssize_t C,
                                                 int32_t *ti, Py_ssize_t *n_valid)

@@ -7,7 +7,7 @@
 # whole multiples of the item size; nll and rank are contiguous outputs of
 # outer*inner values (float64 and int64).
 
-cdef extern from "xent/rows.h" nogil:
+cdef extern from "xent/kernels.h" nogil:
     int64_t RANK_NEVER "XENT_RANK_NEVER"
     void eval_row_f32 "xent_eval_row_f32"(const float *x, Py_ssize_t C, Py_ssize_t t,
                                           double *nll, int64_t *rank)

@@ -2,7 +2,7 @@
 # Included by _kernels.pyx; uses its fused type `real`, _gather/_scatter, scratch,
 # and _row_in (_storage.pxi) to read rows of any floating storage.
 
-cdef extern from "xent/rows.h" nogil:
+cdef extern from "xent/kernels.h" nogil:
     float row_logsumexp_f32 "xent_row_logsumexp_f32"(const float *x, Py_ssize_t n)
     int row_parts_f32 "xent_row_parts_f32"(const float *x, Py_ssize_t n, float *m,
                                            Py_ssize_t *k, double *rest, float *e)
@@ -51,7 +51,7 @@ cdef extern from "xent/rows.h" nogil:
         const double *x, Py_ssize_t C, Py_ssize_t cs, Py_ssize_t nb,
         const double *m, double *s, double *out, Py_ssize_t ocs)
 
-cdef extern from "xent/rows.h" nogil:
+cdef extern from "xent/kernels.h" nogil:
     void chunk_stats_f32 "xent_chunk_stats_f32"(const float *x, Py_ssize_t n, double *stats)
     void chunk_stats_f64 "xent_chunk_stats_f64"(const double *x, Py_ssize_t n, double *stats)
     int merge_chunks_f32 "xent_merge_chunks_f32"(const double *stats, Py_ssize_t n,

@@ -20,7 +20,7 @@
 #   For binary_cross_entropy each task also writes the C-order index of its first
 #   probability / target outside [0, 1] (or -1) to bad[task, 0 / 1].
 
-cdef extern from "xent/rows.h" nogil:
+cdef extern from "xent/kernels.h" nogil:
     double bce_logits_f32 "xent_bce_logits_f32"(
         Py_ssize_t n, const float *x, const float *y, const float *w, const float *pw,
         float *loss, float *grad, float scale)

@@ -2,7 +2,7 @@
 # contiguous values of the computation type.  Included by _kernels.pyx before the
 # kernel families, which all read their floating inputs through _row_in.
 
-cdef extern from "xent/rows.h" nogil:
+cdef extern from "xent/kernels.h" nogil:
     enum:
         XENT_KIND_F32
         XENT_KIND_F64

@@ -24,6 +24,7 @@ def config_lines():
         f"threads: {get_num_threads()}",
         f"SIMD: {_dispatch.kernels.simd_level()} (variant {_dispatch.level!r}; "
         f"CPU supports {', '.join(_dispatch.cpu_levels)}; override with XENT_SIMD)",
+        f"hand-written SIMD paths: {', '.join(_dispatch.kernels.simd_features()) or 'none'}",
     ]
 
 

@@ -3,8 +3,8 @@
  *
  * This is the stable C interface behind `cimport xent` (src/xent/__init__.pxd).
  * The functions below keep their names, arguments and meaning across xent
- * releases; everything else in the headers next to this one (_rows.h and the
- * *_impl.h files it includes) is internal and may change at any time.
+ * releases; everything else in the headers next to this one (xent/, see
+ * xent/kernels.h) is internal and may change at any time.
  *
  * How to use it
  * -------------
@@ -55,7 +55,7 @@
 #pragma GCC diagnostic ignored "-Wunknown-pragmas"
 #endif
 
-#include "xent/rows.h"
+#include "xent/kernels.h"
 
 /* ---- logsumexp, log-softmax, softmax of one row ------------------------------
  * logsumexp: log(sum_c exp(x[c])), -inf for n == 0.
@@ -115,16 +115,8 @@ static inline double xent_cross_entropy_row_ex_f32(const float *x, ptrdiff_t n, 
                                                    float z_loss, float ce_scale, float z_scale,
                                                    float *grad, double *lse)
 {
-    double ce, lse_row, wsum = (double)n;
-    ptrdiff_t c;
-    if (weight && label_smoothing > 0)
-        for (wsum = 0, c = 0; c < n; c++)
-            wsum += weight[c];
-    xent_ce_index_row_f32(x, n, target, weight, (float)wsum, label_smoothing, z_loss, ce_scale,
-                          z_scale, grad, &ce, &lse_row);
-    if (lse)
-        *lse = lse_row;
-    return ce;
+    return xent_ce_index_row_wsum_f32(x, n, target, weight, label_smoothing, z_loss, ce_scale,
+                                      z_scale, grad, lse);
 }
 
 static inline double xent_cross_entropy_row_ex_f64(const double *x, ptrdiff_t n, ptrdiff_t target,
@@ -132,16 +124,8 @@ static inline double xent_cross_entropy_row_ex_f64(const double *x, ptrdiff_t n,
                                                    double z_loss, double ce_scale, double z_scale,
                                                    double *grad, double *lse)
 {
-    double ce, lse_row, wsum = (double)n;
-    ptrdiff_t c;
-    if (weight && label_smoothing > 0)
-        for (wsum = 0, c = 0; c < n; c++)
-            wsum += weight[c];
-    xent_ce_index_row_f64(x, n, target, weight, wsum, label_smoothing, z_loss, ce_scale, z_scale,
-                          grad, &ce, &lse_row);
-    if (lse)
-        *lse = lse_row;
-    return ce;
+    return xent_ce_index_row_wsum_f64(x, n, target, weight, label_smoothing, z_loss, ce_scale,
+                                      z_scale, grad, lse);
 }
 
 static inline double xent_cross_entropy_row_f32(const float *x, ptrdiff_t n, ptrdiff_t target,

@@ -1,38 +1,38 @@
 /*
  * Binary cross-entropy with logits on float32, without gradient, written with
  * AVX2+FMA intrinsics (x86-64-v3 build of the kernels only; float64, the
- * gradient and the other builds use bce_logits_body of _pointwise_impl.h, the
- * AVX-512 build its own loop in _pointwise_avx512.h, whose method this is).
+ * gradient and the other builds use bce_logits_body of portable/pointwise.h,
+ * the AVX-512 build its own loop in x86_64_v4/pointwise.h, whose method this
+ * is).
  *
  * The portable body compiled for x86-64-v3 takes ~10 cycles per element on a
  * Zen 3 (two divisions, the generic exp and log with their special cases,
  * selects for zero coefficients), which made the loss compute-bound at about
  * three times one read of its inputs.  For a finite logit x:
- *   e = exp(-|x|) in [0, 1]       the exp of _rows_avx2.h (0.90 ulp)
+ *   e = exp(-|x|) in [0, 1]       the exp of x86_64_v3/rows.h (0.90 ulp)
  *   u = 1 + e in [1, 2]           rounded; c = e - (u - 1) exact (Fast2Sum)
  *   log(u)                        u = 2^k m, m in [sqrt(1/2), sqrt(2)), f = m - 1
  *                                 exact, log1p(f) = f + f^2 (-1/2 + f P(f)), the
- *                                 degree-7 P of _pointwise_avx512.h (0.93 ulp
+ *                                 degree-7 P of portable/math.h (0.93 ulp
  *                                 over every float32 u in [1, 2))
  *   log1p(e) = log(u) + c/u,      c/u = c - c (u-1)/u, (u-1)/u from vrcpps:
  *                                 exact (= c) when u == 1, and an error of
  *                                 2^-12 of a term below 2^-24 (u - 1) otherwise
  *                                 (xent_avx2_log1p_ps below, which the few-class
- *                                 rows of _tiles_avx2.h share)
+ *                                 rows of x86_64_v3/tiles.h share)
  *   without weights l = (max(x, 0) - y x) + log1p(e), with them
  *   l = cp softplus(-x) + cn softplus(x) as the portable body.
  * Four vectors are computed together (their exp chains interleaved, see
- * _rows_avx2.h).  A step with a non-finite logit (or, without weights, a
+ * x86_64_v3/rows.h).  A step with a non-finite logit (or, without weights, a
  * target outside [0, 1]) is computed by the portable body instead, so
  * infinities, NaN and odd targets keep exactly its semantics; so is the tail
  * of fewer than 32 elements.  Losses are summed in two double vectors, in an
  * order that depends only on the piece, not on the thread count.
  */
-#ifndef XENT_POINTWISE_AVX2_H
-#define XENT_POINTWISE_AVX2_H
+#ifndef XENT_X86_64_V3_POINTWISE_H
+#define XENT_X86_64_V3_POINTWISE_H
 
-#if defined(XENT_HAVE_AVX2_ROWS)
-#define XENT_HAVE_AVX2_BCE 1
+#include "../portable/declarations.h"
 
 /* log1p(y) for 8 values y >= 0 (NaN -> NaN): u = 1 + y rounded, err its exact
  * rounding error (Fast2Sum on max(1, y) and min(1, y)), log u = e ln2 +
@@ -111,7 +111,7 @@ XENT_INLINE int xent_avx2_bce_logits_step(const float *x, const float *y, const 
     return _mm256_movemask_ps(bad);
 }
 
-/* One piece (see bce_logits in _pointwise_impl.h) without gradient. */
+/* One piece (see bce_logits in portable/pointwise.h) without gradient. */
 XENT_INLINE double xent_avx2_bce_logits_body(ptrdiff_t n, const float *x, const float *y,
                                              const float *w, const float *pw, float *loss,
                                              const int has_w, const int has_pw,
@@ -154,9 +154,9 @@ XENT_INLINE double xent_avx2_bce_logits_body(ptrdiff_t n, const float *x, const 
         return xent_avx2_bce_logits_body(n, x, y, w, pw, loss, (k) & 1, ((k) >> 1) & 1,  \
                                          ((k) >> 2) & 1)
 
-/* bce_logits of one float32 piece without gradient; w, pw, loss may be NULL. */
-static double xent_avx2_bce_logits(ptrdiff_t n, const float *x, const float *y, const float *w,
-                                   const float *pw, float *loss)
+/* One float32 piece without gradient; w, pw, loss may be NULL. */
+static double xent_avx2_bce_logits_loss(ptrdiff_t n, const float *x, const float *y,
+                                        const float *w, const float *pw, float *loss)
 {
     int k = (w != NULL) | (pw != NULL) << 1 | (loss != NULL) << 2;
     switch (k) {
@@ -173,5 +173,13 @@ static double xent_avx2_bce_logits(ptrdiff_t n, const float *x, const float *y, 
 }
 #undef XENT_AVX2_BCE_CASE
 
-#endif /* XENT_HAVE_AVX2_ROWS */
-#endif /* XENT_POINTWISE_AVX2_H */
+/* bce_logits_loss of portable/pointwise.h for float32: always by hand. */
+XENT_INLINE int xent_avx2_bce_logits_loss_f32(ptrdiff_t n, const xent_f32u *x, const xent_f32u *y,
+                                              const xent_f32u *w, const xent_f32u *pw, xent_f32u *loss,
+                                              double *total)
+{
+    *total = xent_avx2_bce_logits_loss(n, x, y, w, pw, loss);
+    return 1;
+}
+
+#endif /* XENT_X86_64_V3_POINTWISE_H */

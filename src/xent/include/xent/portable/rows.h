@@ -1,24 +1,27 @@
 /*
- * Per-type row functions.  Included twice by _rows.h, with XENT_T = float
- * (XENT_FN(name) = xent_name_f32) and XENT_T = double (xent_name_f64).
+ * The normaliser of one row (max, sum of exps, log-softmax, softmax), of long
+ * rows in chunks, and of blocks of adjacent columns.  A per-type template:
+ * kernels.h includes it with XENT_T = float (XENT_FN(name) = xent_name_f32)
+ * and XENT_T = double (xent_name_f64).
+ *
+ * The functions named portable_* have hand-written twins (x86_64_v3/rows.h,
+ * x86_64_v4/rows.h); everything here calls them by their generic names
+ * (XENT_FN(max), XENT_FN(sum_exp_rest), ...), which select.h maps to the
+ * build's implementation.
  *
  * Contract for every function here: pointers are valid for the lengths given,
  * n >= 0, and `out` is either disjoint from `x` or exactly `x` (in-place).
  */
 
 /* Largest entry, ignoring NaN (a NaN row is caught by its NaN sum of exps). */
-static XENT_T XENT_FN(max)(const XENT_T *x, ptrdiff_t n)
+static XENT_T XENT_FN(portable_max)(const XENT_T *x, ptrdiff_t n)
 {
-#if XENT_IS_F32 && defined(XENT_HAVE_AVX2_ROWS)
-    return xent_avx2_max_f32((const float *)x, n);
-#else
     XENT_T m = -INFINITY;
     ptrdiff_t i;
     XENT_SIMD_MAX(m)
     for (i = 0; i < n; i++)
         m = x[i] > m ? x[i] : m;
     return m;
-#endif
 }
 
 /* Ask for the cache lines of x[ahead .. ahead + len) while x[0 .. len) is being
@@ -51,10 +54,10 @@ XENT_INLINE void XENT_FN(prefetch_ahead)(const XENT_T *x, ptrdiff_t len, ptrdiff
  * type runs over more than q + 3 <= 131 terms at any optimisation level; the
  * SIMD reduction then splits each part further where the compiler vectorises.
  * A single running sum over the chunk was accurate only when vectorised: at -O0
- * a confident float32 row lost 3e-6 relative.  (Four parts, not more: at eight
- * the baseline build's sixteen vector registers no longer hold the accumulators
- * and the exp, and the loop was 4% slower; four is no slower than one.)  The
- * count k is exact in any order (integers below 2^24 in float), one accumulator.
+ * a confident float32 row lost 3e-6 relative.  Four parts, not more: eight no
+ * longer fit the baseline build's sixteen vector registers (BENCHMARKS.md,
+ * "Decisions in the kernels").  The count k is exact in any order (integers
+ * below 2^24 in float), one accumulator.
  * EXP is the exp taken (exp_term or, when the exps are stored, exp_nonpos) and
  * STORE(idx, ev) stores one or does nothing.  Each value is read and stored in
  * exactly one (iteration, part), so e may be x. */
@@ -87,33 +90,26 @@ XENT_INLINE void XENT_FN(prefetch_ahead)(const XENT_T *x, ptrdiff_t len, ptrdiff
 #define XENT_REST_NO_STORE(idx, ev)
 #define XENT_REST_STORE(idx, ev) e[b + (idx)] = ev
 
-static double XENT_FN(sum_exp_rest)(const XENT_T *x, ptrdiff_t n, XENT_T m, ptrdiff_t *k)
+static double XENT_FN(portable_sum_exp_rest)(const XENT_T *x, ptrdiff_t n, XENT_T m,
+                                             ptrdiff_t *k)
 {
-#if XENT_IS_F32 && defined(XENT_HAVE_SIMD_ROWS)
-    return xent_simd_sum_exp_rest(x, 0, n, (float)m, k, NULL);
-#else
     double total = 0;
     ptrdiff_t b, count = 0;
     XENT_REST_CHUNK(XENT_FN(exp_term), XENT_REST_NO_STORE)
     *k = count;
     return total;
-#endif
 }
 
 /* sum_exp_rest, and e[i] = exp(x[i] - m) for every i from the same exps (one exp
  * per entry where a sum-then-write would take two).  e may be x itself. */
-static double XENT_FN(sum_exp_rest_store)(const XENT_T *x, ptrdiff_t n, XENT_T m, ptrdiff_t *k,
-                                          XENT_T *e)
+static double XENT_FN(portable_sum_exp_rest_store)(const XENT_T *x, ptrdiff_t n, XENT_T m,
+                                                   ptrdiff_t *k, XENT_T *e)
 {
-#if XENT_IS_F32 && defined(XENT_HAVE_SIMD_ROWS)
-    return xent_simd_sum_exp_rest(x, 0, n, (float)m, k, (float *)e);
-#else
     double total = 0;
     ptrdiff_t b, count = 0;
     XENT_REST_CHUNK(XENT_FN(exp_nonpos), XENT_REST_STORE)
     *k = count;
     return total;
-#endif
 }
 #undef XENT_REST_PART
 #undef XENT_REST_CHUNK
@@ -121,30 +117,20 @@ static double XENT_FN(sum_exp_rest_store)(const XENT_T *x, ptrdiff_t n, XENT_T m
 #undef XENT_REST_STORE
 
 /* *m = the max of x, ignoring NaN, and when it is finite (returns 1; 0
- * otherwise) *k and *rest as sum_exp_rest gives them for that max: in one pass
- * over the row where this build has one (the AVX-512 float32 and float16 rows:
- * xent_avx512_max_rest, whose sum has other roundings than sum_exp_rest's),
- * else the max and then sum_exp_rest.  Every sum of a row's exps that stores
- * nothing and has no max given goes through here, so each row has one rest
- * whichever function asked. */
-static int XENT_FN(max_rest)(const XENT_T *x, ptrdiff_t n, XENT_T *m, ptrdiff_t *k,
-                             double *rest)
+ * otherwise) *k and *rest as sum_exp_rest gives them for that max: here the
+ * max and then sum_exp_rest; the x86-64-v4 build has a twin that takes both
+ * in one pass over a float32 row (xent_avx512_max_rest_f32, whose sum has
+ * other roundings than sum_exp_rest's).  Every sum of a row's exps that
+ * stores nothing and has no max given goes through here, so each row has one
+ * rest whichever function asked. */
+static int XENT_FN(portable_max_rest)(const XENT_T *x, ptrdiff_t n, XENT_T *m, ptrdiff_t *k,
+                                      double *rest)
 {
-#if XENT_IS_F32 && defined(XENT_HAVE_SIMD_MAX_REST)
-    float mf;
-    double r = xent_simd_max_rest(x, 0, n, &mf, k);
-    *m = mf;
-    if (!isfinite(mf))
-        return 0;
-    *rest = r;
-    return 1;
-#else
     *m = XENT_FN(max)(x, n);
     if (!isfinite(*m))
         return 0;
     *rest = XENT_FN(sum_exp_rest)(x, n, *m, k);
     return 1;
-#endif
 }
 
 /* log(k + rest) in double, exact for k == 1 and rest tiny (see sum_exp_rest). */
@@ -258,7 +244,7 @@ static void XENT_FN(write_softmax)(const XENT_T *x, ptrdiff_t n, XENT_T m, XENT_
         out[i] = XENT_FN(exp_nonpos)(x[i] - m) * inv_s;
 }
 
-/* out *= v: the last sweep of softmax (also for float16 rows, _rows.h). */
+/* out *= v: the last sweep of softmax (also for float16 rows, half_rows.h). */
 static void XENT_FN(scale)(XENT_T *out, ptrdiff_t n, XENT_T v)
 {
     ptrdiff_t i;

@@ -1,7 +1,7 @@
 /*
  * Binary cross-entropy with logits on float32, without gradient, written with
  * AVX-512 intrinsics (x86-64-v4 build of the kernels only; the other builds,
- * float64 and the gradient use bce_logits_body of _pointwise_impl.h).
+ * float64 and the gradient use bce_logits_body of portable/pointwise.h).
  *
  * Why by hand: the portable body is compute-bound (~85 cycles per 16 elements:
  * two divisions, the generic exp and log with their special-case handling,
@@ -27,23 +27,10 @@
  * targets keep exactly its semantics.  Losses are summed in two double vectors;
  * the order depends only on the piece, not on the thread count.
  */
-#ifndef XENT_POINTWISE_AVX512_H
-#define XENT_POINTWISE_AVX512_H
+#ifndef XENT_X86_64_V4_POINTWISE_H
+#define XENT_X86_64_V4_POINTWISE_H
 
-/* log1p(f) - f = f^2 (-1/2 + f P(f)) on [sqrt(1/2) - 1, sqrt(2) - 1]: P's
- * coefficients, lowest degree first (weighted least squares / Lawson fit).
- * Shared with _pointwise_avx2.h. */
-#define XENT_LOG1P_P0 0.3333330750465393f
-#define XENT_LOG1P_P1 -0.25000637769699097f
-#define XENT_LOG1P_P2 0.200028657913208f
-#define XENT_LOG1P_P3 -0.16630764305591583f
-#define XENT_LOG1P_P4 0.14173159003257751f
-#define XENT_LOG1P_P5 -0.13061600923538208f
-#define XENT_LOG1P_P6 0.12904897332191467f
-#define XENT_LOG1P_P7 -0.08062484115362167f
-
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-#define XENT_HAVE_AVX512_BCE 1
+#include "../portable/declarations.h"
 
 /* log(u) for 16 values u in [1, 2] (nothing else: no zero, negative,
  * subnormal, infinite or NaN handling). */
@@ -123,7 +110,7 @@ XENT_INLINE __m512 xent_avx512_bce_logits_vec(ptrdiff_t i, __mmask16 valid, cons
     return _mm512_maskz_mov_ps((__mmask16)(valid & ~b), l);
 }
 
-/* One piece (see bce_logits in _pointwise_impl.h) without gradient. */
+/* One piece (see bce_logits in portable/pointwise.h) without gradient. */
 XENT_INLINE double xent_avx512_bce_logits_body(ptrdiff_t n, const float *x, const float *y,
                                                const float *w, const float *pw, float *loss,
                                                const int has_w, const int has_pw,
@@ -174,9 +161,9 @@ XENT_INLINE double xent_avx512_bce_logits_body(ptrdiff_t n, const float *x, cons
         return xent_avx512_bce_logits_body(n, x, y, w, pw, loss, (k) & 1, ((k) >> 1) & 1,  \
                                            ((k) >> 2) & 1)
 
-/* bce_logits of one float32 piece without gradient; w, pw, loss may be NULL. */
-static double xent_avx512_bce_logits(ptrdiff_t n, const float *x, const float *y, const float *w,
-                                     const float *pw, float *loss)
+/* One float32 piece without gradient; w, pw, loss may be NULL. */
+static double xent_avx512_bce_logits_loss(ptrdiff_t n, const float *x, const float *y,
+                                          const float *w, const float *pw, float *loss)
 {
     int k = (w != NULL) | (pw != NULL) << 1 | (loss != NULL) << 2;
     switch (k) {
@@ -193,5 +180,13 @@ static double xent_avx512_bce_logits(ptrdiff_t n, const float *x, const float *y
 }
 #undef XENT_AVX512_BCE_CASE
 
-#endif /* __AVX512F__ && __AVX512DQ__ */
-#endif /* XENT_POINTWISE_AVX512_H */
+/* bce_logits_loss of portable/pointwise.h for float32: always by hand. */
+XENT_INLINE int xent_avx512_bce_logits_loss_f32(ptrdiff_t n, const xent_f32u *x, const xent_f32u *y,
+                                                const xent_f32u *w, const xent_f32u *pw, xent_f32u *loss,
+                                                double *total)
+{
+    *total = xent_avx512_bce_logits_loss(n, x, y, w, pw, loss);
+    return 1;
+}
+
+#endif /* XENT_X86_64_V4_POINTWISE_H */

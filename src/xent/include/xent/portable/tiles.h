@@ -1,6 +1,22 @@
 /*
- * Per-type few-class rows (see _tiles.h).  Included twice by _tiles.h, with
- * XENT_T = float (XENT_FN(name) = xent_name_f32) and XENT_T = double.
+ * Few-class cross-entropy rows read where they lie, vectorised across rows.
+ * A per-type template (kernels.h: XENT_T = float, then double).
+ *
+ * With C <= 16 classes a row is shorter than a SIMD register, so vectorising
+ * within a row wastes most lanes.  Here a group of XENT_GROUP rows is one set of
+ * vectors instead: lane j holds row j, and the classes are a loop that the
+ * compiler unrolls because C is a compile-time constant in each of the
+ * specialised functions (C = 2..XENT_ROWS_MAX_C, one per value).  The rows are
+ * read in place, a group at a time (one_group): here with strided loads across
+ * the lanes; the x86-64-v4 build transposes float32 groups through registers
+ * first (x86_64_v4/tiles.h), the x86-64-v3 build computes whole float32 groups
+ * by hand (x86_64_v3/tiles.h).  The max, the sum of exps and the target's logit
+ * of a row stay in registers; no tile is copied.  Other C, and calls with a
+ * gradient or label smoothing, take the transposed tiles of the Cython layer
+ * (block_stats / block_ce_index).
+ *
+ * The arithmetic is portable/rows.h's: exp_term, log1p, and the same split of
+ * the sum of exps into k (entries equal to the max) and rest.
  */
 
 /*
@@ -45,24 +61,23 @@ XENT_INLINE ptrdiff_t XENT_FN(group_ce)(const XENT_T *x, ptrdiff_t rs, ptrdiff_t
     return n_special;
 }
 
-/* group_ce of the XENT_GROUP rows x + j*xs: by the build's own whole-group
- * function for this type where it has one (XENT_GROUP_SIMD), else transposed
- * through registers where it has a XENT_TRANSPOSE_GROUP, else read in place. */
-XENT_INLINE ptrdiff_t XENT_FN(one_group)(const XENT_T *x, ptrdiff_t xs, const ptrdiff_t C,
-                                         const int32_t *t, double *ce, double *lse)
+/* group_ce of the XENT_GROUP rows x + j*xs, read in place (one_group; the
+ * float32 twins are in x86_64_v3/tiles.h and x86_64_v4/tiles.h). */
+XENT_INLINE ptrdiff_t XENT_FN(portable_one_group)(const XENT_T *x, ptrdiff_t xs,
+                                                  const ptrdiff_t C, const int32_t *t,
+                                                  double *ce, double *lse)
 {
-#if defined(XENT_GROUP_SIMD)
-    return XENT_GROUP_SIMD(x, xs, C, t, ce, lse);
-#else
-#ifdef XENT_TRANSPOSE_GROUP
-    XENT_T xt[XENT_ROWS_MAX_C * XENT_GROUP], tx[XENT_GROUP];
-    if (C >= 6) { /* below, the plain loads cost no more than the transpose */
-        XENT_TRANSPOSE_GROUP(x, xs, C, t, xt, tx);
-        return XENT_FN(group_ce)(xt, 1, XENT_GROUP, C, t, tx, ce, lse);
-    }
-#endif
     return XENT_FN(group_ce)(x, xs, 1, C, t, NULL, ce, lse);
-#endif
+}
+
+/* The second phase over the groups of a tile, for the implementations that
+ * leave one (group_finish, x86_64_v3/tiles.h); here one_group has written
+ * everything: no rows left to finish, none special. */
+XENT_INLINE ptrdiff_t XENT_FN(portable_group_finish)(ptrdiff_t n, const int32_t *t, double *ce,
+                                                     double *lse)
+{
+    (void)n, (void)t, (void)ce, (void)lse;
+    return 0;
 }
 
 /* one_group for each specialised C, and the one for a given C (NULL if none). */
@@ -123,9 +138,7 @@ static int XENT_FN(tile_ce_forward)(const XENT_T *x, ptrdiff_t xs, ptrdiff_t nr,
         return -1;
     for (; j0 + XENT_GROUP <= nr; j0 += XENT_GROUP)
         n_special += group(x + j0 * xs, xs, t + j0, ce + j0, lse + j0);
-#ifdef XENT_GROUP_FINISH
-    n_special += XENT_GROUP_FINISH(j0, t, ce, lse); /* the second phase, see there */
-#endif
+    n_special += XENT_FN(group_finish)(j0, t, ce, lse);
     rem = nr - j0;
     if (rem > 0) {
         for (j = 0; j < XENT_GROUP; j++) {
@@ -134,9 +147,7 @@ static int XENT_FN(tile_ce_forward)(const XENT_T *x, ptrdiff_t xs, ptrdiff_t nr,
                 pad[j * C + c] = j < rem ? x[(j0 + j) * xs + c] : 0;
         }
         n_special += group(pad, C, tpad, cepad, lsepad);
-#ifdef XENT_GROUP_FINISH
-        n_special += XENT_GROUP_FINISH(XENT_GROUP, tpad, cepad, lsepad);
-#endif
+        n_special += XENT_FN(group_finish)(XENT_GROUP, tpad, cepad, lsepad);
         for (j = 0; j < rem; j++) {
             ce[j0 + j] = cepad[j];
             lse[j0 + j] = lsepad[j];

@@ -1,7 +1,7 @@
 /*
  * The hottest float32 loops, written with AVX-512 intrinsics (only in the
- * x86-64-v4 build of the kernels; the other builds use _rows_avx2.h or the
- * portable C of _rows_impl.h).
+ * x86-64-v4 build of the kernels; the other builds use x86_64_v3/rows.h or the
+ * portable C of portable/rows.h).
  *
  * Why by hand: the sum of exp(x - max) over a row is bound by the number of
  * vector operations per element, and AVX-512 has instructions the compiler
@@ -19,15 +19,11 @@
  *    step (xent_avx512_term_block).  On an AMD Zen 4 a float16 row's
  *    cross-entropy went from 2.5x to 1.2x the time of reading it.
  *
- * Included by _rows.h; XENT_HAVE_AVX512_ROWS tells _rows_impl.h to use it.
+ * The twins of portable/rows.h's functions are at the end; select.h includes
+ * this header in the x86-64-v4 build and maps the generic names to them.
  */
-#ifndef XENT_ROWS_AVX512_H
-#define XENT_ROWS_AVX512_H
-
-#if defined(__AVX512F__)
-#include <immintrin.h>
-
-#define XENT_HAVE_AVX512_ROWS 1
+#ifndef XENT_X86_64_V4_ROWS_H
+#define XENT_X86_64_V4_ROWS_H
 
 /* exp(d) for 16 arguments d <= 0 (NaN -> NaN; d <= -104, -inf included, -> 0).
  * Cody-Waite reduction d = n ln2 + r, |r| <= ln2/2 (two-part ln2, n*ln2_hi
@@ -84,7 +80,7 @@ XENT_INLINE __m512 xent_avx512_load(const void *x, ptrdiff_t i, int half, __mmas
  * entries != m added into *s, those entries counted in *cnt; with e != NULL also
  * e[i] = exp(x[i] - m) for every i (1 where x[i] == m).  Always inlined, so the
  * e == NULL calls compile without the stores.  The cache line `ahead` values
- * further is prefetched, one per vector (see prefetch_ahead in _rows_impl.h). */
+ * further is prefetched, one per vector (see prefetch_ahead in portable/rows.h). */
 XENT_INLINE void xent_avx512_rest_chunk(const void *x, int half, ptrdiff_t len, __m512 vm,
                                         xent_f32u *e, __m512 *s, __m512 *cnt, ptrdiff_t ahead)
 {
@@ -411,7 +407,7 @@ XENT_INLINE __m512d xent_avx512_fold(__m512d lanes, __m512 s, double scale)
                            lanes);
 }
 
-/* sum_exp_rest (see _rows_impl.h for the contract) of a float32 (half == 0) or
+/* sum_exp_rest (see portable/rows.h for the contract) of a float32 (half == 0) or
  * float16 (half == 1) row, optionally storing every exp(x[i] - m) into e (which
  * may be x itself, for float32): the terms of the entries != m summed in float32
  * vectors over chunks of XENT_SUM_CHUNK values, each chunk's 16 lanes added in
@@ -462,7 +458,7 @@ XENT_INLINE double xent_avx512_sum_exp_rest(const void *x, int half, ptrdiff_t n
  * (xent_avx512_term_chunk): taken just before the chunk's own sum instead, it
  * gained nothing.  The sums round otherwise than sum_exp_rest's at the row's
  * max, which is why every sum that stores nothing and has no max given goes
- * through here (max_rest in _rows_impl.h). */
+ * through here (max_rest in portable/rows.h). */
 
 /* Whether some of len values is NaN. */
 XENT_INLINE int xent_avx512_has_nan(const void *x, int half, ptrdiff_t len)
@@ -561,5 +557,47 @@ XENT_INLINE double xent_avx512_max_rest(const void *x, int half, ptrdiff_t n, fl
     return nan_seen ? (double)NAN : total + _mm512_reduce_add_pd(lanes);
 }
 
-#endif /* __AVX512F__ */
-#endif /* XENT_ROWS_AVX512_H */
+/* ---- twins of portable/rows.h (float32) and portable/half_rows.h ------------- */
+
+static double xent_avx512_sum_exp_rest_f32(const xent_f32u *x, ptrdiff_t n, xent_f32u m,
+                                           ptrdiff_t *k)
+{
+    return xent_avx512_sum_exp_rest(x, 0, n, (float)m, k, NULL);
+}
+
+static double xent_avx512_sum_exp_rest_store_f32(const xent_f32u *x, ptrdiff_t n, xent_f32u m,
+                                                 ptrdiff_t *k, xent_f32u *e)
+{
+    return xent_avx512_sum_exp_rest(x, 0, n, (float)m, k, (float *)e);
+}
+
+/* max_rest in one pass over the row (see above). */
+static int xent_avx512_max_rest_f32(const xent_f32u *x, ptrdiff_t n, xent_f32u *m, ptrdiff_t *k,
+                                    double *rest)
+{
+    float mf;
+    double r = xent_avx512_max_rest(x, 0, n, &mf, k);
+    *m = mf;
+    if (!isfinite(mf))
+        return 0;
+    *rest = r;
+    return 1;
+}
+
+/* row_parts_f32 of the converted row for a unit-stride float16 row read in
+ * place (see portable/half_rows.h). */
+static int xent_avx512_f16_row_parts(const xent_u16u *x, ptrdiff_t n, float *m, ptrdiff_t *k,
+                                     double *rest, xent_f32u *e)
+{
+    if (e) {
+        *m = xent_avx2_max_f16(x, n);
+        if (!isfinite(*m))
+            return 0;
+        *rest = xent_avx512_sum_exp_rest(x, 1, n, *m, k, e);
+        return 1;
+    }
+    *rest = xent_avx512_max_rest(x, 1, n, m, k);
+    return isfinite(*m);
+}
+
+#endif /* XENT_X86_64_V4_ROWS_H */

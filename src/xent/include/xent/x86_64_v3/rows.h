@@ -1,8 +1,8 @@
 /*
  * The hottest float32 row loops (the max, and the sum of exp(x - max) with or
  * without storing the exps), written with AVX2+FMA intrinsics: the x86-64-v3
- * build of the kernels only.  The AVX-512 build has its own (_rows_avx512.h);
- * the baseline build uses the portable C of _rows_impl.h.
+ * build of the kernels only.  The AVX-512 build has its own (x86_64_v4/rows.h);
+ * the baseline build uses the portable C of portable/rows.h.
  *
  * Why by hand.  Compiled from the portable C for x86-64-v3, the sum of exps
  * took ~20 cycles per 8 entries on an AMD Zen 3 (0.7 ns per entry), where its
@@ -27,22 +27,18 @@
  * compiled portable loop.  float16 rows are converted in registers (vcvtph2ps)
  * instead of through a float32 copy: half the bytes, no copy pass.
  *
- * The stored exps (xent_avx2_exp_parts) use the arithmetic of _rows.h
+ * The stored exps (xent_avx2_exp_parts) use the arithmetic of portable/math.h
  * (Cody-Waite reduction with a two-part ln 2, the degree-6 polynomial
  * XENT_EXP_C*) and have the bits of xent_exp_nonpos_f32 of this build (whose
  * multiply-adds are FMAs written out, XENT_FMAF, whatever -ffp-contract says;
  * tests/test_exp_bits.py); the terms of sums use a cheaper exp
  * (xent_avx2_term_parts, see there).
  *
- * Included by _rows.h; XENT_HAVE_AVX2_ROWS tells it to use these.
+ * The twins of portable/rows.h's functions are at the end; select.h includes
+ * this header in the x86-64-v3 build and maps the generic names to them.
  */
-#ifndef XENT_ROWS_AVX2_H
-#define XENT_ROWS_AVX2_H
-
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && !defined(__AVX512F__)
-#include <immintrin.h>
-
-#define XENT_HAVE_AVX2_ROWS 1
+#ifndef XENT_X86_64_V3_ROWS_H
+#define XENT_X86_64_V3_ROWS_H
 
 /* Vectors computed together (see the header comment), and entries per step. */
 #define XENT_AVX2_WAYS 4
@@ -159,7 +155,7 @@ XENT_INLINE void xent_avx2_widen(__m256 v, __m256d *lo, __m256d *hi)
  * is bound by loads, not by one chain of dependent maxima.  The last values
  * of a row (n >= 8) are read as the row's last whole vector, overlapping ones
  * already seen (a max does not mind): no scalar loop on a short row's tail. */
-XENT_INLINE float xent_avx2_max_f32(const xent_f32u *x, ptrdiff_t n)
+static float xent_avx2_max_f32(const xent_f32u *x, ptrdiff_t n)
 {
     __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
     float m;
@@ -291,7 +287,7 @@ XENT_INLINE ptrdiff_t xent_avx2_rest_step(const void *x, ptrdiff_t len, int half
 /* The steps of one chunk (len <= XENT_SUM_CHUNK values at x) of sum_exp_rest:
  * returns its sum of terms (as float32 lanes) and sets *count to how many
  * entries equal m.  The cache line `ahead` bytes further is asked for as each
- * step is read (see prefetch_ahead in _rows_impl.h). */
+ * step is read (see prefetch_ahead in portable/rows.h). */
 XENT_INLINE __m256 xent_avx2_rest_chunk(const char *x, ptrdiff_t len, int half, __m256 vm,
                                         xent_f32u *e, ptrdiff_t ahead, const int none_equal,
                                         ptrdiff_t *count)
@@ -318,7 +314,7 @@ XENT_INLINE __m256 xent_avx2_rest_chunk(const char *x, ptrdiff_t len, int half, 
     return _mm256_mul_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_set1_ps(XENT_AVX2_TWO_M64));
 }
 
-/* sum_exp_rest (see _rows_impl.h for the contract) of a float32 (half == 0) or
+/* sum_exp_rest (see portable/rows.h for the contract) of a float32 (half == 0) or
  * float16 (half == 1) row, optionally storing every exp(x[i] - m) into e (which
  * may be x itself, for float32): the terms of the entries != m summed in float32
  * vectors over chunks of XENT_SUM_CHUNK values, each chunk's lanes added in
@@ -376,5 +372,34 @@ XENT_INLINE double xent_avx2_f16_rest(const xent_u16u *x, ptrdiff_t n, float *m,
     return xent_avx2_sum_exp_rest_known(x, 1, n, *m, k, NULL, chunk_max, n_known);
 }
 
-#endif /* __AVX2__ && __FMA__ && __F16C__ && !__AVX512F__ */
-#endif /* XENT_ROWS_AVX2_H */
+/* ---- twins of portable/rows.h (float32) and portable/half_rows.h ------------- */
+
+static double xent_avx2_sum_exp_rest_f32(const xent_f32u *x, ptrdiff_t n, xent_f32u m,
+                                         ptrdiff_t *k)
+{
+    return xent_avx2_sum_exp_rest(x, 0, n, (float)m, k, NULL);
+}
+
+static double xent_avx2_sum_exp_rest_store_f32(const xent_f32u *x, ptrdiff_t n, xent_f32u m,
+                                               ptrdiff_t *k, xent_f32u *e)
+{
+    return xent_avx2_sum_exp_rest(x, 0, n, (float)m, k, (float *)e);
+}
+
+/* row_parts_f32 of the converted row for a unit-stride float16 row read in
+ * place (see portable/half_rows.h). */
+static int xent_avx2_f16_row_parts(const xent_u16u *x, ptrdiff_t n, float *m, ptrdiff_t *k,
+                                   double *rest, xent_f32u *e)
+{
+    if (e) {
+        *m = xent_avx2_max_f16(x, n);
+        if (!isfinite(*m))
+            return 0;
+        *rest = xent_avx2_sum_exp_rest(x, 1, n, *m, k, e);
+        return 1;
+    }
+    *rest = xent_avx2_f16_rest(x, n, m, k);
+    return isfinite(*m);
+}
+
+#endif /* XENT_X86_64_V3_ROWS_H */

@@ -1,8 +1,8 @@
 /*
  * Evaluation rows for evaluate() / Evaluator: the row's cross-entropy and the rank
- * of its target, from one read of the row.  Included twice by _rows.h, with
- * XENT_T = float / double (after _rows_impl.h and _losses_impl.h, whose
- * sum_exp_rest / row_stats / nll_special these build on).
+ * of its target, from one read of the row.  A per-type template (kernels.h:
+ * XENT_T = float, then double), after rows.h and losses.h, whose
+ * sum_exp_rest / row_stats / nll_special these build on.
  *
  * The row is walked in chunks of XENT_EVAL_CHUNK values.  Each chunk is read
  * from memory once: one vectorised sweep gives its max and the number of its
@@ -25,11 +25,6 @@
 #define XENT_EVAL_CHUNK 2048
 /* The rank of a row that is never top-k correct (NaN target; ignored rows too). */
 #define XENT_RANK_NEVER INT64_MAX
-#if defined(_OPENMP) || defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 5)
-#define XENT_SIMD_MAX_COUNT(m, n) XENT_PRAGMA(omp simd reduction(max : m) reduction(+ : n))
-#else
-#define XENT_SIMD_MAX_COUNT(m, n)
-#endif
 #endif
 
 /* Max of x[0..n) (NaN ignored), and the number of entries >= xt (or > xt when

@@ -1,8 +1,8 @@
 /*
  * Multiclass loss rows: cross-entropy (class-index and probability targets,
  * with weights, label smoothing and z-loss), distillation KL and entropy.
- * Included twice by _rows.h, with XENT_T = float / double (after _rows_impl.h,
- * whose row_stats / row_log_softmax these build on).
+ * A per-type template (kernels.h: XENT_T = float, then double), after rows.h,
+ * whose row_stats / row_log_softmax these build on.
  *
  * Each function handles one contiguous row of C >= 1 logits (plus, where it
  * applies, one contiguous row of targets), writes the row's loss in double, and,
@@ -182,6 +182,24 @@ static void XENT_FN(ce_index_row)(const XENT_T *x, ptrdiff_t C, ptrdiff_t t, con
     g[t] -= scale_ce * (1 - eps) * wt;
 }
 
+/* ce_index_row with wsum = sum_c w_c summed here when label smoothing needs it
+ * (C otherwise); returns ce and stores lse when lse != NULL.  The row of the
+ * public xent_cross_entropy_row_ex_* (xent_kernels.h). */
+static double XENT_FN(ce_index_row_wsum)(const XENT_T *x, ptrdiff_t C, ptrdiff_t t,
+                                         const XENT_T *w, XENT_T eps, XENT_T z, XENT_T scale_ce,
+                                         XENT_T scale_z, XENT_T *g, double *lse)
+{
+    double ce, lse_row, wsum = (double)C;
+    ptrdiff_t c;
+    if (w && eps > 0)
+        for (wsum = 0, c = 0; c < C; c++)
+            wsum += w[c];
+    XENT_FN(ce_index_row)(x, C, t, w, (XENT_T)wsum, eps, z, scale_ce, scale_z, g, &ce, &lse_row);
+    if (lse)
+        *lse = lse_row;
+    return ce;
+}
+
 /* w_c t'_c, t'_c = keep y_c + smooth, as ce_prob_limits takes it: a zero factor
  * (keep = 0 at eps = 1, or w_c = 0) keeps an infinite y_c out, not a NaN one. */
 static double XENT_FN(prob_coef)(XENT_T yc, XENT_T wc, XENT_T keep, XENT_T smooth)
@@ -325,15 +343,6 @@ static void XENT_FN(ce_prob_row)(const XENT_T *x, const XENT_T *y, ptrdiff_t C, 
     XENT_FN(ce_prob_limits)(kind, x, y, C, w, keep, smooth, z, scale_ce, scale_z, m, s, ls, g,
                             ce, lse);
 }
-
-/* omp simd for kl_row's loop: three sums and one min. */
-#ifndef XENT_KL_SIMD
-#if defined(_OPENMP) || defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 5)
-#define XENT_KL_SIMD XENT_PRAGMA(omp simd reduction(+ : a_sp, a_sq, a_d) reduction(min : a_lo))
-#else
-#define XENT_KL_SIMD
-#endif
-#endif
 
 /* How far below the student's max a log-probability must lie before a teacher
  * probability under the normal range (dropped by exp_term, < 2^-126 / 2^-1022)

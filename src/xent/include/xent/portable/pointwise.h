@@ -1,9 +1,11 @@
 /*
  * Pointwise losses (binary cross-entropy with logits, binary cross-entropy on
- * probabilities, kl_div); instantiated by _rows.h with XENT_T = float / double.
+ * probabilities, kl_div).  A per-type template (kernels.h: XENT_T = float,
+ * then double).  BCE with logits without gradient has float32 twins
+ * (x86_64_v3/pointwise.h, x86_64_v4/pointwise.h).
  *
  * Each function handles one contiguous piece of n elements (the Cython layer in
- * _pointwise.pxi owns strides, broadcasting, threads and scratch) and returns the
+ * _cython/pointwise.pxi owns strides, broadcasting, threads and scratch) and returns the
  * piece's sum of losses accumulated in double.  Optional operands are NULL when
  * absent; every NULL combination is a separate specialisation of one inlined
  * body, so the hot loops have no per-element flag tests.
@@ -15,7 +17,7 @@
 
 /* ---- vectorisable log and exp --------------------------------------------------
  * libm's log/log1p/exp are scalar calls, which keep a loop from vectorising; the
- * loops below use xent's own branch-free log (_rows.h) and exp.
+ * loops below use xent's own branch-free log and exp (math.h).
  *
  * log_any(v, corr) = log(v) + corr, where corr is a small correction for the
  * rounding of v (log1p uses it for the rounding error of 1 + e); pass 0 otherwise.
@@ -48,7 +50,7 @@ XENT_INLINE XENT_T XENT_FN(log1m)(XENT_T p)
     return XENT_FN(log_any)(u, corr);
 }
 
-/* exp(x) for any x (see xent_exp_wide_* in _rows.h). */
+/* exp(x) for any x (see xent_exp_wide_* in math.h). */
 XENT_INLINE XENT_T XENT_FN(exp_any)(XENT_T x)
 {
     if (sizeof(XENT_T) == sizeof(float))
@@ -101,17 +103,24 @@ XENT_INLINE double XENT_FN(bce_logits_body)(ptrdiff_t n, const XENT_T *x, const 
     return total;
 }
 
+/* bce_logits_body specialised for the operands present (bit 0 w, 1 pw,
+ * 2 loss, 3 grad of k). */
 #define XENT_BCE_LOGITS_CASE(k)                                                            \
     case k:                                                                                \
         return XENT_FN(bce_logits_body)(n, x, y, w, pw, loss, grad, scale, (k) & 1,        \
                                         ((k) >> 1) & 1, ((k) >> 2) & 1, ((k) >> 3) & 1)
 
-#if XENT_IS_F32
-/* The float32 loop without gradient, by hand (x86-64-v4 and x86-64-v3 builds
- * only; they need xent_bce_logits_body_f32 above). */
-#include "pointwise_avx512.h"
-#include "pointwise_avx2.h"
-#endif
+/* The pieces without gradient by hand (bce_logits_loss; returns 1 with the
+ * sum in *total) where the build has such a loop, x86_64_v3/pointwise.h and
+ * x86_64_v4/pointwise.h for float32.  The portable build has none: it returns 0
+ * and bce_logits takes every piece. */
+XENT_INLINE int XENT_FN(portable_bce_logits_loss)(ptrdiff_t n, const XENT_T *x, const XENT_T *y,
+                                                  const XENT_T *w, const XENT_T *pw, XENT_T *loss,
+                                                  double *total)
+{
+    (void)n, (void)x, (void)y, (void)w, (void)pw, (void)loss, (void)total;
+    return 0;
+}
 
 /* One piece of BCE with logits; w, pw, loss and grad may each be NULL.
  * Returns the sum of the piece's losses, in double. */
@@ -119,13 +128,9 @@ static double XENT_FN(bce_logits)(ptrdiff_t n, const XENT_T *x, const XENT_T *y,
                                   const XENT_T *pw, XENT_T *loss, XENT_T *grad, XENT_T scale)
 {
     int k = (w != NULL) | (pw != NULL) << 1 | (loss != NULL) << 2 | (grad != NULL) << 3;
-#if XENT_IS_F32 && defined(XENT_HAVE_AVX512_BCE)
-    if (grad == NULL)
-        return xent_avx512_bce_logits(n, x, y, w, pw, loss);
-#elif XENT_IS_F32 && defined(XENT_HAVE_AVX2_BCE)
-    if (grad == NULL)
-        return xent_avx2_bce_logits(n, x, y, w, pw, loss);
-#endif
+    double total;
+    if (grad == NULL && XENT_FN(bce_logits_loss)(n, x, y, w, pw, loss, &total))
+        return total;
     switch (k) {
         XENT_BCE_LOGITS_CASE(0);
         XENT_BCE_LOGITS_CASE(1);

@@ -5,13 +5,10 @@
  * x86-64-v4 one (the loop is bound by its loads, not by the width of its
  * maxima).
  *
- * Included by _rows.h before _rows_avx2.h and _rows_avx512.h.
+ * select.h includes it, before x86_64_v3/rows.h or x86_64_v4/rows.h.
  */
-#ifndef XENT_ROWS_F16MAX_H
-#define XENT_ROWS_F16MAX_H
-
-#if defined(__AVX2__) && defined(__F16C__)
-#include <immintrin.h>
+#ifndef XENT_X86_64_V3_F16_MAX_H
+#define XENT_X86_64_V3_F16_MAX_H
 
 /* Largest of the 8 lanes. */
 XENT_INLINE float xent_avx2_hmax(__m256 m)
@@ -121,5 +118,4 @@ XENT_INLINE float xent_avx2_max_f16(const xent_u16u *x, ptrdiff_t n)
     return xent_f16_max_from_bits(_mm256_max_epi16(hi0, hi1), _mm256_min_epi16(lo0, lo1), x, n);
 }
 
-#endif /* __AVX2__ && __F16C__ */
-#endif /* XENT_ROWS_F16MAX_H */
+#endif /* XENT_X86_64_V3_F16_MAX_H */

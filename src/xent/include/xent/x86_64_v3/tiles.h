@@ -1,6 +1,6 @@
 /*
- * Few-class cross-entropy rows (see _tiles.h) on AVX2+FMA, float32: the
- * x86-64-v3 build only.
+ * Few-class cross-entropy rows (see portable/tiles.h) on AVX2+FMA, float32:
+ * the x86-64-v3 build only.
  *
  * Why by hand.  Compiled from the portable group_ce for x86-64-v3, a group of
  * rows costs ~60 cycles per row of 10 classes on a Zen 3: every logit is read
@@ -8,22 +8,19 @@
  * ones (the log with a division and its special cases).  Here each half group
  * of 8 rows is transposed through registers (8 rows of up to 16 classes,
  * masked loads so nothing past a row is read, two 8x8 transposes), the sum of
- * exps uses the term exp of _rows_avx2.h on four class vectors at a time, and
+ * exps uses the term exp of x86_64_v3/rows.h on four class vectors at a time, and
  * log(k + rest) = log1p((k - 1) + rest) is the branch-free vector log1p of
- * _pointwise_avx2.h: no division, exact for a confident row (k = 1, rest
+ * x86_64_v3/pointwise.h: no division, exact for a confident row (k = 1, rest
  * tiny).
  *
- * The results are those of group_ce (_tiles_impl.h): ce[j] = (m - x_t) +
+ * The results are those of group_ce (portable/tiles.h): ce[j] = (m - x_t) +
  * log(k + rest) and lse[j] = m + log(k + rest) in double for the rows with
  * t[j] >= 0, 0 for the others, and the count of counted rows whose max is not
  * finite (their values are then recomputed by the caller), in two phases (see
  * below).
  */
-#ifndef XENT_TILES_AVX2_H
-#define XENT_TILES_AVX2_H
-
-#if defined(XENT_HAVE_AVX2_ROWS)
-#define XENT_HAVE_AVX2_TILES 1
+#ifndef XENT_X86_64_V3_TILES_H
+#define XENT_X86_64_V3_TILES_H
 
 /* 8x8 transpose of r[0..7] (r[i] lane j becomes r[j] lane i). */
 XENT_INLINE void xent_avx2_transpose8(__m256 r[8])
@@ -103,7 +100,7 @@ XENT_INLINE ptrdiff_t xent_avx2_group8_out(__m256 m, __m256 xt, __m256 ls, __m25
  * independent iterations.
  */
 
-/* Phase one: group_ce (_tiles_impl.h) of the XENT_GROUP = 16 rows x + j*xs of
+/* Phase one: group_ce (portable/tiles.h) of the XENT_GROUP = 16 rows x + j*xs of
  * C classes (unit stride), targets t[0..15], up to the log: two halves of 8
  * rows, one row per lane, whose class vectors are interleaved (half h of class
  * c is vector 2c + h) so that every step of four vectors holds independent exp
@@ -154,7 +151,7 @@ XENT_INLINE ptrdiff_t xent_avx2_group_ce_f32(const float *x, ptrdiff_t xs, const
             d[j] = _mm256_sub_ps(v, m[j % 2]);
         }
         xent_avx2_term_parts(d, eq, p, s, XENT_AVX2_WAYS);
-        /* kept scaled by 2^64 as in the row sums (_rows_avx2.h): one FMA a term */
+        /* kept scaled by 2^64 as in the row sums (x86_64_v3/rows.h): one FMA a term */
         XENT_AVX2_EACH acc[j % 2] = _mm256_fmadd_ps(p[j], s[j], acc[j % 2]);
     }
     /* log(k + rest) will be log1p((k - 1) + rest): exactly log1p(rest) when k == 1 */
@@ -182,5 +179,4 @@ static ptrdiff_t xent_avx2_group_finish_f32(ptrdiff_t n, const int32_t *t, doubl
     return n_special;
 }
 
-#endif /* XENT_HAVE_AVX2_ROWS */
-#endif /* XENT_TILES_AVX2_H */
+#endif /* XENT_X86_64_V3_TILES_H */
