@@ -29,7 +29,7 @@ fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cp -r "$repo/src" "$repo/tests" "$repo/examples" "$repo/setup.py" "$repo/pyproject.toml" "$work/"
+cp -r "$repo/src" "$repo/tests" "$repo/examples" "$repo/setup.py" "$repo/pyproject.toml" "$repo/README.md" "$repo/MANIFEST.in" "$work/"
 cd "$work"
 rm -rf build; find src -name "*.so" -delete
 
