@@ -170,12 +170,13 @@ def _big(dt):
 
 
 def _put_specials(x, dt):
-    """Rows 0-7 of (rows, C) float64 logits get the SPEC's special values: a -inf
+    """Rows 0-8 of (rows, C) float64 logits get the SPEC's special values: a -inf
     class, all -inf, one and two +inf, a NaN, huge finite values, a tie at a huge
-    max, half the classes impossible.  Later rows stay ordinary (so tiles, blocks
-    and batches past the first still take their fast paths)."""
+    max, half the classes impossible, one positive entry before negative ones.
+    Later rows stay ordinary (so tiles, blocks and batches past the first still
+    take their fast paths)."""
     n, C = x.shape
-    if n < 8 or C < 2:
+    if n < 9 or C < 2:
         return x
     big = _big(dt)
     x[0, 1] = -np.inf
@@ -187,6 +188,8 @@ def _put_specials(x, dt):
     x[6] = big
     x[6, 0] = -big
     x[7, ::2] = -np.inf
+    x[8] = -np.abs(x[8]) - 0.5
+    x[8, 0] = 2.0
     return x
 
 
@@ -219,13 +222,20 @@ def _indices(rng, shape, C, dtype=np.int64, ignore=-100, frac=0.1):
 
 
 def _probs(rng, lead, C, axis=-1, dt="f32"):
-    """Class probabilities (rows summing to 1), some exactly 0, class axis `axis`."""
+    """Class probabilities (rows summing to 1), some exactly 0, class axis `axis`;
+    rows 10-13 hold an infinite mass, a NaN and a negative target (SPEC: the
+    limit, NaN, the formula as it stands)."""
     n = int(np.prod(lead))
     z = rng.standard_normal((n, C)) * 2
     z[rng.random((n, C)) < 0.1] = -np.inf
     z[:, 0] = np.maximum(z[:, 0], 0)  # no row all zero
     p = np.exp(z - z.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
+    if n > 13 and C > 2:
+        p[10, 1] = np.inf
+        p[11, 0], p[11, 2] = np.inf, -np.inf
+        p[12, 1] = np.nan
+        p[13, 1] = -0.25
     return _with_class_axis(_cast(p, dt), lead, axis)
 
 
@@ -256,6 +266,7 @@ LAYOUTS = {
     "short-31rows": ((31,), 5, -1),     # few classes but < 2*MIN_BLOCK rows: batches
     "batches-C100": ((50,), 100, -1),   # 10-row batches of 4 KiB
     "rows-C1500": ((12,), 1500, -1),    # too long for a batch of 4: row by row
+    "rows-C5000": ((12,), 5000, -1),    # evaluate's rows in chunks of 2048 classes
     "blocks-C10": ((2,), 10, 1, (24, 30)),      # (N, C, H, W): one block of 720
     "blocks-max": ((2,), 4, 1, (40, 40)),       # MAX_BLOCK = 1024 positions, then 576
     "blocks-min": ((2,), 3000, 1, (40,)),       # MIN_BLOCK = 16 positions per block
@@ -304,11 +315,23 @@ def _norm(rng, *, fn, layout, dt, special=True, view=None, out=None, keepdims=No
     return (buf,)
 
 
-def _strided(a, axis):
-    """a copied into every other element along `axis` of a buffer twice as long."""
+def _misaligned(a, offset=1):
+    """A C-contiguous copy of `a` at an address `offset` bytes past an aligned one
+    (NumPy allows it: np.frombuffer(buf, offset=1)); the kernels read it in place."""
+    a = np.ascontiguousarray(a)
+    buf = np.zeros(a.nbytes + 64, np.uint8)
+    start = (-buf.ctypes.data) % 64 + offset
+    m = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    m[...] = a
+    return m
+
+
+def _strided(a, axis, offset=0):
+    """a copied into every other element along `axis` of a buffer twice as long
+    (`offset` bytes past an aligned address)."""
     shape = list(a.shape)
     shape[axis] *= 2
-    buf = np.zeros(shape, a.dtype)
+    buf = _misaligned(np.zeros(shape, a.dtype), offset)
     index = [slice(None)] * a.ndim
     index[axis] = slice(None, None, 2)
     view = buf[tuple(index)]
@@ -379,10 +402,24 @@ def _norm_edge_cases():
         _add(f"{fn}/axis-None/f32/out-f64", _norm_whole, fn=fn, dt="f32", shape=(7, 33), out="f64")
         _add(f"{fn}/0-d/f64", _norm_whole, fn=fn, dt="f64", shape=())
         _add(f"{fn}/empty-classes/f32", _norm_whole_axis, fn=fn, shape=(3, 0))
+        _add(f"{fn}/empty-rows/f32", _norm_whole_axis, fn=fn, shape=(0, 5))
+        for dt in ("f32", "f64", "f16", "bf16"):
+            for layout in ("tiles-C7", "batches-C100", "blocks-C10"):
+                _add(f"{fn}/{layout}/{dt}/misaligned", _norm_misaligned, fn=fn, layout=layout,
+                     dt=dt)
+            _add(f"{fn}/batches-C100/{dt}/misaligned-strided", _norm_misaligned, fn=fn,
+                 layout="batches-C100", dt=dt, strided=True)
         _add(f"{fn}/one-class/f32", _norm_whole_axis, fn=fn, shape=(40, 1))
         _add(f"{fn}/threaded-batches/f32", _norm_big, fn=fn, shape=(512, 100), axis=-1)
         _add(f"{fn}/threaded-tiles/f64", _norm_big, fn=fn, shape=(8192, 5), axis=-1)
         _add(f"{fn}/threaded-blocks/f32", _norm_big, fn=fn, shape=(4, 10, 64, 64), axis=1)
+
+
+def _norm_misaligned(rng, *, fn, layout, dt, strided=False):
+    x = _logits_for(rng, layout, dt)
+    axis = _layout(layout)[2]
+    x = _strided(x, axis, offset=1) if strided else _misaligned(x)
+    return (getattr(xent, fn)(x, axis),)
 
 
 def _norm_whole_axis(rng, *, fn, shape):
@@ -431,6 +468,7 @@ def _ce(rng, *, layout, dt, target="index", tdtype=np.int64, ignore=-100, frac=0
         t = _probs(rng, lead, C, axis, target)
     if weight:
         kwargs["weight"] = rng.uniform(0.25, 2.0, C).astype(np.float32)
+        kwargs["weight"][1 % C] = 0  # a class that costs nothing (skipped by smoothing)
     if view == "strided":
         x = _strided(x, axis)
     elif view == "padded":       # rows of a wider array: tiles with a row stride
@@ -497,6 +535,32 @@ def _ce_cases():
                  grad_out=go)
     _add("cross_entropy/blocks-max/f64/all-grad", _ce, layout="blocks-max", dt="f64",
          **CE_OPTIONS["all-grad"])
+    # every few-class tile function (one compiled per C = 2..16), the one-pass
+    # forward of the small call ("mean") and the general path ("none")
+    for C in list(range(1, 18)) + [31]:
+        LAYOUTS.setdefault(f"tiles-C{C}", ((300,), C, -1))
+        for dt in ("f32", "f64"):
+            for opt in ("mean", "none", "weight-sum-none"):
+                name = f"cross_entropy/tiles-C{C}/{dt}/{opt}"
+                if name not in CASES:
+                    _add(name, _ce, layout=f"tiles-C{C}", dt=dt, **CE_OPTIONS[opt])
+    for dt, tdt in (("f64", "f32"), ("f64", "f16"), ("f32", "bf16")):
+        for opt in ("mean", "all-grad"):
+            _add(f"cross_entropy/batches-C100/{dt}/prob-{tdt}/{opt}", _ce, layout="batches-C100",
+                 dt=dt, target=tdt, **CE_OPTIONS[opt])
+    for layout in ("tiles-C7", "batches-C100", "blocks-C10"):
+        for dt in ("f32", "f64"):
+            for opt in ("mean", "sum", "grad-none"):
+                _add(f"cross_entropy/{layout}/{dt}/empty-batch/{opt}", _ce_empty, layout=layout,
+                     dt=dt, **CE_OPTIONS[opt])
+    for how in ("lists", "big-endian-targets", "fortran-logits", "uint64-ignore-neg",
+                "noncontiguous-targets", "readonly", "numpy-int-axis", "misaligned-f32",
+                "misaligned-f64", "misaligned-f16", "misaligned-bf16", "misaligned-bf16-strided",
+                "misaligned-f16-strided"):
+        for layout in ("tiles-C7", "batches-C100"):
+            for opt in ("mean", "grad-sum"):
+                _add(f"cross_entropy/{layout}/f32/{how}/{opt}", _ce_odd, layout=layout,
+                     how=how, **CE_OPTIONS[opt])
     _add("cross_entropy/all-ignored/f32/mean", _ce, layout="tiles-C7", dt="f32", frac=1.0)
     _add("cross_entropy/all-ignored/f32/grad-sum", _ce, layout="batches-C100", dt="f32",
          frac=1.0, reduction="sum", return_grad=True)
@@ -513,6 +577,42 @@ def _ce_cases():
              **CE_OPTIONS[opt])
         _add(f"cross_entropy/threaded-blocks/f32/{opt}", _ce_big, shape=(4, 10, 64, 64), axis=1,
              **CE_OPTIONS[opt])
+
+
+def _ce_empty(rng, *, layout, dt, **kwargs):
+    """No rows: NaN for "mean", 0 for "sum", empty arrays."""
+    lead, C, axis = _layout(layout)
+    x = _logits(rng, lead, C, axis, dt)[:0]
+    t = _indices(rng, x.shape[:axis % x.ndim] + x.shape[axis % x.ndim + 1:], C)
+    res = xent.cross_entropy(x, t, axis=axis, **kwargs)
+    return res if isinstance(res, tuple) else (res,)
+
+
+def _ce_odd(rng, *, layout, how, **kwargs):
+    """Inputs the one-call small path declines (or that need a conversion first)."""
+    lead, C, axis = _layout(layout)
+    x = _logits(rng, lead, C, axis, "f32")
+    t = _indices(rng, lead, C, ignore=-100)
+    if how == "lists":
+        x, t = x.tolist(), t.tolist()
+    elif how == "big-endian-targets":
+        t = t.astype(">i4")
+    elif how == "fortran-logits":
+        x = np.asfortranarray(x)
+    elif how == "uint64-ignore-neg":   # uint64 indices with a negative ignore_index
+        t = np.where(t < 0, 0, t).astype(np.uint64)
+    elif how == "noncontiguous-targets":
+        t = _strided(t, 0)
+    elif how == "readonly":
+        x.flags.writeable = t.flags.writeable = False
+    elif how == "numpy-int-axis":
+        axis = np.int64(axis)
+    elif how.startswith("misaligned"):  # misaligned-<dtype>[-strided]
+        x = _cast(x.astype(np.float64), how.split("-")[1])
+        x = _strided(x, -1, offset=1) if how.endswith("strided") else _misaligned(x)
+        t = _misaligned(t)
+    res = xent.cross_entropy(x, t, axis=axis, **kwargs)
+    return res if isinstance(res, tuple) else (res,)
 
 
 def _ce_long(rng, *, dt):
@@ -591,13 +691,17 @@ def _bce_logits(rng, *, dt, shape=BCE_SHAPE, weight=None, pos_weight=None, reduc
                 return_grad=False, grad_out=None, view=None, hard=False):
     x = rng.standard_normal(shape) * 4
     flat = x.reshape(-1)
-    flat[:6] = [np.inf, -np.inf, np.inf, -np.inf, np.nan, 0.0]
-    flat[6:10] = [_big(dt), -_big(dt), 40.0, -40.0]
+    if flat.size >= 13:  # special values at the start and in the last (partial) vector
+        flat[:6] = [np.inf, -np.inf, np.inf, -np.inf, np.nan, 0.0]
+        flat[6:10] = [_big(dt), -_big(dt), 40.0, -40.0]
+        flat[-3:] = [np.inf, np.nan, -np.inf]
     x = _cast(x, dt)
     y = rng.random(shape)
     if hard:
         y = (y > 0.5).astype(np.float64)
-    y.reshape(-1)[:4] = [1.0, 0.0, 0.0, 1.0]
+    if y.size >= 13:
+        y.reshape(-1)[:4] = [1.0, 0.0, 0.0, 1.0]
+        y.reshape(-1)[-3:] = [0.0, 1.0, 1.0]
     y = y.astype(np.float32 if dt != "f64" else np.float64)
     kwargs = {"reduction": reduction, "return_grad": return_grad}
     if weight == "row":
@@ -610,24 +714,30 @@ def _bce_logits(rng, *, dt, shape=BCE_SHAPE, weight=None, pos_weight=None, reduc
         kwargs["pos_weight"] = rng.uniform(0.5, 3, shape[-1]).astype(y.dtype)
     if view == "strided":
         x, y = _strided(x, -1), _strided(y, -1)
+    elif view == "misaligned":
+        x, y = _misaligned(x), _misaligned(y)
     elif view == "transposed":
         x, y = x.T, y.T
         for key in ("weight", "pos_weight"):
             kwargs.pop(key, None)
     if grad_out is not None:
         kwargs["return_grad"] = True
-        kwargs["grad_out"] = x if grad_out == "inplace" else np.full(x.shape, np.nan,
-                                                                     _dtype(grad_out))
+        if grad_out == "inplace":
+            kwargs["grad_out"] = x
+        elif grad_out == "strided":
+            kwargs["grad_out"] = _strided(np.full(x.shape, np.nan, x.dtype), -1)
+        else:
+            kwargs["grad_out"] = np.full(x.shape, np.nan, _dtype(grad_out))
     res = xent.binary_cross_entropy_with_logits(x, y, **kwargs)
     return res if isinstance(res, tuple) else (res,)
 
 
 def _bce_probs(rng, *, dt, shape=BCE_SHAPE, weight=False, reduction="mean"):
     p = rng.random(shape)
-    flat = p.reshape(-1)
-    flat[:6] = [0.0, 1.0, 0.0, 1.0, 1e-30, 1 - 1e-7]
     y = rng.random(shape)
-    y.reshape(-1)[:4] = [0.0, 1.0, 1.0, 0.0]
+    if p.size:
+        p.reshape(-1)[:6] = [0.0, 1.0, 0.0, 1.0, 1e-30, 1 - 1e-7]
+        y.reshape(-1)[:4] = [0.0, 1.0, 1.0, 0.0]
     kwargs = {"reduction": reduction}
     if weight:
         kwargs["weight"] = rng.uniform(0, 2, shape[-1])
@@ -655,12 +765,27 @@ def _binary_cases():
         for view in ("strided", "transposed"):
             _add(f"bce_with_logits/{dt}/{view}-grad", _bce_logits, dt=dt, view=view,
                  weight="row", pos_weight=True, return_grad=True)
-        for go in ("inplace", "f64", "f16"):
+        for go in ("inplace", "f64", "f16", "strided"):
             _add(f"bce_with_logits/{dt}/grad_out-{go}", _bce_logits, dt=dt, grad_out=go,
                  reduction="sum")
+        # each combination of operands (weight, pos_weight, per-element loss) without
+        # a gradient has a loop of its own; 1001 elements end in a partial vector
+        for weight in (None, "row"):
+            for pw in (None, True):
+                for red in ("sum", "none"):
+                    _add(f"bce_with_logits/{dt}/w-{weight}-pw-{pw}-{red}-1001", _bce_logits,
+                         dt=dt, shape=(7, 143), weight=weight, pos_weight=pw, reduction=red)
         _add(f"bce_with_logits/{dt}/small-3d", _bce_logits, dt=dt, shape=(3, 4, 5),
              weight="row", return_grad=True)
     _add("bce_with_logits/i64/mean", _bce_logits, dt="i64", reduction="mean")
+    for red in ("mean", "sum", "none"):
+        _add(f"bce_with_logits/f32/empty-{red}", _bce_logits, dt="f32", shape=(0, 7),
+             reduction=red, return_grad=True)
+        _add(f"binary_cross_entropy/f32/empty-{red}", _bce_probs, dt="f32", shape=(0, 7),
+             reduction=red)
+    for dt in ("f32", "f64", "f16", "bf16"):
+        _add(f"bce_with_logits/{dt}/misaligned-grad", _bce_logits, dt=dt, view="misaligned",
+             weight="row", pos_weight=True, return_grad=True)
 
 
 # ---- divergences, entropy --------------------------------------------------------------
@@ -669,19 +794,24 @@ def _binary_cases():
 def _kl_div(rng, *, dt, reduction="mean", log_target=False, shape=(50, 300)):
     q = rng.standard_normal(shape)
     lq = q - np.log(np.exp(q).sum(axis=-1, keepdims=True))
-    lq.reshape(-1)[:3] = [-np.inf, -np.inf, np.nan]
     p = rng.dirichlet(np.ones(shape[-1]), size=shape[:-1])
-    p.reshape(-1)[:4] = [0.0, 0.3, 0.0, 0.0]
+    if p.size:
+        lq.reshape(-1)[:3] = [-np.inf, -np.inf, np.nan]
+        p.reshape(-1)[:4] = [0.0, 0.3, 0.0, 0.0]
     with np.errstate(divide="ignore"):
         target = _cast(np.log(p) if log_target else p, dt if dt != "i64" else "f64")
     return (xent.kl_div(_cast(lq, dt), target, reduction=reduction, log_target=log_target),)
 
 
 def _kl_divergence(rng, *, layout, dt, temperature=1.0, reduction="mean", return_grad=False,
-                   grad_out=None, qdt=None):
+                   grad_out=None, qdt=None, empty=False, misaligned=False):
     lead, C, axis = _layout(layout)
     p = _logits(rng, lead, C, axis, dt, special=False)
     q = _logits(rng, lead, C, axis, qdt or dt)
+    if empty:
+        p, q = p[:0], q[:0]
+    if misaligned:
+        p, q = _misaligned(p), _misaligned(q)
     kwargs = {"temperature": temperature, "reduction": reduction, "return_grad": return_grad}
     if grad_out is not None:
         kwargs["return_grad"] = True
@@ -696,6 +826,10 @@ def _entropy(rng, *, layout, dt, base=None, view=None):
     x = _logits(rng, lead, C, axis, dt)
     if view == "strided":
         x = _strided(x, axis)
+    elif view == "misaligned":
+        x = _misaligned(x)
+    elif view == "empty":
+        x = x[:0]
     return (xent.entropy(x, axis=axis, base=base),)
 
 
@@ -706,7 +840,19 @@ def _divergence_cases():
         _add(f"kl_div/{dt}/log_target-sum", _kl_div, dt=dt, reduction="sum", log_target=True)
     _add("kl_div/f32/log_target-none-3d", _kl_div, dt="f32", reduction="none", log_target=True,
          shape=(4, 6, 30))
-    for layout in ("tiles-C7", "batches-C100", "rows-C1500", "blocks-C10"):
+    for red in ("mean", "batchmean", "none"):
+        _add(f"kl_div/f32/empty-{red}", _kl_div, dt="f32", reduction=red, shape=(0, 6))
+    for layout in ("batches-C100", "blocks-C10"):
+        for red in ("mean", "sum", "none"):
+            _add(f"kl_divergence/{layout}/f32/empty-{red}", _kl_divergence, layout=layout,
+                 dt="f32", reduction=red, return_grad=True, empty=True)
+        _add(f"entropy/{layout}/f32/empty", _entropy, layout=layout, dt="f32", view="empty")
+        for dt in ("f32", "f16"):
+            _add(f"kl_divergence/{layout}/{dt}/misaligned-grad", _kl_divergence, layout=layout,
+                 dt=dt, return_grad=True, misaligned=True)
+            _add(f"entropy/{layout}/{dt}/misaligned", _entropy, layout=layout, dt=dt,
+                 view="misaligned")
+    for layout in ("tiles-C7", "batches-C100", "rows-C1500", "rows-C5000", "blocks-C10"):
         for dt in ("f32", "f64", "f16", "bf16"):
             for red in ("mean", "none"):
                 _add(f"kl_divergence/{layout}/{dt}/{red}", _kl_divergence, layout=layout, dt=dt,
@@ -764,7 +910,7 @@ def _evaluator(rng, *, layout, dt):
 
 
 def _eval_cases():
-    for layout in ("tiles-C7", "batches-C100", "rows-C1500", "blocks-C10"):
+    for layout in ("tiles-C7", "batches-C100", "rows-C1500", "rows-C5000", "blocks-C10"):
         for dt in ("f32", "f64", "f16", "bf16"):
             _add(f"evaluate/{layout}/{dt}", _evaluate, layout=layout, dt=dt)
             _add(f"evaluate/{layout}/{dt}/ties-k1-2-10", _evaluate, layout=layout, dt=dt,
