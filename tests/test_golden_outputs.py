@@ -272,10 +272,13 @@ LAYOUTS = {
     "blocks-min": ((2,), 3000, 1, (40,)),       # MIN_BLOCK = 16 positions per block
     "axis0": ((), 9, 0, (45,)),                 # 2-D, class axis 0: blocks
 }
+# Cross-entropy's few-class tiles have a function compiled for each C = 2..16
+# (_tiles.h): one layout per C (only cross-entropy takes them all).
+TILE_SWEEP = {f"tiles-C{C}": ((300,), C, -1) for C in list(range(1, 18)) + [31]}
 
 
 def _layout(name):
-    spec = LAYOUTS[name]
+    spec = LAYOUTS.get(name) or TILE_SWEEP[name]
     lead, C, axis = spec[:3]
     inner = spec[3] if len(spec) > 3 else ()
     # the array's shape: lead, then C at `axis`, then the inner positions
@@ -307,7 +310,10 @@ def _norm(rng, *, fn, layout, dt, special=True, view=None, out=None, keepdims=No
     if out == "inplace":
         buf = x
     elif out == "strided":
-        buf = _strided(np.full(shape, np.nan, np.float32 if x.dtype.itemsize <= 4 else np.float64), -1)
+        compute = np.float32 if x.dtype.itemsize <= 4 else np.float64
+        buf = _strided(np.full(shape, np.nan, compute), -1)
+    elif out == "fortran":  # not viewable as the kernel's (outer, inner): a copy back
+        buf = np.asfortranarray(np.full(shape, np.nan, np.float32))
     else:
         buf = np.full(shape, np.nan, _dtype(out))
     res = func(x, axis, out=buf, **kwargs)
@@ -374,7 +380,7 @@ def _norm_cases():
         # out=: the computation dtype (written directly), a wider/narrower dtype
         # (rounded copy), a strided buffer; log_softmax/softmax also in place
         for layout in ("batches-C100", "tiles-C7", "blocks-C10"):
-            for out in ("f32", "f64", "f16", "bf16", "strided") + (
+            for out in ("f32", "f64", "f16", "bf16", "strided", "fortran") + (
                     ("inplace",) if fn != "logsumexp" else ()):
                 _add(f"{fn}/{layout}/f32/out-{out}", _norm, fn=fn, layout=layout, dt="f32",
                      out=out)
@@ -390,7 +396,10 @@ def _norm_whole(rng, *, fn, dt, shape, out=None):
     x = _cast(rng.standard_normal(shape) * 3, dt)
     if out is None:
         return (getattr(xent, fn)(x, None),)
-    buf = np.full(x.shape if fn != "logsumexp" else (), np.nan, _dtype(out))
+    if out == "fortran":  # not viewable as one flat row: computed aside, copied back
+        buf = np.asfortranarray(np.full(x.shape, np.nan, x.dtype))
+    else:
+        buf = np.full(x.shape if fn != "logsumexp" else (), np.nan, _dtype(out))
     getattr(xent, fn)(x, None, out=buf)
     return (buf,)
 
@@ -400,6 +409,9 @@ def _norm_edge_cases():
         for dt in ("f32", "f64", "f16"):
             _add(f"{fn}/axis-None/{dt}", _norm_whole, fn=fn, dt=dt, shape=(7, 33))
         _add(f"{fn}/axis-None/f32/out-f64", _norm_whole, fn=fn, dt="f32", shape=(7, 33), out="f64")
+        if fn != "logsumexp":
+            _add(f"{fn}/axis-None/f32/out-fortran", _norm_whole, fn=fn, dt="f32", shape=(7, 33),
+                 out="fortran")
         _add(f"{fn}/0-d/f64", _norm_whole, fn=fn, dt="f64", shape=())
         _add(f"{fn}/empty-classes/f32", _norm_whole_axis, fn=fn, shape=(3, 0))
         _add(f"{fn}/empty-rows/f32", _norm_whole_axis, fn=fn, shape=(0, 5))
@@ -537,13 +549,12 @@ def _ce_cases():
          **CE_OPTIONS["all-grad"])
     # every few-class tile function (one compiled per C = 2..16), the one-pass
     # forward of the small call ("mean") and the general path ("none")
-    for C in list(range(1, 18)) + [31]:
-        LAYOUTS.setdefault(f"tiles-C{C}", ((300,), C, -1))
+    for layout in TILE_SWEEP:
         for dt in ("f32", "f64"):
             for opt in ("mean", "none", "weight-sum-none"):
-                name = f"cross_entropy/tiles-C{C}/{dt}/{opt}"
-                if name not in CASES:
-                    _add(name, _ce, layout=f"tiles-C{C}", dt=dt, **CE_OPTIONS[opt])
+                name = f"cross_entropy/{layout}/{dt}/{opt}"
+                if name not in CASES:  # (the layouts above have them already)
+                    _add(name, _ce, layout=layout, dt=dt, **CE_OPTIONS[opt])
     for dt, tdt in (("f64", "f32"), ("f64", "f16"), ("f32", "bf16")):
         for opt in ("mean", "all-grad"):
             _add(f"cross_entropy/batches-C100/{dt}/prob-{tdt}/{opt}", _ce, layout="batches-C100",
@@ -657,6 +668,13 @@ def _nll(rng, *, layout, dt, weight=False, reduction="mean", ignore_index=-100):
     return (xent.nll_loss(x, t, axis=axis, **kwargs),)
 
 
+def _no_classes(rng, *, fn, reduction):
+    """C = 0: every target must be ignored; the loss is 0 per row."""
+    x = np.zeros((6, 0), np.float32)
+    t = np.full(6, -100)
+    return (getattr(xent, fn)(x, t, reduction=reduction),)
+
+
 def _focal(rng, *, layout, dt, gamma=2.0, alpha=None, reduction="mean"):
     lead, C, axis = _layout(layout)
     x = _logits(rng, lead, C, axis, dt)
@@ -667,6 +685,9 @@ def _focal(rng, *, layout, dt, gamma=2.0, alpha=None, reduction="mean"):
 
 
 def _nll_focal_cases():
+    for fn in ("nll_loss", "focal_loss"):
+        for red in ("mean", "sum", "none"):
+            _add(f"{fn}/no-classes/{red}", _no_classes, fn=fn, reduction=red)
     for layout in ("tiles-C7", "batches-C100", "blocks-C10"):
         for dt in ("f32", "f64", "f16", "bf16"):
             for red in ("mean", "sum", "none"):
@@ -677,7 +698,8 @@ def _nll_focal_cases():
                  alpha="array", reduction="none")
         _add(f"nll_loss/{layout}/f32/weight-ignore0-none", _nll, layout=layout, dt="f32",
              weight=True, ignore_index=0, reduction="none")
-        for gamma, alpha, red in ((0.0, None, "sum"), (0.5, 0.25, "mean"), (3.0, "array", "sum")):
+        for gamma, alpha, red in ((0.0, None, "sum"), (0.5, 0.25, "mean"), (3.0, "array", "sum"),
+                                  (1.0, -0.5, "none")):
             _add(f"focal_loss/{layout}/f32/gamma{gamma}-alpha{alpha}-{red}", _focal,
                  layout=layout, dt="f32", gamma=gamma, alpha=alpha, reduction=red)
 
@@ -777,6 +799,9 @@ def _binary_cases():
                          dt=dt, shape=(7, 143), weight=weight, pos_weight=pw, reduction=red)
         _add(f"bce_with_logits/{dt}/small-3d", _bce_logits, dt=dt, shape=(3, 4, 5),
              weight="row", return_grad=True)
+        for shape in ((5, 1, 30), (1, 1)):
+            _add(f"bce_with_logits/{dt}/shape{shape}-none-grad", _bce_logits, dt=dt, shape=shape,
+                 weight="row", reduction="none", return_grad=True)
     _add("bce_with_logits/i64/mean", _bce_logits, dt="i64", reduction="mean")
     for red in ("mean", "sum", "none"):
         _add(f"bce_with_logits/f32/empty-{red}", _bce_logits, dt="f32", shape=(0, 7),
@@ -801,6 +826,10 @@ def _kl_div(rng, *, dt, reduction="mean", log_target=False, shape=(50, 300)):
     with np.errstate(divide="ignore"):
         target = _cast(np.log(p) if log_target else p, dt if dt != "i64" else "f64")
     return (xent.kl_div(_cast(lq, dt), target, reduction=reduction, log_target=log_target),)
+
+
+def _kl_div_scalar(rng, *, reduction):
+    return (xent.kl_div(np.float64(-1.5), np.float64(0.25), reduction=reduction),)
 
 
 def _kl_divergence(rng, *, layout, dt, temperature=1.0, reduction="mean", return_grad=False,
@@ -842,6 +871,7 @@ def _divergence_cases():
          shape=(4, 6, 30))
     for red in ("mean", "batchmean", "none"):
         _add(f"kl_div/f32/empty-{red}", _kl_div, dt="f32", reduction=red, shape=(0, 6))
+        _add(f"kl_div/f64/0-d-{red}", _kl_div_scalar, reduction=red)
     for layout in ("batches-C100", "blocks-C10"):
         for red in ("mean", "sum", "none"):
             _add(f"kl_divergence/{layout}/f32/empty-{red}", _kl_divergence, layout=layout,
@@ -898,6 +928,16 @@ def _evaluate(rng, *, layout, dt, k=(1, 5), ties=False, ignore_index=-100):
     return _evaluation(xent.evaluate(x, t, axis=axis, k=k, ignore_index=ignore_index))
 
 
+def _evaluate_extreme(rng, *, how):
+    x = rng.standard_normal((40, 6))
+    t = _indices(rng, (40,), 6, frac=0)
+    if how == "all-ignored":
+        t[:] = -100
+    else:  # every target 1000 below the max: loss ~1000, exp overflows
+        x[np.arange(40), t] -= 1000.0
+    return _evaluation(xent.evaluate(x, t))
+
+
 def _evaluator(rng, *, layout, dt):
     """Batches through update() on two evaluators, merged."""
     x, t, axis = _eval_inputs(rng, layout, dt, ties=True)
@@ -918,6 +958,8 @@ def _eval_cases():
             _add(f"Evaluator/{layout}/{dt}/batches-merged", _evaluator, layout=layout, dt=dt)
         _add(f"evaluate/{layout}/f32/k3-ignore0", _evaluate, layout=layout, dt="f32", k=3,
              ignore_index=0)
+    _add("evaluate/all-ignored/f32", _evaluate_extreme, how="all-ignored")
+    _add("evaluate/loss-beyond-exp-range/f64", _evaluate_extreme, how="huge-loss")
 
 
 # ---- the optional front ends: xent.torch, xent.dask --------------------------------------

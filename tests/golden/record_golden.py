@@ -108,7 +108,8 @@ def _check(golden, fingerprint, levels):
             for name in names:
                 print(f"{level}: {what}: {name}")
         n_bad += len(changed) + len(new) + len(gone)
-        print(f"{level}: {len(hashes) - len(changed) - len(new)} of {len(hashes)} cases as recorded")
+        same = len(hashes) - len(changed) - len(new)
+        print(f"{level}: {same} of {len(hashes)} cases as recorded")
     return 1 if n_bad else 0
 
 
