@@ -722,9 +722,9 @@ def _no_classes(rng, *, fn, reduction):
     return (getattr(xent, fn)(x, t, reduction=reduction),)
 
 
-def _focal(rng, *, layout, dt, gamma=2.0, alpha=None, reduction="mean"):
+def _focal(rng, *, layout, dt, gamma=2.0, alpha=None, reduction="mean", special=True):
     lead, C, axis = _layout(layout)
-    x = _logits(rng, lead, C, axis, dt)
+    x = _logits(rng, lead, C, axis, dt, special)
     t = _indices(rng, x.shape[:axis % x.ndim] + x.shape[axis % x.ndim + 1:], C)
     if alpha == "array":
         alpha = rng.uniform(0.1, 1.0, C)
@@ -757,10 +757,10 @@ BCE_SHAPE = (64, 700)   # 44800 elements: several tasks of 8192 (PW_TASK), two t
 
 
 def _bce_logits(rng, *, dt, shape=BCE_SHAPE, weight=None, pos_weight=None, reduction="mean",
-                return_grad=False, grad_out=None, view=None, hard=False):
+                return_grad=False, grad_out=None, view=None, hard=False, special=True):
     x = rng.standard_normal(shape) * 4
     flat = x.reshape(-1)
-    if flat.size >= 13:  # special values at the start and in the last (partial) vector
+    if flat.size >= 13 and special:  # special values at the start and in the last (partial) vector
         flat[:6] = [np.inf, -np.inf, np.inf, -np.inf, np.nan, 0.0]
         flat[6:10] = [_big(dt), -_big(dt), 40.0, -40.0]
         flat[-3:] = [np.inf, np.nan, -np.inf]
@@ -863,11 +863,11 @@ def _binary_cases():
 # ---- divergences, entropy --------------------------------------------------------------
 
 
-def _kl_div(rng, *, dt, reduction="mean", log_target=False, shape=(50, 300)):
+def _kl_div(rng, *, dt, reduction="mean", log_target=False, shape=(50, 300), special=True):
     q = rng.standard_normal(shape)
     lq = q - np.log(np.exp(q).sum(axis=-1, keepdims=True))
     p = rng.dirichlet(np.ones(shape[-1]), size=shape[:-1])
-    if p.size:
+    if p.size and special:
         lq.reshape(-1)[:3] = [-np.inf, -np.inf, np.nan]
         p.reshape(-1)[:4] = [0.0, 0.3, 0.0, 0.0]
     with np.errstate(divide="ignore"):
@@ -880,10 +880,10 @@ def _kl_div_scalar(rng, *, reduction):
 
 
 def _kl_divergence(rng, *, layout, dt, temperature=1.0, reduction="mean", return_grad=False,
-                   grad_out=None, qdt=None, empty=False, misaligned=False):
+                   grad_out=None, qdt=None, empty=False, misaligned=False, special=True):
     lead, C, axis = _layout(layout)
     p = _logits(rng, lead, C, axis, dt, special=False)
-    q = _logits(rng, lead, C, axis, qdt or dt)
+    q = _logits(rng, lead, C, axis, qdt or dt, special)
     if empty:
         p, q = p[:0], q[:0]
     if misaligned:
@@ -956,20 +956,21 @@ def _evaluation(e):
             np.array(sorted(e.accuracy.items()), dtype=np.float64), np.int64(e.count))
 
 
-def _eval_inputs(rng, layout, dt, ties):
+def _eval_inputs(rng, layout, dt, ties, special=True):
     lead, C, axis = _layout(layout)
     n = int(np.prod(lead))
     z = rng.standard_normal((n, C)) * 3
     if ties:  # integer logits: many ties, ranked by class index
         z = np.round(z / 2)
-    _put_specials(z, dt)
+    if special:
+        _put_specials(z, dt)
     x = _with_class_axis(_cast(z, dt), lead, axis)
     t = _indices(rng, x.shape[:axis % x.ndim] + x.shape[axis % x.ndim + 1:], C)
     return x, t, axis
 
 
-def _evaluate(rng, *, layout, dt, k=(1, 5), ties=False, ignore_index=-100):
-    x, t, axis = _eval_inputs(rng, layout, dt, ties)
+def _evaluate(rng, *, layout, dt, k=(1, 5), ties=False, ignore_index=-100, special=True):
+    x, t, axis = _eval_inputs(rng, layout, dt, ties, special)
     if ignore_index != -100:
         t = np.where(t == -100, ignore_index, t)
     return _evaluation(xent.evaluate(x, t, axis=axis, k=k, ignore_index=ignore_index))
@@ -985,9 +986,9 @@ def _evaluate_extreme(rng, *, how):
     return _evaluation(xent.evaluate(x, t))
 
 
-def _evaluator(rng, *, layout, dt):
+def _evaluator(rng, *, layout, dt, special=True):
     """Batches through update() on two evaluators, merged."""
-    x, t, axis = _eval_inputs(rng, layout, dt, ties=True)
+    x, t, axis = _eval_inputs(rng, layout, dt, ties=True, special=special)
     first, second = xent.Evaluator(axis=axis, k=(1, 2, 3)), xent.Evaluator(axis=axis, k=(1, 2, 3))
     n = x.shape[0]
     for lo, hi in ((0, n // 3), (n // 3, n // 2)):
@@ -1078,8 +1079,30 @@ def _front_end_cases():
         _add(f"dask.{fn}/f32", _dask_call, fn=fn)
 
 
+def _finite_sum_cases():
+    """Special values make most batch sums inf or NaN, which hides the order of
+    the sum: these cases reduce finite losses only."""
+    for dt in ("f32", "f64"):
+        for red in ("mean", "sum"):
+            for layout in ("tiles-C7", "batches-C100", "blocks-C10"):
+                _add(f"focal_loss/{layout}/{dt}/finite-{red}", _focal, layout=layout, dt=dt,
+                     reduction=red, special=False)
+                _add(f"kl_divergence/{layout}/{dt}/finite-{red}-grad", _kl_divergence,
+                     layout=layout, dt=dt, reduction=red, return_grad=True, special=False)
+            _add(f"bce_with_logits/{dt}/finite-{red}-grad", _bce_logits, dt=dt, reduction=red,
+                 weight="row", pos_weight=True, return_grad=True, special=False)
+            _add(f"kl_div/{dt}/finite-{red}", _kl_div, dt=dt, reduction=red, special=False)
+        for layout in ("tiles-C7", "batches-C100", "rows-C5000", "blocks-C10"):
+            _add(f"evaluate/{layout}/{dt}/finite", _evaluate, layout=layout, dt=dt,
+                 special=False)
+            _add(f"Evaluator/{layout}/{dt}/finite-batches-merged", _evaluator, layout=layout,
+                 dt=dt, special=False)
+    _add("kl_div/f32/finite-batchmean", _kl_div, dt="f32", reduction="batchmean", special=False)
+
+
 _norm_cases()
 _norm_edge_cases()
+_finite_sum_cases()
 _ce_cases()
 _nll_focal_cases()
 _binary_cases()
