@@ -158,11 +158,21 @@ def build_with_other_bits(level):
 
 
 def digest(outputs):
-    """sha256 (hex) of a sequence of outputs: each one's dtype, shape and bytes."""
+    """sha256 (hex) of a sequence of outputs: each one's dtype, shape and bytes,
+    every NaN made the one NaN (np.nan).
+
+    A NaN's sign and payload are not results (the SPEC: NaN propagates): where
+    two NaNs meet in a sum, x86 keeps the first operand's, and which one is
+    first can depend on how a loop was split for the arrays' alignment -- on
+    the addresses malloc returned (seen: a NaN loss whose sign changed after an
+    unrelated call).  The sign of zero is kept: no operand order changes it.
+    """
     h = hashlib.sha256()
     for out in outputs:
         a = np.asarray(out)
         h.update(f"{a.dtype.name}|{a.dtype.str}|{a.shape}|".encode())
+        if a.dtype.kind == "f" or a.dtype.name == "bfloat16":
+            a = np.where(np.isnan(a), np.array(np.nan, a.dtype), a)
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
 
