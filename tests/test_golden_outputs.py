@@ -4,12 +4,12 @@ that must change none of them (issue 18 reorganises the tree; no output moves).
 Each case calls one public function on inputs built from a seed (its name), with
 a shape, layout and dtype that send it down one kernel path (the thresholds are
 named beside the shapes below), and hashes what comes back: sha256 over every
-output's dtype, shape and bytes -- the loss and the gradient alike, NaN signs and
-the sign of zero included.  tests/golden/record_golden.py recorded the hashes,
-one set per SIMD level, each level in a process of its own; this test checks the
-level the process runs at.  Every case runs with 1 and with 2 threads against
+output's dtype, shape and bytes -- the loss and the gradient alike, the sign of
+zero included, every NaN as np.nan (see digest).  tests/golden/record_golden.py
+recorded the hashes, one set per SIMD level, each level in a process of its own;
+this test checks the level the process runs at.  Every case runs with 1 and with 2 threads against
 one hash: the SPEC promises the same bits for any thread count (the recorder
-checks that too, with the machine's own count as well).
+checks that too, with the machine's own count and with the heap moved).
 
 Re-record (``python tests/golden/record_golden.py``) only when a change is MEANT
 to change results, and say so in the commit; ``--check`` lists every case that
@@ -22,13 +22,13 @@ recording:
   compiler's vectorisation decide last bits;
 * at a SIMD level that was not recorded;
 * in a sanitizer build (.ci/sanitizers.sh: its runtime is loaded in the
-  process): the instrumentation changes how loops vectorise (measured at the
-  recording: 201 / 259 / 591 of the 1615 cases differ at avx512 / avx2 /
-  baseline);
+  process): the instrumentation changes how loops vectorise (measured on the
+  first 1615 cases: 201 / 259 / 591 differ at avx512 / avx2 / baseline);
 * on AVX-512 emulated by SIMDe (.ci/avx512_emulated.sh sets
   XENT_TEST_EMULATED_SIMD=avx512; also detected as the avx512 variant running on
   a CPU without avx512f): SIMDe's emulation of some AVX-512 instructions is not
-  bit-exact (247 cases differ); the other levels of that build match and run.
+  bit-exact (247 of those 1615 differ); the other levels of that build match
+  and run.
 Other compiler flags (-O0 ``XENT_DEBUG_BUILD=1``, ``--coverage``) change the bits
 too, undetected: the failure message says so.
 """
