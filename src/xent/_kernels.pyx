@@ -110,6 +110,7 @@ cdef void *_alloc_scratch(Py_ssize_t n_bytes) except? NULL:
 
 # ---- the kernel families ----------------------------------------------------------
 
+include "xent/_cython/thresholds.pxi"
 include "xent/_cython/storage.pxi"
 include "xent/_cython/normalize.pxi"
 include "xent/_cython/cross_entropy.pxi"

@@ -194,7 +194,7 @@ def kernel_out(out, compute, axis, source):
 def run_normalizer(op, v, out3d, n_threads):
     """Normaliser `op` over axis 1 of the 3-D input `v` (any floating storage the
     kernels read, see float_kind) into `out3d` (the computation dtype)."""
-    _kernels.normalize(op, v, float_kind(v), out3d, n_threads)
+    _kernels.normalize(op=op, x=v, xkind=float_kind(v), out=out3d, n_threads=n_threads)
 
 
 # ---- losses -----------------------------------------------------------------

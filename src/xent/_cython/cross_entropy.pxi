@@ -382,12 +382,14 @@ cdef void _ce_block(const _CeJob *j, Py_ssize_t task, Py_ssize_t nb, real *mine)
                            &j.ce[r], &j.lse[r], K)
 
 
-# The three ways through a cross-entropy call (chosen by _ce_compute).
+# The ways through a cross-entropy call, chosen by _ce_path (names: CROSS_ENTROPY_PATHS).
 cdef enum:
-    _CE_ROWS = 0
-    _CE_TILES = 1
-    _CE_BLOCKS = 2
-    _CE_ROW_BATCHES = 3
+    _CE_ROWS = 0         # one row at a time, any strides, storage and targets
+    _CE_TILES = 1        # few-class rows with class indices, TILE_ROWS at a time (SMALL_C)
+    _CE_BLOCKS = 2       # class axis not last: blocks of adjacent positions
+    _CE_ROW_BATCHES = 3  # unit-stride rows with class indices in batches (ROW_BATCH)
+
+CROSS_ENTROPY_PATHS = ("rows", "tiles", "blocks", "row_batches")
 
 
 cdef inline void _ce_task(const _CeJob *j, int path, Py_ssize_t k, Py_ssize_t nb,
@@ -494,7 +496,24 @@ cdef inline Py_ssize_t _bstride(cnp.ndarray a, int axis):
     return cnp.PyArray_STRIDE(a, axis)
 
 
-def cross_entropy(cnp.ndarray x not None, int xkind, bint double_precision,
+cdef int _ce_job_arrays(_CeJob *j, cnp.ndarray x, int xkind, cnp.ndarray target, int tcode,
+                        bint prob, grad) except -1:
+    """The array fields of j (logits, target, gradient) for cross_entropy's arguments."""
+    if x.ndim != 3 or target.ndim != 3:
+        raise ValueError("xent._kernels.cross_entropy: internal contract violated (shapes)")
+    j.outer, j.C, j.inner = x.shape[0], x.shape[1], x.shape[2]
+    j.x, j.xkind = cnp.PyArray_BYTES(x), xkind
+    j.xs0, j.xs1, j.xs2 = _bstride(x, 0), _bstride(x, 1), _bstride(x, 2)
+    j.t, j.tcode, j.prob = cnp.PyArray_BYTES(target), tcode, prob
+    j.ts0, j.ts1, j.ts2 = _bstride(target, 0), _bstride(target, 1), _bstride(target, 2)
+    j.g, j.gs0, j.gs1, j.gs2 = NULL, 0, 0, 0
+    if grad is not None:
+        j.g = cnp.PyArray_BYTES(<cnp.ndarray> grad)
+        j.gs0, j.gs1, j.gs2 = _bstride(grad, 0), _bstride(grad, 1), _bstride(grad, 2)
+    return 0
+
+
+def cross_entropy(*, cnp.ndarray x not None, int xkind, bint double_precision,
                   cnp.ndarray target not None, int tcode, bint prob, int64_t ignore_index,
                   weight, double wsum, double eps, double z, double scale_ce, double scale_z,
                   grad, cnp.ndarray ce not None, cnp.ndarray lse not None, int n_threads):
@@ -504,140 +523,166 @@ def cross_entropy(cnp.ndarray x not None, int xkind, bint double_precision,
         double if `double_precision`, else float.
     target : (outer, 1, inner) class indices of integer storage `tcode`, or with
         `prob`, (outer, C, inner) probabilities of float storage `tcode`.
-    weight : None or a contiguous (C,) array of the computation dtype.
+    weight : None or a contiguous (C,) array of the computation dtype; wsum: its
+        sum (C without weights).
+    eps, z : label smoothing and z-loss coefficient.
+    scale_ce, scale_z : the gradient's factors of the loss and z-loss terms.
     grad : None or a writable (outer, C, inner) array of the computation dtype.
     ce, lse : contiguous float64 (outer*inner,) outputs: the row's loss without
         z-loss, and its logsumexp (0 for ignored rows).
+    n_threads : upper bound on the OpenMP team size.
+
+    cross_entropy_path names the path these arguments take.
     """
     cdef _CeJob j
-    j.outer, j.C, j.inner = x.shape[0], x.shape[1], x.shape[2]
-    if (x.ndim != 3 or target.ndim != 3 or ce.shape[0] != j.outer * j.inner
-            or lse.shape[0] != j.outer * j.inner):
+    _ce_job_arrays(&j, x, xkind, target, tcode, prob, grad)
+    if ce.shape[0] != j.outer * j.inner or lse.shape[0] != j.outer * j.inner:
         raise ValueError("xent._kernels.cross_entropy: internal contract violated (shapes)")
-    j.x, j.xkind = cnp.PyArray_BYTES(x), xkind
-    j.xs0, j.xs1, j.xs2 = _bstride(x, 0), _bstride(x, 1), _bstride(x, 2)
-    j.t, j.tcode, j.prob, j.ignore_index = cnp.PyArray_BYTES(target), tcode, prob, ignore_index
-    j.ts0, j.ts1, j.ts2 = _bstride(target, 0), _bstride(target, 1), _bstride(target, 2)
+    j.ignore_index = ignore_index
     j.w = NULL if weight is None else cnp.PyArray_DATA(<cnp.ndarray> weight)
     j.wsum, j.eps, j.z, j.scale_ce, j.scale_z = wsum, eps, z, scale_ce, scale_z
-    j.g, j.gs0, j.gs1, j.gs2 = NULL, 0, 0, 0
-    if grad is not None:
-        j.g = cnp.PyArray_BYTES(<cnp.ndarray> grad)
-        j.gs0, j.gs1, j.gs2 = _bstride(grad, 0), _bstride(grad, 1), _bstride(grad, 2)
     j.ce = <double *> cnp.PyArray_DATA(ce)
     j.lse = <double *> cnp.PyArray_DATA(lse)
     j.tile_sums, j.tile_info = NULL, NULL
     _ce_compute(&j, double_precision, n_threads)
 
 
-cdef void _kl_loop(const char *p, int pkind, const char *q, int qkind,
-                   Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                   Py_ssize_t ps0, Py_ssize_t ps1, Py_ssize_t ps2,
-                   Py_ssize_t qs0, Py_ssize_t qs1, Py_ssize_t qs2, real T, real scale,
-                   char *g, Py_ssize_t gs0, Py_ssize_t gs1, Py_ssize_t gs2,
-                   double *kl, real *scratch, int n_threads) noexcept nogil:
+def cross_entropy_path(*, cnp.ndarray x not None, int xkind, bint double_precision,
+                       cnp.ndarray target not None, int tcode, bint prob, double eps=0.0,
+                       grad=None):
+    """The name (one of CROSS_ENTROPY_PATHS) of the path cross_entropy takes for
+    these arguments (as for cross_entropy; the others do not choose the path):
+    the same job and the same choice (_ce_path) as cross_entropy and
+    cross_entropy_small."""
+    cdef _CeJob j
+    _ce_job_arrays(&j, x, xkind, target, tcode, prob, grad)
+    j.eps = eps
+    return CROSS_ENTROPY_PATHS[_ce_path(&j, double_precision)]
+
+
+# One distillation-KL call (kl_divergence): strides in bytes; p and q of any
+# floating storage, the gradient (or NULL) and scale in the computation dtype.
+cdef struct _KlJob:
+    const char *p
+    int pkind
+    const char *q
+    int qkind
+    Py_ssize_t outer, C, inner, ps0, ps1, ps2, qs0, qs1, qs2
+    double T, scale
+    char *g
+    Py_ssize_t gs0, gs1, gs2
+    double *kl              # outer*inner per-row values
+
+
+cdef void _kl_loop(const _KlJob *j, real *scratch, int n_threads) noexcept nogil:
     """Distillation KL rows; scratch: 5*C reals per thread (p, q, grad, 2 special)."""
-    cdef Py_ssize_t r, o, i
+    cdef Py_ssize_t r, o, i, C = j.C, inner = j.inner
+    cdef real T = <real> j.T, scale = <real> j.scale
+    cdef char *g = j.g
     cdef real *mine
     cdef const real *pr
     cdef const real *qr
     cdef real *gr
-    for r in prange(outer * inner, schedule="static", num_threads=n_threads):
+    for r in prange(j.outer * inner, schedule="static", num_threads=n_threads):
         o = r // inner
         i = r % inner
         mine = scratch + omp_get_thread_num() * 5 * C
-        pr = _row_in(p + o * ps0 + i * ps2, C, ps1, pkind, mine)
-        qr = _row_in(q + o * qs0 + i * qs2, C, qs1, qkind, mine + C)
+        pr = _row_in(j.p + o * j.ps0 + i * j.ps2, C, j.ps1, j.pkind, mine)
+        qr = _row_in(j.q + o * j.qs0 + i * j.qs2, C, j.qs1, j.qkind, mine + C)
         gr = NULL
         if g != NULL:
-            gr = _row_out(g + o * gs0 + i * gs2, gs1, mine + 2 * C)
+            gr = _row_out(g + o * j.gs0 + i * j.gs2, j.gs1, mine + 2 * C)
         if real is float:
-            kl[r] = kl_row_f32(pr, qr, C, T, scale, gr, mine + 3 * C)
+            j.kl[r] = kl_row_f32(pr, qr, C, T, scale, gr, mine + 3 * C)
         else:
-            kl[r] = kl_row_f64(pr, qr, C, T, scale, gr, mine + 3 * C)
+            j.kl[r] = kl_row_f64(pr, qr, C, T, scale, gr, mine + 3 * C)
         if gr != NULL:
-            _row_done(g + o * gs0 + i * gs2, C, gs1, gr)
+            _row_done(g + o * j.gs0 + i * j.gs2, C, j.gs1, gr)
 
 
-def kl_divergence(cnp.ndarray p not None, int pkind, cnp.ndarray q not None, int qkind,
+def kl_divergence(*, cnp.ndarray p not None, int pkind, cnp.ndarray q not None, int qkind,
                   bint double_precision, double T, double scale, grad,
                   cnp.ndarray kl not None, int n_threads):
     """Per-row KL(softmax(p/T) || softmax(q/T)) over axis 1 of two (outer, C, inner)
     arrays, and optionally its gradient w.r.t. q times `scale` into `grad`."""
-    cdef Py_ssize_t outer = q.shape[0], C = q.shape[1], inner = q.shape[2]
-    if p.ndim != 3 or q.ndim != 3 or kl.shape[0] != outer * inner:
+    cdef _KlJob j
+    j.outer, j.C, j.inner = q.shape[0], q.shape[1], q.shape[2]
+    if p.ndim != 3 or q.ndim != 3 or kl.shape[0] != j.outer * j.inner:
         raise ValueError("xent._kernels.kl_divergence: internal contract violated (shapes)")
-    if outer * inner == 0:
+    if j.outer * j.inner == 0:
         return
     cdef Py_ssize_t itemsize = sizeof(double) if double_precision else sizeof(float)
-    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, outer * inner))
-    cdef void *scratch = _alloc_scratch(n_threads * 5 * max(C, 1) * itemsize)
-    cdef const char *pp = cnp.PyArray_BYTES(p)
-    cdef const char *qp = cnp.PyArray_BYTES(q)
-    cdef Py_ssize_t ps0 = _bstride(p, 0), ps1 = _bstride(p, 1), ps2 = _bstride(p, 2)
-    cdef Py_ssize_t qs0 = _bstride(q, 0), qs1 = _bstride(q, 1), qs2 = _bstride(q, 2)
-    cdef char *gp = NULL
-    cdef Py_ssize_t gs0 = 0, gs1 = 0, gs2 = 0
+    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, j.outer * j.inner))
+    j.p, j.pkind, j.q, j.qkind = cnp.PyArray_BYTES(p), pkind, cnp.PyArray_BYTES(q), qkind
+    j.ps0, j.ps1, j.ps2 = _bstride(p, 0), _bstride(p, 1), _bstride(p, 2)
+    j.qs0, j.qs1, j.qs2 = _bstride(q, 0), _bstride(q, 1), _bstride(q, 2)
+    j.T, j.scale = T, scale
+    j.g, j.gs0, j.gs1, j.gs2 = NULL, 0, 0, 0
     if grad is not None:
-        gp = cnp.PyArray_BYTES(<cnp.ndarray> grad)
-        gs0, gs1, gs2 = _bstride(grad, 0), _bstride(grad, 1), _bstride(grad, 2)
-    cdef double *klp = <double *> cnp.PyArray_DATA(kl)
+        j.g = cnp.PyArray_BYTES(<cnp.ndarray> grad)
+        j.gs0, j.gs1, j.gs2 = _bstride(grad, 0), _bstride(grad, 1), _bstride(grad, 2)
+    j.kl = <double *> cnp.PyArray_DATA(kl)
+    cdef void *scratch = _alloc_scratch(n_threads * 5 * max(j.C, 1) * itemsize)
     try:
         with nogil:
             if double_precision:
-                _kl_loop(pp, pkind, qp, qkind, outer, C, inner, ps0, ps1, ps2, qs0, qs1, qs2,
-                         T, scale, gp, gs0, gs1, gs2, klp, <double_u *> scratch, n_threads)
+                _kl_loop(&j, <double_u *> scratch, n_threads)
             else:
-                _kl_loop(pp, pkind, qp, qkind, outer, C, inner, ps0, ps1, ps2, qs0, qs1, qs2,
-                         <float> T, <float> scale, gp, gs0, gs1, gs2, klp, <float_u *> scratch,
-                         n_threads)
+                _kl_loop(&j, <float_u *> scratch, n_threads)
     finally:
         free(scratch)
 
 
-cdef void _entropy_loop(const char *x, int xkind, Py_ssize_t outer, Py_ssize_t C,
-                        Py_ssize_t inner, Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t xs2,
-                        double *h, real *scratch, int n_threads) noexcept nogil:
-    cdef Py_ssize_t r, o, i
+# One entropy call: x of any floating storage, strides in bytes.
+cdef struct _EntropyJob:
+    const char *x
+    int xkind
+    Py_ssize_t outer, C, inner, xs0, xs1, xs2
+    double *h               # outer*inner per-row values
+
+
+cdef void _entropy_loop(const _EntropyJob *j, real *scratch, int n_threads) noexcept nogil:
+    """Entropy rows; scratch: C reals per thread."""
+    cdef Py_ssize_t r, o, i, C = j.C, inner = j.inner
     cdef const real *xr
-    for r in prange(outer * inner, schedule="static", num_threads=n_threads):
+    for r in prange(j.outer * inner, schedule="static", num_threads=n_threads):
         o = r // inner
         i = r % inner
-        xr = _row_in(x + o * xs0 + i * xs2, C, xs1, xkind, scratch + omp_get_thread_num() * C)
+        xr = _row_in(j.x + o * j.xs0 + i * j.xs2, C, j.xs1, j.xkind,
+                     scratch + omp_get_thread_num() * C)
         if real is float:
-            h[r] = entropy_row_f32(xr, C)
+            j.h[r] = entropy_row_f32(xr, C)
         else:
-            h[r] = entropy_row_f64(xr, C)
+            j.h[r] = entropy_row_f64(xr, C)
 
 
-def entropy(cnp.ndarray x not None, int xkind, bint double_precision,
+def entropy(*, cnp.ndarray x not None, int xkind, bint double_precision,
             cnp.ndarray h not None, int n_threads):
     """Per-row entropy (nats) of softmax over axis 1 of x (outer, C, inner) into h."""
-    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
-    if x.ndim != 3 or h.shape[0] != outer * inner:
+    cdef _EntropyJob j
+    j.outer, j.C, j.inner = x.shape[0], x.shape[1], x.shape[2]
+    if x.ndim != 3 or h.shape[0] != j.outer * j.inner:
         raise ValueError("xent._kernels.entropy: internal contract violated (shapes)")
-    if outer * inner == 0:
+    if j.outer * j.inner == 0:
         return
     cdef Py_ssize_t itemsize = sizeof(double) if double_precision else sizeof(float)
-    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, outer * inner))
-    cdef void *scratch = _alloc_scratch(n_threads * max(C, 1) * itemsize)
-    cdef const char *xp = cnp.PyArray_BYTES(x)
-    cdef Py_ssize_t xs0 = _bstride(x, 0), xs1 = _bstride(x, 1), xs2 = _bstride(x, 2)
-    cdef double *hp = <double *> cnp.PyArray_DATA(h)
+    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, j.outer * j.inner))
+    j.x, j.xkind = cnp.PyArray_BYTES(x), xkind
+    j.xs0, j.xs1, j.xs2 = _bstride(x, 0), _bstride(x, 1), _bstride(x, 2)
+    j.h = <double *> cnp.PyArray_DATA(h)
+    cdef void *scratch = _alloc_scratch(n_threads * max(j.C, 1) * itemsize)
     try:
         with nogil:
             if double_precision:
-                _entropy_loop(xp, xkind, outer, C, inner, xs0, xs1, xs2, hp,
-                              <double_u *> scratch, n_threads)
+                _entropy_loop(&j, <double_u *> scratch, n_threads)
             else:
-                _entropy_loop(xp, xkind, outer, C, inner, xs0, xs1, xs2, hp,
-                              <float_u *> scratch, n_threads)
+                _entropy_loop(&j, <float_u *> scratch, n_threads)
     finally:
         free(scratch)
 
 
-def class_index_stats(cnp.ndarray t not None, int tcode, Py_ssize_t C, int64_t ignore_index,
-                      weight):
+def class_index_stats(*, cnp.ndarray t not None, int tcode, Py_ssize_t C,
+                      int64_t ignore_index, weight):
     """One pass over 1-D class indices t (storage tcode, any stride), and a
     second one with a weight.
 
@@ -771,7 +816,7 @@ cdef inline bint _is_zero(v):
     return (type(v) is float or type(v) is int) and v == 0
 
 
-def cross_entropy_small(logits, target, axis, ignore_index, reduction, label_smoothing,
+def cross_entropy_small(logits, target, *, axis, ignore_index, reduction, label_smoothing,
                         z_loss, threads_for):
     """`cross_entropy(logits, target, ...)` (no weight, gradient or grad_out; the
     caller has checked that) in one call with no temporary array, or None: then

@@ -154,7 +154,7 @@ cdef void _pw_run(int kind, real **base, const uint16_u *xh, int half,
                  partials, bad, scratch + omp_get_thread_num() * (PW_N_OPS * PW_CHUNK))
 
 
-def pointwise(int kind, tuple operands not None, shape, strides, int half, double scale,
+def pointwise(*, int kind, tuple operands not None, shape, strides, int half, double scale,
               cnp.ndarray partials not None, cnp.ndarray bad not None, int n_threads):
     """Run a pointwise loss over prepared operands (see the contract above).
 
