@@ -23,12 +23,6 @@
 # computation dtype, and converted into per-thread scratch otherwise.
 
 cdef extern from "xent/rows.h" nogil:
-    enum:
-        XENT_INDEX_I8
-        XENT_INDEX_I16
-        XENT_INDEX_I32
-        XENT_INDEX_I64
-        XENT_INDEX_U64
     int64_t load_index "xent_load_index"(const char *p, int code)
     void load_indices "xent_load_indices"(const char *p, Py_ssize_t n, Py_ssize_t stride, int code,
                                           int64_t ignore_index, int64_t *dst)
@@ -795,19 +789,16 @@ cdef inline int _native_index_code(cnp.ndarray t) noexcept:
     cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(t)
     if not (cnp.PyTypeNum_ISINTEGER(num) and cnp.PyArray_ISBEHAVED_RO(t)):
         return -1
-    # XENT_INDEX_I8, U8, I16, U16, I32, U32, I64, U64 = 0 .. 7
-    cdef int code
+    cdef bint signed = cnp.PyTypeNum_ISSIGNED(num)
     if size == 1:
-        code = XENT_INDEX_I8
-    elif size == 2:
-        code = XENT_INDEX_I16
-    elif size == 4:
-        code = XENT_INDEX_I32
-    elif size == 8:
-        code = XENT_INDEX_I64
-    else:
-        return -1
-    return code if cnp.PyTypeNum_ISSIGNED(num) else code + 1  # the unsigned one follows
+        return XENT_INDEX_I8 if signed else XENT_INDEX_U8
+    if size == 2:
+        return XENT_INDEX_I16 if signed else XENT_INDEX_U16
+    if size == 4:
+        return XENT_INDEX_I32 if signed else XENT_INDEX_U32
+    if size == 8:
+        return XENT_INDEX_I64 if signed else XENT_INDEX_U64
+    return -1
 
 
 cdef inline bint _is_zero(v):
