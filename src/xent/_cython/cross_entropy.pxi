@@ -2,7 +2,7 @@
 # distillation KL and the entropy, each over axis 1 of a 3-D (outer, C, inner)
 # view.  Included by _kernels.pyx.
 #
-# Contract (checked by the Python layer, _crossentropy.py / _divergences.py):
+# Contract (checked by the Python layer, _api/multiclass.py / _api/divergences.py):
 # every class index is in [0, C) or equals ignore_index; C >= 1 whenever a row is
 # not ignored; strides are whole multiples of the item size; a gradient buffer is
 # either disjoint from every input or the logits themselves (same strides);
@@ -10,9 +10,10 @@
 # exception is cross_entropy_small, the common small call in a single compiled
 # call: it checks its own narrow case (indices included) and declines the rest.
 #
-# Every entry point fills a _CeJob and runs it through _ce_compute, which picks
-# the path (rows, few-class tiles, or blocks when the class axis is not last):
-# the same row gets the same bits from every entry point.  A batch sum of row
+# Every entry point fills a _CeJob and runs it through _ce_compute, which takes
+# the path _ce_path picks (rows, row batches, few-class tiles, or blocks when the
+# class axis is not last; cross_entropy_path names it): the same row gets the
+# same bits from every entry point.  A batch sum of row
 # losses is taken in one fixed order, _sum_tiles (per TILE_ROWS rows, then over
 # those sums), which the few-class tiles can also form as they go: the one-pass
 # forward of cross_entropy_small gives the bits of sum_rows over the rows.
@@ -253,7 +254,7 @@ cdef void _ce_tile(const _CeJob *j, Py_ssize_t tile, real *mine) noexcept nogil:
     of the computation dtype, inner == 1): rows tile*TILE_ROWS onwards, at most
     TILE_ROWS of them.  The indices are read once into int32 (xent_tile_targets,
     which also counts and checks them).  Without a gradient or label smoothing
-    the rows are read in place by the function of _tiles.h specialised for this
+    the rows are read in place by the function of tiles.h specialised for this
     C; for other C, or with a gradient or smoothing, they are transposed into
     scratch so the arithmetic vectorises across rows (block_stats /
     block_ce_index).  With j.tile_sums, the one-pass forward (see _CeJob).

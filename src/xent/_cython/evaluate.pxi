@@ -1,8 +1,8 @@
 # Evaluation kernels (evaluate / Evaluator): each row's cross-entropy and the rank
 # of its target from one read of the row.  Included by _kernels.pyx, after
-# _storage.pxi (_row_in) and _crossentropy.pxi (load_index, storage kinds).
+# storage.pxi (_row_in, storage codes) and cross_entropy.pxi (load_index).
 #
-# Contract (checked by the Python layer, _evaluate.py): every class index is in
+# Contract (checked by the Python layer, _api/evaluate.py): every class index is in
 # [0, C) or equals ignore_index; C >= 1 whenever a row is not ignored; strides are
 # whole multiples of the item size; nll and rank are contiguous outputs of
 # outer*inner values (float64 and int64).

@@ -1,6 +1,7 @@
 # Normalisers (logsumexp, log-softmax, softmax) over axis 1 of a 3-D view.
 # Included by _kernels.pyx; uses its fused type `real`, _gather/_scatter, scratch,
-# and _row_in (_storage.pxi) to read rows of any floating storage.
+# and _row_in (storage.pxi) to read rows of any floating storage; its path
+# thresholds are in thresholds.pxi.
 
 cdef extern from "xent/rows.h" nogil:
     float row_logsumexp_f32 "xent_row_logsumexp_f32"(const float *x, Py_ssize_t n)

@@ -2,7 +2,7 @@
 # probabilities, kl_div).  Included by _kernels.pyx; uses its fused type `real`,
 # _gather/_scatter, _alloc_scratch.
 #
-# Contract (checked and prepared by xent/_pointwise.py):
+# Contract (checked and prepared by xent/_api/pointwise.py):
 # * Every operand has the same logical shape, given after coalescing as `shape`
 #   (ndim >= 1, no dimension of length 1 unless ndim == 1, C order of the
 #   original array); operand k's element strides are `strides[k, :]` (0 for a
