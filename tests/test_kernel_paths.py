@@ -91,8 +91,7 @@ def _ce_path(x, t, axis, return_grad=False, label_smoothing=0.0):
         t, code = index_storage(t)
         t3, prob = input_3d(np.expand_dims(t, ax), ax), False
     return kernels.cross_entropy_path(
-        x=x3, xkind=float_kind(x), double_precision=x.dtype == np.float64, target=t3,
-        tcode=code, prob=prob, eps=label_smoothing,
+        x3, t3, xkind=float_kind(x), tcode=code, prob=prob, eps=label_smoothing,
         grad=np.empty(x3.shape, x.dtype) if return_grad else None,
     )
 

@@ -121,8 +121,7 @@ def _row_losses(lg, ax, targets, *, weight=None, eps=0.0, z=0.0, scale_ce=1.0, s
     lse = np.empty(n_rows, FLOAT64)
     wsum = float(weight.sum(dtype=FLOAT64)) if weight is not None else float(x3.shape[1])
     _kernels.cross_entropy(
-        x=x3, xkind=float_kind(lg.array), double_precision=lg.compute == FLOAT64,
-        target=targets.array3d, tcode=targets.code, prob=targets.prob,
+        x3, targets.array3d, xkind=float_kind(lg.array), tcode=targets.code, prob=targets.prob,
         ignore_index=targets.ignore_index, weight=weight, wsum=wsum, eps=eps, z=z,
         scale_ce=scale_ce, scale_z=scale_z, grad=grad3d, ce=ce, lse=lse,
         n_threads=threads_for(lg.array.size),

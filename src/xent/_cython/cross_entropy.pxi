@@ -508,14 +508,19 @@ cdef int _ce_job_arrays(_CeJob *j, cnp.ndarray x, int xkind, cnp.ndarray target,
     return 0
 
 
-def cross_entropy(*, cnp.ndarray x not None, int xkind, bint double_precision,
-                  cnp.ndarray target not None, int tcode, bint prob, int64_t ignore_index,
-                  weight, double wsum, double eps, double z, double scale_ce, double scale_z,
-                  grad, cnp.ndarray ce not None, cnp.ndarray lse not None, int n_threads):
+def cross_entropy(cnp.ndarray x not None, cnp.ndarray target not None, *, int xkind, int tcode,
+                  bint prob, int64_t ignore_index, weight, double wsum, double eps, double z,
+                  double scale_ce, double scale_z, grad, cnp.ndarray ce not None,
+                  cnp.ndarray lse not None, int n_threads):
     """Per-row cross-entropy (and gradient) over axis 1 of x (outer, C, inner).
 
+    The logits and target come first, the rest by keyword.  A call may pass at
+    most (30 - positional) / 2 keywords: CPython compiles a call with more into
+    one that builds a dict (CALL_FUNCTION_EX), several thousand instructions more
+    a call (hence also no `double_precision`: it is xkind == FLOAT_KINDS["float64"]).
+
     x : logits of storage `xkind` (uint16 view for 16-bit floats); computed in
-        double if `double_precision`, else float.
+        double for float64 storage, else in float.
     target : (outer, 1, inner) class indices of integer storage `tcode`, or with
         `prob`, (outer, C, inner) probabilities of float storage `tcode`.
     weight : None or a contiguous (C,) array of the computation dtype; wsum: its
@@ -530,6 +535,7 @@ def cross_entropy(*, cnp.ndarray x not None, int xkind, bint double_precision,
     cross_entropy_path names the path these arguments take.
     """
     cdef _CeJob j
+    cdef bint double_precision = xkind == XENT_KIND_F64
     _ce_job_arrays(&j, x, xkind, target, tcode, prob, grad)
     if ce.shape[0] != j.outer * j.inner or lse.shape[0] != j.outer * j.inner:
         raise ValueError("xent._kernels.cross_entropy: internal contract violated (shapes)")
@@ -542,9 +548,8 @@ def cross_entropy(*, cnp.ndarray x not None, int xkind, bint double_precision,
     _ce_compute(&j, double_precision, n_threads)
 
 
-def cross_entropy_path(*, cnp.ndarray x not None, int xkind, bint double_precision,
-                       cnp.ndarray target not None, int tcode, bint prob, double eps=0.0,
-                       grad=None):
+def cross_entropy_path(cnp.ndarray x not None, cnp.ndarray target not None, *, int xkind,
+                       int tcode, bint prob, double eps=0.0, grad=None):
     """The name (one of CROSS_ENTROPY_PATHS) of the path cross_entropy takes for
     these arguments (as for cross_entropy; the others do not choose the path):
     the same job and the same choice (_ce_path) as cross_entropy and
@@ -552,7 +557,7 @@ def cross_entropy_path(*, cnp.ndarray x not None, int xkind, bint double_precisi
     cdef _CeJob j
     _ce_job_arrays(&j, x, xkind, target, tcode, prob, grad)
     j.eps = eps
-    return CROSS_ENTROPY_PATHS[_ce_path(&j, double_precision)]
+    return CROSS_ENTROPY_PATHS[_ce_path(&j, xkind == XENT_KIND_F64)]
 
 
 # One distillation-KL call (kl_divergence): strides in bytes; p and q of any
