@@ -1,19 +1,27 @@
-"""Compiled kernels of xent: normalisers over one axis of a 3-D view.
+"""Compiled kernels of xent: the loops over rows of a 3-D ``(outer, C, inner)`` view.
+
+setup.py builds this file once per SIMD level (xent._kernels, _kernels_avx2,
+_kernels_avx512); xent._runtime.dispatch picks one at import.  It includes one
+.pxi per kernel family (xent/_cython/): thresholds (every constant that chooses
+a path), storage, normalize, cross_entropy, pointwise, evaluate.
 
 Design and contract
 -------------------
 Every array reaching this module has been validated and shaped by the Python
-layer (``_normalizers.py``):
+layer (``xent/_api``):
 
-* the input is a 3-D view ``(outer, C, inner)`` of the caller's array with the
+* an input is a 3-D view ``(outer, C, inner)`` of the caller's array with the
   class axis in the middle, any element strides (whole multiples of the item
-  size), dtype float32, float64, float16 or bfloat16, with its storage kind
-  (``KIND_*``) passed alongside;
-* outputs are writable arrays of the matching shape -- ``(outer, C, inner)`` for
-  log-softmax/softmax, ``(outer, inner)`` for logsumexp -- and of the computation
-  dtype (float32 for 16-bit inputs); an output is either disjoint from the input
-  or the very same buffer with the same strides (in place);
+  size), dtype float32, float64, float16 or bfloat16, with its storage code
+  (``FLOAT_KINDS`` / ``INDEX_CODES``) passed alongside;
+* outputs are writable arrays of the matching shape and of the computation
+  dtype (float32 for 16-bit inputs); an output is either disjoint from the
+  inputs or the very same buffer with the same strides (in place);
 * ``n_threads >= 1``.
+
+Every entry point takes keyword arguments only (the small-call
+``cross_entropy_small`` after its logits and target), and fills one job struct
+per family (``_NormJob``, ``_CeJob``, ...) that its loops read.
 
 The kernels never allocate anything the size of the input.  Scratch memory is
 ``n_threads`` slices of a few rows, allocated before the parallel region.
@@ -125,6 +133,7 @@ cdef void *_alloc_scratch(Py_ssize_t n_bytes) except? NULL:
 
 # ---- the kernel families ----------------------------------------------------------
 
+include "xent/_cython/thresholds.pxi"
 include "xent/_cython/storage.pxi"
 include "xent/_cython/normalize.pxi"
 include "xent/_cython/cross_entropy.pxi"

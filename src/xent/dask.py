@@ -243,8 +243,7 @@ def _ce_block_partials(x, t, *, ax, prob, weight, ignore_index, label_smoothing,
     except IndexError as exc:
         raise _global_index_error(t, C, ignore_index, _offsets(block_info, 1), ax) \
             or exc from None
-    ce, lse = _row_losses(lg, ax, targets, w, label_smoothing, z_loss, 1.0, 1.0, None,
-                          ignore_index)
+    ce, lse = _row_losses(lg, ax, targets, weight=w, eps=label_smoothing, z=z_loss)
     out = np.zeros(_CE_P, FLOAT64)
     out[0] = _kernels.sum_rows(ce)
     out[1] = targets.weight_total

@@ -115,8 +115,9 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, reduction="me
     q3 = input_3d(lq.array, ax)
     kl = np.empty(n_rows, FLOAT64)
     _kernels.kl_divergence(
-        p3, float_kind(lp.array), q3, float_kind(lq.array), compute == FLOAT64,
-        T, scale, grad3d, kl, threads_for(2 * lq.array.size),
+        p=p3, pkind=float_kind(lp.array), q=q3, qkind=float_kind(lq.array),
+        double_precision=compute == FLOAT64, T=T, scale=scale, grad=grad3d, kl=kl,
+        n_threads=threads_for(2 * lq.array.size),
     )
     if reduction == "none":
         loss = _row_result(kl, row_shape, compute)
@@ -189,7 +190,10 @@ def entropy(logits, *, axis=-1, base=None):
     row_shape = a.shape[:ax] + a.shape[ax + 1 :]
     x3 = input_3d(a, ax)
     h = np.empty(math.prod(row_shape), FLOAT64)
-    _kernels.entropy(x3, float_kind(a), lg.compute == FLOAT64, h, threads_for(a.size))
+    _kernels.entropy(
+        x=x3, xkind=float_kind(a), double_precision=lg.compute == FLOAT64, h=h,
+        n_threads=threads_for(a.size),
+    )
     if log_base is not None:
         h /= log_base
     return _row_result(h, row_shape, lg.compute)

@@ -112,8 +112,9 @@ def _partials(logits, target, axis, ignore_index, ks):
     nll = np.empty(n_rows, FLOAT64)
     rank = np.empty(n_rows, np.int64)
     _kernels.evaluate(
-        x3, float_kind(a), lg.compute == FLOAT64, targets.array3d, targets.code,
-        ignore_index, nll, rank, threads_for(a.size),
+        x=x3, xkind=float_kind(a), double_precision=lg.compute == FLOAT64,
+        target=targets.array3d, tcode=targets.code, ignore_index=ignore_index,
+        nll=nll, rank=rank, n_threads=threads_for(a.size),
     )
     # rank < k: top-k correct (ignored rows and NaN targets have rank _NEVER)
     hits = tuple(int(np.count_nonzero(rank < min(k, _NEVER))) for k in ks)

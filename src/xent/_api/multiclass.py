@@ -57,7 +57,8 @@ class _Targets:
             if t.dtype.kind == "u" and t.dtype.itemsize == 8:
                 check_uint64_indices(t, C, ignore_index)
             bad, n_valid, weight_total = _kernels.class_index_stats(
-                t.reshape(-1), self.code, C, ignore_index, weight64
+                t=t.reshape(-1), tcode=self.code, C=C, ignore_index=ignore_index,
+                weight=weight64,
             )
             if bad >= 0:
                 raise bad_index_error(t, bad, C, ignore_index)
@@ -104,18 +105,23 @@ def _logits_and_axis(logits, axis, name="logits"):
     return lg, normalize_axis(axis, lg.array.ndim)
 
 
-def _row_losses(lg, ax, targets, w, eps, z, scale_ce, scale_z, grad3d, ignore_index):
-    """Run the cross-entropy kernel: float64 per-row (loss without z-loss, logsumexp)."""
+def _row_losses(lg, ax, targets, *, weight=None, eps=0.0, z=0.0, scale_ce=1.0, scale_z=1.0,
+                grad3d=None):
+    """Run the cross-entropy kernel: float64 per-row (loss without z-loss, logsumexp).
+
+    weight: None or the (C,) class weights of the computation dtype; eps, z: label
+    smoothing and z-loss; scale_ce, scale_z: the gradient's factors of the two
+    terms; grad3d: None or the 3-D array the gradient is written into."""
     x3 = input_3d(lg.array, ax)
     n_rows = x3.shape[0] * x3.shape[2]
     ce = np.empty(n_rows, FLOAT64)
     lse = np.empty(n_rows, FLOAT64)
-    wsum = float(w.sum(dtype=FLOAT64)) if w is not None else float(x3.shape[1])
+    wsum = float(weight.sum(dtype=FLOAT64)) if weight is not None else float(x3.shape[1])
     _kernels.cross_entropy(
-        x3, float_kind(lg.array), lg.compute == FLOAT64,
-        targets.array3d, targets.code, targets.prob, ignore_index,
-        w, wsum, eps, z, scale_ce, scale_z, grad3d, ce, lse,
-        threads_for(lg.array.size),
+        x3, targets.array3d, xkind=float_kind(lg.array), tcode=targets.code, prob=targets.prob,
+        ignore_index=targets.ignore_index, weight=weight, wsum=wsum, eps=eps, z=z,
+        scale_ce=scale_ce, scale_z=scale_z, grad=grad3d, ce=ce, lse=lse,
+        n_threads=threads_for(lg.array.size),
     )
     return ce, lse
 
@@ -222,8 +228,10 @@ def cross_entropy(
     """
     if weight is None and grad_out is None and not return_grad:
         # The common small call in one compiled call (same bits as below), or None.
-        loss = _cross_entropy_small(logits, target, axis, ignore_index, reduction,
-                                    label_smoothing, z_loss, threads_for)
+        loss = _cross_entropy_small(
+            logits, target, axis=axis, ignore_index=ignore_index, reduction=reduction,
+            label_smoothing=label_smoothing, z_loss=z_loss, threads_for=threads_for,
+        )
         if loss is not None:
             return loss
     lg, ax = _logits_and_axis(logits, axis)
@@ -251,7 +259,8 @@ def cross_entropy(
     if return_grad:
         readers = (targets.array3d, w)
         grad3d, result = grad_target(grad_out, a.shape, lg.compute, ax, readers, a)
-    ce, lse = _row_losses(lg, ax, targets, w, eps, z, scale_ce, scale_z, grad3d, ignore_index)
+    ce, lse = _row_losses(lg, ax, targets, weight=w, eps=eps, z=z, scale_ce=scale_ce,
+                          scale_z=scale_z, grad3d=grad3d)
 
     loss = _reduce_ce(ce, lse, z, reduction, weight_total, n_valid, targets.row_shape, lg.compute)
     if return_grad:
@@ -434,7 +443,7 @@ def focal_loss(logits, target, *, axis=-1, gamma=2.0, alpha=None, ignore_index=-
     else:
         alpha_w = class_weights(alpha, C, FLOAT64, name="alpha")
 
-    ce, _ = _row_losses(lg, ax, targets, None, 0.0, 0.0, 1.0, 1.0, None, ignore_index)
+    ce, _ = _row_losses(lg, ax, targets)
     nll = ce.reshape(targets.row_shape)  # -log p_t, 0 on ignored rows
     valid = targets.valid
     with np.errstate(invalid="ignore", over="ignore"):

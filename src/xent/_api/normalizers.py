@@ -15,12 +15,18 @@ from xent._api.validation import (
     as_logits,
     check_out,
     copy_rounded,
+    float_kind,
     input_3d,
     kernel_out,
     normalize_axis,
-    run_normalizer,
     view_3d,
 )
+
+
+def run_normalizer(op, v, out3d, n_threads):
+    """Normaliser `op` over axis 1 of the 3-D input `v` (any floating storage the
+    kernels read, see float_kind) into `out3d` (the computation dtype)."""
+    _kernels.normalize(op=op, x=v, xkind=float_kind(v), out=out3d, n_threads=n_threads)
 
 
 def _flat_or_axis(a, axis):

@@ -137,8 +137,8 @@ def run(kind, shape, operands, half=0, scale=1.0):
     if numel:
         cshape, cstrides = coalesce(shape, operands)
         _kernels.pointwise(
-            kind, tuple(operands), cshape, cstrides, half, scale, partials, bad,
-            threads_for(numel),
+            kind=kind, operands=tuple(operands), shape=cshape, strides=cstrides, half=half,
+            scale=scale, partials=partials, bad=bad, n_threads=threads_for(numel),
         )
     with np.errstate(over="ignore", invalid="ignore"):  # inf, NaN: the answers
         total = np.float64(np.sum(partials, dtype=np.float64))

@@ -186,12 +186,6 @@ def kernel_out(out, compute, axis, source):
     return v
 
 
-def run_normalizer(op, v, out3d, n_threads):
-    """Normaliser `op` over axis 1 of the 3-D input `v` (any floating storage the
-    kernels read, see float_kind) into `out3d` (the computation dtype)."""
-    _kernels.normalize(op, v, float_kind(v), out3d, n_threads)
-
-
 # ---- losses -----------------------------------------------------------------
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -296,12 +290,11 @@ def check_grad_out(grad_out, shape, return_grad):
 
 # ---- storage descriptions for the loss kernels ----------------------------------
 
-_FLOAT_KINDS = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}  # XENT_KIND_* in _rows.h
+# The storage codes the kernels read, by dtype name (XENT_KIND_* / XENT_INDEX_*,
+# defined in C and exported by the kernel module).
+_FLOAT_KINDS = _kernels.FLOAT_KINDS
 _FLOAT_KIND_BY_DTYPE = {np.dtype(n): k for n, k in _FLOAT_KINDS.items() if n != "bfloat16"}
-_INDEX_CODES = {  # XENT_INDEX_* in _rows.h
-    "int8": 0, "uint8": 1, "int16": 2, "uint16": 3,
-    "int32": 4, "uint32": 5, "int64": 6, "uint64": 7,
-}
+_INDEX_CODES = _kernels.INDEX_CODES
 
 
 def float_kind(a):

@@ -2,7 +2,7 @@
 # distillation KL and the entropy, each over axis 1 of a 3-D (outer, C, inner)
 # view.  Included by _kernels.pyx.
 #
-# Contract (checked by the Python layer, _crossentropy.py / _divergences.py):
+# Contract (checked by the Python layer, _api/multiclass.py / _api/divergences.py):
 # every class index is in [0, C) or equals ignore_index; C >= 1 whenever a row is
 # not ignored; strides are whole multiples of the item size; a gradient buffer is
 # either disjoint from every input or the logits themselves (same strides);
@@ -10,9 +10,10 @@
 # exception is cross_entropy_small, the common small call in a single compiled
 # call: it checks its own narrow case (indices included) and declines the rest.
 #
-# Every entry point fills a _CeJob and runs it through _ce_compute, which picks
-# the path (rows, few-class tiles, or blocks when the class axis is not last):
-# the same row gets the same bits from every entry point.  A batch sum of row
+# Every entry point fills a _CeJob and runs it through _ce_compute, which takes
+# the path _ce_path picks (rows, row batches, few-class tiles, or blocks when the
+# class axis is not last; cross_entropy_path names it): the same row gets the
+# same bits from every entry point.  A batch sum of row
 # losses is taken in one fixed order, _sum_tiles (per TILE_ROWS rows, then over
 # those sums), which the few-class tiles can also form as they go: the one-pass
 # forward of cross_entropy_small gives the bits of sum_rows over the rows.
@@ -23,12 +24,6 @@
 # computation dtype, and converted into per-thread scratch otherwise.
 
 cdef extern from "xent/kernels.h" nogil:
-    enum:
-        XENT_INDEX_I8
-        XENT_INDEX_I16
-        XENT_INDEX_I32
-        XENT_INDEX_I64
-        XENT_INDEX_U64
     int64_t load_index "xent_load_index"(const char *p, int code)
     void load_indices "xent_load_indices"(const char *p, Py_ssize_t n, Py_ssize_t stride, int code,
                                           int64_t ignore_index, int64_t *dst)
@@ -259,7 +254,7 @@ cdef void _ce_tile(const _CeJob *j, Py_ssize_t tile, real *mine) noexcept nogil:
     of the computation dtype, inner == 1): rows tile*TILE_ROWS onwards, at most
     TILE_ROWS of them.  The indices are read once into int32 (xent_tile_targets,
     which also counts and checks them).  Without a gradient or label smoothing
-    the rows are read in place by the function of _tiles.h specialised for this
+    the rows are read in place by the function of tiles.h specialised for this
     C; for other C, or with a gradient or smoothing, they are transposed into
     scratch so the arithmetic vectorises across rows (block_stats /
     block_ce_index).  With j.tile_sums, the one-pass forward (see _CeJob).
@@ -382,12 +377,14 @@ cdef void _ce_block(const _CeJob *j, Py_ssize_t task, Py_ssize_t nb, real *mine)
                            &j.ce[r], &j.lse[r], K)
 
 
-# The three ways through a cross-entropy call (chosen by _ce_compute).
+# The ways through a cross-entropy call, chosen by _ce_path (names: CROSS_ENTROPY_PATHS).
 cdef enum:
-    _CE_ROWS = 0
-    _CE_TILES = 1
-    _CE_BLOCKS = 2
-    _CE_ROW_BATCHES = 3
+    _CE_ROWS = 0         # one row at a time, any strides, storage and targets
+    _CE_TILES = 1        # few-class rows with class indices, TILE_ROWS at a time (SMALL_C)
+    _CE_BLOCKS = 2       # class axis not last: blocks of adjacent positions
+    _CE_ROW_BATCHES = 3  # unit-stride rows with class indices in batches (ROW_BATCH)
+
+CROSS_ENTROPY_PATHS = ("rows", "tiles", "blocks", "row_batches")
 
 
 cdef inline void _ce_task(const _CeJob *j, int path, Py_ssize_t k, Py_ssize_t nb,
@@ -494,150 +491,198 @@ cdef inline Py_ssize_t _bstride(cnp.ndarray a, int axis):
     return cnp.PyArray_STRIDE(a, axis)
 
 
-def cross_entropy(cnp.ndarray x not None, int xkind, bint double_precision,
-                  cnp.ndarray target not None, int tcode, bint prob, int64_t ignore_index,
-                  weight, double wsum, double eps, double z, double scale_ce, double scale_z,
-                  grad, cnp.ndarray ce not None, cnp.ndarray lse not None, int n_threads):
-    """Per-row cross-entropy (and gradient) over axis 1 of x (outer, C, inner).
-
-    x : logits of storage `xkind` (uint16 view for 16-bit floats); computed in
-        double if `double_precision`, else float.
-    target : (outer, 1, inner) class indices of integer storage `tcode`, or with
-        `prob`, (outer, C, inner) probabilities of float storage `tcode`.
-    weight : None or a contiguous (C,) array of the computation dtype.
-    grad : None or a writable (outer, C, inner) array of the computation dtype.
-    ce, lse : contiguous float64 (outer*inner,) outputs: the row's loss without
-        z-loss, and its logsumexp (0 for ignored rows).
-    """
-    cdef _CeJob j
-    j.outer, j.C, j.inner = x.shape[0], x.shape[1], x.shape[2]
-    if (x.ndim != 3 or target.ndim != 3 or ce.shape[0] != j.outer * j.inner
-            or lse.shape[0] != j.outer * j.inner):
+cdef int _ce_job_arrays(_CeJob *j, cnp.ndarray x, int xkind, cnp.ndarray target, int tcode,
+                        bint prob, grad) except -1:
+    """The array fields of j (logits, target, gradient) for cross_entropy's arguments."""
+    if x.ndim != 3 or target.ndim != 3:
         raise ValueError("xent._kernels.cross_entropy: internal contract violated (shapes)")
+    j.outer, j.C, j.inner = x.shape[0], x.shape[1], x.shape[2]
     j.x, j.xkind = cnp.PyArray_BYTES(x), xkind
     j.xs0, j.xs1, j.xs2 = _bstride(x, 0), _bstride(x, 1), _bstride(x, 2)
-    j.t, j.tcode, j.prob, j.ignore_index = cnp.PyArray_BYTES(target), tcode, prob, ignore_index
+    j.t, j.tcode, j.prob = cnp.PyArray_BYTES(target), tcode, prob
     j.ts0, j.ts1, j.ts2 = _bstride(target, 0), _bstride(target, 1), _bstride(target, 2)
-    j.w = NULL if weight is None else cnp.PyArray_DATA(<cnp.ndarray> weight)
-    j.wsum, j.eps, j.z, j.scale_ce, j.scale_z = wsum, eps, z, scale_ce, scale_z
     j.g, j.gs0, j.gs1, j.gs2 = NULL, 0, 0, 0
     if grad is not None:
         j.g = cnp.PyArray_BYTES(<cnp.ndarray> grad)
         j.gs0, j.gs1, j.gs2 = _bstride(grad, 0), _bstride(grad, 1), _bstride(grad, 2)
+    return 0
+
+
+def cross_entropy(cnp.ndarray x not None, cnp.ndarray target not None, *, int xkind, int tcode,
+                  bint prob, int64_t ignore_index, weight, double wsum, double eps, double z,
+                  double scale_ce, double scale_z, grad, cnp.ndarray ce not None,
+                  cnp.ndarray lse not None, int n_threads):
+    """Per-row cross-entropy (and gradient) over axis 1 of x (outer, C, inner).
+
+    The logits and target come first, the rest by keyword.  A call may pass at
+    most (30 - positional) / 2 keywords: CPython compiles a call with more into
+    one that builds a dict (CALL_FUNCTION_EX), several thousand instructions more
+    a call (hence also no `double_precision`: it is xkind == FLOAT_KINDS["float64"]).
+
+    x : logits of storage `xkind` (uint16 view for 16-bit floats); computed in
+        double for float64 storage, else in float.
+    target : (outer, 1, inner) class indices of integer storage `tcode`, or with
+        `prob`, (outer, C, inner) probabilities of float storage `tcode`.
+    weight : None or a contiguous (C,) array of the computation dtype; wsum: its
+        sum (C without weights).
+    eps, z : label smoothing and z-loss coefficient.
+    scale_ce, scale_z : the gradient's factors of the loss and z-loss terms.
+    grad : None or a writable (outer, C, inner) array of the computation dtype.
+    ce, lse : contiguous float64 (outer*inner,) outputs: the row's loss without
+        z-loss, and its logsumexp (0 for ignored rows).
+    n_threads : upper bound on the OpenMP team size.
+
+    cross_entropy_path names the path these arguments take.
+    """
+    cdef _CeJob j
+    cdef bint double_precision = xkind == XENT_KIND_F64
+    _ce_job_arrays(&j, x, xkind, target, tcode, prob, grad)
+    if ce.shape[0] != j.outer * j.inner or lse.shape[0] != j.outer * j.inner:
+        raise ValueError("xent._kernels.cross_entropy: internal contract violated (shapes)")
+    j.ignore_index = ignore_index
+    j.w = NULL if weight is None else cnp.PyArray_DATA(<cnp.ndarray> weight)
+    j.wsum, j.eps, j.z, j.scale_ce, j.scale_z = wsum, eps, z, scale_ce, scale_z
     j.ce = <double *> cnp.PyArray_DATA(ce)
     j.lse = <double *> cnp.PyArray_DATA(lse)
     j.tile_sums, j.tile_info = NULL, NULL
     _ce_compute(&j, double_precision, n_threads)
 
 
-cdef void _kl_loop(const char *p, int pkind, const char *q, int qkind,
-                   Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                   Py_ssize_t ps0, Py_ssize_t ps1, Py_ssize_t ps2,
-                   Py_ssize_t qs0, Py_ssize_t qs1, Py_ssize_t qs2, real T, real scale,
-                   char *g, Py_ssize_t gs0, Py_ssize_t gs1, Py_ssize_t gs2,
-                   double *kl, real *scratch, int n_threads) noexcept nogil:
+def cross_entropy_path(cnp.ndarray x not None, cnp.ndarray target not None, *, int xkind,
+                       int tcode, bint prob, double eps=0.0, grad=None):
+    """The name (one of CROSS_ENTROPY_PATHS) of the path cross_entropy takes for
+    these arguments (as for cross_entropy; the others do not choose the path):
+    the same job and the same choice (_ce_path) as cross_entropy and
+    cross_entropy_small."""
+    cdef _CeJob j
+    _ce_job_arrays(&j, x, xkind, target, tcode, prob, grad)
+    j.eps = eps
+    return CROSS_ENTROPY_PATHS[_ce_path(&j, xkind == XENT_KIND_F64)]
+
+
+# One distillation-KL call (kl_divergence): strides in bytes; p and q of any
+# floating storage, the gradient (or NULL) and scale in the computation dtype.
+cdef struct _KlJob:
+    const char *p
+    int pkind
+    const char *q
+    int qkind
+    Py_ssize_t outer, C, inner, ps0, ps1, ps2, qs0, qs1, qs2
+    double T, scale
+    char *g
+    Py_ssize_t gs0, gs1, gs2
+    double *kl              # outer*inner per-row values
+
+
+cdef void _kl_loop(const _KlJob *j, real *scratch, int n_threads) noexcept nogil:
     """Distillation KL rows; scratch: 5*C reals per thread (p, q, grad, 2 special)."""
-    cdef Py_ssize_t r, o, i
+    cdef Py_ssize_t r, o, i, C = j.C, inner = j.inner
+    cdef real T = <real> j.T, scale = <real> j.scale
+    cdef char *g = j.g
     cdef real *mine
     cdef const real *pr
     cdef const real *qr
     cdef real *gr
-    for r in prange(outer * inner, schedule="static", num_threads=n_threads):
+    for r in prange(j.outer * inner, schedule="static", num_threads=n_threads):
         o = r // inner
         i = r % inner
         mine = scratch + omp_get_thread_num() * 5 * C
-        pr = _row_in(p + o * ps0 + i * ps2, C, ps1, pkind, mine)
-        qr = _row_in(q + o * qs0 + i * qs2, C, qs1, qkind, mine + C)
+        pr = _row_in(j.p + o * j.ps0 + i * j.ps2, C, j.ps1, j.pkind, mine)
+        qr = _row_in(j.q + o * j.qs0 + i * j.qs2, C, j.qs1, j.qkind, mine + C)
         gr = NULL
         if g != NULL:
-            gr = _row_out(g + o * gs0 + i * gs2, gs1, mine + 2 * C)
+            gr = _row_out(g + o * j.gs0 + i * j.gs2, j.gs1, mine + 2 * C)
         if real is float:
-            kl[r] = kl_row_f32(pr, qr, C, T, scale, gr, mine + 3 * C)
+            j.kl[r] = kl_row_f32(pr, qr, C, T, scale, gr, mine + 3 * C)
         else:
-            kl[r] = kl_row_f64(pr, qr, C, T, scale, gr, mine + 3 * C)
+            j.kl[r] = kl_row_f64(pr, qr, C, T, scale, gr, mine + 3 * C)
         if gr != NULL:
-            _row_done(g + o * gs0 + i * gs2, C, gs1, gr)
+            _row_done(g + o * j.gs0 + i * j.gs2, C, j.gs1, gr)
 
 
-def kl_divergence(cnp.ndarray p not None, int pkind, cnp.ndarray q not None, int qkind,
+def kl_divergence(*, cnp.ndarray p not None, int pkind, cnp.ndarray q not None, int qkind,
                   bint double_precision, double T, double scale, grad,
                   cnp.ndarray kl not None, int n_threads):
     """Per-row KL(softmax(p/T) || softmax(q/T)) over axis 1 of two (outer, C, inner)
     arrays, and optionally its gradient w.r.t. q times `scale` into `grad`."""
-    cdef Py_ssize_t outer = q.shape[0], C = q.shape[1], inner = q.shape[2]
-    if p.ndim != 3 or q.ndim != 3 or kl.shape[0] != outer * inner:
+    cdef _KlJob j
+    j.outer, j.C, j.inner = q.shape[0], q.shape[1], q.shape[2]
+    if p.ndim != 3 or q.ndim != 3 or kl.shape[0] != j.outer * j.inner:
         raise ValueError("xent._kernels.kl_divergence: internal contract violated (shapes)")
-    if outer * inner == 0:
+    if j.outer * j.inner == 0:
         return
     cdef Py_ssize_t itemsize = sizeof(double) if double_precision else sizeof(float)
-    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, outer * inner))
-    cdef void *scratch = _alloc_scratch(n_threads * 5 * max(C, 1) * itemsize)
-    cdef const char *pp = cnp.PyArray_BYTES(p)
-    cdef const char *qp = cnp.PyArray_BYTES(q)
-    cdef Py_ssize_t ps0 = _bstride(p, 0), ps1 = _bstride(p, 1), ps2 = _bstride(p, 2)
-    cdef Py_ssize_t qs0 = _bstride(q, 0), qs1 = _bstride(q, 1), qs2 = _bstride(q, 2)
-    cdef char *gp = NULL
-    cdef Py_ssize_t gs0 = 0, gs1 = 0, gs2 = 0
+    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, j.outer * j.inner))
+    j.p, j.pkind, j.q, j.qkind = cnp.PyArray_BYTES(p), pkind, cnp.PyArray_BYTES(q), qkind
+    j.ps0, j.ps1, j.ps2 = _bstride(p, 0), _bstride(p, 1), _bstride(p, 2)
+    j.qs0, j.qs1, j.qs2 = _bstride(q, 0), _bstride(q, 1), _bstride(q, 2)
+    j.T, j.scale = T, scale
+    j.g, j.gs0, j.gs1, j.gs2 = NULL, 0, 0, 0
     if grad is not None:
-        gp = cnp.PyArray_BYTES(<cnp.ndarray> grad)
-        gs0, gs1, gs2 = _bstride(grad, 0), _bstride(grad, 1), _bstride(grad, 2)
-    cdef double *klp = <double *> cnp.PyArray_DATA(kl)
+        j.g = cnp.PyArray_BYTES(<cnp.ndarray> grad)
+        j.gs0, j.gs1, j.gs2 = _bstride(grad, 0), _bstride(grad, 1), _bstride(grad, 2)
+    j.kl = <double *> cnp.PyArray_DATA(kl)
+    cdef void *scratch = _alloc_scratch(n_threads * 5 * max(j.C, 1) * itemsize)
     try:
         with nogil:
             if double_precision:
-                _kl_loop(pp, pkind, qp, qkind, outer, C, inner, ps0, ps1, ps2, qs0, qs1, qs2,
-                         T, scale, gp, gs0, gs1, gs2, klp, <double_u *> scratch, n_threads)
+                _kl_loop(&j, <double_u *> scratch, n_threads)
             else:
-                _kl_loop(pp, pkind, qp, qkind, outer, C, inner, ps0, ps1, ps2, qs0, qs1, qs2,
-                         <float> T, <float> scale, gp, gs0, gs1, gs2, klp, <float_u *> scratch,
-                         n_threads)
+                _kl_loop(&j, <float_u *> scratch, n_threads)
     finally:
         free(scratch)
 
 
-cdef void _entropy_loop(const char *x, int xkind, Py_ssize_t outer, Py_ssize_t C,
-                        Py_ssize_t inner, Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t xs2,
-                        double *h, real *scratch, int n_threads) noexcept nogil:
-    cdef Py_ssize_t r, o, i
+# One entropy call: x of any floating storage, strides in bytes.
+cdef struct _EntropyJob:
+    const char *x
+    int xkind
+    Py_ssize_t outer, C, inner, xs0, xs1, xs2
+    double *h               # outer*inner per-row values
+
+
+cdef void _entropy_loop(const _EntropyJob *j, real *scratch, int n_threads) noexcept nogil:
+    """Entropy rows; scratch: C reals per thread."""
+    cdef Py_ssize_t r, o, i, C = j.C, inner = j.inner
     cdef const real *xr
-    for r in prange(outer * inner, schedule="static", num_threads=n_threads):
+    for r in prange(j.outer * inner, schedule="static", num_threads=n_threads):
         o = r // inner
         i = r % inner
-        xr = _row_in(x + o * xs0 + i * xs2, C, xs1, xkind, scratch + omp_get_thread_num() * C)
+        xr = _row_in(j.x + o * j.xs0 + i * j.xs2, C, j.xs1, j.xkind,
+                     scratch + omp_get_thread_num() * C)
         if real is float:
-            h[r] = entropy_row_f32(xr, C)
+            j.h[r] = entropy_row_f32(xr, C)
         else:
-            h[r] = entropy_row_f64(xr, C)
+            j.h[r] = entropy_row_f64(xr, C)
 
 
-def entropy(cnp.ndarray x not None, int xkind, bint double_precision,
+def entropy(*, cnp.ndarray x not None, int xkind, bint double_precision,
             cnp.ndarray h not None, int n_threads):
     """Per-row entropy (nats) of softmax over axis 1 of x (outer, C, inner) into h."""
-    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
-    if x.ndim != 3 or h.shape[0] != outer * inner:
+    cdef _EntropyJob j
+    j.outer, j.C, j.inner = x.shape[0], x.shape[1], x.shape[2]
+    if x.ndim != 3 or h.shape[0] != j.outer * j.inner:
         raise ValueError("xent._kernels.entropy: internal contract violated (shapes)")
-    if outer * inner == 0:
+    if j.outer * j.inner == 0:
         return
     cdef Py_ssize_t itemsize = sizeof(double) if double_precision else sizeof(float)
-    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, outer * inner))
-    cdef void *scratch = _alloc_scratch(n_threads * max(C, 1) * itemsize)
-    cdef const char *xp = cnp.PyArray_BYTES(x)
-    cdef Py_ssize_t xs0 = _bstride(x, 0), xs1 = _bstride(x, 1), xs2 = _bstride(x, 2)
-    cdef double *hp = <double *> cnp.PyArray_DATA(h)
+    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, j.outer * j.inner))
+    j.x, j.xkind = cnp.PyArray_BYTES(x), xkind
+    j.xs0, j.xs1, j.xs2 = _bstride(x, 0), _bstride(x, 1), _bstride(x, 2)
+    j.h = <double *> cnp.PyArray_DATA(h)
+    cdef void *scratch = _alloc_scratch(n_threads * max(j.C, 1) * itemsize)
     try:
         with nogil:
             if double_precision:
-                _entropy_loop(xp, xkind, outer, C, inner, xs0, xs1, xs2, hp,
-                              <double_u *> scratch, n_threads)
+                _entropy_loop(&j, <double_u *> scratch, n_threads)
             else:
-                _entropy_loop(xp, xkind, outer, C, inner, xs0, xs1, xs2, hp,
-                              <float_u *> scratch, n_threads)
+                _entropy_loop(&j, <float_u *> scratch, n_threads)
     finally:
         free(scratch)
 
 
-def class_index_stats(cnp.ndarray t not None, int tcode, Py_ssize_t C, int64_t ignore_index,
-                      weight):
+def class_index_stats(*, cnp.ndarray t not None, int tcode, Py_ssize_t C,
+                      int64_t ignore_index, weight):
     """One pass over 1-D class indices t (storage tcode, any stride), and a
     second one with a weight.
 
@@ -750,19 +795,16 @@ cdef inline int _native_index_code(cnp.ndarray t) noexcept:
     cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(t)
     if not (cnp.PyTypeNum_ISINTEGER(num) and cnp.PyArray_ISBEHAVED_RO(t)):
         return -1
-    # XENT_INDEX_I8, U8, I16, U16, I32, U32, I64, U64 = 0 .. 7
-    cdef int code
+    cdef bint signed = cnp.PyTypeNum_ISSIGNED(num)
     if size == 1:
-        code = XENT_INDEX_I8
-    elif size == 2:
-        code = XENT_INDEX_I16
-    elif size == 4:
-        code = XENT_INDEX_I32
-    elif size == 8:
-        code = XENT_INDEX_I64
-    else:
-        return -1
-    return code if cnp.PyTypeNum_ISSIGNED(num) else code + 1  # the unsigned one follows
+        return XENT_INDEX_I8 if signed else XENT_INDEX_U8
+    if size == 2:
+        return XENT_INDEX_I16 if signed else XENT_INDEX_U16
+    if size == 4:
+        return XENT_INDEX_I32 if signed else XENT_INDEX_U32
+    if size == 8:
+        return XENT_INDEX_I64 if signed else XENT_INDEX_U64
+    return -1
 
 
 cdef inline bint _is_zero(v):
@@ -771,7 +813,7 @@ cdef inline bint _is_zero(v):
     return (type(v) is float or type(v) is int) and v == 0
 
 
-def cross_entropy_small(logits, target, axis, ignore_index, reduction, label_smoothing,
+def cross_entropy_small(logits, target, *, axis, ignore_index, reduction, label_smoothing,
                         z_loss, threads_for):
     """`cross_entropy(logits, target, ...)` (no weight, gradient or grad_out; the
     caller has checked that) in one call with no temporary array, or None: then

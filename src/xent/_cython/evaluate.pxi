@@ -1,8 +1,8 @@
 # Evaluation kernels (evaluate / Evaluator): each row's cross-entropy and the rank
 # of its target from one read of the row.  Included by _kernels.pyx, after
-# _storage.pxi (_row_in) and _crossentropy.pxi (load_index, storage kinds).
+# storage.pxi (_row_in, storage codes) and cross_entropy.pxi (load_index).
 #
-# Contract (checked by the Python layer, _evaluate.py): every class index is in
+# Contract (checked by the Python layer, _api/evaluate.py): every class index is in
 # [0, C) or equals ignore_index; C >= 1 whenever a row is not ignored; strides are
 # whole multiples of the item size; nll and rank are contiguous outputs of
 # outer*inner values (float64 and int64).
@@ -18,33 +18,44 @@ cdef extern from "xent/kernels.h" nogil:
 NEVER = RANK_NEVER
 
 
-cdef void _eval_loop(const char *x, int xkind, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                     Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t xs2,
-                     const char *tg, int tcode, Py_ssize_t ts0, Py_ssize_t ts2,
-                     int64_t ignore_index, double *nll, int64_t *rank, real *scratch,
-                     int n_threads) noexcept nogil:
-    """Rows x[o*xs0 + c*xs1 + i*xs2] (strides in bytes) with targets tg[o*ts0 + i*ts2];
-    scratch: C reals per thread, for rows that are not contiguous `real`s."""
-    cdef Py_ssize_t r, o, i
+# One evaluate call: logits of any floating storage, class indices of integer
+# storage tcode, strides in bytes.
+cdef struct _EvalJob:
+    const char *x
+    int xkind
+    Py_ssize_t outer, C, inner, xs0, xs1, xs2
+    const char *t
+    int tcode
+    Py_ssize_t ts0, ts2
+    int64_t ignore_index
+    double *nll             # outer*inner per-row values
+    int64_t *rank
+
+
+cdef void _eval_loop(const _EvalJob *j, real *scratch, int n_threads) noexcept nogil:
+    """Rows x[o*xs0 + c*xs1 + i*xs2] with targets t[o*ts0 + i*ts2]; scratch: C
+    reals per thread, for rows that are not contiguous `real`s."""
+    cdef Py_ssize_t r, o, i, C = j.C, inner = j.inner
     cdef int64_t t
     cdef const real *xr
-    for r in prange(outer * inner, schedule="static", num_threads=n_threads):
+    for r in prange(j.outer * inner, schedule="static", num_threads=n_threads):
         o = r // inner
         i = r % inner
-        t = load_index(tg + o * ts0 + i * ts2, tcode)
-        if t == ignore_index:
+        t = load_index(j.t + o * j.ts0 + i * j.ts2, j.tcode)
+        if t == j.ignore_index:
             # Ignored rows count for nothing, whatever their logits hold.
-            nll[r] = 0
-            rank[r] = RANK_NEVER
+            j.nll[r] = 0
+            j.rank[r] = RANK_NEVER
         else:
-            xr = _row_in(x + o * xs0 + i * xs2, C, xs1, xkind, scratch + omp_get_thread_num() * C)
+            xr = _row_in(j.x + o * j.xs0 + i * j.xs2, C, j.xs1, j.xkind,
+                         scratch + omp_get_thread_num() * C)
             if real is float:
-                eval_row_f32(xr, C, t, &nll[r], &rank[r])
+                eval_row_f32(xr, C, t, &j.nll[r], &j.rank[r])
             else:
-                eval_row_f64(xr, C, t, &nll[r], &rank[r])
+                eval_row_f64(xr, C, t, &j.nll[r], &j.rank[r])
 
 
-def evaluate(cnp.ndarray x not None, int xkind, bint double_precision,
+def evaluate(*, cnp.ndarray x not None, int xkind, bint double_precision,
              cnp.ndarray target not None, int tcode, int64_t ignore_index,
              cnp.ndarray nll not None, cnp.ndarray rank not None, int n_threads):
     """Per-row -log softmax(x)[t] and rank of the target over axis 1 of x (outer, C, inner).
@@ -57,28 +68,28 @@ def evaluate(cnp.ndarray x not None, int xkind, bint double_precision,
         above the target (so the row is top-k correct iff rank < k); NEVER for
         ignored rows and for rows whose target logit is NaN.
     """
-    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
-    if (x.ndim != 3 or target.ndim != 3 or nll.shape[0] != outer * inner
-            or rank.shape[0] != outer * inner):
+    cdef _EvalJob j
+    j.outer, j.C, j.inner = x.shape[0], x.shape[1], x.shape[2]
+    if (x.ndim != 3 or target.ndim != 3 or nll.shape[0] != j.outer * j.inner
+            or rank.shape[0] != j.outer * j.inner):
         raise ValueError("xent._kernels.evaluate: internal contract violated (shapes)")
-    if outer * inner == 0:
+    if j.outer * j.inner == 0:
         return
     cdef Py_ssize_t itemsize = sizeof(double) if double_precision else sizeof(float)
-    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, outer * inner))
-    cdef void *scratch = _alloc_scratch(n_threads * max(C, 1) * itemsize)
-    cdef const char *xp = cnp.PyArray_BYTES(x)
-    cdef const char *tp = cnp.PyArray_BYTES(target)
-    cdef Py_ssize_t xs0 = _bstride(x, 0), xs1 = _bstride(x, 1), xs2 = _bstride(x, 2)
-    cdef Py_ssize_t ts0 = _bstride(target, 0), ts2 = _bstride(target, 2)
-    cdef double *nllp = <double *> cnp.PyArray_DATA(nll)
-    cdef int64_t *rankp = <int64_t *> cnp.PyArray_DATA(rank)
+    n_threads = <int> max(1, min(<Py_ssize_t> n_threads, j.outer * j.inner))
+    j.x, j.xkind = cnp.PyArray_BYTES(x), xkind
+    j.xs0, j.xs1, j.xs2 = _bstride(x, 0), _bstride(x, 1), _bstride(x, 2)
+    j.t, j.tcode = cnp.PyArray_BYTES(target), tcode
+    j.ts0, j.ts2 = _bstride(target, 0), _bstride(target, 2)
+    j.ignore_index = ignore_index
+    j.nll = <double *> cnp.PyArray_DATA(nll)
+    j.rank = <int64_t *> cnp.PyArray_DATA(rank)
+    cdef void *scratch = _alloc_scratch(n_threads * max(j.C, 1) * itemsize)
     try:
         with nogil:
             if double_precision:
-                _eval_loop(xp, xkind, outer, C, inner, xs0, xs1, xs2, tp, tcode, ts0, ts2,
-                           ignore_index, nllp, rankp, <double_u *> scratch, n_threads)
+                _eval_loop(&j, <double_u *> scratch, n_threads)
             else:
-                _eval_loop(xp, xkind, outer, C, inner, xs0, xs1, xs2, tp, tcode, ts0, ts2,
-                           ignore_index, nllp, rankp, <float_u *> scratch, n_threads)
+                _eval_loop(&j, <float_u *> scratch, n_threads)
     finally:
         free(scratch)

@@ -1,6 +1,7 @@
 # Normalisers (logsumexp, log-softmax, softmax) over axis 1 of a 3-D view.
 # Included by _kernels.pyx; uses its fused type `real`, _gather/_scatter, scratch,
-# and _row_in (_storage.pxi) to read rows of any floating storage.
+# and _row_in (storage.pxi) to read rows of any floating storage; its path
+# thresholds are in thresholds.pxi.
 
 cdef extern from "xent/kernels.h" nogil:
     float row_logsumexp_f32 "xent_row_logsumexp_f32"(const float *x, Py_ssize_t n)
@@ -76,51 +77,6 @@ cdef enum Op:
 LOGSUMEXP = OP_LOGSUMEXP
 LOG_SOFTMAX = OP_LOG_SOFTMAX
 SOFTMAX = OP_SOFTMAX
-
-# Class-axis-not-last blocks: adjacent positions handled together so the loops
-# vectorise across them.  A block of C x BLOCK_BYTES/C values stays in L2 between
-# the max, sum and write sweeps.
-cdef Py_ssize_t BLOCK_BYTES = 128 * 1024
-cdef Py_ssize_t MIN_BLOCK = 16
-cdef Py_ssize_t MAX_BLOCK = 1024
-
-# Few classes (rows shorter than a SIMD register or two): rows are taken
-# TILE_ROWS at a time and transposed into scratch, so the block kernels above
-# vectorise across rows instead of within a row.
-cdef Py_ssize_t SMALL_C = 32
-
-# Long rows (at least SPLIT_MIN unit-stride classes, a megabyte of float32: more
-# than one core's L2) are normalised in chunks of SPLIT_CHUNK, spread over the
-# threads even when there are fewer rows than threads; see _run_split.
-cdef Py_ssize_t SPLIT_MIN = 1 << 18
-cdef Py_ssize_t SPLIT_CHUNK = 1 << 15
-cdef Py_ssize_t TILE_ROWS = 256
-# Rows of a row batch (_row_batch, _ce_row_batch): their maxima and sums of
-# exps are all taken before their logs.  One row at a time, a short row is one
-# chain of dependent latencies (its max, its sum, then libm's log1p, ~50
-# cycles) that leaves most of the core idle; in a batch the logs wait on sums
-# taken long before and the next sums do not wait on a log (30-45% less time
-# a row for 40-100 float32 classes, one thread).  Where the second pass reads
-# or writes whole rows again (log_softmax, softmax, a gradient), batches only
-# pay for short rows: one row at a time, a row's write sweep (bound by stores)
-# overlaps the next row's sum (bound by FMAs), which batching takes away; in a
-# C harness on the AMD machine, log_softmax rows of 300 and 1000 classes took
-# 5-25% longer in batches of 2-16, rows of 40 and 100 10-15% less.  So those
-# batches hold ROW_BATCH_BYTES of rows (10 rows of 100 float32 classes), and
-# rows too long for 4 in a batch go one at a time.
-cdef enum:
-    ROW_BATCH = 16
-cdef Py_ssize_t ROW_BATCH_BYTES = 4 * 1024
-
-
-cdef inline Py_ssize_t _batch_rows(Py_ssize_t C, Py_ssize_t itemsize, bint rereads) noexcept nogil:
-    """Rows in a row batch (see ROW_BATCH) of C classes of `itemsize` bytes."""
-    cdef Py_ssize_t n
-    if not rereads:
-        return ROW_BATCH
-    n = ROW_BATCH_BYTES // (C * itemsize) if C > 0 else ROW_BATCH
-    return 1 if n < 4 else min(n, ROW_BATCH)  # 1: the row-by-row path instead
-
 
 # ---- one row / one block, all op and type branches in one place ----------------
 
@@ -285,30 +241,103 @@ cdef inline void _tile(int op, const real *x, Py_ssize_t R, Py_ssize_t C, Py_ssi
                 out[r * os0 + c * os1] = ot[c * R + r]
 
 
+# ---- the job and its path ------------------------------------------------------
+
+# One normaliser call: everything its row, block and tile tasks read.  x's
+# strides are in bytes (rows may be of any storage xkind); out has the
+# computation dtype and element strides: os* for log-softmax / softmax
+# (outer, C, inner), ls* for logsumexp (outer, inner).
+cdef struct _NormJob:
+    int op
+    const char *x
+    int xkind
+    Py_ssize_t outer, C, inner, xs0, xs1, xs2
+    char *out
+    Py_ssize_t os0, os1, os2, ls0, ls1
+
+# The ways through a normaliser call, chosen by _norm_path (names: NORMALIZE_PATHS).
+cdef enum:
+    _NORM_ROWS = 0         # one row at a time, any strides and storage
+    _NORM_ROW_BATCHES = 1  # unit-stride rows in batches, sums before logs (ROW_BATCH)
+    _NORM_TILES = 2        # few-class rows, TILE_ROWS at a time (SMALL_C)
+    _NORM_BLOCKS = 3       # class axis not last: blocks of adjacent positions
+    _NORM_SPLIT = 4        # long rows in chunks over the threads (SPLIT_MIN)
+
+NORMALIZE_PATHS = ("rows", "row_batches", "tiles", "blocks", "split")
+
+
+cdef Py_ssize_t _norm_job(_NormJob *j, int op, cnp.ndarray x, int xkind,
+                          cnp.ndarray out) except -1:
+    """Fill j for normalize's arguments (checking its contract); return the
+    computation dtype's item size."""
+    cdef int typenum = cnp.PyArray_TYPE(out)
+    if x.ndim != 3 or typenum not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
+        raise TypeError("xent._kernels.normalize: internal contract violated (ndim/dtype)")
+    if out.ndim != (2 if op == OP_LOGSUMEXP else 3):
+        raise ValueError("xent._kernels.normalize: internal contract violated (out ndim)")
+    if cnp.PyArray_ITEMSIZE(x) != (4 if xkind == XENT_KIND_F32 else 8 if xkind == XENT_KIND_F64
+                                   else 2 if xkind in (XENT_KIND_F16, XENT_KIND_BF16) else 0):
+        raise TypeError("xent._kernels.normalize: internal contract violated (xkind)")
+    j.op, j.x, j.xkind = op, cnp.PyArray_BYTES(x), xkind
+    j.outer, j.C, j.inner = x.shape[0], x.shape[1], x.shape[2]
+    j.xs0, j.xs1 = cnp.PyArray_STRIDE(x, 0), cnp.PyArray_STRIDE(x, 1)
+    j.xs2 = cnp.PyArray_STRIDE(x, 2)
+    j.out = cnp.PyArray_BYTES(out)
+    j.os0 = j.os1 = j.os2 = j.ls0 = j.ls1 = 0
+    if op == OP_LOGSUMEXP:
+        j.ls0, j.ls1 = _stride(out, 0), _stride(out, 1)
+    else:
+        j.os0, j.os1, j.os2 = _stride(out, 0), _stride(out, 1), _stride(out, 2)
+    return cnp.PyArray_ITEMSIZE(out)
+
+
+cdef int _norm_path(const _NormJob *j, Py_ssize_t itemsize) noexcept nogil:
+    """The path of the job (_NORM_*); itemsize: the computation dtype's.  The
+    typed paths (split, tiles, blocks) read x in place, so they need it stored
+    in the computation dtype ("own"); row batches also read float16 in place."""
+    cdef bint own = j.xkind == (XENT_KIND_F32 if itemsize == sizeof(float) else XENT_KIND_F64)
+    cdef bint unit = own and j.xs1 == itemsize
+    cdef bint lse = j.op == OP_LOGSUMEXP
+    if unit and j.C >= SPLIT_MIN and (lse or j.os1 == 1):
+        return _NORM_SPLIT
+    if j.inner == 1 and unit and 0 < j.C <= SMALL_C and j.outer >= 2 * MIN_BLOCK:
+        return _NORM_TILES
+    if j.inner > 1 and own and j.xs2 == itemsize and (lse or j.os2 == 1):
+        return _NORM_BLOCKS
+    if (j.inner == 1 and j.C > 0 and (lse or j.os1 == 1)
+            and (_batch_rows(j.C, itemsize, not lse) > 1 or j.xkind == XENT_KIND_F16)
+            and (unit or itemsize == sizeof(float) and j.xkind == XENT_KIND_F16 and j.xs1 == 2)):
+        # float16 rows are read in place there, even in batches of one.
+        return _NORM_ROW_BATCHES
+    return _NORM_ROWS
+
+
 # ---- the loops over rows and blocks --------------------------------------------
 
-cdef void _run(int op, const char *x, int xkind, Py_ssize_t outer, Py_ssize_t C,
-               Py_ssize_t inner, Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t xs2,
-               real *out, Py_ssize_t os0, Py_ssize_t os1, Py_ssize_t os2,
-               real *lse, Py_ssize_t ls0, Py_ssize_t ls1,
-               real *scratch, Py_ssize_t per_thread, Py_ssize_t nb,
-               int n_threads) noexcept nogil:
-    """Rows (nb == 0), blocks of nb positions (nb > 0), or tiles of TILE_ROWS short
-    rows (nb < 0), split statically over threads.  x's strides are in bytes; rows
-    may be of any storage xkind, blocks and tiles only of `real` storage."""
+cdef void _run(const _NormJob *j, int path, real *scratch, Py_ssize_t per_thread,
+               Py_ssize_t nb, int n_threads) noexcept nogil:
+    """The tasks of `path` (any but _NORM_SPLIT): rows, row batches, tiles of
+    TILE_ROWS short rows, or blocks of nb positions, split statically over
+    threads, each with per_thread reals of scratch."""
+    cdef int op = j.op, xkind = j.xkind
+    cdef const char *x = j.x
+    cdef Py_ssize_t outer = j.outer, C = j.C, inner = j.inner
+    cdef Py_ssize_t xs0 = j.xs0, xs1 = j.xs1, xs2 = j.xs2
+    cdef real *out = <real *> j.out
+    cdef real *lse = <real *> j.out
+    cdef Py_ssize_t os0 = j.os0, os1 = j.os1, os2 = j.os2, ls0 = j.ls0, ls1 = j.ls1
     cdef Py_ssize_t t, o, i, n_blocks, width
     cdef const real *xr = <const real *> x
     cdef Py_ssize_t e0 = xs0 // <Py_ssize_t> sizeof(real), e1 = xs1 // <Py_ssize_t> sizeof(real)
-    cdef int native = XENT_KIND_F32 if sizeof(real) == sizeof(float) else XENT_KIND_F64
     cdef real *mine
-    if nb < 0:
+    if path == _NORM_TILES:
         n_blocks = (outer + TILE_ROWS - 1) // TILE_ROWS
         for t in prange(n_blocks, schedule="static", num_threads=n_threads):
             o = t * TILE_ROWS
             width = outer - o if outer - o < TILE_ROWS else TILE_ROWS
             mine = scratch + omp_get_thread_num() * per_thread
             _tile(op, xr + o * e0, width, C, e0, out + o * os0, os0, os1, lse + o * ls0, ls0, mine)
-    elif nb > 0:
+    elif path == _NORM_BLOCKS:
         n_blocks = (inner + nb - 1) // nb
         for t in prange(outer * n_blocks, schedule="static", num_threads=n_threads):
             o = t // n_blocks
@@ -317,12 +346,7 @@ cdef void _run(int op, const char *x, int xkind, Py_ssize_t outer, Py_ssize_t C,
             mine = scratch + omp_get_thread_num() * per_thread
             _block(op, xr + o * e0 + i, C, e1, width,
                    out + o * os0 + i, os1, lse + o * ls0 + i * ls1, ls1, mine)
-    elif (inner == 1 and C > 0 and (op == OP_LOGSUMEXP or os1 == 1)
-          and (_batch_rows(C, sizeof(real), op != OP_LOGSUMEXP) > 1 or xkind == XENT_KIND_F16)
-          and (xs1 == sizeof(real) and xkind == native
-               or sizeof(real) == sizeof(float) and xkind == XENT_KIND_F16 and xs1 == 2)):
-        # Unit-stride rows (and unit-stride outputs): in batches, sums before logs
-        # (float16 rows, read in place here, even in batches of one).
+    elif path == _NORM_ROW_BATCHES:
         nb = _batch_rows(C, sizeof(real), op != OP_LOGSUMEXP)
         n_blocks = (outer + nb - 1) // nb
         for t in prange(n_blocks, schedule="static", num_threads=n_threads):
@@ -345,14 +369,18 @@ cdef void _run(int op, const char *x, int xkind, Py_ssize_t outer, Py_ssize_t C,
                          out + o * os0 + i * os2, os1, lse + o * ls0 + i * ls1, mine)
 
 
-cdef void _run_split(int op, const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                     Py_ssize_t xs0, Py_ssize_t xs2, real *out, Py_ssize_t os0, Py_ssize_t os2,
-                     real *lse, Py_ssize_t ls0, Py_ssize_t ls1, double *stats, double *row,
+cdef void _run_split(const _NormJob *j, real *out, double *stats, double *row,
                      int n_threads) noexcept nogil:
-    """Long unit-stride rows in chunks: chunk stats in parallel, a merge per row in
-    chunk order, then the chunk writes in parallel.  stats: 3 doubles per chunk;
-    row: 3 doubles per row (max, log-sum, 1/sum; NaN max marks a row done by
-    the whole-row path)."""
+    """Long unit-stride rows (the split path) in chunks: chunk stats in parallel,
+    a merge per row in chunk order, then the chunk writes in parallel.  out: j.out
+    as the computation dtype; stats: 3 doubles per chunk; row: 3 doubles per row
+    (max, log-sum, 1/sum; NaN max marks a row done by the whole-row path)."""
+    cdef int op = j.op
+    cdef const real *x = <const real *> j.x
+    cdef Py_ssize_t outer = j.outer, C = j.C, inner = j.inner
+    cdef Py_ssize_t xs0 = j.xs0 // <Py_ssize_t> sizeof(real), xs2 = j.xs2 // <Py_ssize_t> sizeof(real)
+    cdef real *lse = out
+    cdef Py_ssize_t os0 = j.os0, os2 = j.os2, ls0 = j.ls0, ls1 = j.ls1
     cdef Py_ssize_t n_chunks = (C + SPLIT_CHUNK - 1) // SPLIT_CHUNK
     cdef Py_ssize_t t, r, o, i, c0, n
     cdef real m = 0, sm = 1, ls = 0
@@ -409,7 +437,7 @@ cdef void _run_split(int op, const real *x, Py_ssize_t outer, Py_ssize_t C, Py_s
                                   row[3 * r + 2], out + o * os0 + i * os2 + c0)
 
 
-def normalize(int op, cnp.ndarray x not None, int xkind, cnp.ndarray out not None,
+def normalize(*, int op, cnp.ndarray x not None, int xkind, cnp.ndarray out not None,
               int n_threads):
     """Apply op along axis 1 of the 3-D array x.
 
@@ -419,7 +447,7 @@ def normalize(int op, cnp.ndarray x not None, int xkind, cnp.ndarray out not Non
     x : ndarray, shape (outer, C, inner)
         float32, float64, float16 or bfloat16, of storage kind `xkind`; any
         strides that are multiples of the item size.
-    xkind : {KIND_F32, KIND_F64, KIND_F16, KIND_BF16}
+    xkind : FLOAT_KINDS[x's dtype name]
         x's storage.
     out : ndarray
         ``(outer, inner)`` for LOGSUMEXP, else ``(outer, C, inner)``; float32 or
@@ -430,79 +458,64 @@ def normalize(int op, cnp.ndarray x not None, int xkind, cnp.ndarray out not Non
 
     Rows of x's own dtype take the fast paths (long rows in chunks, few classes
     in tiles, class axis not last in blocks); 16-bit rows are converted into
-    per-thread scratch one row at a time.
+    per-thread scratch one row at a time (float16 rows of unit stride are read
+    in place, in row batches).  normalize_path names the path.
     """
-    cdef int typenum = cnp.PyArray_TYPE(out)
-    if x.ndim != 3 or typenum not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
-        raise TypeError("xent._kernels.normalize: internal contract violated (ndim/dtype)")
-    if out.ndim != (2 if op == OP_LOGSUMEXP else 3):
-        raise ValueError("xent._kernels.normalize: internal contract violated (out ndim)")
-    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
-    cdef Py_ssize_t xs0 = cnp.PyArray_STRIDE(x, 0), xs1 = cnp.PyArray_STRIDE(x, 1)
-    cdef Py_ssize_t xs2 = cnp.PyArray_STRIDE(x, 2)
-    cdef Py_ssize_t os0 = 0, os1 = 0, os2 = 0, ls0 = 0, ls1 = 0
-    if op == OP_LOGSUMEXP:
-        ls0, ls1 = _stride(out, 0), _stride(out, 1)
-    else:
-        os0, os1, os2 = _stride(out, 0), _stride(out, 1), _stride(out, 2)
+    cdef _NormJob j
+    cdef Py_ssize_t itemsize = _norm_job(&j, op, x, xkind, out)
+    cdef Py_ssize_t outer = j.outer, C = j.C, inner = j.inner
     if outer * inner == 0:
         return
-    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(out)
-    # own: x is stored in the computation dtype, so the typed fast paths may read it.
-    cdef bint own = xkind == (XENT_KIND_F32 if typenum == cnp.NPY_FLOAT32 else XENT_KIND_F64)
-    if cnp.PyArray_ITEMSIZE(x) != (4 if xkind == XENT_KIND_F32 else 8 if xkind == XENT_KIND_F64
-                                   else 2 if xkind in (XENT_KIND_F16, XENT_KIND_BF16) else 0):
-        raise TypeError("xent._kernels.normalize: internal contract violated (xkind)")
-    cdef bint unit = own and xs1 == itemsize
+    cdef int path = _norm_path(&j, itemsize)
     cdef Py_ssize_t nb = 0, per_thread = 0, n_tasks
-    cdef char *xp = cnp.PyArray_BYTES(x)
-    cdef char *op_ = cnp.PyArray_BYTES(out)
     cdef double *split = NULL
     cdef Py_ssize_t n_rows = outer * inner, n_chunks
-    if unit and C >= SPLIT_MIN and (op == OP_LOGSUMEXP or os1 == 1):
+    if path == _NORM_SPLIT:
         n_chunks = (C + SPLIT_CHUNK - 1) // SPLIT_CHUNK
         split = <double *> _alloc_scratch((3 * n_rows * n_chunks + 3 * n_rows) * sizeof(double))
         n_threads = <int> max(1, min(<Py_ssize_t> n_threads, n_rows * n_chunks))
         try:
             with nogil:
-                if typenum == cnp.NPY_FLOAT32:
-                    _run_split(op, <const float_u *> xp, outer, C, inner,
-                               xs0 // itemsize, xs2 // itemsize,
-                               <float_u *> op_, os0, os2, <float_u *> op_, ls0, ls1,
-                               split, split + 3 * n_rows * n_chunks, n_threads)
+                if itemsize == sizeof(float):
+                    _run_split(&j, <float_u *> j.out, split, split + 3 * n_rows * n_chunks,
+                               n_threads)
                 else:
-                    _run_split(op, <const double_u *> xp, outer, C, inner,
-                               xs0 // itemsize, xs2 // itemsize,
-                               <double_u *> op_, os0, os2, <double_u *> op_, ls0, ls1,
-                               split, split + 3 * n_rows * n_chunks, n_threads)
+                    _run_split(&j, <double_u *> j.out, split, split + 3 * n_rows * n_chunks,
+                               n_threads)
         finally:
             free(split)
         return
-    if inner == 1 and unit and 0 < C <= SMALL_C and outer >= 2 * MIN_BLOCK:
-        nb = -1
+    if path == _NORM_TILES:
         per_thread = 2 * C * TILE_ROWS + _block_scratch(TILE_ROWS, C, itemsize)
         per_thread += per_thread % 2
         n_tasks = (outer + TILE_ROWS - 1) // TILE_ROWS
-    elif inner > 1 and own and xs2 == itemsize and (op == OP_LOGSUMEXP or os2 == 1):
+    elif path == _NORM_BLOCKS:
         nb = BLOCK_BYTES // (C * itemsize) if C > 0 else MAX_BLOCK
         nb = min(max(nb, MIN_BLOCK), MAX_BLOCK, inner)
         per_thread = _block_scratch(nb, C, itemsize)
         n_tasks = outer * ((inner + nb - 1) // nb)
     else:
-        if not unit or (op != OP_LOGSUMEXP and os1 != 1):
+        # scratch for a row that is not contiguous computation-dtype values, or
+        # a strided output row
+        if j.xkind != (XENT_KIND_F32 if itemsize == sizeof(float) else XENT_KIND_F64) \
+                or j.xs1 != itemsize or (op != OP_LOGSUMEXP and j.os1 != 1):
             per_thread = C
         n_tasks = outer * inner
     n_threads = <int> max(1, min(<Py_ssize_t> n_threads, n_tasks))
     cdef void *scratch = _alloc_scratch(n_threads * per_thread * itemsize)
     try:
         with nogil:
-            if typenum == cnp.NPY_FLOAT32:
-                _run(op, xp, xkind, outer, C, inner, xs0, xs1, xs2,
-                     <float_u *> op_, os0, os1, os2, <float_u *> op_, ls0, ls1,
-                     <float_u *> scratch, per_thread, nb, n_threads)
+            if itemsize == sizeof(float):
+                _run(&j, path, <float_u *> scratch, per_thread, nb, n_threads)
             else:
-                _run(op, xp, xkind, outer, C, inner, xs0, xs1, xs2,
-                     <double_u *> op_, os0, os1, os2, <double_u *> op_, ls0, ls1,
-                     <double_u *> scratch, per_thread, nb, n_threads)
+                _run(&j, path, <double_u *> scratch, per_thread, nb, n_threads)
     finally:
         free(scratch)
+
+
+def normalize_path(*, int op, cnp.ndarray x not None, int xkind, cnp.ndarray out not None):
+    """The name (one of NORMALIZE_PATHS) of the path normalize takes for these
+    arguments: the same job and the same choice (_norm_path) as normalize."""
+    cdef _NormJob j
+    cdef Py_ssize_t itemsize = _norm_job(&j, op, x, xkind, out)
+    return NORMALIZE_PATHS[_norm_path(&j, itemsize)]

@@ -2,7 +2,7 @@
 # probabilities, kl_div).  Included by _kernels.pyx; uses its fused type `real`,
 # _gather/_scatter, _alloc_scratch.
 #
-# Contract (checked and prepared by xent/_pointwise.py):
+# Contract (checked and prepared by xent/_api/pointwise.py):
 # * Every operand has the same logical shape, given after coalescing as `shape`
 #   (ndim >= 1, no dimension of length 1 unless ndim == 1, C order of the
 #   original array); operand k's element strides are `strides[k, :]` (0 for a
@@ -78,16 +78,34 @@ cdef inline double _pw_piece(int kind, Py_ssize_t n, real **p, real scale,
             return kl_div_f64(n, p[0], p[1], p[4], kind == PW_KL_DIV_LOG_TARGET)
 
 
-cdef void _pw_task(int kind, real **base, const uint16_u *xh, int half,
-                   Py_ssize_t ndim, const Py_ssize_t *shape, const Py_ssize_t *strides,
-                   Py_ssize_t numel, real scale, Py_ssize_t task,
-                   double *partials, Py_ssize_t *bad, real *scratch) noexcept nogil:
+# One pointwise call (see the contract above): operand k at base[k] (NULL when
+# absent; slot 0 holds uint16 bits when `half`), with element strides
+# strides[k*ndim : (k+1)*ndim] over `shape`.
+cdef struct _PwJob:
+    int kind, half
+    void *base[PW_N_OPS]
+    Py_ssize_t ndim, numel
+    const Py_ssize_t *shape
+    const Py_ssize_t *strides
+    double scale
+    double *partials        # one per task
+    Py_ssize_t *bad         # two per task
+
+
+cdef void _pw_task(const _PwJob *pw, Py_ssize_t task, real *scratch) noexcept nogil:
     """Elements [task*PW_TASK, min(numel, (task+1)*PW_TASK)) in C order.
 
     The range is walked in pieces that never cross a row (the last, coalesced
     dimension) and hold at most PW_CHUNK elements; strided operands go through
     scratch (PW_N_OPS slices of PW_CHUNK values).
     """
+    cdef int kind = pw.kind, half = pw.half
+    cdef Py_ssize_t ndim = pw.ndim, numel = pw.numel
+    cdef const Py_ssize_t *shape = pw.shape
+    cdef const Py_ssize_t *strides = pw.strides
+    cdef real scale = <real> pw.scale
+    cdef real *base[PW_N_OPS]
+    cdef const uint16_u *xh = <const uint16_u *> pw.base[0] if half else NULL
     cdef Py_ssize_t e = task * PW_TASK
     cdef Py_ssize_t end = min(e + PW_TASK, numel)
     cdef Py_ssize_t L = shape[ndim - 1]
@@ -96,6 +114,8 @@ cdef void _pw_task(int kind, real **base, const uint16_u *xh, int half,
     cdef Py_ssize_t off[PW_N_OPS]
     cdef real *p[PW_N_OPS]
     cdef double total = 0
+    for k in range(PW_N_OPS):
+        base[k] = <real *> pw.base[k]
     while e < end:
         row = e // L
         j = e - row * L
@@ -138,23 +158,20 @@ cdef void _pw_task(int kind, real **base, const uint16_u *xh, int half,
             if base[k] != NULL and s != 1:
                 _scatter(scratch + k * PW_CHUNK, n, base[k] + off[k], s)
         e += n
-    partials[task] = total
-    bad[2 * task] = first_p
-    bad[2 * task + 1] = first_y
+    pw.partials[task] = total
+    pw.bad[2 * task] = first_p
+    pw.bad[2 * task + 1] = first_y
 
 
-cdef void _pw_run(int kind, real **base, const uint16_u *xh, int half,
-                  Py_ssize_t ndim, const Py_ssize_t *shape, const Py_ssize_t *strides,
-                  Py_ssize_t numel, real scale, double *partials, Py_ssize_t *bad,
-                  real *scratch, int n_threads) noexcept nogil:
-    cdef Py_ssize_t n_tasks = (numel + PW_TASK - 1) // PW_TASK
+cdef void _pw_run(const _PwJob *pw, real *scratch, int n_threads) noexcept nogil:
+    """Every task of the job; scratch: PW_N_OPS * PW_CHUNK reals per thread."""
+    cdef Py_ssize_t n_tasks = (pw.numel + PW_TASK - 1) // PW_TASK
     cdef Py_ssize_t t
     for t in prange(n_tasks, schedule="static", num_threads=n_threads):
-        _pw_task(kind, base, xh, half, ndim, shape, strides, numel, scale, t,
-                 partials, bad, scratch + omp_get_thread_num() * (PW_N_OPS * PW_CHUNK))
+        _pw_task(pw, t, scratch + omp_get_thread_num() * (PW_N_OPS * PW_CHUNK))
 
 
-def pointwise(int kind, tuple operands not None, shape, strides, int half, double scale,
+def pointwise(*, int kind, tuple operands not None, shape, strides, int half, double scale,
               cnp.ndarray partials not None, cnp.ndarray bad not None, int n_threads):
     """Run a pointwise loss over prepared operands (see the contract above).
 
@@ -180,7 +197,7 @@ def pointwise(int kind, tuple operands not None, shape, strides, int half, doubl
     cdef Py_ssize_t k, d, numel = 1, n_tasks
     cdef Py_ssize_t shp[64]
     cdef Py_ssize_t strd[PW_N_OPS * 64]
-    cdef void *base[PW_N_OPS]
+    cdef _PwJob pw
     cdef int typenum = -1, t
     cdef cnp.ndarray a
     if len(operands) != PW_N_OPS or ndim < 1 or ndim > 64 or len(strides) != PW_N_OPS:
@@ -196,7 +213,7 @@ def pointwise(int kind, tuple operands not None, shape, strides, int half, doubl
             strd[k * ndim + d] = row[d] if operands[k] is not None else 0
     for k in range(PW_N_OPS):
         if operands[k] is None:
-            base[k] = NULL
+            pw.base[k] = NULL
             continue
         a = operands[k]
         t = cnp.PyArray_TYPE(a)
@@ -209,7 +226,7 @@ def pointwise(int kind, tuple operands not None, shape, strides, int half, doubl
             raise TypeError("xent._kernels.pointwise: internal contract violated (dtypes)")
         if k >= PW_N_IN and not cnp.PyArray_ISWRITEABLE(a):
             raise ValueError("xent._kernels.pointwise: internal contract violated (read-only out)")
-        base[k] = cnp.PyArray_BYTES(a)
+        pw.base[k] = cnp.PyArray_BYTES(a)
     if half:
         typenum = cnp.NPY_FLOAT32 if typenum < 0 else typenum
         if typenum != cnp.NPY_FLOAT32:
@@ -227,16 +244,15 @@ def pointwise(int kind, tuple operands not None, shape, strides, int half, doubl
     n_threads = <int> max(1, min(<Py_ssize_t> n_threads, n_tasks))
     cdef Py_ssize_t itemsize = 4 if typenum == cnp.NPY_FLOAT32 else 8
     cdef void *scratch = _alloc_scratch(n_threads * PW_N_OPS * PW_CHUNK * itemsize)
-    cdef double *pp = <double *> cnp.PyArray_BYTES(partials)
-    cdef Py_ssize_t *bp = <Py_ssize_t *> cnp.PyArray_BYTES(bad)
-    cdef const uint16_u *xh = <const uint16_u *> base[0] if half else NULL
+    pw.kind, pw.half, pw.ndim, pw.numel = kind, half, ndim, numel
+    pw.shape, pw.strides, pw.scale = shp, strd, scale
+    pw.partials = <double *> cnp.PyArray_BYTES(partials)
+    pw.bad = <Py_ssize_t *> cnp.PyArray_BYTES(bad)
     try:
         with nogil:
             if typenum == cnp.NPY_FLOAT32:
-                _pw_run(kind, <float_u **> base, xh, half, ndim, shp, strd, numel,
-                        <float> scale, pp, bp, <float_u *> scratch, n_threads)
+                _pw_run(&pw, <float_u *> scratch, n_threads)
             else:
-                _pw_run(kind, <double_u **> base, xh, half, ndim, shp, strd, numel,
-                        scale, pp, bp, <double_u *> scratch, n_threads)
+                _pw_run(&pw, <double_u *> scratch, n_threads)
     finally:
         free(scratch)
