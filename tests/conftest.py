@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 # Thread-count tests ask for exact teams: xent's default leaves CPUs that other
-# processes keep busy to them (_threading.py), which on a busy CI machine would
+# processes keep busy to them (_runtime/threads.py), which on a busy CI machine would
 # quietly turn "two threads" into one.  The test that checks that adjustment
 # turns it back on in a subprocess of its own.
 os.environ.setdefault("XENT_DYNAMIC_THREADS", "0")

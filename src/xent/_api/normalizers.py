@@ -4,7 +4,7 @@ Non-finite rule (SPEC, "Conventions"): a -inf logit is a class of probability 0;
 k entries of +inf are the limit of k equal, arbitrarily large logits (softmax
 1/k on them); NaN propagates to everything computed from its row; a row with no
 finite or +inf entry (all -inf, or empty) has logsumexp -inf and NaN
-softmax/log-softmax.  The kernels implement the rule; see _rows_impl.h.
+softmax/log-softmax.  The kernels implement the rule; see include/xent/portable/rows.h.
 """
 
 import numpy as np

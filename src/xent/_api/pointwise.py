@@ -1,4 +1,4 @@
-"""Plumbing shared by the pointwise losses (``_binary.py``, ``_kl_div.py``).
+"""Plumbing shared by the pointwise losses (``binary.py``, ``kl_div.py``).
 
 The pointwise kernels (``_pointwise.pxi``) see up to six operands of one logical
 shape -- input, target, weight, pos_weight, per-element loss, gradient -- each
@@ -8,7 +8,7 @@ materialised), merges adjacent dimensions that every operand walks contiguously
 (so a C-contiguous problem becomes one long row whatever its rank), decides
 whether an output buffer may be written directly, and runs the kernel.
 
-Nothing here validates user input: callers do that first (``_validation.py``),
+Nothing here validates user input: callers do that first (``validation.py``),
 so a call that raises has written nothing.
 """
 

@@ -2,7 +2,7 @@
 # built the extensions, OpenMP's default team size, and which x86-64 SIMD levels
 # the CPU (and OS) support.  The file name is unique on purpose: threadpoolctl
 # finds this extension among the loaded libraries by the prefix "_xent_runtime"
-# (see _threading.py).
+# (see _runtime/threads.py).
 include "xent/_cython/openmp.pxi"
 
 cdef extern from *:

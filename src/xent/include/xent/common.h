@@ -100,10 +100,10 @@ enum {
     XENT_ROW_NAN = 3     /* NaN present and the finite path cannot show it */
 };
 
-/* Storage of a floating row as the kernels see it (XENT_KIND_* in _validation.py). */
+/* Storage of a floating row as the kernels see it (exported as FLOAT_KINDS by the kernel module, read by _api/validation.py). */
 enum { XENT_KIND_F32 = 0, XENT_KIND_F64 = 1, XENT_KIND_F16 = 2, XENT_KIND_BF16 = 3 };
 
-/* Integer storage of class indices (XENT_INDEX_* in _validation.py). */
+/* Integer storage of class indices (exported as INDEX_CODES by the kernel module). */
 enum {
     XENT_INDEX_I8 = 0, XENT_INDEX_U8, XENT_INDEX_I16, XENT_INDEX_U16,
     XENT_INDEX_I32, XENT_INDEX_U32, XENT_INDEX_I64, XENT_INDEX_U64
