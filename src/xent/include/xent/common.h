@@ -116,4 +116,20 @@ enum {
     X(XENT_INDEX_U16, uint16_t) X(XENT_INDEX_I32, int32_t) X(XENT_INDEX_U32, uint32_t) \
     X(XENT_INDEX_I64, int64_t) X(XENT_INDEX_U64, uint64_t)
 
+/* The float32 twins of portable/rows.h's sum_exp_rest and sum_exp_rest_store
+ * over an ISA's hand-written xent_<isa>_sum_exp_rest(x, is_f16, n, m, k, e):
+ * defined once here, instantiated by x86_64_v3/rows.h and x86_64_v4/rows.h. */
+#define XENT_SUM_EXP_REST_TWINS(isa)                                                    \
+    static double xent_##isa##_sum_exp_rest_f32(const xent_f32u *x, ptrdiff_t n,        \
+                                                xent_f32u m, ptrdiff_t *k)              \
+    {                                                                                   \
+        return xent_##isa##_sum_exp_rest(x, 0, n, (float)m, k, NULL);                   \
+    }                                                                                   \
+    static double xent_##isa##_sum_exp_rest_store_f32(const xent_f32u *x, ptrdiff_t n,  \
+                                                      xent_f32u m, ptrdiff_t *k,        \
+                                                      xent_f32u *e)                     \
+    {                                                                                   \
+        return xent_##isa##_sum_exp_rest(x, 0, n, (float)m, k, (float *)e);             \
+    }
+
 #endif /* XENT_COMMON_H */

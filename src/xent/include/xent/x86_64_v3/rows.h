@@ -374,17 +374,8 @@ XENT_INLINE double xent_avx2_f16_rest(const xent_u16u *x, ptrdiff_t n, float *m,
 
 /* ---- twins of portable/rows.h (float32) and portable/half_rows.h ------------- */
 
-static double xent_avx2_sum_exp_rest_f32(const xent_f32u *x, ptrdiff_t n, xent_f32u m,
-                                         ptrdiff_t *k)
-{
-    return xent_avx2_sum_exp_rest(x, 0, n, (float)m, k, NULL);
-}
-
-static double xent_avx2_sum_exp_rest_store_f32(const xent_f32u *x, ptrdiff_t n, xent_f32u m,
-                                               ptrdiff_t *k, xent_f32u *e)
-{
-    return xent_avx2_sum_exp_rest(x, 0, n, (float)m, k, (float *)e);
-}
+/* xent_avx2_sum_exp_rest_f32 and xent_avx2_sum_exp_rest_store_f32 (common.h) */
+XENT_SUM_EXP_REST_TWINS(avx2)
 
 /* row_parts_f32 of the converted row for a unit-stride float16 row read in
  * place (see portable/half_rows.h). */

@@ -559,17 +559,8 @@ XENT_INLINE double xent_avx512_max_rest(const void *x, int half, ptrdiff_t n, fl
 
 /* ---- twins of portable/rows.h (float32) and portable/half_rows.h ------------- */
 
-static double xent_avx512_sum_exp_rest_f32(const xent_f32u *x, ptrdiff_t n, xent_f32u m,
-                                           ptrdiff_t *k)
-{
-    return xent_avx512_sum_exp_rest(x, 0, n, (float)m, k, NULL);
-}
-
-static double xent_avx512_sum_exp_rest_store_f32(const xent_f32u *x, ptrdiff_t n, xent_f32u m,
-                                                 ptrdiff_t *k, xent_f32u *e)
-{
-    return xent_avx512_sum_exp_rest(x, 0, n, (float)m, k, (float *)e);
-}
+/* xent_avx512_sum_exp_rest_f32 and xent_avx512_sum_exp_rest_store_f32 (common.h) */
+XENT_SUM_EXP_REST_TWINS(avx512)
 
 /* max_rest in one pass over the row (see above). */
 static int xent_avx512_max_rest_f32(const xent_f32u *x, ptrdiff_t n, xent_f32u *m, ptrdiff_t *k,
