@@ -19,9 +19,10 @@ layer (``xent/_api``):
   inputs or the very same buffer with the same strides (in place);
 * ``n_threads >= 1``.
 
-Every entry point takes keyword arguments only (the small-call
-``cross_entropy_small`` after its logits and target), and fills one job struct
-per family (``_NormJob``, ``_CeJob``, ...) that its loops read.
+Entry points take keyword arguments (``cross_entropy`` after its logits and
+target; ``cross_entropy_small``, the hot small call, by position in the public
+function's order; ``sum_rows`` its one array), and fill one job struct per
+family (``_NormJob``, ``_CeJob``, ...) that their loops read.
 
 The kernels never allocate anything the size of the input.  Scratch memory is
 ``n_threads`` slices of a few rows, allocated before the parallel region.

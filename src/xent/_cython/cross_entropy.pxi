@@ -813,11 +813,16 @@ cdef inline bint _is_zero(v):
     return (type(v) is float or type(v) is int) and v == 0
 
 
-def cross_entropy_small(logits, target, *, axis, ignore_index, reduction, label_smoothing,
+def cross_entropy_small(logits, target, axis, ignore_index, reduction, label_smoothing,
                         z_loss, threads_for):
     """`cross_entropy(logits, target, ...)` (no weight, gradient or grad_out; the
     caller has checked that) in one call with no temporary array, or None: then
     the caller takes the general path, which raises whatever error applies.
+
+    The one entry point taken by position: its arguments are the public
+    function's, in its order, and its one caller passes variables of the same
+    names; keywords would cost ~500 instructions a call, 2% of a 256x10 call
+    (BENCHMARKS.md, "Kernel calls by keyword").
 
     Taken for: exact ndarrays; 2-D, C-contiguous, aligned, native float32/float64
     logits; class axis -1 or 1 (int); 1-D aligned native integer targets of any
