@@ -2,7 +2,7 @@
  * The scalar exp and log of every implementation, written so the compiler
  * vectorises the loops that call them (branch-free, no libm calls).  The
  * hand-written exps of x86_64_v3/ and x86_64_v4/ use the same reduction and
- * polynomial (XENT_EXP_C*) and have these bits (tests/test_exp_bits.py).
+ * polynomial (XENT_EXP_C*) and have these bits (tests/test_exp_and_log.py).
  *
  * XENT_FMAF / XENT_FMA (fused or not) are chosen by select.h, which includes
  * this header.

@@ -388,7 +388,8 @@ static void XENT_FN(scatter)(const XENT_T *src, ptrdiff_t n, XENT_T *out, ptrdif
 /* The few-class tiles: R rows of C contiguous values, rows xs0 elements apart,
  * into the class-major tile t[c*R + r].  Class by class, so the writes are
  * contiguous and the reads are gathers where the ISA has them: a row-by-row
- * copy is a scalar loop of strided stores, two to four times slower on 256x10. */
+ * copy is a scalar loop of strided stores, several times slower
+ * (BENCHMARKS.md, "Decisions in the kernels"). */
 static void XENT_FN(tile_in)(const XENT_T *x, ptrdiff_t R, ptrdiff_t C, ptrdiff_t xs0,
                              XENT_T *t)
 {

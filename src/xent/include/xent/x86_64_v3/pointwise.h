@@ -5,10 +5,10 @@
  * the AVX-512 build its own loop in x86_64_v4/pointwise.h, whose method this
  * is).
  *
- * The portable body compiled for x86-64-v3 takes ~10 cycles per element on a
- * Zen 3 (two divisions, the generic exp and log with their special cases,
- * selects for zero coefficients), which made the loss compute-bound at about
- * three times one read of its inputs.  For a finite logit x:
+ * The portable body compiled for x86-64-v3 is compute-bound (two divisions,
+ * the generic exp and log with their special cases, selects for zero
+ * coefficients): the loss took several times one read of its inputs
+ * (BENCHMARKS.md, "Decisions in the kernels").  For a finite logit x:
  *   e = exp(-|x|) in [0, 1]       the exp of x86_64_v3/rows.h (0.90 ulp)
  *   u = 1 + e in [1, 2]           rounded; c = e - (u - 1) exact (Fast2Sum)
  *   log(u)                        u = 2^k m, m in [sqrt(1/2), sqrt(2)), f = m - 1

@@ -5,11 +5,10 @@
  * the baseline build uses the portable C of portable/rows.h.
  *
  * Why by hand.  Compiled from the portable C for x86-64-v3, the sum of exps
- * took ~20 cycles per 8 entries on an AMD Zen 3 (0.7 ns per entry), where its
- * arithmetic is ~18 vector operations, 11 of them for the two FMA pipes.  Two
- * things were in the way:
- *  - latency, not operations: the exp is a chain of ~14 dependent operations
- *    (~55 cycles), and the compiler emits each vector's chain whole, one after
+ * took about twice the time its vector operations need.  Two things were in
+ * the way:
+ *  - latency, not operations: the exp is a long chain of dependent
+ *    operations, and the compiler emits each vector's chain whole, one after
  *    the other; the out-of-order window then holds too few independent chains
  *    to fill the pipes.  Here XENT_AVX2_WAYS vectors are computed step by step
  *    together, so their chains overlap in program order;
@@ -22,16 +21,16 @@
  *    scaled by 2^64, so each term is one FMA into it.  The entries equal to
  *    the max are left out of the sum by zeroing their scale (one and-not) and
  *    counted from the compare masks' sign bits (movemask, popcnt).
- * Measured in isolation (one thread, row in L1/L2): ~0.28 ns per entry for the
- * sum, against 0.47 for the straightforward intrinsics and 0.7 for the
- * compiled portable loop.  float16 rows are converted in registers (vcvtph2ps)
- * instead of through a float32 copy: half the bytes, no copy pass.
+ * Together they make the sum much faster than the compiled portable loop or
+ * straightforward intrinsics (BENCHMARKS.md, "Decisions in the kernels").
+ * float16 rows are converted in registers (vcvtph2ps) instead of through a
+ * float32 copy: half the bytes, no copy pass.
  *
  * The stored exps (xent_avx2_exp_parts) use the arithmetic of portable/math.h
  * (Cody-Waite reduction with a two-part ln 2, the degree-6 polynomial
  * XENT_EXP_C*) and have the bits of xent_exp_nonpos_f32 of this build (whose
  * multiply-adds are FMAs written out, XENT_FMAF, whatever -ffp-contract says;
- * tests/test_exp_bits.py); the terms of sums use a cheaper exp
+ * tests/test_exp_and_log.py); the terms of sums use a cheaper exp
  * (xent_avx2_term_parts, see there).
  *
  * The twins of portable/rows.h's functions are at the end; select.h includes
@@ -84,8 +83,9 @@ XENT_INLINE void xent_avx2_exp_parts(const __m256 d_in[XENT_AVX2_WAYS],
 /* The terms of a sum of exps need less: a few ulps of error in each change a
  * sum >= 1 (the max's term is 1) by a few ulps at most, far below what a
  * float32 result resolves after the log.  So the sums (not the stored exps)
- * use two operations fewer, which is ~15% of the loop: the reduction in one
- * step, r = d - n ln2 with ln2 rounded to float (error |n| * 1.9e-9, at most
+ * use two operations fewer per vector, a good share of the loop
+ * (BENCHMARKS.md, "Decisions in the kernels"): the reduction in one step,
+ * r = d - n ln2 with ln2 rounded to float (error |n| * 1.9e-9, at most
  * 2.9e-7 relative for the smallest terms, n = -150), and e^r as
  * 1 + r + r^2 q(r) with q the cubic XENT_TERM_Q* (minimax for the relative
  * error on |r| <= ln2/2: 1.1e-7 with these float32 coefficients).  Measured

@@ -3,15 +3,15 @@
  * the x86-64-v3 build only.
  *
  * Why by hand.  Compiled from the portable group_ce for x86-64-v3, a group of
- * rows costs ~60 cycles per row of 10 classes on a Zen 3: every logit is read
- * by a scalar load inserted into a vector, and the exp and log are the generic
- * ones (the log with a division and its special cases).  Here each half group
- * of 8 rows is transposed through registers (8 rows of up to 16 classes,
- * masked loads so nothing past a row is read, two 8x8 transposes), the sum of
- * exps uses the term exp of x86_64_v3/rows.h on four class vectors at a time, and
- * log(k + rest) = log1p((k - 1) + rest) is the branch-free vector log1p of
- * x86_64_v3/pointwise.h: no division, exact for a confident row (k = 1, rest
- * tiny).
+ * rows is slow for its size (BENCHMARKS.md, "Decisions in the kernels"):
+ * every logit is read by a scalar load inserted into a vector, and the exp and
+ * log are the generic ones (the log with a division and its special cases).
+ * Here each half group of 8 rows is transposed through registers (8 rows of
+ * up to 16 classes, masked loads so nothing past a row is read, two 8x8
+ * transposes), the sum of exps uses the term exp of x86_64_v3/rows.h on four
+ * class vectors at a time, and log(k + rest) = log1p((k - 1) + rest) is the
+ * branch-free vector log1p of x86_64_v3/pointwise.h: no division, exact for a
+ * confident row (k = 1, rest tiny).
  *
  * The results are those of group_ce (portable/tiles.h): ce[j] = (m - x_t) +
  * log(k + rest) and lse[j] = m + log(k + rest) in double for the rows with

@@ -3,9 +3,10 @@
  * AVX-512 intrinsics (x86-64-v4 build of the kernels only; the other builds,
  * float64 and the gradient use bce_logits_body of portable/pointwise.h).
  *
- * Why by hand: the portable body is compute-bound (~85 cycles per 16 elements:
- * two divisions, the generic exp and log with their special-case handling,
- * selects for zero coefficients).  For a finite logit x everything is simpler:
+ * Why by hand: the portable body is compute-bound (two divisions, the generic
+ * exp and log with their special-case handling, selects for zero
+ * coefficients; BENCHMARKS.md, "Decisions in the kernels").  For a finite
+ * logit x everything is simpler:
  *   e = exp(-|x|) in [0, 1]        xent_avx512_exp_nonpos_ps (0.90 ulp)
  *   u = 1 + e in [1, 2]            rounded; c = e - (u - 1) exact (Fast2Sum)
  *   log(u)                         no division, no special cases: u = 2^k m with

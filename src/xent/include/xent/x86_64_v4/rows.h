@@ -16,8 +16,9 @@
  *    32-entry table and a quadratic, 8 operations per 16 with their addition
  *    (xent_avx512_add_exp2), and the row's max taken in the same pass as its
  *    sum (xent_avx512_max_rest); float16 rows in blocks of 8 vectors, step by
- *    step (xent_avx512_term_block).  On an AMD Zen 4 a float16 row's
- *    cross-entropy went from 2.5x to 1.2x the time of reading it.
+ *    step (xent_avx512_term_block).  Together they bring a float16 row's
+ *    cross-entropy close to the time of reading it (BENCHMARKS.md,
+ *    "Decisions in the kernels").
  *
  * The twins of portable/rows.h's functions are at the end; select.h includes
  * this header in the x86-64-v4 build and maps the generic names to them.
@@ -129,11 +130,11 @@ XENT_INLINE void xent_avx512_rest_chunk(const void *x, int half, ptrdiff_t len, 
  *     0 for t = -inf, where vreduceps gives r = 0; NaN stays NaN), and the
  *     product T[j] * (p * 2^k) fused into the FMA that adds it to the sum.
  * 8 vector operations per 16 terms with their addition, where the stored exps
- * take 13 before theirs.  Why: on an AMD Zen 4 the FMA pipes bounded the loop
- * (the float16 conversion, vreduceps and vscalefps take the other two; now
- * both sides carry about as much), and this term needs 4 FMAs and a permute
- * there, where a degree-5 polynomial on [0, 1) took 7 FMAs (float16 rows in
- * L2: 0.142 -> 0.137 ns per entry, float32 rows 0.126 -> 0.114, C harness).
+ * take 13 before theirs.  Why: the FMA pipes bounded the loop (the float16
+ * conversion, vreduceps and vscalefps take the other two; now both sides carry
+ * about as much), and this term needs 4 FMAs and a permute there, where a
+ * degree-5 polynomial on [0, 1) took 7 FMAs; float16 and float32 rows both got
+ * faster (BENCHMARKS.md, "Decisions in the kernels").
  * The price is accuracy in the small terms: t is rounded to float, half an ulp
  * of t, a relative error of up to |t| * 4e-8 in the term (as when x - m is
  * rounded, for float32 rows).  Measured over every float32 x in [-104, 0] by
@@ -213,8 +214,8 @@ XENT_INLINE void xent_avx512_ahead_start(xent_avx512_ahead_max *a)
 /* Takes the 16 values at x + i into a.  For float16, the int16 max of the bits,
  * and their min only with track_min (a constant where inlined): the min decides
  * only chunks whose every entry is negative, which matters only while the max
- * so far is <= 0, and taking it along cost 3.5% of a float16 row's time (C
- * harness, rows in L2). */
+ * so far is <= 0, and taking it along slows a float16 row measurably
+ * (BENCHMARKS.md, "Decisions in the kernels"). */
 XENT_INLINE void xent_avx512_ahead_take(xent_avx512_ahead_max *a, const void *x, ptrdiff_t i,
                                         int half, const int track_min)
 {
@@ -294,15 +295,12 @@ XENT_INLINE void xent_avx512_term_step(const void *x, ptrdiff_t i, int half, __m
 
 /* The terms of XENT_AVX512_TERM_BLOCK whole vectors at x + i (none equal to
  * the max), added into *acc0 and *acc1 (alternate vectors): the block's
- * arguments first, then its terms.  Why: a term is a chain of 25-40 cycles
- * of latency, and issued one vector after another, such chains fill the
- * scheduler of an AMD Zen 4 with operations that wait, leaving its pipes idle
- * (float16 rows in L2: 9.3 cycles per 16 values, where the pipes need 6.5);
- * with 8 independent chains in sight the compiler interleaves their steps.
- * In the C harness, rows in L2: float16 0.158 -> 0.149 ns per entry (with
- * the earlier degree-5 terms).  Float16 rows only: float32 rows, which convert
- * nothing, were 2-5% slower with it in L2 and about 5% slower from memory at
- * two threads (and no faster with the table's terms). */
+ * arguments first, then its terms.  Why: a term is a long chain of latency,
+ * and issued one vector after another, such chains fill the scheduler with
+ * operations that wait, leaving the pipes idle; with 8 independent chains in
+ * sight the compiler interleaves their steps, and float16 rows got faster.
+ * Float16 rows only: float32 rows, which convert nothing, were slower with it
+ * (BENCHMARKS.md, "Decisions in the kernels"). */
 XENT_INLINE void xent_avx512_term_block(const void *x, ptrdiff_t i, int half, __m512 vl,
                                         __m512 vhi, __m512 *acc0, __m512 *acc1, ptrdiff_t ahead)
 {
@@ -349,7 +347,7 @@ XENT_INLINE void xent_avx512_term_chunk(const void *x, int half, ptrdiff_t len, 
         const ptrdiff_t block = 16 * XENT_AVX512_TERM_BLOCK;
         for (; i + block <= len; i += block) {
             ptrdiff_t j;
-            if (i + block <= both) { /* unrolled: a bound test per vector (hoisted or not) cost 1.5% */
+            if (i + block <= both) { /* unrolled: a bound test per vector (hoisted or not) was slower */
                 for (j = 0; j < block; j += 16)
                     xent_avx512_ahead_take(&a, next, i + j, half, track_min);
             } else {
@@ -449,14 +447,14 @@ XENT_INLINE double xent_avx512_sum_exp_rest(const void *x, int half, ptrdiff_t n
 
 /* ---- the max and the sum in one pass ----------------------------------------
  * A row's max and its sum of exps (without storing them) in one read, instead
- * of a whole pass over the row for the max first (which, for rows in L2, took
- * a sixth of a float16 row's time on an AMD Zen 4).  Each chunk is summed at
- * the max of the chunks so far, m: a chunk with a larger max moves the sum
- * there, multiplying by exp(m_old - m_new) in double (the entries equal to the
- * old max become terms then); the chunks whose max is below m skip the
- * compares.  A chunk's max is read along with the previous chunk's sum
- * (xent_avx512_term_chunk): taken just before the chunk's own sum instead, it
- * gained nothing.  The sums round otherwise than sum_exp_rest's at the row's
+ * of a whole pass over the row for the max first (a sizeable share of a
+ * float16 row's time; BENCHMARKS.md, "Decisions in the kernels").  Each chunk
+ * is summed at the max of the chunks so far, m: a chunk with a larger max
+ * moves the sum there, multiplying by exp(m_old - m_new) in double (the
+ * entries equal to the old max become terms then); the chunks whose max is
+ * below m skip the compares.  A chunk's max is read along with the previous
+ * chunk's sum (xent_avx512_term_chunk): taken just before the chunk's own sum
+ * instead, it gained nothing.  The sums round otherwise than sum_exp_rest's at the row's
  * max, which is why every sum that stores nothing and has no max given goes
  * through here (max_rest in portable/rows.h). */
 
@@ -543,7 +541,8 @@ XENT_INLINE double xent_avx512_max_rest(const void *x, int half, ptrdiff_t n, fl
         }
         /* into double every second chunk (then as many terms have gone into a
          * float lane as into sum_exp_rest's, about 32), without a horizontal
-         * sum: each chunk end cost 3% with one, and 5% converting every chunk */
+         * sum: both a horizontal sum at each chunk end and converting every
+         * chunk were slower (BENCHMARKS.md, "Decisions in the kernels") */
         if (++chunks_in_s == 2) {
             lanes = xent_avx512_fold(lanes, s, scale);
             s = _mm512_setzero_ps();
