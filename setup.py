@@ -383,7 +383,7 @@ def _is_x86_64():
     return platform.machine().lower() in {"x86_64", "amd64"}
 
 
-# The kernels are built once per SIMD level; _dispatch.py picks one at import
+# The kernels are built once per SIMD level; _runtime/dispatch.py picks one at import
 # from the CPU's features (override: XENT_SIMD=baseline|avx2|avx512).  The
 # baseline module is the portable build for any architecture.
 EXTENSIONS = [

@@ -2,8 +2,8 @@
 
 Rows this short are bound by per-row latency, not by memory or arithmetic: one
 row's max, sum of exps and log follow each other, and the core waits on each.
-xent computes unit-stride rows in batches (ROW_BATCH in _normalize.pxi: the sums
-of 16 rows, then their logs and writes) so that the waits overlap.  This script
+xent computes unit-stride rows in batches (ROW_BATCH in _cython/thresholds.pxi: the
+sums of 16 rows, then their logs and writes) so that the waits overlap.  This script
 times, on float32 logits ``default_rng(0).standard_normal((N, C)) * 3``:
 
 * ``cross_entropy(x, t, reduction="none")``,

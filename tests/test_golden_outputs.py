@@ -309,7 +309,7 @@ def _add(name, builder, /, **kwargs):
 
 
 # Layouts (lead shape, classes, class axis) and the path each takes; the
-# thresholds are those of the kernels (_normalize.pxi, _crossentropy.pxi):
+# thresholds are those of the kernels (src/xent/_cython/thresholds.pxi):
 # SMALL_C = 32 few-class tiles of TILE_ROWS = 256 rows need >= 2*MIN_BLOCK = 32
 # rows; the class axis not last goes in blocks of BLOCK_BYTES / (C*itemsize)
 # positions clamped to [MIN_BLOCK = 16, MAX_BLOCK = 1024]; short unit-stride rows
@@ -330,7 +330,8 @@ LAYOUTS = {
     "axis0": ((), 9, 0, (45,)),                 # 2-D, class axis 0: blocks
 }
 # Cross-entropy's few-class tiles have a function compiled for each C = 2..16
-# (_tiles.h): one layout per C (only cross-entropy takes them all).
+# (include/xent/portable/tiles.h): one layout per C (only cross-entropy takes them
+# all).
 TILE_SWEEP = {f"tiles-C{C}": ((300,), C, -1) for C in list(range(1, 18)) + [31]}
 
 

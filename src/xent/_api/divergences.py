@@ -1,7 +1,7 @@
 """Row-wise divergences between logit arrays: kl_divergence (distillation) and entropy.
 
-Both read each row once into cache (``_crossentropy.pxi``) and allocate nothing
-of the inputs' size.  ``kl_div`` (PyTorch's pointwise form) lives in _kl_div.py.
+Both read each row once into cache (``_cython/cross_entropy.pxi``) and allocate
+nothing of the inputs' size.  ``kl_div`` (PyTorch's pointwise form) lives in kl_div.py.
 """
 
 import math

@@ -1,6 +1,6 @@
 """Evaluation of a classifier's logits: loss, perplexity and top-k accuracy in one pass.
 
-``evaluate`` reads each row of logits once (``_evaluate.pxi``): the row's max, its
+``evaluate`` reads each row of logits once (``_cython/evaluate.pxi``): the row's max, its
 log-sum-exp and the rank of the target logit come from the same read.  The kernel
 writes two per-row arrays (``-log p_t`` in float64 and the target's rank in int64);
 they are reduced here into float64 / integer sums.  ``Evaluator`` keeps those sums

@@ -3,7 +3,7 @@
 Formulas and denominators are those of ``torch.nn.functional.cross_entropy`` /
 ``nll_loss`` (SPEC, "Multiclass losses"); z-loss is PaLM's auxiliary loss
 (Chowdhery et al. 2022); focal loss is Lin et al. (2017).  Validation happens
-entirely here, before any kernel runs; the kernels (``_crossentropy.pxi``)
+entirely here, before any kernel runs; the kernels (``_cython/cross_entropy.pxi``)
 compute each row's loss, logsumexp and gradient in one pass over the row.
 """
 
@@ -267,7 +267,8 @@ def cross_entropy(
     return loss
 
 
-# The kernel variant is chosen once, at import (_dispatch); bind its entry point.
+# The kernel variant is chosen once, at import (_runtime/dispatch.py); bind its
+# entry point.
 _cross_entropy_small = _kernels.cross_entropy_small
 
 

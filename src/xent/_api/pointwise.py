@@ -1,6 +1,6 @@
 """Plumbing shared by the pointwise losses (``binary.py``, ``kl_div.py``).
 
-The pointwise kernels (``_pointwise.pxi``) see up to six operands of one logical
+The pointwise kernels (``_cython/pointwise.pxi``) see up to six operands of one logical
 shape -- input, target, weight, pos_weight, per-element loss, gradient -- each
 with its own element strides (0 where an operand is broadcast).  This module
 prepares them: it broadcasts small operands as zero-stride views (never
@@ -123,7 +123,7 @@ def coalesce(shape, operands):
 def run(kind, shape, operands, half=0, scale=1.0):
     """Run a pointwise kernel; return (float64 sum of the losses, first bad indices).
 
-    `operands` are the six slots of ``_pointwise.pxi`` (None when absent), each
+    `operands` are the six slots of ``_cython/pointwise.pxi`` (None when absent), each
     of logical shape `shape`.  The sum is formed from one float64 partial per
     fixed block of elements, added by ``np.sum`` in a fixed order, so it does not
     depend on the number of threads.  The bad indices (BCE on probabilities) are

@@ -69,6 +69,6 @@ def compiler():
 
 
 def cpu_simd_levels():
-    """SIMD kernel variants this CPU can run, best first (names as in _dispatch)."""
+    """SIMD kernel variants this CPU can run, best first (names as in dispatch.py)."""
     level = xent_cpu_level()
     return ("avx512", "avx2", "baseline")[2 - level:]
