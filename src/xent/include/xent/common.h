@@ -132,4 +132,23 @@ enum {
         return xent_##isa##_sum_exp_rest(x, 0, n, (float)m, k, (float *)e);             \
     }
 
+/* The twin of portable/half_rows.h's f16_row_parts over an ISA's hand-written
+ * float16 loops: with e, the max (xent_avx2_max_f16: raw bits, the same at both
+ * levels) and then the exps stored; without, xent_<isa>_f16_rest (the max and
+ * the sum in the ISA's own way).  Defined once here for x86_64_v3/ and x86_64_v4/. */
+#define XENT_F16_ROW_PARTS_TWIN(isa)                                                    \
+    static int xent_##isa##_f16_row_parts(const xent_u16u *x, ptrdiff_t n, float *m,    \
+                                          ptrdiff_t *k, double *rest, xent_f32u *e)     \
+    {                                                                                   \
+        if (e) {                                                                        \
+            *m = xent_avx2_max_f16(x, n);                                               \
+            if (!isfinite(*m))                                                          \
+                return 0;                                                               \
+            *rest = xent_##isa##_sum_exp_rest(x, 1, n, *m, k, e);                       \
+            return 1;                                                                   \
+        }                                                                               \
+        *rest = xent_##isa##_f16_rest(x, n, m, k);                                      \
+        return isfinite(*m);                                                            \
+    }
+
 #endif /* XENT_COMMON_H */

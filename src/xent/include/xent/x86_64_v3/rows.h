@@ -377,20 +377,8 @@ XENT_INLINE double xent_avx2_f16_rest(const xent_u16u *x, ptrdiff_t n, float *m,
 /* xent_avx2_sum_exp_rest_f32 and xent_avx2_sum_exp_rest_store_f32 (common.h) */
 XENT_SUM_EXP_REST_TWINS(avx2)
 
-/* row_parts_f32 of the converted row for a unit-stride float16 row read in
- * place (see portable/half_rows.h). */
-static int xent_avx2_f16_row_parts(const xent_u16u *x, ptrdiff_t n, float *m, ptrdiff_t *k,
-                                   double *rest, xent_f32u *e)
-{
-    if (e) {
-        *m = xent_avx2_max_f16(x, n);
-        if (!isfinite(*m))
-            return 0;
-        *rest = xent_avx2_sum_exp_rest(x, 1, n, *m, k, e);
-        return 1;
-    }
-    *rest = xent_avx2_f16_rest(x, n, m, k);
-    return isfinite(*m);
-}
+/* xent_avx2_f16_row_parts: row_parts_f32 of the converted row for a unit-stride
+ * float16 row read in place (common.h, portable/half_rows.h). */
+XENT_F16_ROW_PARTS_TWIN(avx2)
 
 #endif /* XENT_X86_64_V3_ROWS_H */

@@ -574,20 +574,14 @@ static int xent_avx512_max_rest_f32(const xent_f32u *x, ptrdiff_t n, xent_f32u *
     return 1;
 }
 
-/* row_parts_f32 of the converted row for a unit-stride float16 row read in
- * place (see portable/half_rows.h). */
-static int xent_avx512_f16_row_parts(const xent_u16u *x, ptrdiff_t n, float *m, ptrdiff_t *k,
-                                     double *rest, xent_f32u *e)
+/* The rest of a float16 row with its max, in one pass (xent_avx512_max_rest). */
+XENT_INLINE double xent_avx512_f16_rest(const xent_u16u *x, ptrdiff_t n, float *m, ptrdiff_t *k)
 {
-    if (e) {
-        *m = xent_avx2_max_f16(x, n);
-        if (!isfinite(*m))
-            return 0;
-        *rest = xent_avx512_sum_exp_rest(x, 1, n, *m, k, e);
-        return 1;
-    }
-    *rest = xent_avx512_max_rest(x, 1, n, m, k);
-    return isfinite(*m);
+    return xent_avx512_max_rest(x, 1, n, m, k);
 }
+
+/* xent_avx512_f16_row_parts: row_parts_f32 of the converted row for a unit-stride
+ * float16 row read in place (common.h, portable/half_rows.h). */
+XENT_F16_ROW_PARTS_TWIN(avx512)
 
 #endif /* XENT_X86_64_V4_ROWS_H */
