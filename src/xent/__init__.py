@@ -13,6 +13,7 @@ from xent._api.divergences import entropy, kl_divergence
 from xent._api.evaluate import Evaluation, Evaluator, evaluate
 from xent._runtime.include import get_include
 from xent._api.kl_div import kl_div
+from xent._api.linear import LinearGrads, linear_cross_entropy
 from xent._api.normalizers import log_softmax, logsumexp, softmax
 from xent._runtime.threads import get_num_threads, set_num_threads
 
@@ -29,6 +30,8 @@ __all__ = [
     "get_include",
     "kl_div",
     "kl_divergence",
+    "LinearGrads",
+    "linear_cross_entropy",
     "nll_loss",
     "get_num_threads",
     "log_softmax",

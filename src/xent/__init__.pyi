@@ -1,5 +1,5 @@
 from collections.abc import Iterable
-from typing import Any, Literal, overload
+from typing import Any, Literal, NamedTuple, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -61,6 +61,43 @@ def cross_entropy(
     return_grad: Literal[True],
     grad_out: npt.NDArray[np.floating] | None = None,
 ) -> tuple[_Loss, npt.NDArray[np.floating]]: ...
+class LinearGrads(NamedTuple):
+    input: npt.NDArray[np.floating] | None
+    linear_weight: npt.NDArray[np.floating] | None
+    linear_bias: npt.NDArray[np.floating] | None
+
+_GradName = Literal["input", "linear_weight", "linear_bias"]
+
+@overload
+def linear_cross_entropy(
+    input: npt.ArrayLike,
+    linear_weight: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    linear_bias: npt.ArrayLike | None = None,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_grad: Literal[False] = False,
+) -> _Loss: ...
+@overload
+def linear_cross_entropy(
+    input: npt.ArrayLike,
+    linear_weight: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    linear_bias: npt.ArrayLike | None = None,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_grad: Literal[True] | _GradName | tuple[_GradName, ...],
+) -> tuple[_Loss, LinearGrads]: ...
 def nll_loss(
     log_probs: npt.ArrayLike,
     target: npt.ArrayLike,
