@@ -147,6 +147,7 @@ def test_class_members(cls_name):
         if not name.startswith("_") and (callable(value) or isinstance(value, property))
     }
     runtime |= set(getattr(cls, "__dataclass_fields__", ()))
+    runtime |= set(getattr(cls, "_fields", ()))  # a named tuple's fields
     body = _stub_classes()[cls_name].body
     stub = {n for n in _public_stub_names(body) if not n.startswith("__")}
     assert stub == runtime
