@@ -210,7 +210,14 @@ def linear_cross_entropy(
     softcap=None,
     return_grad=False,
 ):
-    """Cross-entropy of the logits ``input @ linear_weight.T + linear_bias``, never
+    return _linear_cross_entropy(
+        input, linear_weight, target, linear_bias=linear_bias, weight=weight,
+        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+        z_loss=z_loss, softcap=softcap, return_grad=return_grad,
+    )
+
+
+_PUBLIC_DOC = """Cross-entropy of the logits ``input @ linear_weight.T + linear_bias``, never
     holding them.
 
     Exactly ``cross_entropy(z, target, weight=..., ignore_index=..., reduction=...,
@@ -280,6 +287,17 @@ def linear_cross_entropy(
     >>> grads.input.shape, grads.linear_weight is None
     ((4, 8), True)
     """
+
+
+linear_cross_entropy.__doc__ = _PUBLIC_DOC
+
+
+def _linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,
+                          ignore_index=-100, reduction="mean", label_smoothing=0.0,
+                          z_loss=0.0, softcap=None, return_grad=False, grad_row_scale=None):
+    """linear_cross_entropy, plus `grad_row_scale`: None or a float64 array of one
+    factor per row (the input's leading shape) multiplying each row's gradient, as
+    the backward of ``reduction="none"`` needs (xent.torch)."""
     x, xc = _as_matrix(input, "input")
     w_compute = as_logits(linear_weight, "linear_weight").compute
     compute = _compute_dtype(xc, w_compute)
@@ -309,6 +327,9 @@ def linear_cross_entropy(
 
     rows = _Rows(x, compute)
     n = rows.n
+    row_scale = None
+    if grad_row_scale is not None:
+        row_scale = np.asarray(grad_row_scale, compute).reshape(n)
     flat_target = (targets.array.reshape(n, head.C) if targets.prob
                    else targets.array.reshape(n))
     ce = np.empty(n, FLOAT64)
@@ -339,6 +360,8 @@ def linear_cross_entropy(
                 continue
             if capped_grad:  # d softcap·tanh(u/softcap) / du = 1 - (z/softcap)²
                 products.softcap_chain(g, z, head.softcap)
+            if row_scale is not None:
+                g *= row_scale[r0:r1, None]
             xb = rows.block(r0, r1)
             if g_input is not None:
                 products.input_grad(g, head.weight, g_input[r0:r1])
