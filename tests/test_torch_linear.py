@@ -414,3 +414,24 @@ def test_training_reaches_torchs_loss(dtype):
     assert ours[-1] < 0.5 * ours[0]  # it learns
     rtol = 1e-4 if dtype == torch.float32 else 1e-10
     np.testing.assert_allclose(ours, theirs, rtol=rtol)
+
+
+def test_transposed_weight_view_matches_torch(monkeypatch):
+    """A (C, D) weight stored as (D, C) (e.g. tied embeddings) is read in place."""
+    x, w, b, t, _ = _case(torch.float32, "ignore", seed=70)
+    stored = w.T.contiguous()  # (D, C) memory
+    seen = []
+    real = core._linear_cross_entropy
+
+    def spy(input, linear_weight, *args, **kwargs):
+        seen.append(linear_weight)
+        return real(input, linear_weight, *args, **kwargs)
+
+    monkeypatch.setattr(core, "_linear_cross_entropy", spy)
+    for reduction in REDUCTIONS:
+        _assert_same(
+            lambda x, w, b: xt.linear_cross_entropy(x, w.T, t, linear_bias=b, reduction=reduction),
+            lambda x, w, b: F.linear_cross_entropy(x, w.T, t, linear_bias=b, reduction=reduction),
+            x, stored, b, torch.float32,
+        )
+    assert seen[0].shape == (C, D) and seen[0].strides == (4, C * 4)

@@ -28,14 +28,15 @@ depends on row ``i``'s loss.  The backward is not itself differentiable:
 silently giving a zero second-order term.
 
 Gradients flow to the logits only (``input`` / ``q_logits``; for
-`linear_cross_entropy`, to ``input``, ``linear_weight`` and ``linear_bias``).  ``target``,
-``weight``, ``pos_weight`` and the teacher's ``p_logits`` are constants; passing
-one that requires grad (with grad mode on) raises ``NotImplementedError`` rather
-than silently dropping its gradient -- detach it.
+`linear_cross_entropy`, to ``input``, ``linear_weight`` and ``linear_bias``).
+``target``, ``weight``, ``pos_weight`` and the teacher's ``p_logits`` are
+constants; passing one that requires grad (with grad mode on) raises
+``NotImplementedError`` rather than silently dropping its gradient -- detach it.
 
 Supported tensors: dense CPU tensors of dtype float32 or float64 (integer class
-indices for class targets; `linear_cross_entropy` also takes float16 and bfloat16).  Other devices raise ``ValueError``, other dtypes
-``TypeError``, both naming the argument.  Values and gradients equal PyTorch's up
+indices for class targets; `linear_cross_entropy` also takes float16 and
+bfloat16).  Other devices raise ``ValueError``, other dtypes ``TypeError``, both
+naming the argument.  Values and gradients equal PyTorch's up
 to rounding, except where xent documents a deliberate difference at non-finite
 logits (e.g. a lone ``+inf`` at the target gives loss 0 where PyTorch gives NaN).
 xent's kernels use ``xent.get_num_threads()`` threads, not ``torch.get_num_threads()``.
@@ -108,8 +109,8 @@ def _numpy_view(t, name, fn):
     return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
 
 
-def _optional(t, name, fn):
-    return None if t is None else _tensor(t, name, fn)
+def _optional(t, name, fn, floats=_FLOATS):
+    return None if t is None else _tensor(t, name, fn, floats=floats)
 
 
 def _constants(fn, grad_wrt, **tensors):
@@ -593,7 +594,7 @@ def linear_cross_entropy(
     z_loss=0.0,
     softcap=None,
 ):
-    """Cross-entropy of ``input @ linear_weight.T + linear_bias``, ``F.linear_cross_entropy``'s drop-in.
+    """Cross-entropy of ``input @ W.T + b``, ``F.linear_cross_entropy``'s drop-in.
 
     Same arguments and semantics as ``torch.nn.functional.linear_cross_entropy``
     (PyTorch >= 2.13), that is ``F.cross_entropy(F.linear(input, linear_weight,
@@ -679,9 +680,9 @@ def linear_cross_entropy(
     fn = "linear_cross_entropy"
     x = _tensor(input, "input", fn, floats=_WITH_HALVES)
     w = _tensor(linear_weight, "linear_weight", fn, floats=_WITH_HALVES)
-    b = None if linear_bias is None else _tensor(linear_bias, "linear_bias", fn, floats=_WITH_HALVES)
+    b = _optional(linear_bias, "linear_bias", fn, floats=_WITH_HALVES)
     t = _tensor(target, "target", fn, kinds="index-or-float", floats=_WITH_HALVES)
-    cw = None if weight is None else _tensor(weight, "weight", fn, floats=_WITH_HALVES)
+    cw = _optional(weight, "weight", fn, floats=_WITH_HALVES)
     _constants(fn, "input, linear_weight and linear_bias", target=target, weight=weight)
     kw = dict(
         ignore_index=-100 if ignore_index is None else ignore_index, reduction=reduction,
