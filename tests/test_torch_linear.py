@@ -335,15 +335,21 @@ def test_half_tensors_computed_in_float32(dtype):
         pytest.importorskip("ml_dtypes")
     x, w, b, t, _ = _case(torch.float32, "ignore", seed=40)
     x, w, b = (a.to(dtype) for a in (x, w, b))
-    got = _value_and_grads(lambda x, w, b: xt.linear_cross_entropy(x, w, t, linear_bias=b), x, w, b)
-    # Reference: the same half values, computed in float32 by PyTorch.
-    ref = _value_and_grads(
-        lambda x, w, b: F.linear_cross_entropy(x.float(), w.float(), t, linear_bias=b.float()),
-        x, w, b,
-    )
-    for a, e in zip(got, ref):
-        assert a.dtype == dtype
-        torch.testing.assert_close(a.float(), e.to(dtype).float(), rtol=1e-2, atol=1e-2)
+    for reduction in ("mean", "none"):
+        got = _value_and_grads(
+            lambda x, w, b: xt.linear_cross_entropy(x, w, t, linear_bias=b, reduction=reduction),
+            x, w, b,
+        )
+        # Reference: the same half values, computed in float32 by PyTorch.
+        ref = _value_and_grads(
+            lambda x, w, b: F.linear_cross_entropy(
+                x.float(), w.float(), t, linear_bias=b.float(), reduction=reduction
+            ).to(dtype),
+            x, w, b,
+        )
+        for a, e in zip(got, ref):
+            assert a.dtype == dtype
+            torch.testing.assert_close(a.float(), e.float(), rtol=1e-2, atol=1e-2)
 
 
 # ---- errors ------------------------------------------------------------------------

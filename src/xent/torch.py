@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 import xent
+from xent._api import linear as _linear
 
 __all__ = [
     "binary_cross_entropy_with_logits",
@@ -527,9 +528,7 @@ class _LinearCall:
     def run(self, names=(), row_scale=None):
         """The loss (a tensor) and, for `names`, the gradient tensors (None for the
         others); `row_scale` multiplies each row's gradient ("none" backward)."""
-        from xent._api.linear import _linear_cross_entropy
-
-        out = _linear_cross_entropy(
+        out = _linear._linear_cross_entropy(  # the core, plus per-row gradient factors
             self.x, self.w, self.target, linear_bias=self.b, weight=self.weight,
             return_grad=tuple(names), grad_row_scale=row_scale, **self.options,
         )
