@@ -326,6 +326,29 @@ def test_retained_graph_backward_twice_accumulates():
     torch.testing.assert_close(w.grad, 2 * first, rtol=1e-14, atol=0)
 
 
+def test_logits_never_held_whole():
+    """Forward and backward stay within xent's block budget plus the gradients: the
+    128 MiB of logits (and of their gradient) never exist.  tracemalloc sees the
+    arrays xent allocates through NumPy (the gradients handed to autograd are
+    among them), not PyTorch's own allocator, which this path does not use."""
+    import tracemalloc
+
+    n, d, c = 512, 16, 65536
+    g = torch.Generator().manual_seed(80)
+    x = torch.randn(n, d, generator=g, requires_grad=True)
+    w = (torch.randn(c, d, generator=g) * 0.1).requires_grad_(True)
+    t = torch.randint(0, c, (n,), generator=g)
+    tracemalloc.start()
+    try:
+        xt.linear_cross_entropy(x, w, t).backward()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    grads = (x.numel() + w.numel()) * 4
+    assert peak < core.BLOCK_BYTES + grads + (12 << 20) < n * c * 4
+    assert torch.isfinite(w.grad).all()
+
+
 # ---- half precision ----------------------------------------------------------------
 
 
