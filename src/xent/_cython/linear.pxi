@@ -288,7 +288,7 @@ def linear_backward(*, cnp.ndarray x not None, cnp.ndarray w not None,
 # ---- the loss alone: class tiles reduced while hot, logits never held whole --------
 #
 # Without gradients no row needs all its logits at once: each thread computes a tile
-# of LINEAR_LOSS_ROWS rows × LINEAR_TILE_CLASSES classes into its own scratch and
+# of LINEAR_LOSS_ROWS rows × LINEAR_LOSS_CLASSES classes into its own scratch and
 # reduces it at once into per-(row, tile) parts: the max, sum of exps and count of the
 # max (chunk_stats, the long-row normaliser's), the target's logit when the tile holds
 # it, and with label smoothing the tile's sum of w_c·z_c.  The parts of a row are
@@ -303,7 +303,7 @@ cdef struct _LossJob:
     const double *class_w  # (C,) or NULL
     double eps, wsum
     Py_ssize_t n_tiles
-    char *tiles          # per-thread scratch: nr × LINEAR_TILE_CLASSES values each
+    char *tiles          # per-thread scratch: nr × LINEAR_LOSS_CLASSES values each
     double *stats        # (nr, n_tiles, 3) chunk_stats
     double *wz           # (nr, n_tiles) sums of w_c·z_c (eps > 0), or NULL
     double *zt           # (nr,) the target's logit
@@ -314,8 +314,8 @@ cdef struct _LossJob:
 
 cdef void _loss_tile(const _LossJob *j, Py_ssize_t tile, blas_real *mine) noexcept nogil:
     cdef const _LinJob *l = &j.lin
-    cdef Py_ssize_t c0 = tile * LINEAR_TILE_CLASSES
-    cdef Py_ssize_t c1 = min(l.C, c0 + LINEAR_TILE_CLASSES)
+    cdef Py_ssize_t c0 = tile * LINEAR_LOSS_CLASSES
+    cdef Py_ssize_t c1 = min(l.C, c0 + LINEAR_LOSS_CLASSES)
     cdef Py_ssize_t n = c1 - c0
     cdef Py_ssize_t r, c
     cdef int64_t t
@@ -419,13 +419,13 @@ def linear_loss_tiles(*, cnp.ndarray x not None, cnp.ndarray w not None, bias,
     j.target = <const int64_t *> cnp.PyArray_DATA(target)
     j.class_w = NULL if class_w is None else <const double *> cnp.PyArray_DATA(<cnp.ndarray> class_w)
     j.eps, j.wsum = eps, wsum
-    j.n_tiles = _n_tiles(j.lin.C, LINEAR_TILE_CLASSES)
+    j.n_tiles = _n_tiles(j.lin.C, LINEAR_LOSS_CLASSES)
     j.ce = <double *> cnp.PyArray_DATA(ce)
     j.lse = <double *> cnp.PyArray_DATA(lse)
     j.special = <uint8_t *> cnp.PyArray_DATA(special)
     team = max(1, min(n_threads, j.n_tiles))
     # one tile per thread, then (nr, n_tiles) parts: 3 doubles, +1 with smoothing
-    cdef Py_ssize_t tile_values = j.lin.nr * LINEAR_TILE_CLASSES
+    cdef Py_ssize_t tile_values = j.lin.nr * LINEAR_LOSS_CLASSES
     cdef Py_ssize_t parts = j.lin.nr * j.n_tiles
     scratch = _alloc_scratch(team * tile_values * itemsize
                              + (parts * (4 if eps > 0 else 3) + j.lin.nr) * sizeof(double))

@@ -50,9 +50,10 @@ cdef Py_ssize_t ROW_BATCH_BYTES = 4 * 1024
 cdef Py_ssize_t LINEAR_TILE_CLASSES = 1024
 cdef Py_ssize_t LINEAR_TILE_FEATURES = 256
 # The loss alone (no gradient) needs no whole row of logits: blocks of
-# LINEAR_LOSS_ROWS rows, each thread with one tile of LINEAR_TILE_CLASSES classes of
-# them in its own scratch (2 MiB of float32), reduced while hot.
-cdef Py_ssize_t LINEAR_LOSS_ROWS = 512
+# LINEAR_LOSS_ROWS rows, each thread with one tile of LINEAR_LOSS_CLASSES classes of
+# them in its own scratch (8 MiB of float32), reduced while hot.
+cdef Py_ssize_t LINEAR_LOSS_ROWS = 1024
+cdef Py_ssize_t LINEAR_LOSS_CLASSES = 2048
 
 
 THRESHOLDS = {
@@ -68,6 +69,7 @@ THRESHOLDS = {
     "LINEAR_TILE_CLASSES": LINEAR_TILE_CLASSES,
     "LINEAR_TILE_FEATURES": LINEAR_TILE_FEATURES,
     "LINEAR_LOSS_ROWS": LINEAR_LOSS_ROWS,
+    "LINEAR_LOSS_CLASSES": LINEAR_LOSS_CLASSES,
 }
 
 
