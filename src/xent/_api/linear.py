@@ -76,6 +76,17 @@ def block_rows(C, itemsize, n_buffers=1):
     return max(_ROW_QUANTUM, rows)
 
 
+def _balanced(n, most):
+    """Rows per block for n rows in blocks of at most `most` (a multiple of 16): as
+    many blocks as needed, all of the same height (a last block of a few rows would
+    run its products slowly).  Depends on n and `most` only."""
+    if n <= most:
+        return most
+    blocks = -(-n // most)
+    per = -(-n // blocks)
+    return min(most, -(-per // _ROW_QUANTUM) * _ROW_QUANTUM)
+
+
 def _compute_dtype(*dtypes):
     """float64 if any operand is float64 (or an integer), else float32."""
     return FLOAT64 if any(dt == FLOAT64 for dt in dtypes) else FLOAT32
@@ -171,7 +182,7 @@ class LinearHead:
     def logit_blocks(self, rows, n_buffers=1):
         """Yield ``(r0, r1, z)``: the (r1 - r0, C) capped logits of rows r0..r1 of
         `rows` (a `_Rows`), in one reused buffer valid until the next step."""
-        nr = block_rows(self.C, self.compute.itemsize, n_buffers)
+        nr = _balanced(rows.n, block_rows(self.C, self.compute.itemsize, n_buffers))
         buf = np.empty((min(nr, max(rows.n, 1)), self.C), self.compute)
         load_blas(_kernels)
         for r0 in range(0, rows.n, nr):
