@@ -211,10 +211,11 @@ def check_hidden_targets(t, hidden_shape, name="target", hidden_name="logits"):
 def _hidden_partials(head, hidden, target, ignore_index, ks, name="logits"):
     """`_partials` of the logits of hidden states through `head` (a _Head), computed
     block by block of rows; everything is validated before the first product."""
-    x, compute = _as_matrix(hidden, name)
+    x, x_compute = _as_matrix(hidden, name)
     if x.ndim == 0:
         raise ValueError(f"{name}: expected hidden states of shape (..., D), got a scalar")
-    lin = head.for_input(compute)
+    lin = head.for_input(x_compute)
+    compute = lin.compute  # float64 if the hidden states or the weight are
     lin.check_input(x.shape, name)
     t = np.asarray(target)
     check_hidden_targets(t, x.shape, hidden_name=name)
