@@ -143,6 +143,24 @@ def test_strided_views_are_read_in_place(rng):
                     want, rel=2e-6)
 
 
+def _unaligned(a):
+    """A copy of `a` at an odd address (as buffers from a network frame may be)."""
+    buf = np.zeros(a.nbytes + 1, np.uint8)
+    u = np.frombuffer(buf[1:].data, a.dtype).reshape(a.shape)
+    u[...] = a
+    assert not u.flags.aligned
+    return u
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_unaligned_hidden_states_weight_and_bias(rng, dtype):
+    h, W, b, t = int_case(rng, (3, 11), dtype=dtype, bias=True)
+    want = evaluate(h, t, k=KS, linear_weight=W, linear_bias=b, softcap=9.0)
+    got = evaluate(_unaligned(h), t, k=KS, linear_weight=_unaligned(W),
+                   linear_bias=_unaligned(b), softcap=9.0)
+    same_evaluation(got, want, rel=0)
+
+
 def test_many_blocks_equal_one(rng, monkeypatch):
     h, W, b, t = int_case(rng, (150,), C=40, bias=True)
     one = evaluate(h, t, k=KS, linear_weight=W, linear_bias=b, softcap=20.0)

@@ -209,12 +209,15 @@ def check_hidden_targets(t, hidden_shape, name="target", hidden_name="logits"):
 
 
 def _hidden_partials(head, hidden, target, ignore_index, ks, name="logits"):
-    """`_partials` of the logits of hidden states through `head` (a _Head), computed
-    block by block of rows; everything is validated before the first product."""
+    """`_partials` of the logits of hidden states through `head`, computed block by
+    block of rows; everything is validated before the first product.
+
+    `head`: a _Head, or (xent.dask, whose blocks all have one dtype) the LinearHead
+    of the computation dtype already."""
     x, x_compute = _as_matrix(hidden, name)
     if x.ndim == 0:
         raise ValueError(f"{name}: expected hidden states of shape (..., D), got a scalar")
-    lin = head.for_input(x_compute)
+    lin = head.for_input(x_compute) if isinstance(head, _Head) else head
     compute = lin.compute  # float64 if the hidden states or the weight are
     lin.check_input(x.shape, name)
     t = np.asarray(target)
