@@ -457,3 +457,10 @@ def test_linear_argument_errors_are_raised_when_building_the_graph():
         xd.evaluate(H, T.astype(np.float64), linear_weight=W)
     with pytest.raises(TypeError, match="linear_weight"):
         xd.linear_cross_entropy(H, W.astype(complex), T)
+
+
+def test_docstring_examples_run(sync):
+    import doctest
+
+    result = doctest.testmod(xd, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
