@@ -135,7 +135,8 @@ class _Rows:
             b = self.source[np.unravel_index(np.arange(r0, r1), self.lead)]
         if (b.dtype != self.compute or not b.flags.aligned
                 or (b.shape[1] > 1 and b.strides[1] != b.itemsize)):
-            b = np.ascontiguousarray(b, dtype=self.compute)
+            # (ascontiguousarray would keep an unaligned contiguous block as it is)
+            b = np.require(b, self.compute, "CA")
         return b
 
 
@@ -169,7 +170,7 @@ class LinearHead:
                     f"linear_bias has shape {b.shape}, but linear_weight has shape "
                     f"{w.shape}: expected ({self.C},), one value per class"
                 )
-            self.bias = np.ascontiguousarray(b, dtype=self.compute)
+            self.bias = np.require(b, self.compute, "CA")  # contiguous and aligned
         self.softcap = _check_softcap(softcap)
 
     def check_input(self, x_shape, name="input"):
@@ -200,7 +201,7 @@ def _products_layout(w, compute):
     if w.dtype == compute and w.flags.aligned and (
             w.strides[1] == w.itemsize or w.strides[0] == w.itemsize):
         return w
-    return np.ascontiguousarray(w, dtype=compute)
+    return np.require(w, compute, "CA")  # (ascontiguousarray keeps unaligned arrays)
 
 
 def _grads_asked(return_grad):
@@ -316,10 +317,13 @@ linear_cross_entropy.__doc__ = _PUBLIC_DOC
 
 def _linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,
                           ignore_index=-100, reduction="mean", label_smoothing=0.0,
-                          z_loss=0.0, softcap=None, return_grad=False, grad_row_scale=None):
+                          z_loss=0.0, softcap=None, return_grad=False, grad_row_scale=None,
+                          row_terms=False):
     """linear_cross_entropy, plus `grad_row_scale`: None or a float64 array of one
     factor per row (the input's leading shape) multiplying each row's gradient, as
-    the backward of ``reduction="none"`` needs (xent.torch)."""
+    the backward of ``reduction="none"`` needs (xent.torch); and `row_terms`: True
+    returns ``(ce, lse, targets)``, the float64 per-row terms and the validated
+    targets, unreduced (xent.dask sums them over blocks; no gradient then)."""
     x, xc = _as_matrix(input, "input")
     w_compute = as_logits(linear_weight, "linear_weight").compute
     compute = _compute_dtype(xc, w_compute)
@@ -365,6 +369,8 @@ def _linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, wei
         else:
             job.class_tiles(rows, ce, lse)
 
+    if row_terms:
+        return ce, lse, targets
     loss = _reduce_ce(ce, lse, zc, reduction, weight_total, n_valid, targets.row_shape, compute)
     if not asked:
         return loss
