@@ -43,10 +43,12 @@ __all__ = ["LinearGrads", "LinearHead", "linear_cross_entropy", "BLOCK_BYTES", "
 
 # The scratch of one call: the logits of one block of rows (twice that with a softcap
 # and gradients, which need the capped logits and their gradient side by side).
-# 48 MiB keeps the whole call within 64 MiB of extra memory with room for the per-row
-# arrays, and gives blocks of >= 384 rows up to C = 32768 in float32, where the
-# products run near the speed of one whole matrix product (BENCHMARKS.md).
-BLOCK_BYTES = 48 << 20
+# 56 MiB keeps the whole call within 64 MiB of extra memory with room for the per-row
+# arrays and BLAS's own buffers, and gives blocks of >= 448 rows up to C = 32768 in
+# float32.  The taller the block, the fewer times the weight is read and packed by
+# BLAS, and the gradient of the weight read and written: the gradients' speed is set
+# by this budget (BENCHMARKS.md, "Cross-entropy from hidden states").
+BLOCK_BYTES = 56 << 20
 
 # Blocks have a multiple of this many rows (BLAS kernels work on panels of rows).
 _ROW_QUANTUM = 16
@@ -247,7 +249,7 @@ _PUBLIC_DOC = """Cross-entropy of the logits ``input @ linear_weight.T + linear_
     label_smoothing=..., z_loss=...)`` with ``z = input @ linear_weight.T +
     linear_bias`` (capped as ``softcap·tanh(z/softcap)`` when `softcap` is given), and
     ``torch.nn.functional.linear_cross_entropy``'s semantics; the N×C logits exist
-    only one block of rows at a time (at most ``BLOCK_BYTES`` of scratch, 48 MiB),
+    only one block of rows at a time (at most ``BLOCK_BYTES`` of scratch, 56 MiB),
     whatever N and C.
 
     Parameters
