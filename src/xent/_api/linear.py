@@ -70,10 +70,11 @@ linear_bias : ndarray or None
 _GRAD_NAMES = LinearGrads._fields
 
 
-def block_rows(C, itemsize, n_buffers=1):
-    """Rows per block: as many as fit `n_buffers` logit buffers in BLOCK_BYTES (a
-    multiple of 16, at least 16), whatever the thread count."""
-    per_row = max(1, C) * itemsize * n_buffers
+def block_rows(C, itemsize, n_buffers=1, D=0):
+    """Rows per block: as many as fit `n_buffers` logit buffers and a converted copy
+    of the block's hidden states (D values a row) in BLOCK_BYTES (a multiple of 16,
+    at least 16), whatever the thread count."""
+    per_row = (max(1, C) * n_buffers + D) * itemsize
     rows = (BLOCK_BYTES // per_row) // _ROW_QUANTUM * _ROW_QUANTUM
     return max(_ROW_QUANTUM, rows)
 
@@ -185,7 +186,7 @@ class LinearHead:
     def logit_blocks(self, rows, n_buffers=1):
         """Yield ``(r0, r1, z)``: the (r1 - r0, C) capped logits of rows r0..r1 of
         `rows` (a `_Rows`), in one reused buffer valid until the next step."""
-        nr = _balanced(rows.n, block_rows(self.C, self.compute.itemsize, n_buffers))
+        nr = _balanced(rows.n, block_rows(self.C, self.compute.itemsize, n_buffers, self.D))
         buf = np.empty((min(nr, max(rows.n, 1)), self.C), self.compute)
         load_blas(_kernels)
         for r0 in range(0, rows.n, nr):
@@ -451,7 +452,9 @@ class _Job:
         t[self.flat_target == self.ignore_index] = -1
         class_w = None if self.w is None else self.w.astype(FLOAT64)
         special = np.zeros(rows.n, np.uint8)
-        step = int(_kernels.THRESHOLDS["LINEAR_LOSS_ROWS"])
+        # the block's hidden states (a converted copy, perhaps) within the budget too
+        step = min(int(_kernels.THRESHOLDS["LINEAR_LOSS_ROWS"]),
+                   block_rows(0, head.compute.itemsize, 0, head.D))
         load_blas(_kernels)
         for r0 in range(0, rows.n, step):
             r1 = min(rows.n, r0 + step)
@@ -459,7 +462,7 @@ class _Job:
                 x=rows.block(r0, r1), w=head.weight, bias=head.bias,
                 softcap=head.softcap or 0.0, target=t[r0:r1], class_w=class_w, eps=self.eps,
                 wsum=self.wsum, ce=ce[r0:r1], lse=lse[r0:r1], special=special[r0:r1],
-                n_threads=threads_for((r1 - r0) * head.C * head.D),
+                n_threads=threads_for((r1 - r0) * head.C * head.D), scratch_bytes=BLOCK_BYTES,
             )
         again = np.flatnonzero(special)
         if again.size:

@@ -413,12 +413,14 @@ cdef void _loss_row(const _LossJob *j, Py_ssize_t r, bint double_precision) noex
 def linear_loss_tiles(*, cnp.ndarray x not None, cnp.ndarray w not None, bias,
                       double softcap, cnp.ndarray target not None, class_w, double eps,
                       double wsum, cnp.ndarray ce not None, cnp.ndarray lse not None,
-                      cnp.ndarray special not None, int n_threads):
+                      cnp.ndarray special not None, int n_threads, Py_ssize_t scratch_bytes):
     """Per-row cross-entropy (without z-loss) and logsumexp of the logits
     softcap·tanh((x @ w.T + bias)/softcap) of one block of rows, from class tiles
     (see above).  target: contiguous int64 (nr,), -1 for ignored rows; class_w:
     None or contiguous float64 (C,); wsum: its sum (C without); ce, lse: float64
-    (nr,); special: uint8 (nr,), 1 where the row must be computed again whole."""
+    (nr,); special: uint8 (nr,), 1 where the row must be computed again whole;
+    scratch_bytes: the most the threads' tiles may take together (fewer threads
+    then, never smaller tiles: the results do not depend on the team)."""
     cdef _LossJob j
     cdef bint dp = cnp.PyArray_TYPE(w) == cnp.NPY_FLOAT64
     cdef Py_ssize_t itemsize = 8 if dp else 4
@@ -435,9 +437,9 @@ def linear_loss_tiles(*, cnp.ndarray x not None, cnp.ndarray w not None, bias,
     j.ce = <double *> cnp.PyArray_DATA(ce)
     j.lse = <double *> cnp.PyArray_DATA(lse)
     j.special = <uint8_t *> cnp.PyArray_DATA(special)
-    team = max(1, min(n_threads, j.n_tiles))
     # one tile per thread, then (nr, n_tiles) parts: 3 doubles, +1 with smoothing
     cdef Py_ssize_t tile_values = j.lin.nr * j.lin.class_tile
+    team = max(1, min(n_threads, j.n_tiles, scratch_bytes // max(1, tile_values * itemsize)))
     cdef Py_ssize_t parts = j.lin.nr * j.n_tiles
     scratch = _alloc_scratch(team * tile_values * itemsize
                              + (parts * (4 if eps > 0 else 3) + j.lin.nr) * sizeof(double))
