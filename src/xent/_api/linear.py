@@ -272,7 +272,8 @@ _PUBLIC_DOC = """Cross-entropy of the logits ``input @ linear_weight.T + linear_
     return_grad : bool or tuple of str, optional
         False (the loss only), True (every gradient), or names among ``"input"``,
         ``"linear_weight"``, ``"linear_bias"``: only those are computed (a frozen
-        classifier asks for ``("input",)`` and saves a matrix product).
+        classifier asks for ``("input",)`` and saves a matrix product; ``()`` gives
+        ``(loss, LinearGrads(None, None, None))``).
 
     Returns
     -------
@@ -293,6 +294,10 @@ _PUBLIC_DOC = """Cross-entropy of the logits ``input @ linear_weight.T + linear_
 
     Notes
     -----
+    Gradients go through BLAS's arithmetic: an infinite entry of `linear_weight`
+    makes the input gradient NaN (``0·inf`` in ``g @ W``; PyTorch gives NaN too),
+    although the loss follows the non-finite rule.
+
     The matrix products accumulate as BLAS does in the computation dtype (SciPy's
     OpenBLAS); every softmax sum and batch reduction is `cross_entropy`'s.  float16
     and bfloat16 operands are computed in float32.  While the call runs, BLAS is
@@ -375,9 +380,9 @@ def _linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, wei
     if row_terms:
         return ce, lse, targets
     loss = _reduce_ce(ce, lse, zc, reduction, weight_total, n_valid, targets.row_shape, compute)
-    if not asked:
+    if return_grad is False or return_grad is None:
         return loss
-    g_input, g_weight, g_bias = grads
+    g_input, g_weight, g_bias = grads  # return_grad=() asks for none: all None
     return loss, LinearGrads(
         None if g_input is None else g_input.reshape(x.shape),
         g_weight,
