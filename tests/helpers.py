@@ -313,8 +313,10 @@ def assert_same_bits_for_thread_counts(call, counts=(1, 2, 3), what="call"):
     for n, result in zip(counts[1:], results[1:]):
         leaves = _leaves(result)
         assert len(leaves) == len(first), f"{what}: {counts[0]} and {n} threads differ"
-        for a, b in zip(first, leaves):
-            assert bitwise_equal(a, b), f"{what}: {counts[0]} and {n} threads differ"
+        for i, (a, b) in enumerate(zip(first, leaves)):
+            assert bitwise_equal(a, b), (
+                f"{what}: {counts[0]} and {n} threads differ (result leaf {i} of {len(first)})"
+            )
     return results[0]
 
 

@@ -174,8 +174,7 @@ def test_z_loss_is_per_non_ignored_row_and_unweighted_under_mean(rng):
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 def test_float32_equals_cross_entropy_of_the_logits(rng, reduction, option, kind):
     C = 31
-    spec = {**INDEX_OPTIONS, "weights+smoothing+z_loss": PROB_OPTIONS["weights+smoothing+z_loss"]}[option]
-    opts = _options(spec, C, reduction)
+    opts = _options(INDEX_OPTIONS[option], C, reduction)
     x, W, b, t = make_problem(rng, lead=(53,), D=16, C=C, dtype=F32, kind=kind)
     loss, grads = xent.linear_cross_entropy(x, W, t, linear_bias=b, return_grad=True, **opts)
 
@@ -439,12 +438,12 @@ def test_minus_inf_weight_row_is_a_class_of_probability_zero(rng, reduction):
         assert loss[1] == np.inf
         assert np.isfinite(np.delete(loss, 1)).all()
     scaled_close(loss, expected, 1e-10, "loss")
-    # the other rows equal the loss over the other classes alone
-    keep = np.arange(7) != 3
-    t2 = np.where(t > 3, t - 1, t)
-    rows = np.arange(6) != 1
-    sub = xent.linear_cross_entropy(x[rows], W[keep], t2[rows], linear_bias=b[keep], reduction="none")
-    if reduction == "none":
+    if reduction == "none":  # the other rows: the loss over the other classes alone
+        keep = np.arange(7) != 3
+        t2 = np.where(t > 3, t - 1, t)
+        rows = np.arange(6) != 1
+        sub = xent.linear_cross_entropy(x[rows], W[keep], t2[rows], linear_bias=b[keep],
+                                        reduction="none")
         np.testing.assert_allclose(loss[rows], sub, rtol=1e-12)
 
 
@@ -467,9 +466,8 @@ def test_plus_inf_logits_are_the_limit_of_equal_large_logits(rng):
     x, W, b, t = _positive_problem(rng)
     W[5, 2] = np.inf
     t[:] = 5
-    loss, grads = xent.linear_cross_entropy(x, W, t, linear_bias=b, reduction="none",
-                                            return_grad=("input",))
-    np.testing.assert_array_equal(loss, 0.0)
+    loss = xent.linear_cross_entropy(x, W, t, linear_bias=b, reduction="none")
+    np.testing.assert_array_equal(loss, 0.0)  # one class at +inf: probability 1
 
 
 def test_inf_in_hidden_state_row(rng):
@@ -583,11 +581,13 @@ def test_softcap_sizes(rng, softcap):
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
 def test_bitwise_identical_at_1_2_3_threads(rng, monkeypatch, dtype):
-    """Several blocks, each big enough for xent's kernels and BLAS to use threads."""
-    C = 1024
-    monkeypatch.setattr(linear_module, "BLOCK_BYTES", 128 * C * dtype.itemsize)
-    assert linear_module.block_rows(C, dtype.itemsize) == 128
-    x, W, b, t = make_problem(rng, lead=(400,), D=32, C=C, dtype=dtype)
+    """Several blocks of 48 rows, each big enough (48 × 1001 logits) for xent's kernels
+    and BLAS to use threads.  C = 1001 is not a multiple of any BLAS panel width: a
+    BLAS that splits a product by thread count rounds the edges differently."""
+    C, rows = 1001, 48
+    monkeypatch.setattr(linear_module, "BLOCK_BYTES", rows * C * dtype.itemsize)
+    assert linear_module.block_rows(C, dtype.itemsize) == rows
+    x, W, b, t = make_problem(rng, lead=(200,), D=64, C=C, dtype=dtype)
     opts = dict(linear_bias=b, weight=class_weights(C), label_smoothing=0.1, z_loss=1e-3)
 
     def run():
@@ -605,7 +605,8 @@ def test_bitwise_identical_at_1_2_3_threads(rng, monkeypatch, dtype):
 
 
 def _raises_untouched(exc, match, x, W, t, **kw):
-    arrays = [a for a in (x, W, t, kw.get("linear_bias"), kw.get("weight")) if isinstance(a, np.ndarray)]
+    arrays = [a for a in (x, W, t, kw.get("linear_bias"), kw.get("weight"))
+              if isinstance(a, np.ndarray)]
     saved = [a.copy() for a in arrays]
     with pytest.raises(exc, match=match):
         xent.linear_cross_entropy(x, W, t, **kw)
@@ -754,7 +755,8 @@ def test_zero_rows(dtype, lead):
     t = np.zeros(lead, np.int64)
     loss, grads = xent.linear_cross_entropy(x, W, t, linear_bias=b, return_grad=True)
     assert type(loss) is dtype.type and np.isnan(loss)
-    s, grads_s = xent.linear_cross_entropy(x, W, t, linear_bias=b, reduction="sum", return_grad=True)
+    s, grads_s = xent.linear_cross_entropy(x, W, t, linear_bias=b, reduction="sum",
+                                           return_grad=True)
     assert type(s) is dtype.type and s == 0
     none = xent.linear_cross_entropy(x, W, t, linear_bias=b, reduction="none")
     assert none.shape == lead and none.dtype == dtype
@@ -783,6 +785,16 @@ def test_one_class(rng, dtype):
     loss, _ = check_against_reference(x, W, t, b, reduction="none")
     assert (loss == 0).all()
     check_against_reference(x, W, t, b, reduction="mean", z_loss=0.1, softcap=2.0)
+
+
+def test_zero_hidden_size_gives_the_bias_as_logits(rng):
+    """D = 0: ``input @ linear_weight.T`` is an empty sum, 0 (as in NumPy and
+    torch.nn.functional.linear), so the logits are the bias."""
+    x, W, b, t = make_problem(rng, lead=(5,), D=0, C=4, ignore_frac=0)
+    loss, grads = check_against_reference(x, W, t, b, reduction="none")
+    np.testing.assert_allclose(loss, xent.cross_entropy(np.broadcast_to(b, (5, 4)), t,
+                                                        reduction="none"), rtol=1e-12)
+    assert grads.input.shape == (5, 0) and grads.linear_weight.shape == (4, 0)
 
 
 def test_zero_class_weight_sum_mean_is_nan(rng):
