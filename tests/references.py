@@ -357,7 +357,7 @@ def ref_linear_logits(x, linear_weight, linear_bias=None, softcap=None):
     by einsum (no BLAS), so ``±inf``/NaN in ``x`` or ``W`` reach exactly the logits
     they multiply into."""
     xa = as_f64(x)
-    xr = xa.reshape(-1, xa.shape[-1])
+    xr = xa.reshape(int(np.prod(xa.shape[:-1])), xa.shape[-1])  # (-1, D) fails for D = 0
     W = as_f64(linear_weight)
     with np.errstate(all="ignore"):
         u = np.einsum("nd,cd->nc", xr, W, optimize=False)
@@ -378,7 +378,7 @@ def ref_linear_cross_entropy(x, linear_weight, target, linear_bias=None, softcap
     a zero bias when there is none)."""
     xa = as_f64(x)
     lead, D = xa.shape[:-1], xa.shape[-1]
-    xr = xa.reshape(-1, D)
+    xr = xa.reshape(int(np.prod(lead)), D)
     W = as_f64(linear_weight)
     C = W.shape[0]
     u, z = ref_linear_logits(xr, W, linear_bias, softcap)

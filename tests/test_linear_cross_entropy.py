@@ -308,6 +308,19 @@ def test_every_other_row_and_strided_weight(rng, dtype):
     check_against_reference(xs, Ws, ts, bs, reduction="none", label_smoothing=0.05)
 
 
+@pytest.mark.parametrize("reversed_", ["input", "linear_weight", "both"])
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+def test_reversed_rows(rng, dtype, reversed_):
+    """Negative row strides (x[::-1], W[::-1]): BLAS takes no negative leading
+    dimension, so these must be read another way."""
+    x, W, b, t = make_problem(rng, lead=(20,), D=7, C=11, dtype=dtype)
+    if reversed_ in ("input", "both"):
+        x = x[::-1]
+    if reversed_ in ("linear_weight", "both"):
+        W = W[::-1]
+    check_against_reference(x, W, t, b, reduction="none")
+
+
 def test_negative_strides_and_readonly_inputs(rng):
     x, W, b, t = make_problem(rng, lead=(20,), D=7, C=11)
     x, W, b = x[::-1], W[::-1, ::-1], b[::-1]
@@ -813,11 +826,12 @@ BUDGET = 64 * MiB  # issue 19: "<= 64 MiB beyond inputs (and the gradients asked
 
 @pytest.fixture(scope="module")
 def one_gib_case():
-    """N=8192, D=64, C=32768 float32: 1 GiB of logits, 8 MiB of weight."""
+    """N=8192, D=16, C=32768 float32: 1 GiB of logits (a small D keeps the products
+    cheap; the cross-entropy of 2**28 logits is most of the time)."""
     rng = np.random.default_rng(7)
-    N, D, C = 8192, 64, 32768
+    N, D, C = 8192, 16, 32768
     x = rng.standard_normal((N, D), dtype=np.float32)
-    W = rng.standard_normal((C, D), dtype=np.float32) * np.float32(0.1)
+    W = rng.standard_normal((C, D), dtype=np.float32) * np.float32(0.2)
     t = rng.integers(0, C, N)
     t[::11] = -100
     assert N * C * 4 >= 1 << 30
@@ -831,7 +845,7 @@ def test_guard_tracemalloc_sees_numpy_allocations():
 
 def test_memory_loss_only_with_gib_logits(one_gib_case):
     x, W, t = one_gib_case
-    peak = traced_peak(lambda: xent.linear_cross_entropy(x, W, t, softcap=30.0))
+    peak = traced_peak(lambda: xent.linear_cross_entropy(x, W, t))
     assert peak < BUDGET, f"loss only: traced peak {peak / MiB:.1f} MiB"
 
 
