@@ -413,6 +413,23 @@ def test_blocking_does_not_change_the_result(rng, monkeypatch):
         scaled_close(g, e, 1e-13, name)
 
 
+@pytest.mark.parametrize(
+    "N, D, C",
+    [(1, 5, 7), (3, 1, 9), (2, 4, 1), (40, 300, 2100), (17, 257, 1025), (5, 512, 2048)],
+)
+@pytest.mark.parametrize("layout", ["C", "F"])
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+def test_shapes_at_the_edges_of_the_product_tiles(rng, dtype, layout, N, D, C):
+    """One row, one feature, one class, and shapes past whole tiles of classes and
+    features (products are cut into fixed tiles of classes and of features), with a
+    row-major and a column-major weight."""
+    x, W, b, t = make_problem(rng, lead=(N,), D=D, C=C, dtype=dtype)
+    x *= 1 / np.sqrt(max(D, 1)) * 3  # logits ~N(0, 9) whatever D
+    if layout == "F":
+        W = np.asfortranarray(W)
+    check_against_reference(x, W, t, b, reduction="sum", softcap=5.0, label_smoothing=0.1)
+
+
 def test_block_rows_contract():
     """Blocks are whole multiples of 16 rows, at least 16, within BLOCK_BYTES when
     16 rows fit, and never depend on anything but C and the itemsize."""
@@ -594,13 +611,15 @@ def test_softcap_sizes(rng, softcap):
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
 def test_bitwise_identical_at_1_2_3_threads(rng, monkeypatch, dtype):
-    """Several blocks of 48 rows, each big enough (48 × 1001 logits) for xent's kernels
-    and BLAS to use threads.  C = 1001 is not a multiple of any BLAS panel width: a
-    BLAS that splits a product by thread count rounds the edges differently."""
-    C, rows = 1001, 48
+    """Several blocks of 48 rows, each big enough (48 × 2100 logits) for xent's kernels
+    and the products to use threads.  C = 2100 and D = 300 are not multiples of any
+    BLAS panel width (a BLAS that splits one product by thread count rounds the edges
+    differently) and cross several tiles of classes and of features."""
+    C, rows = 2100, 48
     monkeypatch.setattr(linear_module, "BLOCK_BYTES", rows * C * dtype.itemsize)
     assert linear_module.block_rows(C, dtype.itemsize) == rows
-    x, W, b, t = make_problem(rng, lead=(200,), D=64, C=C, dtype=dtype)
+    x, W, b, t = make_problem(rng, lead=(150,), D=300, C=C, dtype=dtype)
+    x *= np.asarray(0.2, dtype)
     opts = dict(linear_bias=b, weight=class_weights(C), label_smoothing=0.1, z_loss=1e-3)
 
     def run():
