@@ -308,17 +308,37 @@ def test_every_other_row_and_strided_weight(rng, dtype):
     check_against_reference(xs, Ws, ts, bs, reduction="none", label_smoothing=0.05)
 
 
-@pytest.mark.parametrize("reversed_", ["input", "linear_weight", "both"])
+ROW_STRIDE_CASES = {
+    "input[::-1]": lambda x, W: (x[::-1], W),
+    "linear_weight[::-1]": lambda x, W: (x, W[::-1]),
+    "both[::-1]": lambda x, W: (x[::-1], W[::-1]),
+    "input broadcast": lambda x, W: (np.broadcast_to(x[0], x.shape), W),
+    "linear_weight broadcast": lambda x, W: (x, np.broadcast_to(W[0], W.shape)),
+}
+
+
+@pytest.mark.parametrize("case", list(ROW_STRIDE_CASES))
 @pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
-def test_reversed_rows(rng, dtype, reversed_):
-    """Negative row strides (x[::-1], W[::-1]): BLAS takes no negative leading
-    dimension, so these must be read another way."""
+def test_negative_and_zero_row_strides(rng, dtype, case):
+    """Rows with a negative stride (x[::-1]) or a zero one (np.broadcast_to): BLAS
+    takes neither as a leading dimension, so these must be read another way."""
     x, W, b, t = make_problem(rng, lead=(20,), D=7, C=11, dtype=dtype)
-    if reversed_ in ("input", "both"):
-        x = x[::-1]
-    if reversed_ in ("linear_weight", "both"):
-        W = W[::-1]
+    x, W = ROW_STRIDE_CASES[case](x, W)
     check_against_reference(x, W, t, b, reduction="none")
+
+
+@pytest.mark.parametrize("which", ["input", "linear_weight", "linear_bias"])
+def test_misaligned_operands(rng, which):
+    """float64 operands one byte off their alignment (e.g. from a packed record)."""
+    x, W, b, t = make_problem(rng, lead=(9,), D=5, C=6)
+    ops = {"input": x, "linear_weight": W, "linear_bias": b}
+    a = ops[which]
+    raw = np.zeros(a.nbytes + 1, np.uint8)[1:]
+    ops[which] = raw.view(a.dtype).reshape(a.shape)
+    ops[which][...] = a
+    assert not ops[which].flags.aligned
+    check_against_reference(ops["input"], ops["linear_weight"], t, ops["linear_bias"],
+                            softcap=4.0)
 
 
 def test_negative_strides_and_readonly_inputs(rng):
