@@ -1,11 +1,15 @@
 """PyTorch autograd functions backed by xent's fused kernels (CPU tensors).
 
 ``import xent.torch`` (needs PyTorch; ``pip install xent[torch]``) gives drop-in
-replacements for three losses, differentiable with ``torch.autograd``:
+replacements for four losses, differentiable with ``torch.autograd``:
 
 * `cross_entropy` -- ``torch.nn.functional.cross_entropy``'s arguments, plus ``z_loss``;
 * `binary_cross_entropy_with_logits` -- ``F.binary_cross_entropy_with_logits``'s;
-* `kl_divergence` -- distillation KL between teacher and student logits.
+* `kl_divergence` -- distillation KL between teacher and student logits;
+* `linear_cross_entropy` -- ``F.linear_cross_entropy``'s arguments (PyTorch >= 2.13),
+  plus ``z_loss`` and ``softcap``: the classifier layer fused in, the logits never
+  held whole (see its docstring: it differentiates the hidden states, the weight and
+  the bias, and reads float16/bfloat16 too).
 
 How it works
 ------------
@@ -23,14 +27,16 @@ depends on row ``i``'s loss.  The backward is not itself differentiable:
 ``create_graph=True`` (double backward, gradient penalties) raises rather than
 silently giving a zero second-order term.
 
-Gradients flow to the logits only (``input`` / ``q_logits``).  ``target``,
-``weight``, ``pos_weight`` and the teacher's ``p_logits`` are constants; passing
-one that requires grad (with grad mode on) raises ``NotImplementedError`` rather
-than silently dropping its gradient -- detach it.
+Gradients flow to the logits only (``input`` / ``q_logits``; for
+`linear_cross_entropy`, to ``input``, ``linear_weight`` and ``linear_bias``).
+``target``, ``weight``, ``pos_weight`` and the teacher's ``p_logits`` are
+constants; passing one that requires grad (with grad mode on) raises
+``NotImplementedError`` rather than silently dropping its gradient -- detach it.
 
 Supported tensors: dense CPU tensors of dtype float32 or float64 (integer class
-indices for class targets).  Other devices raise ``ValueError``, other dtypes
-``TypeError``, both naming the argument.  Values and gradients equal PyTorch's up
+indices for class targets; `linear_cross_entropy` also takes float16 and
+bfloat16).  Other devices raise ``ValueError``, other dtypes ``TypeError``, both
+naming the argument.  Values and gradients equal PyTorch's up
 to rounding, except where xent documents a deliberate difference at non-finite
 logits (e.g. a lone ``+inf`` at the target gives loss 0 where PyTorch gives NaN).
 xent's kernels use ``xent.get_num_threads()`` threads, not ``torch.get_num_threads()``.
@@ -42,17 +48,28 @@ import numpy as np
 import torch
 
 import xent
+from xent._api import linear as _linear
 
-__all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "kl_divergence"]
+__all__ = [
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "kl_divergence",
+    "linear_cross_entropy",
+]
 
 _FLOATS = (torch.float32, torch.float64)
+# Read as they are by linear_cross_entropy (computed in float32, tile by tile).
+_WITH_HALVES = _FLOATS + (torch.float16, torch.bfloat16)
 
 
 # ---- argument checks (all before any kernel runs) --------------------------------
 
 
-def _tensor(t, name, fn, kinds="float"):
-    """`t` as a NumPy view (no copy) after checking type, device, layout and dtype."""
+def _tensor(t, name, fn, kinds="float", floats=_FLOATS):
+    """`t` as a NumPy view (no copy) after checking type, device, layout and dtype.
+
+    `floats` are the float dtypes accepted (`_WITH_HALVES` where xent reads
+    float16/bfloat16)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if t.device.type != "cpu":
@@ -62,23 +79,39 @@ def _tensor(t, name, fn, kinds="float"):
         )
     if t.layout != torch.strided:
         raise TypeError(f"{fn}: {name} must be a dense tensor, got layout {t.layout}")
-    if kinds == "float" and t.dtype not in _FLOATS:
+    names = "/".join(str(f).removeprefix("torch.") for f in floats)
+    if kinds == "float" and t.dtype not in floats:
         raise TypeError(
-            f"{fn}: {name} has dtype {t.dtype}; xent.torch supports float32 and float64 "
+            f"{fn}: {name} has dtype {t.dtype}; xent.torch supports {names} here "
             "(convert with .float() or .double())"
         )
-    if kinds == "index-or-float" and t.dtype not in _FLOATS and (
+    if kinds == "index-or-float" and t.dtype not in floats and (
         t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool
     ):
         raise TypeError(
             f"{fn}: {name} has dtype {t.dtype}; expected integer class indices or "
-            "float32/float64 class probabilities"
+            f"{names} class probabilities"
         )
-    return t.detach().resolve_neg().numpy()
+    return _numpy_view(t.detach().resolve_neg(), name, fn)
 
 
-def _optional(t, name, fn):
-    return None if t is None else _tensor(t, name, fn)
+def _numpy_view(t, name, fn):
+    """The tensor's memory as a NumPy array (any strides, no copy); bfloat16, which
+    NumPy lacks, through ml_dtypes' bfloat16 (the same 2-byte layout)."""
+    if t.dtype != torch.bfloat16:
+        return t.numpy()
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError(
+            f"{fn}: {name} is bfloat16, which xent reads through the ml_dtypes package: "
+            "pip install ml_dtypes, or convert with .float()"
+        ) from None
+    return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+
+
+def _optional(t, name, fn, floats=_FLOATS):
+    return None if t is None else _tensor(t, name, fn, floats=floats)
 
 
 def _constants(fn, grad_wrt, **tensors):
@@ -474,3 +507,193 @@ def kl_divergence(p_logits, q_logits, *, dim=-1, temperature=1.0, reduction="mea
     if not _wants_grad(q_logits):
         return loss.compute(q_logits, False)[0]
     return _FusedLossFunction.apply(loss, q_logits, p_logits)
+
+
+# ---- cross-entropy from hidden states --------------------------------------------
+
+_LINEAR_GRADS = ("input", "linear_weight", "linear_bias")
+
+
+class _LinearCall:
+    """One linear_cross_entropy call: NumPy views of the tensors and the options,
+    run by xent's core; its gradients come back as tensors of the arguments' dtypes."""
+
+    def __init__(self, x, w, b, target, weight, options, dtypes):
+        self.x, self.w, self.b, self.target, self.weight = x, w, b, target, weight
+        self.options = options  # ignore_index, reduction, label_smoothing, z_loss, softcap
+        self.dtypes = dtypes  # of input, linear_weight, linear_bias: their gradients'
+        self.reduction = options["reduction"]
+        self.loss_dtype = torch.promote_types(dtypes[0], dtypes[1])
+
+    def run(self, names=(), row_scale=None):
+        """The loss (a tensor) and, for `names`, the gradient tensors (None for the
+        others); `row_scale` multiplies each row's gradient ("none" backward)."""
+        out = _linear._linear_cross_entropy(  # the core, plus per-row gradient factors
+            self.x, self.w, self.target, linear_bias=self.b, weight=self.weight,
+            return_grad=tuple(names), grad_row_scale=row_scale, **self.options,
+        )
+        loss, grads = out if names else (out, None)
+        loss = torch.from_numpy(np.asarray(loss)).to(self.loss_dtype)
+        if grads is None:
+            return loss, (None, None, None)
+        tensors = tuple(
+            None if g is None else torch.from_numpy(g).to(dt)  # no copy if same dtype
+            for g, dt in zip(grads, self.dtypes)
+        )
+        return loss, tensors
+
+
+class _LinearCrossEntropyFunction(torch.autograd.Function):
+    """Forward: the loss, and for "mean"/"sum" the gradients of the tensors that
+    require grad, in one xent call.  Backward: scale them by the (scalar) incoming
+    gradient; for "none", one more xent call with the incoming gradient as per-row
+    factors (the forward cannot know them)."""
+
+    @staticmethod
+    def forward(ctx, call, names, input, linear_weight, linear_bias, target, weight):
+        ctx.call, ctx.names = call, names
+        ctx.save_for_backward(input, linear_weight, linear_bias, target, weight)
+        if call.reduction == "none":
+            return call.run()[0]
+        loss, ctx.grads = call.run(names)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        if torch.is_grad_enabled():  # create_graph=True: see _FusedLossFunction.backward
+            raise RuntimeError(
+                "xent.torch: the backward of this loss is not differentiable (no "
+                "create_graph=True / double backward); use torch.nn.functional for that"
+            )
+        ctx.saved_tensors  # noqa: B018 -- raises if an input was modified in place
+        call = ctx.call
+        if call.reduction == "none":
+            scale = grad_output.detach().to(torch.float64).numpy()
+            grads = call.run(ctx.names, row_scale=scale)[1]
+        else:
+            grads, ctx.grads = ctx.grads, None  # handed over: autograd may keep them as .grad
+            if grads is None:  # an earlier backward took them (retain_graph=True)
+                grads = call.run(ctx.names)[1]
+            if grad_output.item() != 1.0:  # loss.backward() passes exactly 1
+                grads = tuple(None if g is None else g.mul_(grad_output) for g in grads)
+        return (None, None) + tuple(grads) + (None, None)
+
+
+def linear_cross_entropy(
+    input,
+    linear_weight,
+    target,
+    *,
+    linear_bias=None,
+    weight=None,
+    reduction="mean",
+    ignore_index=None,
+    label_smoothing=0.0,
+    options=None,
+    z_loss=0.0,
+    softcap=None,
+):
+    """Cross-entropy of ``input @ W.T + b``, ``F.linear_cross_entropy``'s drop-in.
+
+    Same arguments and semantics as ``torch.nn.functional.linear_cross_entropy``
+    (PyTorch >= 2.13), that is ``F.cross_entropy(F.linear(input, linear_weight,
+    linear_bias), target, ...)``, computed by `xent.linear_cross_entropy`: the
+    logits exist only one block of rows at a time (a few tens of MiB whatever N
+    and C), and the forward pass computes, with the loss, the gradients of exactly
+    those of `input`, `linear_weight` and `linear_bias` that require grad (a frozen
+    classifier costs no weight-gradient product).  Backward only scales them.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        Hidden states ``(D,)``, ``(N, D)`` or -- beyond PyTorch, which takes only
+        those two -- any leading shape ``(..., D)`` such as ``(B, T, D)``, any
+        strides (``hidden[:, :-1]`` is read in place).  float32, float64, float16
+        or bfloat16 (bfloat16 needs the ml_dtypes package), on the CPU.
+    linear_weight : torch.Tensor
+        ``(C, D)``.  PyTorch's K-dimensional weights ``(C, d1, ..., dK, D)`` are not
+        supported (`ValueError`).
+    target : torch.Tensor
+        Class indices of shape ``input.shape[:-1]`` (integer tensor), or class
+        probabilities of shape ``input.shape[:-1] + (C,)`` (floating).  A constant.
+    linear_bias : torch.Tensor of shape (C,), optional
+    weight : torch.Tensor of shape (C,), optional
+        Class weights, a constant.
+    reduction : {"mean", "sum", "none"}, optional
+        As ``F.cross_entropy``.
+    ignore_index : int or None, optional
+        None (the default, as PyTorch's) means -100.
+    label_smoothing : float in [0, 1], optional
+    options : optional
+        PyTorch's ``LinearCrossEntropyOptions`` (how its own implementation chunks
+        the batch): accepted for compatibility and ignored -- xent always works
+        block by block, with a fixed memory budget.
+    z_loss : float >= 0, optional
+        xent's extra: ``z_loss * logsumexp(row)**2`` per non-ignored row, as in
+        `cross_entropy`.
+    softcap : float > 0, optional
+        xent's extra: the logits are capped as ``softcap * tanh(z / softcap)``
+        (Gemma 2) before the loss; the gradients include its chain rule.
+
+    Returns
+    -------
+    torch.Tensor
+        0-d for "mean"/"sum", ``input.shape[:-1]`` for "none"; the dtype of
+        ``input`` and ``linear_weight`` promoted together.
+
+    Raises
+    ------
+    TypeError, ValueError, IndexError
+        As for `cross_entropy`; also ``input.shape[-1] != linear_weight.shape[1]``,
+        a bias that is not ``(C,)``, ``softcap <= 0`` (`ValueError`).
+    NotImplementedError
+        `target` or `weight` requires grad (they are constants).
+
+    Notes
+    -----
+    ``reduction="none"``: the forward pass computes the loss only (one matrix
+    product), since the per-row factors of the gradient arrive with backward;
+    backward then runs the logits again with those factors applied -- one more
+    product than for "mean"/"sum", and no N×C memory either way.
+
+    float16/bfloat16 tensors are computed in float32 (the loss and gradients are
+    rounded to the tensors' dtypes), float32 and float64 in their own precision.
+    The matrix products use SciPy's BLAS with ``xent.get_num_threads()`` threads.
+    Double backward (``create_graph=True``) raises.
+
+    Examples
+    --------
+    >>> import torch, xent.torch
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> hidden = torch.randn(2, 5, 8)                      # (B, T, D)
+    >>> head = torch.randn(11, 8, requires_grad=True)      # (C, D)
+    >>> tokens = torch.randint(0, 11, (2, 5))
+    >>> loss = xent.torch.linear_cross_entropy(hidden[:, :-1], head, tokens[:, 1:])
+    >>> loss.backward()
+    >>> ref = torch.nn.functional.cross_entropy(
+    ...     (hidden[:, :-1] @ head.T).reshape(-1, 11), tokens[:, 1:].reshape(-1))
+    >>> bool(torch.isclose(loss, ref)), head.grad.shape
+    (True, torch.Size([11, 8]))
+    """
+    fn = "linear_cross_entropy"
+    x = _tensor(input, "input", fn, floats=_WITH_HALVES)
+    w = _tensor(linear_weight, "linear_weight", fn, floats=_WITH_HALVES)
+    b = _optional(linear_bias, "linear_bias", fn, floats=_WITH_HALVES)
+    t = _tensor(target, "target", fn, kinds="index-or-float", floats=_WITH_HALVES)
+    cw = _optional(weight, "weight", fn, floats=_WITH_HALVES)
+    _constants(fn, "input, linear_weight and linear_bias", target=target, weight=weight)
+    kw = dict(
+        ignore_index=-100 if ignore_index is None else ignore_index, reduction=reduction,
+        label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+    )
+    differentiable = (input, linear_weight, linear_bias)
+    call = _LinearCall(x, w, b, t, cw, kw, tuple(getattr(a, "dtype", None) for a in differentiable))
+    names = tuple(
+        n for n, a in zip(_LINEAR_GRADS, differentiable) if a is not None and _wants_grad(a)
+    )
+    if not names:  # no graph: validation and loss from xent alone
+        return call.run()[0]
+    return _LinearCrossEntropyFunction.apply(
+        call, names, input, linear_weight, linear_bias, target, weight
+    )

@@ -109,6 +109,12 @@ class _Rows:
         except ValueError:  # e.g. hidden[:, :-1]: the rows are not evenly spaced
             self.view = None
 
+    def take(self, index):
+        """The rows at `index` (global row numbers), a (len(index), D) copy."""
+        if self.view is not None:
+            return self.view[index]
+        return self.source[np.unravel_index(index, self.lead)]
+
     def block(self, r0, r1):
         """Rows r0..r1 as a (r1 - r0, D) array the products can read: a view when
         possible; a converted or gathered copy of just these rows otherwise."""
@@ -337,44 +343,106 @@ def _linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, wei
         row_scale = np.ascontiguousarray(grad_row_scale, FLOAT64).reshape(n)
     flat_target = (targets.array.reshape(n, head.C) if targets.prob
                    else targets.array.reshape(n))
+    job = _Job(head, targets, flat_target, ignore_index, w, eps, zc, scale_ce, scale_z,
+               asked, row_scale)
     ce = np.empty(n, FLOAT64)
     lse = np.empty(n, FLOAT64)
-    g_input = np.empty((n, head.D), compute) if "input" in asked else None
-    g_weight = np.zeros((head.C, head.D), compute) if "linear_weight" in asked else None
-    g_bias = np.zeros(head.C, FLOAT64) if "linear_bias" in asked else None
-    wsum = float(w.sum(dtype=FLOAT64)) if w is not None else float(head.C)
-    kind = float_kind(np.empty(0, compute))
-    capped_grad = bool(asked) and head.softcap is not None
+    grads = job.grad_arrays(n)
     with single_threaded_blas():
-        for r0, r1, z in head.logit_blocks(rows, n_buffers=2 if capped_grad else 1):
-            nb = r1 - r0
-            t = flat_target[r0:r1]
-            t3 = t.reshape(nb, head.C, 1) if targets.prob else t.reshape(nb, 1, 1)
-            g = None
-            if asked:  # the gradient overwrites z, unless the cap's chain rule needs z
-                g = np.empty_like(z) if capped_grad else z
-            _kernels.cross_entropy(
-                z.reshape(nb, head.C, 1), t3, xkind=kind, tcode=targets.code,
-                prob=targets.prob, ignore_index=ignore_index, weight=w, wsum=wsum, eps=eps,
-                z=zc, scale_ce=scale_ce, scale_z=scale_z,
-                grad=None if g is None else g.reshape(nb, head.C, 1),
-                ce=ce[r0:r1], lse=lse[r0:r1], n_threads=threads_for(z.size),
-            )
-            if asked:
-                _kernels.linear_backward(
-                    x=rows.block(r0, r1), w=head.weight, z=z, g=g,
-                    softcap=head.softcap or 0.0,
-                    row_scale=None if row_scale is None else row_scale[r0:r1],
-                    dx=None if g_input is None else g_input[r0:r1], dw=g_weight,
-                    db=g_bias, dw_accumulate=r0 > 0, n_threads=threads_for(z.size * head.D),
-                )
+        if asked or targets.prob:
+            job.whole_rows(rows, np.arange(n), ce, lse, grads)
+        else:
+            job.class_tiles(rows, ce, lse)
 
     loss = _reduce_ce(ce, lse, zc, reduction, weight_total, n_valid, targets.row_shape, compute)
     if not asked:
         return loss
-    grads = LinearGrads(
+    g_input, g_weight, g_bias = grads
+    return loss, LinearGrads(
         None if g_input is None else g_input.reshape(x.shape),
         g_weight,
         None if g_bias is None else g_bias.astype(compute),
     )
-    return loss, grads
+
+
+class _Job:
+    """One validated call: the head, the targets and the loss's options, and the
+    two ways through the rows (`whole_rows`, `class_tiles`)."""
+
+    def __init__(self, head, targets, flat_target, ignore_index, w, eps, zc, scale_ce,
+                 scale_z, asked, row_scale):
+        self.head, self.targets, self.flat_target = head, targets, flat_target
+        self.ignore_index, self.w, self.eps, self.zc = ignore_index, w, eps, zc
+        self.scale_ce, self.scale_z = scale_ce, scale_z
+        self.asked, self.row_scale = asked, row_scale
+        self.wsum = float(w.sum(dtype=FLOAT64)) if w is not None else float(head.C)
+        self.kind = float_kind(np.empty(0, head.compute))
+
+    def grad_arrays(self, n):
+        """(input, weight, bias) gradient accumulators, None where not asked."""
+        h, asked = self.head, self.asked
+        return (np.empty((n, h.D), h.compute) if "input" in asked else None,
+                np.zeros((h.C, h.D), h.compute) if "linear_weight" in asked else None,
+                np.zeros(h.C, FLOAT64) if "linear_bias" in asked else None)
+
+    def whole_rows(self, rows, index, ce, lse, grads):
+        """Blocks of rows with all their logits: the cross-entropy kernel on each
+        block (in place into the gradient of the logits), then the products of the
+        gradients.  `index`: the global row number of each of `rows` (its blocks are
+        written to ce[index], lse[index])."""
+        head, targets, asked = self.head, self.targets, self.asked
+        g_input, g_weight, g_bias = grads
+        capped_grad = bool(asked) and head.softcap is not None
+        for r0, r1, z in head.logit_blocks(rows, n_buffers=2 if capped_grad else 1):
+            nb = r1 - r0
+            at = index[r0:r1]
+            contiguous = nb == 0 or at[-1] - at[0] == nb - 1
+            sl = slice(at[0], at[0] + nb) if contiguous else at
+            t = self.flat_target[sl]
+            t3 = t.reshape(nb, head.C, 1) if targets.prob else t.reshape(nb, 1, 1)
+            ce_b = ce[sl] if contiguous else np.empty(nb, FLOAT64)
+            lse_b = lse[sl] if contiguous else np.empty(nb, FLOAT64)
+            g = None
+            if asked:  # the gradient overwrites z, unless the cap's chain rule needs z
+                g = np.empty_like(z) if capped_grad else z
+            _kernels.cross_entropy(
+                z.reshape(nb, head.C, 1), t3, xkind=self.kind, tcode=targets.code,
+                prob=targets.prob, ignore_index=self.ignore_index, weight=self.w,
+                wsum=self.wsum, eps=self.eps, z=self.zc, scale_ce=self.scale_ce,
+                scale_z=self.scale_z, grad=None if g is None else g.reshape(nb, head.C, 1),
+                ce=ce_b, lse=lse_b, n_threads=threads_for(z.size),
+            )
+            if not contiguous:
+                ce[sl], lse[sl] = ce_b, lse_b
+            if asked:
+                _kernels.linear_backward(
+                    x=rows.block(r0, r1), w=head.weight, z=z, g=g,
+                    softcap=head.softcap or 0.0,
+                    row_scale=None if self.row_scale is None else self.row_scale[sl],
+                    dx=None if g_input is None else g_input[sl], dw=g_weight,
+                    db=g_bias, dw_accumulate=r0 > 0, n_threads=threads_for(z.size * head.D),
+                )
+
+    def class_tiles(self, rows, ce, lse):
+        """The loss alone, class indices: tiles of classes reduced while hot
+        (linear.pxi); rows the tiles flag as special (a non-finite logit, weight or
+        sum) are computed again by `whole_rows`, with the kernel's non-finite rules."""
+        head = self.head
+        t = self.flat_target.astype(np.int64)
+        t[self.flat_target == self.ignore_index] = -1
+        class_w = None if self.w is None else self.w.astype(FLOAT64)
+        special = np.zeros(rows.n, np.uint8)
+        step = int(_kernels.THRESHOLDS["LINEAR_LOSS_ROWS"])
+        load_blas(_kernels)
+        for r0 in range(0, rows.n, step):
+            r1 = min(rows.n, r0 + step)
+            _kernels.linear_loss_tiles(
+                x=rows.block(r0, r1), w=head.weight, bias=head.bias,
+                softcap=head.softcap or 0.0, target=t[r0:r1], class_w=class_w, eps=self.eps,
+                wsum=self.wsum, ce=ce[r0:r1], lse=lse[r0:r1], special=special[r0:r1],
+                n_threads=threads_for((r1 - r0) * head.C * head.D),
+            )
+        again = np.flatnonzero(special)
+        if again.size:
+            self.whole_rows(_Rows(rows.take(again), head.compute), again, ce, lse,
+                            (None, None, None))

@@ -12,7 +12,8 @@
 # count, so the results are bitwise identical for any number of threads.
 
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
-from libc.math cimport tanh, tanhf
+from libc.math cimport isfinite, tanh, tanhf
+from libc.stdint cimport uint8_t
 
 ctypedef void (*_sgemm_t)(char *transa, char *transb, int *m, int *n, int *k, float *alpha,
                           float *a, int *lda, float *b, int *ldb, float *beta, float *c,
@@ -203,16 +204,13 @@ cdef Py_ssize_t _leading_stride(cnp.ndarray a, Py_ssize_t rows):
     return _stride(a, 0) if rows > 1 else cnp.PyArray_DIM(a, 1)
 
 
-cdef int _linear_job(_LinJob *j, cnp.ndarray x, cnp.ndarray w, cnp.ndarray z,
-                     double softcap) except -1:
+cdef int _linear_job(_LinJob *j, cnp.ndarray x, cnp.ndarray w, double softcap) except -1:
     if not has_blas():
         raise RuntimeError("xent._kernels.linear: set_blas was not called")
     j.nr, j.D = cnp.PyArray_DIM(x, 0), cnp.PyArray_DIM(x, 1)
     j.C = cnp.PyArray_DIM(w, 0)
-    if cnp.PyArray_DIM(w, 1) != j.D or cnp.PyArray_DIM(z, 0) != j.nr or cnp.PyArray_DIM(z, 1) != j.C:
+    if cnp.PyArray_DIM(w, 1) != j.D:
         raise ValueError("xent._kernels.linear: internal contract violated (shapes)")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(z):
-        raise ValueError("xent._kernels.linear: internal contract violated (z)")
     j.x = cnp.PyArray_DATA(x)
     j.xld = _leading_stride(x, j.nr)
     j.w = cnp.PyArray_DATA(w)
@@ -223,14 +221,22 @@ cdef int _linear_job(_LinJob *j, cnp.ndarray x, cnp.ndarray w, cnp.ndarray z,
         j.wld = _leading_stride(w, j.C)
     if j.wld < 1:
         j.wld = 1
-    j.z = cnp.PyArray_DATA(z)
-    j.g = j.z
+    j.z = j.g = NULL
     j.softcap = softcap
     j.bias = NULL
     j.row_scale = NULL
     j.dx = j.dw = NULL
     j.db = NULL
     j.dw_accumulate = False
+    return 0
+
+
+cdef int _block_z(_LinJob *j, cnp.ndarray z) except -1:
+    """z: the block's C-ordered (nr, C) logits."""
+    if (cnp.PyArray_NDIM(z) != 2 or cnp.PyArray_DIM(z, 0) != j.nr or cnp.PyArray_DIM(z, 1) != j.C
+            or not cnp.PyArray_IS_C_CONTIGUOUS(z)):
+        raise ValueError("xent._kernels.linear: internal contract violated (z)")
+    j.z = j.g = cnp.PyArray_DATA(z)
     return 0
 
 
@@ -243,7 +249,8 @@ def linear_logits(*, cnp.ndarray x not None, cnp.ndarray w not None, bias,
     contiguous (C,) array of that dtype; softcap : 0 for none; z : C-ordered (nr, C)."""
     cdef _LinJob j
     cdef bint dp = cnp.PyArray_TYPE(z) == cnp.NPY_FLOAT64
-    _linear_job(&j, x, w, z, softcap)
+    _linear_job(&j, x, w, softcap)
+    _block_z(&j, z)
     if bias is not None:
         j.bias = cnp.PyArray_DATA(<cnp.ndarray> bias)
     with nogil:
@@ -260,7 +267,8 @@ def linear_backward(*, cnp.ndarray x not None, cnp.ndarray w not None,
     float64 (nr,) array."""
     cdef _LinJob j
     cdef bint dp = cnp.PyArray_TYPE(z) == cnp.NPY_FLOAT64
-    _linear_job(&j, x, w, z, softcap)
+    _linear_job(&j, x, w, softcap)
+    _block_z(&j, z)
     j.g = cnp.PyArray_DATA(g)
     if row_scale is not None:
         j.row_scale = <double *> cnp.PyArray_DATA(<cnp.ndarray> row_scale)
@@ -275,3 +283,167 @@ def linear_backward(*, cnp.ndarray x not None, cnp.ndarray w not None,
         _linear_tiles(&j, 1, dp, n_threads)
         if j.dx != NULL:
             _linear_tiles(&j, 2, dp, n_threads)
+
+
+# ---- the loss alone: class tiles reduced while hot, logits never held whole --------
+#
+# Without gradients no row needs all its logits at once: each thread computes a tile
+# of LINEAR_LOSS_ROWS rows × LINEAR_TILE_CLASSES classes into its own scratch and
+# reduces it at once into per-(row, tile) parts: the max, sum of exps and count of the
+# max (chunk_stats, the long-row normaliser's), the target's logit when the tile holds
+# it, and with label smoothing the tile's sum of w_c·z_c.  The parts of a row are
+# merged in tile order (merge_chunks), so the result is the same for any thread count.
+# A row whose parts are not all finite (a non-finite max, target logit or sum) is
+# flagged `special` and left to the caller, which computes it again with its whole
+# row of logits and the cross-entropy kernel's non-finite rules.
+
+cdef struct _LossJob:
+    _LinJob lin          # x, w, bias, softcap, nr, C, D (z: unused)
+    const int64_t *target  # (nr,) class index, or -1 for an ignored row
+    const double *class_w  # (C,) or NULL
+    double eps, wsum
+    Py_ssize_t n_tiles
+    char *tiles          # per-thread scratch: nr × LINEAR_TILE_CLASSES values each
+    double *stats        # (nr, n_tiles, 3) chunk_stats
+    double *wz           # (nr, n_tiles) sums of w_c·z_c (eps > 0), or NULL
+    double *zt           # (nr,) the target's logit
+    double *ce
+    double *lse
+    uint8_t *special
+
+
+cdef void _loss_tile(const _LossJob *j, Py_ssize_t tile, blas_real *mine) noexcept nogil:
+    cdef const _LinJob *l = &j.lin
+    cdef Py_ssize_t c0 = tile * LINEAR_TILE_CLASSES
+    cdef Py_ssize_t c1 = min(l.C, c0 + LINEAR_TILE_CLASSES)
+    cdef Py_ssize_t n = c1 - c0
+    cdef Py_ssize_t r, c
+    cdef int64_t t
+    cdef blas_real *w = <blas_real *> l.w
+    cdef const blas_real *b = <const blas_real *> l.bias
+    cdef blas_real *row
+    cdef blas_real s = <blas_real> l.softcap
+    cdef blas_real inv_s = <blas_real> (1.0 / l.softcap) if l.softcap > 0 else 0
+    cdef double acc
+    if l.w_cols:
+        _gemm_rows(False, False, <int> l.nr, <int> n, <int> l.D, <blas_real> 1,
+                   <blas_real *> l.x, <int> l.xld, w + c0, <int> l.wld, <blas_real> 0,
+                   mine, <int> n)
+    else:
+        _gemm_rows(False, True, <int> l.nr, <int> n, <int> l.D, <blas_real> 1,
+                   <blas_real *> l.x, <int> l.xld, w + c0 * l.wld, <int> l.wld, <blas_real> 0,
+                   mine, <int> n)
+    for r in range(l.nr):
+        row = mine + r * n
+        if b != NULL:
+            for c in range(n):
+                row[c] += b[c0 + c]
+        if l.softcap > 0:
+            for c in range(n):
+                if blas_real is float:
+                    row[c] = s * tanhf(row[c] * inv_s)
+                else:
+                    row[c] = s * tanh(row[c] * inv_s)
+        if blas_real is float:
+            chunk_stats_f32(row, n, j.stats + 3 * (r * j.n_tiles + tile))
+        else:
+            chunk_stats_f64(row, n, j.stats + 3 * (r * j.n_tiles + tile))
+        t = j.target[r]
+        if t >= c0 and t < c1:
+            j.zt[r] = row[t - c0]
+        if j.wz != NULL:
+            acc = 0
+            if j.class_w != NULL:
+                for c in range(n):
+                    acc += j.class_w[c0 + c] * row[c]
+            else:
+                for c in range(n):
+                    acc += row[c]
+            j.wz[r * j.n_tiles + tile] = acc
+
+
+cdef void _loss_row(const _LossJob *j, Py_ssize_t r, bint double_precision) noexcept nogil:
+    """The row's loss from its parts (see above), or special[r] = 1."""
+    cdef float mf, sf, lsf
+    cdef double m, sm, ls, L, zt, wt, c, wz
+    cdef int finite
+    cdef Py_ssize_t k
+    cdef int64_t t = j.target[r]
+    j.special[r] = 0
+    if t < 0:  # ignored: 0, and no logsumexp (the z-loss skips it)
+        j.ce[r] = 0
+        j.lse[r] = 0
+        return
+    if double_precision:
+        finite = merge_chunks_f64(j.stats + 3 * r * j.n_tiles, j.n_tiles, &m, &sm, &ls)
+    else:
+        finite = merge_chunks_f32(j.stats + 3 * r * j.n_tiles, j.n_tiles, &mf, &sf, &lsf)
+        m, ls = mf, lsf
+    zt = j.zt[r]
+    if not finite or not isfinite(zt):
+        j.special[r] = 1
+        return
+    L = m + ls
+    wt = j.class_w[t] if j.class_w != NULL else 1.0
+    c = (1 - j.eps) * wt * (L - zt)
+    if j.eps > 0:
+        wz = 0
+        for k in range(j.n_tiles):
+            wz = wz + j.wz[r * j.n_tiles + k]
+        c = c + (j.eps / j.lin.C) * (L * j.wsum - wz)
+    if not isfinite(c):
+        j.special[r] = 1
+        return
+    j.ce[r] = c
+    j.lse[r] = L
+
+
+def linear_loss_tiles(*, cnp.ndarray x not None, cnp.ndarray w not None, bias,
+                      double softcap, cnp.ndarray target not None, class_w, double eps,
+                      double wsum, cnp.ndarray ce not None, cnp.ndarray lse not None,
+                      cnp.ndarray special not None, int n_threads):
+    """Per-row cross-entropy (without z-loss) and logsumexp of the logits
+    softcap·tanh((x @ w.T + bias)/softcap) of one block of rows, from class tiles
+    (see above).  target: contiguous int64 (nr,), -1 for ignored rows; class_w:
+    None or contiguous float64 (C,); wsum: its sum (C without); ce, lse: float64
+    (nr,); special: uint8 (nr,), 1 where the row must be computed again whole."""
+    cdef _LossJob j
+    cdef bint dp = cnp.PyArray_TYPE(w) == cnp.NPY_FLOAT64
+    cdef Py_ssize_t itemsize = 8 if dp else 4
+    cdef Py_ssize_t r, tile, team
+    cdef int tid
+    cdef void *scratch = NULL
+    _linear_job(&j.lin, x, w, softcap)
+    if bias is not None:
+        j.lin.bias = cnp.PyArray_DATA(<cnp.ndarray> bias)
+    j.target = <const int64_t *> cnp.PyArray_DATA(target)
+    j.class_w = NULL if class_w is None else <const double *> cnp.PyArray_DATA(<cnp.ndarray> class_w)
+    j.eps, j.wsum = eps, wsum
+    j.n_tiles = _n_tiles(j.lin.C, LINEAR_TILE_CLASSES)
+    j.ce = <double *> cnp.PyArray_DATA(ce)
+    j.lse = <double *> cnp.PyArray_DATA(lse)
+    j.special = <uint8_t *> cnp.PyArray_DATA(special)
+    team = max(1, min(n_threads, j.n_tiles))
+    # one tile per thread, then (nr, n_tiles) parts: 3 doubles, +1 with smoothing
+    cdef Py_ssize_t tile_values = j.lin.nr * LINEAR_TILE_CLASSES
+    cdef Py_ssize_t parts = j.lin.nr * j.n_tiles
+    scratch = _alloc_scratch(team * tile_values * itemsize
+                             + (parts * (4 if eps > 0 else 3) + j.lin.nr) * sizeof(double))
+    j.tiles = <char *> scratch
+    j.stats = <double *> (j.tiles + team * tile_values * itemsize)
+    j.wz = j.stats + 3 * parts if eps > 0 else NULL
+    j.zt = j.stats + parts * (4 if eps > 0 else 3)
+    try:
+        with nogil:
+            for r in range(j.lin.nr):
+                j.zt[r] = NAN  # a row whose target no tile holds (C == 0) is special
+            for tile in prange(j.n_tiles, num_threads=team, schedule="static", chunksize=1):
+                tid = omp_get_thread_num()
+                if dp:
+                    _loss_tile(&j, tile, <double *> (j.tiles + tid * tile_values * itemsize))
+                else:
+                    _loss_tile(&j, tile, <float *> (j.tiles + tid * tile_values * itemsize))
+            for r in prange(j.lin.nr, num_threads=team, schedule="static"):
+                _loss_row(&j, r, dp)
+    finally:
+        free(scratch)

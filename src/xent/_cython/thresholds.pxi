@@ -49,6 +49,10 @@ cdef Py_ssize_t ROW_BATCH_BYTES = 4 * 1024
 # [BENCHMARKS.md, "Cross-entropy from hidden states"]
 cdef Py_ssize_t LINEAR_TILE_CLASSES = 1024
 cdef Py_ssize_t LINEAR_TILE_FEATURES = 256
+# The loss alone (no gradient) needs no whole row of logits: blocks of
+# LINEAR_LOSS_ROWS rows, each thread with one tile of LINEAR_TILE_CLASSES classes of
+# them in its own scratch (2 MiB of float32), reduced while hot.
+cdef Py_ssize_t LINEAR_LOSS_ROWS = 512
 
 
 THRESHOLDS = {
@@ -63,6 +67,7 @@ THRESHOLDS = {
     "ROW_BATCH_BYTES": ROW_BATCH_BYTES,
     "LINEAR_TILE_CLASSES": LINEAR_TILE_CLASSES,
     "LINEAR_TILE_FEATURES": LINEAR_TILE_FEATURES,
+    "LINEAR_LOSS_ROWS": LINEAR_LOSS_ROWS,
 }
 
 

@@ -31,8 +31,11 @@ def single_threaded_blas():
     """Context manager: BLAS on one thread while xent's team calls it (threadpoolctl).
 
     The threadpoolctl controller is made once (it scans the loaded libraries), after
-    SciPy's BLAS is loaded."""
+    SciPy's BLAS is loaded: made before, it would not see that BLAS, which would then
+    start its own threads beside xent's."""
     global _controller
+    from scipy.linalg import cython_blas  # noqa: F401  (loads SciPy's BLAS)
+
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
