@@ -70,24 +70,31 @@ def scaled_close(actual, expected, rtol, what):
     assert_close(actual, e, rtol, rtol * scale, err_msg=what)
 
 
+def _check_loss(loss, expected, comp, shape, reduction, rtol, what):
+    if reduction == "none":
+        assert isinstance(loss, np.ndarray) and loss.dtype == comp, (what, type(loss), comp)
+        assert loss.shape == shape, (what, loss.shape, shape)
+    else:
+        assert type(loss) is comp.type, (what, type(loss), comp)
+    scaled_close(np.asarray(loss), expected, rtol, what)
+
+
 def check_against_reference(x, W, t, b=None, rtol=None, comp=None, **options):
-    """Run with every gradient and compare loss, gradients, dtypes and shapes with
+    """Run with every gradient, and for the loss alone (another path through the
+    core), and compare losses, gradients, dtypes and shapes with
     ``ref_linear_cross_entropy``; also check that no input was modified."""
     comp = np.dtype(comp if comp is not None else np.result_type(x, W, np.float32))
     rtol = REF_RTOL[comp] if rtol is None else rtol
-    saved = [np.array(a, copy=True) for a in (x, W, t, b) if a is not None]
+    inputs = [a for a in (x, W, t, b) if a is not None]
+    saved = [np.array(a, copy=True) for a in inputs]
     loss, grads = xent.linear_cross_entropy(x, W, t, linear_bias=b, return_grad=True, **options)
-    for a, copy in zip([a for a in (x, W, t, b) if a is not None], saved):
+    loss_alone = xent.linear_cross_entropy(x, W, t, linear_bias=b, **options)
+    for a, copy in zip(inputs, saved):
         assert bitwise_equal(a, copy), "an input was modified"
-    ref_options = {k: v for k, v in options.items()}
-    e_loss, e_gx, e_gw, e_gb = ref_linear_cross_entropy(x, W, t, linear_bias=b, **ref_options)
+    e_loss, e_gx, e_gw, e_gb = ref_linear_cross_entropy(x, W, t, linear_bias=b, **options)
     reduction = options.get("reduction", "mean")
-    if reduction == "none":
-        assert isinstance(loss, np.ndarray) and loss.dtype == comp, (type(loss), comp)
-        assert loss.shape == np.shape(x)[:-1]
-    else:
-        assert type(loss) is comp.type, (type(loss), comp)
-    scaled_close(np.asarray(loss), e_loss, rtol, "loss")
+    _check_loss(loss, e_loss, comp, np.shape(x)[:-1], reduction, rtol, "loss (with grads)")
+    _check_loss(loss_alone, e_loss, comp, np.shape(x)[:-1], reduction, rtol, "loss alone")
     assert isinstance(grads, xent.LinearGrads)
     for name, g, e in zip(GRAD_NAMES, grads, (e_gx, e_gw, e_gb)):
         assert isinstance(g, np.ndarray) and g.dtype == comp, (name, type(g), comp)
@@ -448,6 +455,67 @@ def test_shapes_at_the_edges_of_the_product_tiles(rng, dtype, layout, N, D, C):
     if layout == "F":
         W = np.asfortranarray(W)
     check_against_reference(x, W, t, b, reduction="sum", softcap=5.0, label_smoothing=0.1)
+
+
+def _loss_alone_matches(x, W, t, b, rtol, **options):
+    for reduction in ("none", "mean", "sum"):
+        loss = xent.linear_cross_entropy(x, W, t, linear_bias=b, reduction=reduction, **options)
+        expected = ref_linear_cross_entropy(x, W, t, linear_bias=b, reduction=reduction,
+                                            **options)[0]
+        scaled_close(np.asarray(loss), expected, rtol, f"loss alone, {reduction}")
+
+
+@pytest.mark.parametrize("option", ["plain", "all", "ignore_index=3"])
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+def test_loss_alone_over_many_rows_and_class_tiles(rng, dtype, option):
+    """The loss alone of class indices is reduced from tiles of classes, a few hundred
+    rows at a time: 600 rows and 1100 classes cross both."""
+    N, D, C = 600, 6, 1100
+    opts = _options(INDEX_OPTIONS[option], C, "mean")
+    del opts["reduction"]
+    x, W, b, t = make_problem(rng, lead=(N,), D=D, C=C, dtype=dtype,
+                              ignore_index=opts.get("ignore_index", -100))
+    t[:5] = C - 1 - np.arange(5)  # targets in the last, partial tile
+    _loss_alone_matches(x, W, t, b, REF_RTOL[dtype], **opts)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+def test_loss_alone_with_non_finite_rows_scattered(rng, dtype):
+    """Rows with a non-finite logit (NaN or ±inf hidden states), kept and ignored,
+    scattered over several steps of rows and tiles of classes; finite rows around
+    them keep their values."""
+    N, D, C = 600, 6, 1100
+    x, W, b, t = make_problem(rng, lead=(N,), D=D, C=C, dtype=dtype, ignore_frac=0.1)
+    up = np.arange(C) % 3 == 0  # the classes a +inf in x[:, 2] sends to +inf
+    W[:, 2] = np.where(up, 1.0, -1.0)
+    for row, value in ((3, np.nan), (515, np.inf), (530, -np.inf), (599, np.nan)):
+        x[row, 2] = value
+        t[row] = 0
+    x[[40, 520], 4] = np.nan
+    t[[40, 520]] = -100
+    _loss_alone_matches(x, W, t, b, REF_RTOL[dtype], weight=class_weights(C), label_smoothing=0.1)
+    loss = xent.linear_cross_entropy(x, W, t, linear_bias=b, reduction="none")
+    assert np.isnan(loss[[3, 599]]).all() and (loss[[40, 520]] == 0).all()
+    assert loss[515] == pytest.approx(np.log(up.sum()), rel=1e-6)
+
+
+@pytest.mark.parametrize("which", ["+inf bias", "-inf bias", "nan bias", "-inf weight row"])
+def test_loss_alone_with_a_non_finite_class(rng, which):
+    """One class non-finite for every row, in the second tile of classes."""
+    N, D, C = 30, 4, 1300
+    x, W, b, t = make_problem(rng, lead=(N,), D=D, C=C, ignore_frac=0.2)
+    x = np.abs(x) + 0.1
+    k = 1200
+    if which == "+inf bias":
+        b[k] = np.inf
+    elif which == "-inf bias":
+        b[k] = -np.inf
+    elif which == "nan bias":
+        b[k] = np.nan
+    else:
+        W[k] = -np.inf
+    t[:3] = k
+    _loss_alone_matches(x, W, t, b, 1e-10)
 
 
 def test_block_rows_contract():
