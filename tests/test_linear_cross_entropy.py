@@ -11,6 +11,10 @@ arrays shrink ``xent._api.linear.BLOCK_BYTES``.  PyTorch parity is in
 test_torch_linear.py.
 """
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -960,6 +964,36 @@ def test_memory_input_gradient_with_gib_logits(one_gib_case):
     x, W, t = one_gib_case
     peak = traced_peak(lambda: xent.linear_cross_entropy(x, W, t, return_grad=("input",)))
     assert peak < BUDGET + x.nbytes, f"input gradient: traced peak {peak / MiB:.1f} MiB"
+
+
+_RSS_SCRIPT = """
+import resource, sys
+import numpy as np, xent
+asked = {"loss": False, "input": ("input",)}[sys.argv[1]]
+rng = np.random.default_rng(7)
+N, D, C = 8192, 16, 32768
+x = rng.standard_normal((N, D), dtype=np.float32)
+W = rng.standard_normal((C, D), dtype=np.float32) * np.float32(0.2)
+t = rng.integers(0, C, N)
+xent.linear_cross_entropy(x[:600], W[:2100], t[:600] % 2100, return_grad=asked)  # warm-up
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+xent.linear_cross_entropy(x, W, t, return_grad=asked)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB (Linux)")
+@pytest.mark.parametrize("asked", ["loss", "input"])
+def test_peak_rss_with_gib_logits(asked):
+    """The process's peak RSS (which sees the C-level scratch that tracemalloc does
+    not) grows by less than the budget (+ the 512 KiB input gradient) during a call
+    whose logits would be 1 GiB; run in a process of its own so that the high-water
+    mark starts at the inputs."""
+    run = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, asked], capture_output=True,
+                         text=True, env=os.environ.copy(), timeout=300)
+    assert run.returncode == 0, run.stderr
+    growth = int(run.stdout.split()[-1]) * 1024
+    assert growth < BUDGET + (1 << 19), f"{asked}: peak RSS grew by {growth / MiB:.1f} MiB"
 
 
 def test_memory_float16_hidden_states_wider_than_the_classes():
