@@ -996,26 +996,40 @@ def test_peak_rss_with_gib_logits(asked):
     assert growth < BUDGET + (1 << 19), f"{asked}: peak RSS grew by {growth / MiB:.1f} MiB"
 
 
-def test_memory_float16_hidden_states_wider_than_the_classes():
+MEMORY_MODES = {"loss": False, "input grad": ("input",)}
+
+
+@pytest.mark.parametrize("mode", list(MEMORY_MODES))
+def test_memory_float16_hidden_states_wider_than_the_classes(mode):
     """SPEC: float16 inputs are converted tile by tile, scratch bounded whatever N and
     C.  D = 4096 > C = 256: a block of rows converted to float32 must not grow to the
-    whole input (here 8192 rows, 128 MiB in float32)."""
+    whole input (here 8192 rows, 128 MiB in float32), with or without gradients."""
     rng = np.random.default_rng(3)
     N, D, C = 8192, 4096, 256
     x = rng.standard_normal((N, D), dtype=np.float32).astype(np.float16)
     W = rng.standard_normal((C, D), dtype=np.float32) * np.float32(0.02)
     t = rng.integers(0, C, N)
-    peak = traced_peak(lambda: xent.linear_cross_entropy(x, W, t))
-    assert peak < BUDGET, f"float16 (8192, 4096) input: traced peak {peak / MiB:.1f} MiB"
+    asked = MEMORY_MODES[mode]
+    grad_bytes = N * D * 4 if asked else 0  # float32 gradient of a float16 input
+    peak = traced_peak(lambda: xent.linear_cross_entropy(x, W, t, return_grad=asked))
+    assert peak - grad_bytes < BUDGET, (
+        f"float16 (8192, 4096) input, {mode}: traced peak {peak / MiB:.1f} MiB "
+        f"beyond the {grad_bytes / MiB:.0f} MiB gradient")
 
 
-def test_memory_next_token_view_is_not_copied_whole():
-    """SPEC: hidden[:, :-1] is read without a whole copy (here 64 MiB of rows, C=64)."""
+@pytest.mark.parametrize("mode", list(MEMORY_MODES))
+def test_memory_next_token_view_is_not_copied_whole(mode):
+    """SPEC: hidden[:, :-1] is read without a whole copy (here 64 MiB of rows, C=64),
+    with or without gradients."""
     rng = np.random.default_rng(4)
     hidden = rng.standard_normal((8, 1025, 2048), dtype=np.float32)
     W = rng.standard_normal((64, 2048), dtype=np.float32) * np.float32(0.02)
     tokens = rng.integers(0, 64, (8, 1025))
     view = hidden[:, :-1]
-    peak = traced_peak(lambda: xent.linear_cross_entropy(view, W, tokens[:, 1:]))
-    assert peak < view.nbytes // 2, (
-        f"hidden[:, :-1] of {view.nbytes / MiB:.0f} MiB: traced peak {peak / MiB:.1f} MiB")
+    asked = MEMORY_MODES[mode]
+    grad_bytes = view.nbytes if asked else 0
+    peak = traced_peak(lambda: xent.linear_cross_entropy(view, W, tokens[:, 1:],
+                                                         return_grad=asked))
+    assert peak - grad_bytes < view.nbytes // 2, (
+        f"hidden[:, :-1] of {view.nbytes / MiB:.0f} MiB, {mode}: traced peak "
+        f"{peak / MiB:.1f} MiB beyond the {grad_bytes / MiB:.0f} MiB gradient")
