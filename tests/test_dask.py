@@ -9,6 +9,7 @@ float64 reference, and that xent.dask's equals it.
 import logging
 import math
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -272,3 +273,194 @@ def test_block_sums_stay_float64_until_the_end(sync):
         got = xd.cross_entropy(X, T, weight=w, reduction=reduction).compute()
         assert got.dtype == np.float32
         assert abs(got - whole) <= ulp, (reduction, got, whole)
+
+
+# ---- from hidden states: linear_cross_entropy, evaluate(linear_weight=) ---------------
+
+D = 8
+
+
+@pytest.fixture(scope="module")
+def hidden(data):
+    """Hidden states whose logits h @ W.T + b have the layout of `data`: a mean of
+    per-chunk means is wrong for them too."""
+    _, t, weight = data
+    rng = np.random.default_rng(43)
+    h = rng.standard_normal((N, D)) * 1.5
+    h[:100] *= 4  # a different loss level in the small chunk
+    W = rng.standard_normal((C, D))
+    b = rng.standard_normal(C)
+    return h, W, b, t, weight
+
+
+def _head_logits(h, W, b=None, softcap=None):
+    """The materialized logits, in float64 (the independent reference's input)."""
+    z = np.asarray(h, np.float64) @ np.asarray(W, np.float64).T
+    if b is not None:
+        z = z + np.asarray(b, np.float64)
+    return z if softcap is None else softcap * np.tanh(z / softcap)
+
+
+@pytest.mark.parametrize("smoothing,z,cap", [(0.0, 0.0, None), (0.1, 1e-3, 4.0)])
+def test_linear_cross_entropy_mean_is_exact_not_a_mean_of_means(client, hidden, smoothing, z, cap):
+    h, W, b, t, w = hidden
+    kw = dict(weight=w, label_smoothing=smoothing, z_loss=z)
+    logits = _head_logits(h, W, b, cap)
+    ref, _ = ref_cross_entropy(logits, t, **kw)
+    naive = np.mean([ref_cross_entropy(logits[s], t[s], **kw)[0] for s in _blocks(t)])
+    assert abs(naive - ref) > 1e-2 * abs(ref), "the data must make a mean of means fail"
+
+    H = da.from_array(h, chunks=(CHUNKS, 3))  # the feature axis split too: merged
+    T = da.from_array(t, chunks=(CHUNKS,))
+    lazy = xd.linear_cross_entropy(H, W, T, linear_bias=b, softcap=cap, **kw)
+    assert isinstance(lazy, da.Array) and lazy.shape == ()
+    got, workers = _ran_on_cluster(client, lazy.compute)
+    assert workers and all(wk in client.scheduler_info()["workers"] for wk in workers)
+    assert isinstance(got, np.float64)
+    assert got == pytest.approx(ref, rel=1e-12)
+    whole = xent.linear_cross_entropy(h, W, t, linear_bias=b, softcap=cap, **kw)
+    assert got == pytest.approx(float(whole), rel=1e-13)
+
+
+def test_linear_evaluate_is_exact_on_the_cluster(client, hidden):
+    h, W, b, t, _ = hidden
+    ks = (1, 3, 5)
+    h32, W32 = h.astype(np.float32), W.astype(np.float32)
+    H = da.from_array(h32, chunks=(CHUNKS, D))
+    T = da.from_array(t, chunks=(CHUNKS,))
+    lazy = xd.evaluate(H, T, k=ks, linear_weight=W32, linear_bias=b.astype(np.float32),
+                       softcap=6.0)
+    result, workers = _ran_on_cluster(client, lazy.compute)
+    assert workers
+    whole = evaluate(h32, t, k=ks, linear_weight=W32, linear_bias=b.astype(np.float32),
+                     softcap=6.0)
+    assert result.count == whole.count and result.accuracy == whole.accuracy
+    assert result.loss == pytest.approx(whole.loss, rel=1e-13)
+    loss, _, _, count = ref_evaluate(_head_logits(h32, W32, b.astype(np.float32), 6.0), t, k=ks)
+    assert result.count == count and result.loss == pytest.approx(loss, rel=1e-5)
+    naive = np.mean([evaluate(h32[s], t[s], linear_weight=W32).loss for s in _blocks(t)])
+    assert abs(naive - evaluate(h32, t, linear_weight=W32).loss) > 1e-2
+
+
+def test_the_weight_is_one_key_of_the_graph(client):
+    """Twelve blocks, one copy of the weight in the graph, received once per worker."""
+    rng = np.random.default_rng(7)
+    h = rng.standard_normal((1200, 64))
+    W = rng.standard_normal((500, 64))  # 256 KB
+    t = rng.integers(0, 500, 1200)
+    H = da.from_array(h, chunks=(100, 64))
+    for lazy in (xd.linear_cross_entropy(H, W, t), xd.evaluate(H, t, linear_weight=W)):
+        graph = dict(lazy.__dask_graph__())
+        heads = [k for k, v in graph.items() if "LinearHead object" in repr(v)]
+        assert len(heads) == 1  # one key holds the classifier layer (others may alias it)
+        # the weight travels once (the hidden states' 12 chunks are 600 KB together)
+        assert len(pickle.dumps(graph)) < h.nbytes + 1.5 * W.nbytes
+    got = client.compute(xd.linear_cross_entropy(H, W, t)).result()
+    assert got == pytest.approx(float(xent.linear_cross_entropy(h, W, t)), rel=1e-13)
+
+
+def test_a_dask_weight_and_bias_become_one_task(sync):
+    rng = np.random.default_rng(8)
+    h = rng.standard_normal((3, 40, 10)).astype(np.float32)
+    W = rng.standard_normal((30, 10)).astype(np.float32)
+    b = rng.standard_normal(30)
+    t = rng.integers(0, 30, (3, 40))
+    H = da.from_array(h, chunks=(1, 15, 10))
+    Wd, bd = da.from_array(W, chunks=(7, 4)), da.from_array(b, chunks=11)
+    lazy = xd.linear_cross_entropy(H, Wd, t, linear_bias=bd, reduction="sum")
+    heads = [k for k in dict(lazy.__dask_graph__()) if "LinearHead" in str(k)]
+    assert len(heads) == 1
+    # a float64 bias does not make the computation float64 (the weight and input decide)
+    want = xent.linear_cross_entropy(h, W, t, linear_bias=b, reduction="sum")
+    got = lazy.compute()
+    assert got.dtype == np.float32 and got == pytest.approx(want, rel=2e-6)
+    r = xd.evaluate(H, t, linear_weight=Wd, linear_bias=bd, k=(1, 4)).compute()
+    e = evaluate(h, t, linear_weight=W, linear_bias=b, k=(1, 4))
+    assert r.count == e.count and r.accuracy == e.accuracy
+    assert r.loss == pytest.approx(e.loss, rel=1e-13)
+
+
+def test_linear_reductions_leading_shapes_and_probabilities(sync):
+    rng = np.random.default_rng(9)
+    h = rng.standard_normal((4, 30, D)).astype(np.float32)
+    W = rng.standard_normal((C, D)).astype(np.float32)
+    t = rng.integers(0, C, (4, 30))
+    t[:, ::4] = -100
+    H = da.from_array(h, chunks=(3, 11, D))
+    T = da.from_array(t, chunks=(2, 30))  # rechunked to the hidden states' chunks
+    logits = _head_logits(h, W)
+    none = xd.linear_cross_entropy(H, W, T, reduction="none", z_loss=1e-3)
+    assert none.shape == (4, 30) and none.chunks == H.chunks[:2] and none.dtype == np.float32
+    np.testing.assert_allclose(none.compute(), ref_cross_entropy(logits, t, reduction="none",
+                                                                 z_loss=1e-3)[0], rtol=2e-5)
+    total = xd.linear_cross_entropy(H, W, T, reduction="sum").compute()
+    assert total == pytest.approx(float(xent.linear_cross_entropy(h, W, t, reduction="sum")),
+                                  rel=1e-6)
+    p = rng.random((4, 30, C))
+    p /= p.sum(axis=-1, keepdims=True)
+    P = da.from_array(p, chunks=(1, 7, 5))
+    got = xd.linear_cross_entropy(H, W, P, label_smoothing=0.05).compute()
+    assert got.dtype == np.float32
+    assert float(got) == pytest.approx(ref_cross_entropy(logits, p, label_smoothing=0.05)[0],
+                                       rel=1e-5)
+
+
+def test_linear_out_of_range_index_names_its_global_position(sync, hidden):
+    h, W, _, t, _ = hidden
+    bad = t.copy()
+    bad[777] = C
+    H = da.from_array(h, chunks=(CHUNKS, D))
+    T = da.from_array(bad, chunks=(CHUNKS,))
+    with pytest.raises(IndexError, match=r"16 at position \(777,\)"):
+        xd.linear_cross_entropy(H, W, T).compute()
+    with pytest.raises(IndexError, match=r"16 at position \(777,\)"):
+        xd.linear_cross_entropy(H, W, T, reduction="none").compute()
+    with pytest.raises(IndexError, match=r"16 at position \(777,\)"):
+        xd.evaluate(H, T, linear_weight=W).compute()
+
+
+def test_linear_nothing_to_average_is_nan(sync):
+    H = da.zeros((10, 3), chunks=4)
+    T = da.full(10, -100, chunks=4)
+    W = np.ones((5, 3))
+    assert math.isnan(xd.linear_cross_entropy(H, W, T).compute())
+    assert xd.linear_cross_entropy(H, W, T, reduction="sum").compute() == 0
+    assert xd.evaluate(H, T, linear_weight=W).compute().count == 0
+
+
+def test_linear_argument_errors_are_raised_when_building_the_graph():
+    H = da.zeros((10, 3), chunks=4)
+    T = da.zeros(10, dtype=np.int64, chunks=4)
+    W = np.ones((5, 3))
+    for weight in (W, da.from_array(W)):
+        with pytest.raises(ValueError, match=r"\(10, 3\).*\(5, 2\)"):
+            xd.linear_cross_entropy(H, weight[:, :2], T)
+        with pytest.raises(ValueError, match=r"linear_bias.*\(4,\)"):
+            xd.linear_cross_entropy(H, weight, T, linear_bias=np.ones(4))
+        with pytest.raises(ValueError, match="2-D"):
+            xd.evaluate(H, T, linear_weight=weight[0])
+    with pytest.raises(ValueError, match=r"target has shape \(9,\)"):
+        xd.linear_cross_entropy(H, W, T[:9])
+    with pytest.raises(ValueError, match=r"\(10, 5\)"):
+        xd.linear_cross_entropy(H, W, da.zeros((10, 4)))
+    with pytest.raises(ValueError, match="softcap"):
+        xd.linear_cross_entropy(H, W, T, softcap=0.0)
+    with pytest.raises(ValueError, match="reduction"):
+        xd.linear_cross_entropy(H, W, T, reduction="avg")
+    with pytest.raises(ValueError, match="weight"):
+        xd.linear_cross_entropy(H, W, T, weight=np.ones(4))
+    with pytest.raises(ValueError, match="axis"):
+        xd.evaluate(H, T, axis=0, linear_weight=W)
+    with pytest.raises(ValueError, match="without linear_weight"):
+        xd.evaluate(H, T, softcap=2.0)
+    with pytest.raises(TypeError, match="target"):
+        xd.evaluate(H, T.astype(np.float64), linear_weight=W)
+    with pytest.raises(TypeError, match="linear_weight"):
+        xd.linear_cross_entropy(H, W.astype(complex), T)
+
+
+def test_docstring_examples_run(sync):
+    import doctest
+
+    result = doctest.testmod(xd, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

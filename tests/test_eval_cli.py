@@ -288,3 +288,125 @@ def test_a_1gib_file_streams_with_bounded_anonymous_memory(tmp_path):
         for path in (lpath, tpath):
             if os.path.exists(path):
                 os.unlink(path)
+
+
+# ---------------------------------------------------------------------------
+# xent eval HIDDEN TARGET --linear-weight W.npy [--linear-bias B.npy] [--softcap S]
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hidden_files(tmp_path_factory):
+    """Integer-valued hidden states (4, 30, 16), weight (40, 16), bias: exact logits."""
+    d = tmp_path_factory.mktemp("hidden")
+    rng = np.random.default_rng(19)
+    arrays = {
+        "h": rng.integers(-3, 4, (4, 30, 16)).astype(np.float32),
+        "W": rng.integers(-2, 3, (40, 16)).astype(np.float32),
+        "b": rng.integers(-4, 5, 40).astype(np.float32),
+        "t": rng.integers(0, 40, (4, 30)),
+    }
+    arrays["t"][:, ::7] = -100
+    paths = {name: d / f"{name}.npy" for name in arrays}
+    for name, a in arrays.items():
+        np.save(paths[name], a)
+    return arrays, paths
+
+
+def _capped_logits(h, W, b, softcap):
+    z = h @ W.T + b
+    return z if softcap is None else np.float32(softcap) * np.tanh(z / np.float32(softcap))
+
+
+def test_hidden_states_json_matches_evaluate_of_the_logits(hidden_files):
+    a, p = hidden_files
+    proc = run_xent("eval", p["h"], p["t"], "--linear-weight", p["W"], "--linear-bias", p["b"],
+                    "--softcap", 20, "--json", "-k", 1, 3)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    out = json.loads(proc.stdout)
+    z = _capped_logits(a["h"], a["W"], a["b"], 20.0)
+    _same(out, evaluate(z, a["t"], k=(1, 3)), rel=2e-6)
+    loss, _, acc, count = ref_evaluate(z.astype(np.float64), a["t"], k=(1, 3))
+    assert out["count"] == count and out["accuracy"] == {str(k): v for k, v in acc.items()}
+    assert out["loss"] == pytest.approx(loss, rel=2e-6)
+
+
+@pytest.mark.parametrize("batch_rows", [None, 1, 3])
+@pytest.mark.parametrize("softcap", [None, 5.0])
+def test_hidden_states_in_batches_equal_one_evaluate(hidden_files, batch_rows, softcap):
+    a, p = hidden_files
+    r = evaluate_npy(p["h"], p["t"], k=(1, 2), batch_rows=batch_rows,
+                     linear_weight_path=p["W"], softcap=softcap)
+    e = evaluate(a["h"], a["t"], k=(1, 2), linear_weight=a["W"], softcap=softcap)
+    assert r.count == e.count and r.accuracy == e.accuracy
+    assert r.loss == pytest.approx(e.loss, rel=1e-12)
+    held = evaluate(_capped_logits(a["h"], a["W"], 0, softcap), a["t"], k=(1, 2))
+    assert r.accuracy == held.accuracy and r.loss == pytest.approx(held.loss, rel=2e-6)
+
+
+@pytest.mark.parametrize("case", ["float16", "float64_weight", "fortran", "one_row"])
+def test_hidden_states_layouts_and_dtypes(tmp_path, case):
+    rng = np.random.default_rng(5)
+    h = rng.standard_normal((50, 12)).astype(np.float32)
+    W = rng.standard_normal((30, 12)).astype(np.float32)
+    if case == "float16":
+        h = h.astype(np.float16)
+    elif case == "float64_weight":
+        W = W.astype(np.float64)
+    elif case == "fortran":  # batches along axis 0 still (the last axis is the features)
+        h = np.asfortranarray(h)
+    else:
+        h = h[0]
+    t = rng.integers(0, 30, h.shape[:-1])
+    np.save(tmp_path / "h.npy", h)
+    np.save(tmp_path / "W.npy", W)
+    np.save(tmp_path / "t.npy", t)
+    r = evaluate_npy(tmp_path / "h.npy", tmp_path / "t.npy", k=(1, 3), batch_rows=7,
+                     linear_weight_path=tmp_path / "W.npy")
+    e = evaluate(h, t, k=(1, 3), linear_weight=W)
+    assert r.count == e.count and r.accuracy == e.accuracy
+    assert r.loss == pytest.approx(e.loss, rel=1e-12)
+
+
+def test_hidden_default_batches_are_whole_blocks_of_the_head():
+    from xent._cli.eval import HIDDEN_BATCH_BYTES, _hidden_batch_rows
+
+    x = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (100_000, 1024), (0, 0))
+    rows = _hidden_batch_rows(x, 0, 256)
+    assert rows % 256 == 0 and rows * 1024 * 4 <= HIDDEN_BATCH_BYTES
+    assert _hidden_batch_rows(x, 0, 10_000) == 10_000  # at least one block
+    x3 = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (64, 512, 1024), (0, 0, 0))
+    assert _hidden_batch_rows(x3, 0, 256) * 512 == rows  # entries of the batch axis
+
+
+def test_hidden_states_errors_are_one_line(tmp_path, hidden_files, capsys):
+    a, p = hidden_files
+    d = tmp_path
+    np.save(d / "W15.npy", a["W"][:, :15])
+    np.save(d / "b39.npy", a["b"][:39])
+    np.save(d / "t_short.npy", a["t"][:, :-1])
+    bad = a["t"].copy()
+    bad[3, 17] = 40
+    np.save(d / "bad.npy", bad)
+    h, t, W = p["h"], p["t"], p["W"]
+    cases = [
+        ((h, t, "--linear-weight", d / "W15.npy"), ["HIDDEN", "(4, 30, 16)", "(40, 15)"]),
+        ((h, t, "--linear-weight", W, "--linear-bias", d / "b39.npy"),
+         ["--linear-bias", "(39,)", "(40,)"]),
+        ((h, t, "--linear-weight", W, "--softcap", 0), ["--softcap", "0"]),
+        ((h, t, "--linear-bias", p["b"]), ["--linear-bias", "without --linear-weight"]),
+        ((h, t, "--softcap", 2), ["--softcap", "without --linear-weight"]),
+        ((h, t, "--linear-weight", W, "--axis", 0), ["axis", "-1"]),
+        ((h, d / "t_short.npy", "--linear-weight", W), ["TARGET", "(4, 29)", "(4, 30)"]),
+        ((h, t, "--linear-weight", d / "missing.npy"), ["--linear-weight", "missing.npy"]),
+    ]
+    assert_fails_cleanly(run_xent("eval", *cases[0][0]), *cases[0][1])  # the real command
+    for args, fragments in cases[1:]:  # the rest in this process (faster)
+        status = main(["eval", *map(str, args)])
+        captured = capsys.readouterr()
+        assert_fails_cleanly(subprocess.CompletedProcess(args, status, captured.out,
+                                                         captured.err), *fragments)
+    # an index out of range in a later batch: its position in the whole file
+    with pytest.raises(IndexError, match=r"40 at position \(3, 17\)"):
+        evaluate_npy(h, d / "bad.npy", linear_weight_path=W, batch_rows=1)

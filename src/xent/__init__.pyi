@@ -191,7 +191,14 @@ class Evaluation:
 
 class Evaluator:
     def __init__(
-        self, *, axis: int = -1, ignore_index: int = -100, k: int | Iterable[int] = (1, 5)
+        self,
+        *,
+        axis: int = -1,
+        ignore_index: int = -100,
+        k: int | Iterable[int] = (1, 5),
+        linear_weight: npt.ArrayLike | None = None,
+        linear_bias: npt.ArrayLike | None = None,
+        softcap: float | None = None,
     ) -> None: ...
     @property
     def axis(self) -> int: ...
@@ -213,4 +220,7 @@ def evaluate(
     axis: int = -1,
     ignore_index: int = -100,
     k: int | Iterable[int] = (1, 5),
+    linear_weight: npt.ArrayLike | None = None,
+    linear_bias: npt.ArrayLike | None = None,
+    softcap: float | None = None,
 ) -> Evaluation: ...

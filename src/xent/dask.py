@@ -1,4 +1,5 @@
-"""xent on Dask arrays: ``cross_entropy``, ``evaluate``, ``log_softmax``, ``logsumexp``.
+"""xent on Dask arrays: ``cross_entropy``, ``linear_cross_entropy``, ``evaluate``,
+``log_softmax``, ``logsumexp``.
 
 Needs Dask (``pip install 'xent[dask]'``).  The arrays are expected to be chunked
 along the batch; a class axis split over several chunks is first rechunked into
@@ -15,6 +16,12 @@ The partial sums stay float64 (never rounded to the computation dtype) until
 that end, so the result is the one `xent.cross_entropy` / `xent.evaluate` give
 on the whole array, up to the order of float64 additions.
 
+From hidden states (`linear_cross_entropy`, ``evaluate(..., linear_weight=)``), the
+hidden states are chunked along their leading axes (the feature axis is merged into
+one chunk) and the classifier layer is one key of the graph: every block's task
+depends on that key, so each worker receives the weight once, however many blocks
+it computes -- the weight is never copied into each task.
+
 Everything returned is lazy: `logsumexp`, `log_softmax` and
 ``cross_entropy(reduction="none")`` give Dask arrays; ``"mean"``/``"sum"`` give a
 0-d Dask array (computing to a NumPy scalar of the computation dtype, as
@@ -28,7 +35,7 @@ array.
 Examples
 --------
 >>> import dask.array as da, numpy as np
->>> import xent.dask as xd
+>>> import xent, xent.dask as xd
 >>> rng = np.random.default_rng(0)
 >>> logits = da.from_array(rng.normal(size=(10_000, 100)), chunks=(2_500, 100))
 >>> target = da.from_array(rng.integers(0, 100, size=10_000), chunks=2_500)
@@ -36,6 +43,16 @@ Examples
 >>> float(loss.compute()) > 0
 True
 >>> xd.evaluate(logits, target, k=(1, 5)).compute().count
+10000
+
+From hidden states, the logits never held:
+
+>>> hidden = da.from_array(rng.normal(size=(10_000, 32)), chunks=(2_500, 32))
+>>> W = rng.normal(size=(100, 32))
+>>> loss = xd.linear_cross_entropy(hidden, W, target)          # lazy 0-d dask array
+>>> bool(np.isclose(loss.compute(), xent.linear_cross_entropy(hidden.compute(), W, target)))
+True
+>>> xd.evaluate(hidden, target, linear_weight=W).compute().count
 10000
 """
 
@@ -46,11 +63,22 @@ import math
 import dask
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
 
 from xent._api.multiclass import _logits_and_axis, _row_losses, _Targets
 from xent._api.multiclass import cross_entropy as _cross_entropy
 from xent._runtime.dispatch import kernels as _kernels
-from xent._api.evaluate import _check_ks, _partials, _result
+from xent._api.evaluate import (
+    _check_axis,
+    _check_head_axis,
+    _check_ks,
+    _hidden_partials,
+    _make_head,
+    _partials,
+    _result,
+    check_hidden_targets,
+)
+from xent._api.linear import LinearHead, _check_softcap, _linear_cross_entropy
 from xent._api.normalizers import log_softmax as _log_softmax
 from xent._api.normalizers import logsumexp as _logsumexp
 from xent._api.validation import (
@@ -65,7 +93,7 @@ from xent._api.validation import (
     rounded,
 )
 
-__all__ = ["cross_entropy", "evaluate", "log_softmax", "logsumexp"]
+__all__ = ["cross_entropy", "evaluate", "linear_cross_entropy", "log_softmax", "logsumexp"]
 
 
 # ---- helpers ----------------------------------------------------------------------
@@ -144,6 +172,97 @@ def _sum_partials(parts, ax):
     return parts.sum(axis=others, dtype=FLOAT64) if others else parts
 
 
+def _on_axis(values, ndim, ax):
+    """The (P,) partials of one block as a (1, ..., P, ..., 1) float64 block, P on `ax`."""
+    shape = [1] * ndim
+    shape[ax] = len(values)
+    return np.asarray(values, FLOAT64).reshape(shape)
+
+
+# ---- hidden states and the classifier layer ----------------------------------------
+
+
+def _hidden(x, name):
+    """(hidden states as a dask array with the feature axis in one chunk, their
+    computation dtype)."""
+    x = _as_dask(x)
+    compute = _compute_dtype(x.dtype, name)
+    if x.ndim == 0:
+        raise ValueError(f"{name}: expected hidden states of shape (..., D), got a scalar")
+    if math.isnan(x.shape[-1]):
+        raise ValueError(f"{name}: the length of the feature axis is unknown (compute_chunk_sizes())")
+    if x.numblocks[-1] > 1:
+        x = x.rechunk({x.ndim - 1: -1})
+    return x, compute
+
+
+def _one_key(a):
+    """A dask array as one Delayed holding the whole array (one graph key); anything
+    else unchanged."""
+    if isinstance(a, da.Array):
+        return a.rechunk(a.shape).to_delayed().reshape(-1)[0]
+    return a
+
+
+def _head_key(linear_weight, linear_bias, softcap, x, x_compute, name):
+    """(the classifier layer as one graph key -- a Delayed `LinearHead` --, C, the
+    computation dtype): every block's task depends on that key, so a worker
+    receives the weight once however many blocks it computes.
+
+    A NumPy weight is validated and converted (when its dtype or layout is not the
+    computation's) here, once; a Dask weight or bias is checked by shape and dtype
+    here, and made into the head by one task."""
+    softcap = _check_softcap(softcap)
+    lazy = isinstance(linear_weight, da.Array) or isinstance(linear_bias, da.Array)
+    w = linear_weight if lazy else np.asarray(linear_weight)
+    compute = _compute_dtype(w.dtype, "linear_weight")
+    if x_compute == FLOAT64:
+        compute = FLOAT64
+    if not lazy:
+        head = LinearHead(w, linear_bias, softcap, compute=compute)
+        head.check_input(x.shape, name)
+        key = "xent-linear-head-" + tokenize(head.weight, head.bias, head.softcap, compute.str)
+        return dask.delayed(head, name=key), head.C, compute
+    if w.ndim != 2:
+        raise ValueError(f"linear_weight: expected a 2-D (C, D) matrix, got shape {w.shape}")
+    C, D = w.shape
+    if x.shape[-1] != D:
+        raise ValueError(
+            f"{name} has shape {x.shape}, but linear_weight has shape {w.shape}: "
+            f"expected {name}.shape[-1] == {D}"
+        )
+    if linear_bias is not None and tuple(linear_bias.shape) != (C,):
+        raise ValueError(
+            f"linear_bias has shape {tuple(linear_bias.shape)}, but linear_weight has shape "
+            f"{w.shape}: expected ({C},), one value per class"
+        )
+    if linear_bias is not None:
+        _compute_dtype(linear_bias.dtype, "linear_bias")
+    head = dask.delayed(LinearHead, pure=True)(_one_key(w), _one_key(linear_bias), softcap,
+                                               compute=compute)
+    return head, C, compute
+
+
+def _aligned(head):
+    """The LinearHead a task received, its arrays aligned as the kernels need.
+
+    One that came through the network may not be (its buffers lie where the
+    frames put them): it is realigned in place, so once per worker, as the
+    worker hands the same object to every task."""
+    for attr in ("weight", "bias"):
+        a = getattr(head, attr)
+        if a is not None and not a.flags.aligned:
+            setattr(head, attr, np.require(a, requirements="A"))
+    return head
+
+
+def _hidden_class_targets(target, x, name):
+    """Class indices for hidden states `x`, with a length-1 last axis, chunked like `x`."""
+    t = _as_dask(target)
+    check_hidden_targets(t, x.shape, "target", name)
+    return da.expand_dims(t, -1).rechunk(x.chunks[:-1] + ((1,),))
+
+
 # ---- normalisers ----------------------------------------------------------------
 
 
@@ -216,34 +335,52 @@ def log_softmax(x, axis=-1):
 _CE_P = 4
 
 
-def _ce_block_none(x, t, *, ax, prob, block_info=None, **kw):
+def _linear_block(x, t, head, **kw):
+    """`_linear_cross_entropy` on one block of hidden states, through `head` (a LinearHead)."""
+    head = _aligned(head)
+    return _linear_cross_entropy(x, head.weight, t, linear_bias=head.bias, softcap=head.softcap,
+                                 **kw)
+
+
+def _ce_block_none(x, t, *, ax, prob, head=None, block_info=None, **kw):
+    """The per-row losses of one block (of logits; of hidden states with `head`)."""
     if not prob:
         t = np.squeeze(t, axis=ax)
     try:
-        return _cross_entropy(x, t, axis=ax, reduction="none", **kw)
+        if head is None:
+            return _cross_entropy(x, t, axis=ax, reduction="none", **kw)
+        return _linear_block(x, t, head, reduction="none", **kw)
     except IndexError as exc:
-        raise _global_index_error(np.expand_dims(t, ax), x.shape[ax], kw["ignore_index"],
+        C = x.shape[ax] if head is None else head.C
+        raise _global_index_error(np.expand_dims(t, ax), C, kw["ignore_index"],
                                   _offsets(block_info, 1), ax) or exc from None
 
 
 def _ce_block_partials(x, t, *, ax, prob, weight, ignore_index, label_smoothing, z_loss,
-                       block_info=None):
-    """(1, ..., P, ..., 1) float64 partial sums of one block (P on the class axis).
+                       head=None, block_info=None):
+    """(1, ..., P, ..., 1) float64 partial sums of one block (P on the class axis; on
+    the feature axis for hidden states, with `head`).
 
     The per-row float64 losses and logsumexps of xent's kernel are summed as
     `xent.cross_entropy` sums them, without rounding to the computation dtype.
     """
-    lg, _ = _logits_and_axis(x, ax)
-    C = x.shape[ax]
-    w = class_weights(weight, C, lg.compute)  # the weights the kernel reads
-    w64 = None if w is None else w.astype(FLOAT64)
+    C = x.shape[ax] if head is None else head.C
     try:
-        targets = _Targets(t if prob else np.squeeze(t, axis=ax), lg.array, ax, C, ignore_index,
-                           lg.compute, allow_prob=True, weight64=w64)
+        if head is None:
+            lg, _ = _logits_and_axis(x, ax)
+            w = class_weights(weight, C, lg.compute)  # the weights the kernel reads
+            w64 = None if w is None else w.astype(FLOAT64)
+            targets = _Targets(t if prob else np.squeeze(t, axis=ax), lg.array, ax, C,
+                               ignore_index, lg.compute, allow_prob=True, weight64=w64)
+            ce, lse = _row_losses(lg, ax, targets, weight=w, eps=label_smoothing, z=z_loss)
+        else:
+            ce, lse, targets = _linear_block(
+                x, t if prob else np.squeeze(t, axis=ax), head, weight=weight,
+                ignore_index=ignore_index, reduction="sum", label_smoothing=label_smoothing,
+                z_loss=z_loss, row_terms=True)
     except IndexError as exc:
         raise _global_index_error(t, C, ignore_index, _offsets(block_info, 1), ax) \
             or exc from None
-    ce, lse = _row_losses(lg, ax, targets, weight=w, eps=label_smoothing, z=z_loss)
     out = np.zeros(_CE_P, FLOAT64)
     out[0] = _kernels.sum_rows(ce)
     out[1] = targets.weight_total
@@ -251,9 +388,7 @@ def _ce_block_partials(x, t, *, ax, prob, weight, ignore_index, label_smoothing,
         with np.errstate(over="ignore"):  # z·lse² beyond float64: inf, the answer
             out[2] = _kernels.sum_rows(z_loss * np.square(lse))
     out[3] = targets.n_valid
-    shape = [1] * x.ndim
-    shape[ax] = _CE_P
-    return out.reshape(shape)
+    return _on_axis(out, x.ndim, ax)
 
 
 def _ce_finish(totals, reduction, z_loss, compute):
@@ -320,6 +455,12 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
     else:
         t = _class_targets(t, x, ax)
     kw = dict(weight=w, ignore_index=ignore_index, label_smoothing=eps)
+    return _ce_graph(x, t, ax, prob, reduction, z, compute, kw)
+
+
+def _ce_graph(x, t, ax, prob, reduction, z, compute, kw):
+    """The lazy loss of blocks `x`, `t` (chunked alike): per-row losses for "none",
+    else the float64 partials of every block, summed, then divided once."""
     if reduction == "none":
         return da.map_blocks(
             _ce_block_none, x, t, ax=ax, prob=prob, z_loss=z, drop_axis=ax, dtype=compute,
@@ -335,19 +476,105 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, re
                          compute=compute, drop_axis=0, dtype=compute, meta=np.empty((), compute))
 
 
+def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,
+                         ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
+                         softcap=None):
+    """`xent.linear_cross_entropy` (the loss) on Dask arrays of hidden states, with an
+    exact global mean.
+
+    Each block of rows is computed by `xent.linear_cross_entropy`'s kernels (the
+    logits made block by block, never held); the blocks' float64 partial sums are
+    added, then divided once, as in `cross_entropy`.  The classifier layer is one
+    key of the graph, so each worker receives the weight once.
+
+    Parameters
+    ----------
+    input : dask.array.Array or array_like, shape (..., D)
+        Hidden states chunked along their leading axes (a feature axis in several
+        chunks is merged into one).
+    linear_weight : array_like or dask.array.Array, shape (C, D)
+        The classifier's weight.  A NumPy array is validated and, if its dtype is
+        not the computation's, converted here, once, and travels in the graph as
+        one key; a Dask array (e.g. read from Zarr) is merged into one chunk that
+        one task turns into the classifier layer on a worker.
+    target : dask.array.Array or array_like
+        Class indices (integers, shape ``input.shape[:-1]``) or class probabilities
+        (floats, shape ``input.shape[:-1] + (C,)``); rechunked to match `input`.
+    linear_bias : array_like or dask.array.Array of shape (C,), optional
+    weight, ignore_index, reduction, label_smoothing, z_loss, softcap
+        As for `xent.linear_cross_entropy` (no gradient here).
+
+    Returns
+    -------
+    dask.array.Array
+        ``"none"``: the per-row losses, shape ``input.shape[:-1]``, chunked like
+        `input`'s leading axes.  ``"mean"``/``"sum"``: a 0-d array of the
+        computation dtype (float64 if `input` or `linear_weight` is, else
+        float32); ``"mean"`` divides the sum of every block's losses by the sum of
+        every block's ``w[t]`` over non-ignored rows -- the denominators of
+        `xent.linear_cross_entropy` on the whole array.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad shapes (``input.shape[-1] != linear_weight.shape[1]``, target, bias),
+        dtypes, reduction, weight, label_smoothing, z_loss, ``softcap <= 0``
+        (when the graph is built).
+    IndexError
+        A class index out of range (when computing; names its global position).
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np, xent, xent.dask as xd
+    >>> rng = np.random.default_rng(0)
+    >>> h = rng.normal(size=(1000, 16)).astype(np.float32)
+    >>> W, t = rng.normal(size=(50, 16)).astype(np.float32), rng.integers(0, 50, 1000)
+    >>> loss = xd.linear_cross_entropy(da.from_array(h, chunks=(300, 16)), W, t, softcap=30.0)
+    >>> got, want = loss.compute(), xent.linear_cross_entropy(h, W, t, softcap=30.0)
+    >>> got.dtype, bool(np.isclose(got, want, rtol=1e-6))
+    (dtype('float32'), True)
+    """
+    check_reduction(reduction)
+    eps = check_scalar(label_smoothing, "label_smoothing", 0.0, 1.0)
+    z = check_scalar(z_loss, "z_loss", 0.0)
+    ignore_index = check_ignore_index(ignore_index)
+    x, x_compute = _hidden(input, "input")
+    head, C, compute = _head_key(linear_weight, linear_bias, softcap, x, x_compute, "input")
+    w = class_weights(weight, C, FLOAT64)
+    t = _as_dask(target)
+    prob = t.dtype.kind == "f" or t.dtype.name == "bfloat16"
+    if prob:
+        want = x.shape[:-1] + (C,)
+        if t.shape != want:
+            raise ValueError(
+                f"target has shape {t.shape}, but class probabilities for hidden states of "
+                f"shape {x.shape} and {C} classes must have shape {want} (use an integer "
+                "dtype for class indices)"
+            )
+        t = t.rechunk(x.chunks[:-1] + ((C,),))
+    else:
+        t = _hidden_class_targets(t, x, "input")
+    kw = dict(weight=w, ignore_index=ignore_index, label_smoothing=eps, head=head)
+    return _ce_graph(x, t, x.ndim - 1, prob, reduction, z, compute, kw)
+
+
 # ---- evaluation ---------------------------------------------------------------------
 
 
-def _eval_block(x, t, *, ax, ignore_index, ks, block_info=None):
-    """[sum of -log p_t, rows, hits for each k] of one block, on its class axis."""
+def _eval_block(x, t, *, ax, ignore_index, ks, head=None, block_info=None):
+    """[sum of -log p_t, rows, hits for each k] of one block, on its class axis (of
+    hidden states through `head`, a LinearHead, on their feature axis)."""
     try:
-        total, count, hits = _partials(x, np.squeeze(t, axis=ax), ax, ignore_index, ks)
+        if head is None:
+            total, count, hits = _partials(x, np.squeeze(t, axis=ax), ax, ignore_index, ks)
+        else:
+            total, count, hits = _hidden_partials(_aligned(head), x, np.squeeze(t, axis=ax),
+                                                  ignore_index, ks)
     except IndexError as exc:
-        raise _global_index_error(t, x.shape[ax], ignore_index, _offsets(block_info, 1), ax) \
+        C = x.shape[ax] if head is None else head.C
+        raise _global_index_error(t, C, ignore_index, _offsets(block_info, 1), ax) \
             or exc from None
-    shape = [1] * x.ndim
-    shape[ax] = 2 + len(ks)
-    return np.array([total, count, *hits], FLOAT64).reshape(shape)
+    return _on_axis([total, count, *hits], x.ndim, ax)
 
 
 def _eval_finish(totals, ks):
@@ -355,21 +582,31 @@ def _eval_finish(totals, ks):
     return _result(float(v[0]), int(v[1]), [int(h) for h in v[2:]], ks)
 
 
-def evaluate(logits, target, *, axis=-1, ignore_index=-100, k=(1, 5)):
+def evaluate(logits, target, *, axis=-1, ignore_index=-100, k=(1, 5), linear_weight=None,
+             linear_bias=None, softcap=None):
     """`xent.evaluate` on Dask arrays: loss, perplexity and top-k accuracy, exactly.
 
     Each block is evaluated by `xent.evaluate`'s kernel (one pass over its rows);
     the blocks' float64 loss sums and integer row / hit counts are added, then
-    divided once.
+    divided once.  With `linear_weight`, `logits` are hidden states and each
+    block's logits are made block by block of rows, never held; the classifier
+    layer is one key of the graph, received once by each worker.
 
     Parameters
     ----------
     logits : dask.array.Array or array_like
-        Logits chunked along the batch (a class axis in several chunks is merged).
+        Logits chunked along the batch (a class axis in several chunks is merged);
+        with `linear_weight`, hidden states ``(..., D)`` chunked along their
+        leading axes.
     target : dask.array.Array or array_like of int
-        Class indices, the logits' shape without `axis` (rechunked to match).
+        Class indices, the logits' shape without `axis` (the hidden states' shape
+        without their last axis); rechunked to match.
     axis, ignore_index, k
-        As for `xent.evaluate`.
+        As for `xent.evaluate` (`axis` must be -1 with `linear_weight`).
+    linear_weight : array_like or dask.array.Array of shape (C, D), optional
+    linear_bias : array_like or dask.array.Array of shape (C,), optional
+    softcap : float > 0, optional
+        The classifier layer, as for `xent.evaluate` and `linear_cross_entropy`.
 
     Returns
     -------
@@ -385,11 +622,20 @@ def evaluate(logits, target, *, axis=-1, ignore_index=-100, k=(1, 5)):
     """
     ks = _check_ks(k)
     ignore_index = check_ignore_index(ignore_index)
-    x, ax, _ = _logits(logits, axis)
-    t = _class_targets(target, x, ax)
+    head = None
+    if linear_weight is None:
+        _make_head(None, linear_bias, softcap)  # a bias or a cap without a weight: an error
+        x, ax, _ = _logits(logits, axis)
+        t = _class_targets(target, x, ax)
+    else:
+        _check_head_axis(_check_axis(axis))
+        x, x_compute = _hidden(logits, "logits")
+        head, _, _ = _head_key(linear_weight, linear_bias, softcap, x, x_compute, "logits")
+        ax = x.ndim - 1
+        t = _hidden_class_targets(target, x, "logits")
     P = 2 + len(ks)
     parts = da.map_blocks(
-        _eval_block, x, t, ax=ax, ignore_index=ignore_index, ks=ks,
+        _eval_block, x, t, ax=ax, ignore_index=ignore_index, ks=ks, head=head,
         chunks=_partials_chunks(x, ax, P), dtype=FLOAT64, meta=np.empty((0,) * x.ndim, FLOAT64),
     )
     totals = _sum_partials(parts, ax)

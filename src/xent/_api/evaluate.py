@@ -6,6 +6,12 @@ writes two per-row arrays (``-log p_t`` in float64 and the target's rank in int6
 they are reduced here into float64 / integer sums.  ``Evaluator`` keeps those sums
 across batches, so a dataset can be evaluated in pieces -- in any order, on any
 machine -- and the pieces combined exactly with ``merge``.
+
+With ``linear_weight=`` the first argument is hidden states, and the logits are those
+of the classifier layer ``softcap·tanh((h @ W.T + b)/softcap)``: `LinearHead` produces
+them one block of rows at a time into one reused buffer (as `linear_cross_entropy`
+does) and the same kernel reads each block while it is hot, so the N×C logits never
+exist whole.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from xent._api.linear import LinearHead, _as_matrix, _compute_dtype, _Rows
 from xent._api.multiclass import _logits_and_axis, _Targets
 from xent._runtime.dispatch import kernels as _kernels
 from xent._runtime.integers import as_integer
+from xent._runtime.linear_algebra import single_threaded_blas
 from xent._runtime.threads import threads_for
 from xent._api.validation import FLOAT64, check_ignore_index, float_kind, input_3d
 
@@ -116,11 +124,124 @@ def _partials(logits, target, axis, ignore_index, ks):
         target=targets.array3d, tcode=targets.code, ignore_index=ignore_index,
         nll=nll, rank=rank, n_threads=threads_for(a.size),
     )
+    return _sums(nll, rank, targets.n_valid, ks)
+
+
+def _sums(nll, rank, n_valid, ks):
+    """(sum of -log p_t, rows, top-k hits per k) from the kernel's per-row outputs."""
     # rank < k: top-k correct (ignored rows and NaN targets have rank _NEVER)
     hits = tuple(int(np.count_nonzero(rank < min(k, _NEVER))) for k in ks)
     with np.errstate(over="ignore", invalid="ignore"):  # inf, NaN: the answers
         total = float(np.sum(nll))
-    return total, int(targets.n_valid), hits
+    return total, int(n_valid), hits
+
+
+# ---- from hidden states ---------------------------------------------------------------
+
+
+class _Head:
+    """The classifier layer of an evaluation from hidden states.
+
+    `linear_weight`, `linear_bias` and `softcap` are validated once, here; the
+    `LinearHead` of each computation dtype met (float32, or float64 when the hidden
+    states or the weight are float64 -- `linear_cross_entropy`'s rule) is made once.
+    """
+
+    def __init__(self, linear_weight, linear_bias, softcap):
+        first = LinearHead(linear_weight, linear_bias, softcap)
+        self.C, self.D, self.softcap = first.C, first.D, first.softcap
+        self.weight_compute = first.compute
+        # the bias as given: a float64 head must not see it rounded to float32
+        self.bias = None if linear_bias is None else np.asarray(linear_bias)
+        self.heads = {first.compute: first}
+
+    def settings(self):
+        """What two evaluators must share to be merged: (C, D, bias?, softcap)."""
+        return (self.C, self.D, self.bias is not None, self.softcap)
+
+    def describe(self):
+        bias = ", linear_bias" if self.bias is not None else ""
+        cap = f", softcap={self.softcap}" if self.softcap is not None else ""
+        return f"linear_weight of shape {(self.C, self.D)}{bias}{cap}"
+
+    def for_input(self, compute):
+        """The LinearHead for hidden states computed in `compute`."""
+        compute = _compute_dtype(compute, self.weight_compute)
+        if compute not in self.heads:
+            # the weight is exact in its own computation dtype (float16 -> float32 is)
+            w = self.heads[self.weight_compute].weight
+            self.heads[compute] = LinearHead(w, self.bias, self.softcap, compute=compute)
+        return self.heads[compute]
+
+
+def _make_head(linear_weight, linear_bias, softcap):
+    """A _Head, or None for logits; linear_bias/softcap without a weight is an error."""
+    if linear_weight is None:
+        for name, value in (("linear_bias", linear_bias), ("softcap", softcap)):
+            if value is not None:
+                raise ValueError(
+                    f"{name}: given without linear_weight (it applies to the classifier "
+                    "layer of an evaluation from hidden states)"
+                )
+        return None
+    return _Head(linear_weight, linear_bias, softcap)
+
+
+def _check_head_axis(axis):
+    if axis != -1:
+        raise ValueError(
+            f"axis: must be -1 with linear_weight (the classes are the rows of "
+            f"linear_weight; the hidden states' last axis is their features), got {axis}"
+        )
+
+
+def check_hidden_targets(t, hidden_shape, name="target", hidden_name="logits"):
+    """Class indices `t` (NumPy or dask) for hidden states of `hidden_shape`: TypeError
+    unless integers, ValueError unless of shape ``hidden_shape[:-1]``."""
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integer class indices, got dtype {t.dtype}")
+    if tuple(t.shape) != tuple(hidden_shape[:-1]):
+        raise ValueError(
+            f"{name} has shape {tuple(t.shape)}, but class indices for hidden states "
+            f"({hidden_name}) of shape {tuple(hidden_shape)} must have shape "
+            f"{tuple(hidden_shape[:-1])}"
+        )
+
+
+def _hidden_partials(head, hidden, target, ignore_index, ks, name="logits"):
+    """`_partials` of the logits of hidden states through `head`, computed block by
+    block of rows; everything is validated before the first product.
+
+    `head`: a _Head, or (xent.dask, whose blocks all have one dtype) the LinearHead
+    of the computation dtype already."""
+    x, x_compute = _as_matrix(hidden, name)
+    if x.ndim == 0:
+        raise ValueError(f"{name}: expected hidden states of shape (..., D), got a scalar")
+    lin = head.for_input(x_compute) if isinstance(head, _Head) else head
+    compute = lin.compute  # float64 if the hidden states or the weight are
+    lin.check_input(x.shape, name)
+    t = np.asarray(target)
+    check_hidden_targets(t, x.shape, hidden_name=name)
+    # the targets are checked against the logits' shape without the logits existing
+    logits_shape = x.shape[:-1] + (lin.C,)
+    shape_only = np.broadcast_to(np.zeros((), compute), logits_shape)
+    targets = _Targets(t, shape_only, x.ndim - 1, lin.C, ignore_index, compute,
+                       allow_prob=False)
+    rows = _Rows(x, compute)
+    flat_target = targets.array.reshape(rows.n)
+    nll = np.empty(rows.n, FLOAT64)
+    rank = np.empty(rows.n, np.int64)
+    kind = float_kind(np.empty(0, compute))
+    with single_threaded_blas():  # xent's team runs the products (as linear_cross_entropy)
+        for r0, r1, z in lin.logit_blocks(rows):
+            nb = r1 - r0
+            _kernels.evaluate(
+                x=z.reshape(nb, lin.C, 1), xkind=kind, double_precision=compute == FLOAT64,
+                target=flat_target[r0:r1].reshape(nb, 1, 1), tcode=targets.code,
+                ignore_index=ignore_index, nll=nll[r0:r1], rank=rank[r0:r1],
+                n_threads=threads_for(z.size),
+            )
+    return _sums(nll, rank, targets.n_valid, ks)
 
 
 def _result(total, count, hits, ks):
@@ -135,28 +256,46 @@ def _result(total, count, hits, ks):
     return Evaluation(loss, perplexity, {k: h / count for k, h in zip(ks, hits)}, count)
 
 
-def evaluate(logits, target, *, axis=-1, ignore_index=-100, k=(1, 5)):
+def evaluate(logits, target, *, axis=-1, ignore_index=-100, k=(1, 5), linear_weight=None,
+             linear_bias=None, softcap=None):
     """Loss, perplexity and top-k accuracy of logits against class indices, in one pass.
 
     Each row of logits is read once: its max, its log-sum-exp and the rank of the
     target's logit all come from the same read (no N×C temporary).  Sums over the
     rows are taken in float64.
 
+    With `linear_weight`, `logits` holds hidden states ``h`` of shape ``(..., D)``
+    and the logits are ``z = h @ linear_weight.T + linear_bias`` (capped as
+    ``softcap·tanh(z/softcap)`` with `softcap`), computed as `linear_cross_entropy`
+    computes them: one block of rows at a time into one reused buffer of at most
+    32 MiB, each block evaluated while hot -- the N×C logits never exist whole.
+
     Parameters
     ----------
     logits : array_like
         Unnormalised scores, class axis `axis`.  float32/float64 computed in their
-        own precision, float16/bfloat16 in float32, integers in float64.
+        own precision, float16/bfloat16 in float32, integers in float64.  With
+        `linear_weight`: hidden states of shape ``(..., D)``, any leading shape and
+        strides (``hidden[:, :-1]`` is read without a whole copy); computed in float64
+        if they or the weight are float64, else in float32.
     target : array_like of int
-        Class indices, the logits' shape without `axis`.
+        Class indices, the logits' shape without `axis` (with `linear_weight`: the
+        hidden states' shape without the last axis).
     axis : int, optional
-        The class axis (default: last).
+        The class axis (default: last).  Must be -1 with `linear_weight`.
     ignore_index : int, optional
         Rows whose target equals this are left out of every result, whatever their
         logits hold (default -100).
     k : int or sequence of int, optional
         The k of the top-k accuracies (default ``(1, 5)``); each ``>= 1``.  A k of
         at least C makes every row correct except those with a NaN target logit.
+    linear_weight : array_like of shape (C, D), optional
+        The classifier layer's weight: `logits` are then hidden states.
+    linear_bias : array_like of shape (C,), optional
+        Its bias (only with `linear_weight`).
+    softcap : float > 0, optional
+        Caps the logits as ``softcap·tanh(z/softcap)`` (Gemma 2; only with
+        `linear_weight`).
 
     Returns
     -------
@@ -173,7 +312,10 @@ def evaluate(logits, target, *, axis=-1, ignore_index=-100, k=(1, 5)):
         names the first one and its position).
     ValueError
         `target`'s shape is not the logits' shape without `axis`; `axis` out of
-        range; `ignore_index` outside int64's range; a k below 1.
+        range; `ignore_index` outside int64's range; a k below 1.  With
+        `linear_weight`: ``logits.shape[-1] != linear_weight.shape[1]``, a bias not
+        of shape ``(C,)``, ``softcap <= 0``, an `axis` other than -1;
+        `linear_bias` or `softcap` without `linear_weight`.
     TypeError
         Unsupported dtypes (floating targets included: they are not class indices).
 
@@ -197,10 +339,25 @@ def evaluate(logits, target, *, axis=-1, ignore_index=-100, k=(1, 5)):
     (2, {1: 0.5, 2: 0.5})
     >>> round(e.loss, 4), round(e.perplexity, 4)
     (1.4185, 4.1311)
+
+    From hidden states, without the logits:
+
+    >>> rng = np.random.default_rng(0)
+    >>> h, W = rng.normal(size=(6, 4)), rng.normal(size=(10, 4))
+    >>> t = np.array([1, 2, 3, 4, 5, -100])
+    >>> e = xent.evaluate(h, t, linear_weight=W, softcap=5.0)
+    >>> ref = xent.evaluate(5.0 * np.tanh(h @ W.T / 5.0), t)  # the logits held
+    >>> e.count, e.accuracy == ref.accuracy, abs(e.loss - ref.loss) < 1e-12
+    (5, True, True)
     """
     ks = _check_ks(k)
     ignore_index = check_ignore_index(ignore_index)
-    total, count, hits = _partials(logits, target, axis, ignore_index, ks)
+    head = _make_head(linear_weight, linear_bias, softcap)
+    if head is None:
+        total, count, hits = _partials(logits, target, axis, ignore_index, ks)
+    else:
+        _check_head_axis(_check_axis(axis))
+        total, count, hits = _hidden_partials(head, logits, target, ignore_index, ks)
     return _result(total, count, hits, ks)
 
 
@@ -213,21 +370,35 @@ class Evaluator:
     evaluator's state, so batches evaluated in other threads, processes or
     machines combine exactly.
 
+    With `linear_weight`, every batch given to `update` is hidden states ``(..., D)``
+    and its logits come from the classifier layer, block by block, as in `evaluate`
+    (the weight is validated, and converted if needed, once, here).
+
     Parameters
     ----------
     axis : int, optional
-        The class axis of every batch (default: last).
+        The class axis of every batch (default: last; must be -1 with
+        `linear_weight`).
     ignore_index : int, optional
         Targets equal to this are left out (default -100).
     k : int or sequence of int, optional
         The k of the top-k accuracies (default ``(1, 5)``).
+    linear_weight : array_like of shape (C, D), optional
+        The classifier layer's weight: the batches are then hidden states.  The
+        evaluator keeps a reference to it (or its converted copy, e.g. float16 to
+        float32), and pickles it with its state.
+    linear_bias : array_like of shape (C,), optional
+    softcap : float > 0, optional
+        As for `evaluate` (only with `linear_weight`).
 
     Raises
     ------
     ValueError
-        `ignore_index` outside int64's range, a k below 1 (here, before any batch).
+        `ignore_index` outside int64's range, a k below 1, a bad `linear_weight`,
+        `linear_bias` or `softcap`, an `axis` other than -1 with `linear_weight`
+        (here, before any batch).
     TypeError
-        A non-integer `axis`, `ignore_index` or k.
+        A non-integer `axis`, `ignore_index` or k; an unsupported weight dtype.
 
     Examples
     --------
@@ -240,14 +411,28 @@ class Evaluator:
     >>> r, e = ev.result(), xent.evaluate(logits, target, k=(1, 3))
     >>> r.count, r.accuracy == e.accuracy, abs(r.loss - e.loss) < 1e-12
     (100, True, True)
+
+    From hidden states (say a language model's last layer, in batches):
+
+    >>> h, W = rng.normal(size=(100, 16)), rng.normal(size=(10, 16))
+    >>> ev = xent.Evaluator(k=(1, 3), linear_weight=W)
+    >>> for start in range(0, 100, 32):
+    ...     ev.update(h[start:start + 32], target[start:start + 32])
+    >>> e = xent.evaluate(h @ W.T, target, k=(1, 3))
+    >>> ev.count, ev.result().accuracy == e.accuracy, abs(ev.result().loss - e.loss) < 1e-12
+    (100, True, True)
     """
 
-    __slots__ = ("_axis", "_ignore_index", "_ks", "_sum", "_comp", "_count", "_hits")
+    __slots__ = ("_axis", "_ignore_index", "_ks", "_head", "_sum", "_comp", "_count", "_hits")
 
-    def __init__(self, *, axis=-1, ignore_index=-100, k=(1, 5)):
+    def __init__(self, *, axis=-1, ignore_index=-100, k=(1, 5), linear_weight=None,
+                 linear_bias=None, softcap=None):
         self._axis = _check_axis(axis)
         self._ignore_index = check_ignore_index(ignore_index)
         self._ks = _check_ks(k)
+        self._head = _make_head(linear_weight, linear_bias, softcap)
+        if self._head is not None:
+            _check_head_axis(self._axis)
         self.reset()
 
     @property
@@ -299,16 +484,22 @@ class Evaluator:
         Parameters
         ----------
         logits : array_like
-            Logits, class axis `axis` (any batch size, even 0 rows).
+            Logits, class axis `axis` (any batch size, even 0 rows); with
+            `linear_weight`, hidden states ``(..., D)``.
         target : array_like of int
-            Class indices, the logits' shape without `axis`.
+            Class indices, the logits' shape without `axis` (the hidden states'
+            without their last axis).
 
         Raises
         ------
         IndexError, ValueError, TypeError
             As for `evaluate`; a batch that raises is not counted.
         """
-        self._add(*_partials(logits, target, self._axis, self._ignore_index, self._ks))
+        if self._head is None:
+            parts = _partials(logits, target, self._axis, self._ignore_index, self._ks)
+        else:
+            parts = _hidden_partials(self._head, logits, target, self._ignore_index, self._ks)
+        self._add(*parts)
 
     def merge(self, other):
         """Add the state of another evaluator (same axis, ignore_index and k) into this one.
@@ -328,7 +519,16 @@ class Evaluator:
         TypeError
             `other` is not an Evaluator.
         ValueError
-            `other` was built with another `axis`, `ignore_index` or `k`.
+            `other` was built with another `axis`, `ignore_index` or `k`, or another
+            classifier layer: one evaluates logits and the other hidden states, or
+            their heads differ in shape ``(C, D)``, in having a bias, or in `softcap`.
+
+        Notes
+        -----
+        The weights' values are not compared (that would read two C×D matrices,
+        and an evaluator that went through pickle, e.g. to a dask worker, holds a
+        copy, not the same array): merging evaluators of two different heads of the
+        same shape is the caller's mistake to avoid.
         """
         if not isinstance(other, Evaluator):
             raise TypeError(f"other: expected an Evaluator, got {type(other).__name__}")
@@ -338,6 +538,13 @@ class Evaluator:
             raise ValueError(
                 "other: cannot merge evaluators with different settings: "
                 f"(axis, ignore_index, k) = {mine} here, {theirs} in other"
+            )
+        mine, theirs = _head_settings(self._head), _head_settings(other._head)
+        if mine != theirs:
+            raise ValueError(
+                "other: cannot merge evaluators with different classifier layers: "
+                f"{_head_description(self._head)} here, {_head_description(other._head)} "
+                "in other"
             )
         comp = other._comp
         self._add(other._sum, other._count, other._hits)
@@ -360,11 +567,21 @@ class Evaluator:
         return {name: getattr(self, name) for name in self.__slots__}
 
     def __setstate__(self, state):
+        self._head = None  # the state of an evaluator pickled before heads existed
         for name, value in state.items():
             setattr(self, name, value)
 
     def __repr__(self):
+        head = "" if self._head is None else f", {_head_description(self._head)}"
         return (
             f"Evaluator(axis={self._axis}, ignore_index={self._ignore_index}, "
-            f"k={self._ks}, count={self._count})"
+            f"k={self._ks}{head}, count={self._count})"
         )
+
+
+def _head_settings(head):
+    return None if head is None else head.settings()
+
+
+def _head_description(head):
+    return "logits (no linear_weight)" if head is None else head.describe()

@@ -43,10 +43,12 @@ __all__ = ["LinearGrads", "LinearHead", "linear_cross_entropy", "BLOCK_BYTES", "
 
 # The scratch of one call: the logits of one block of rows (twice that with a softcap
 # and gradients, which need the capped logits and their gradient side by side).
-# 48 MiB keeps the whole call within 64 MiB of extra memory with room for the per-row
-# arrays, and gives blocks of >= 384 rows up to C = 32768 in float32, where the
-# products run near the speed of one whole matrix product (BENCHMARKS.md).
-BLOCK_BYTES = 48 << 20
+# 56 MiB keeps the whole call within 64 MiB of extra memory with room for the per-row
+# arrays and BLAS's own buffers, and gives blocks of >= 448 rows up to C = 32768 in
+# float32.  The taller the block, the fewer times the weight is read and packed by
+# BLAS, and the gradient of the weight read and written: the gradients' speed is set
+# by this budget (BENCHMARKS.md, "Cross-entropy from hidden states").
+BLOCK_BYTES = 56 << 20
 
 # Blocks have a multiple of this many rows (BLAS kernels work on panels of rows).
 _ROW_QUANTUM = 16
@@ -74,6 +76,17 @@ def block_rows(C, itemsize, n_buffers=1):
     per_row = max(1, C) * itemsize * n_buffers
     rows = (BLOCK_BYTES // per_row) // _ROW_QUANTUM * _ROW_QUANTUM
     return max(_ROW_QUANTUM, rows)
+
+
+def _balanced(n, most):
+    """Rows per block for n rows in blocks of at most `most` (a multiple of 16): as
+    many blocks as needed, all of the same height (a last block of a few rows would
+    run its products slowly).  Depends on n and `most` only."""
+    if n <= most:
+        return most
+    blocks = -(-n // most)
+    per = -(-n // blocks)
+    return min(most, -(-per // _ROW_QUANTUM) * _ROW_QUANTUM)
 
 
 def _compute_dtype(*dtypes):
@@ -124,7 +137,8 @@ class _Rows:
             b = self.source[np.unravel_index(np.arange(r0, r1), self.lead)]
         if (b.dtype != self.compute or not b.flags.aligned
                 or (b.shape[1] > 1 and b.strides[1] != b.itemsize)):
-            b = np.ascontiguousarray(b, dtype=self.compute)
+            # (ascontiguousarray would keep an unaligned contiguous block as it is)
+            b = np.require(b, self.compute, "CA")
         return b
 
 
@@ -158,7 +172,7 @@ class LinearHead:
                     f"linear_bias has shape {b.shape}, but linear_weight has shape "
                     f"{w.shape}: expected ({self.C},), one value per class"
                 )
-            self.bias = np.ascontiguousarray(b, dtype=self.compute)
+            self.bias = np.require(b, self.compute, "CA")  # contiguous and aligned
         self.softcap = _check_softcap(softcap)
 
     def check_input(self, x_shape, name="input"):
@@ -171,7 +185,7 @@ class LinearHead:
     def logit_blocks(self, rows, n_buffers=1):
         """Yield ``(r0, r1, z)``: the (r1 - r0, C) capped logits of rows r0..r1 of
         `rows` (a `_Rows`), in one reused buffer valid until the next step."""
-        nr = block_rows(self.C, self.compute.itemsize, n_buffers)
+        nr = _balanced(rows.n, block_rows(self.C, self.compute.itemsize, n_buffers))
         buf = np.empty((min(nr, max(rows.n, 1)), self.C), self.compute)
         load_blas(_kernels)
         for r0 in range(0, rows.n, nr):
@@ -189,7 +203,7 @@ def _products_layout(w, compute):
     if w.dtype == compute and w.flags.aligned and (
             w.strides[1] == w.itemsize or w.strides[0] == w.itemsize):
         return w
-    return np.ascontiguousarray(w, dtype=compute)
+    return np.require(w, compute, "CA")  # (ascontiguousarray keeps unaligned arrays)
 
 
 def _grads_asked(return_grad):
@@ -235,7 +249,7 @@ _PUBLIC_DOC = """Cross-entropy of the logits ``input @ linear_weight.T + linear_
     label_smoothing=..., z_loss=...)`` with ``z = input @ linear_weight.T +
     linear_bias`` (capped as ``softcap·tanh(z/softcap)`` when `softcap` is given), and
     ``torch.nn.functional.linear_cross_entropy``'s semantics; the N×C logits exist
-    only one block of rows at a time (at most ``BLOCK_BYTES`` of scratch, 48 MiB),
+    only one block of rows at a time (at most ``BLOCK_BYTES`` of scratch, 56 MiB),
     whatever N and C.
 
     Parameters
@@ -305,10 +319,13 @@ linear_cross_entropy.__doc__ = _PUBLIC_DOC
 
 def _linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,
                           ignore_index=-100, reduction="mean", label_smoothing=0.0,
-                          z_loss=0.0, softcap=None, return_grad=False, grad_row_scale=None):
+                          z_loss=0.0, softcap=None, return_grad=False, grad_row_scale=None,
+                          row_terms=False):
     """linear_cross_entropy, plus `grad_row_scale`: None or a float64 array of one
     factor per row (the input's leading shape) multiplying each row's gradient, as
-    the backward of ``reduction="none"`` needs (xent.torch)."""
+    the backward of ``reduction="none"`` needs (xent.torch); and `row_terms`: True
+    returns ``(ce, lse, targets)``, the float64 per-row terms and the validated
+    targets, unreduced (xent.dask sums them over blocks; no gradient then)."""
     x, xc = _as_matrix(input, "input")
     w_compute = as_logits(linear_weight, "linear_weight").compute
     compute = _compute_dtype(xc, w_compute)
@@ -354,6 +371,8 @@ def _linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, wei
         else:
             job.class_tiles(rows, ce, lse)
 
+    if row_terms:
+        return ce, lse, targets
     loss = _reduce_ce(ce, lse, zc, reduction, weight_total, n_valid, targets.row_shape, compute)
     if not asked:
         return loss

@@ -13,6 +13,13 @@ several times larger than RAM is evaluated with bounded memory:
   the batch before (``MADV_DONTNEED``; the page cache keeps the pages, so a
   second run still reads from memory).  The resident set stays about two
   batches above the interpreter's, whatever the file size.
+
+With ``--linear-weight`` the first file holds hidden states ``(..., D)`` and the
+logits are those of the classifier layer, made block by block of rows by
+`xent.evaluate`'s ``linear_weight=`` path (the weight and bias memory-mapped too,
+read in place when float32/float64).  Hidden states are C/D times smaller than
+their logits and each row costs a C×D product, so the batches are counted in the
+head's blocks of rows instead of bytes (`HIDDEN_BATCH_BYTES`).
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from xent._api.evaluate import Evaluator, _check_ks
-from xent._api.validation import check_ignore_index, check_index_targets, normalize_axis
+from xent._api.evaluate import Evaluator, _check_ks, check_hidden_targets
+from xent._api.linear import block_rows
+from xent._api.validation import as_logits, check_ignore_index, check_index_targets, normalize_axis
 
 __all__ = ["evaluate_npy", "no_rows_warning"]
 
@@ -34,6 +42,10 @@ __all__ = ["evaluate_npy", "no_rows_warning"]
 BATCH_BYTES = 64 << 20
 #: ... and at most this many rows (the kernel writes 16 bytes of output per row).
 BATCH_MAX_ROWS = 1 << 21
+#: Hidden states: whole blocks of the head's rows, about this many bytes of hidden
+#: states per batch (a few seconds of matrix products at C = 32k-128k, so the
+#: progress bar moves; the memory is the head's 32 MiB block either way).
+HIDDEN_BATCH_BYTES = 16 << 20
 
 _PAGE = mmap.PAGESIZE
 _MAGIC = b"\x93NUMPY"
@@ -141,13 +153,52 @@ def _batch_axis(a, ax):
 
 def _check_inputs(x, t, axis, logits_name, target_name):
     """Shape and dtype checks of the whole files, before any batch is read."""
-    if x.ndim == 0:
-        raise ValueError(f"{logits_name}: expected at least one dimension (the class axis), got a scalar")
-    if x.dtype.kind not in "fiub" and x.dtype.name != "bfloat16":
-        raise TypeError(f"{logits_name}: unsupported dtype {x.dtype} (expected real numbers)")
+    _check_real(x, logits_name, "the class axis")
     ax = normalize_axis(axis, x.ndim)
     check_index_targets(t, x.shape, ax, target_name)
     return ax
+
+
+def _check_real(x, name, last_axis):
+    if x.ndim == 0:
+        raise ValueError(f"{name}: expected at least one dimension ({last_axis}), got a scalar")
+    if x.dtype.kind not in "fiub" and x.dtype.name != "bfloat16":
+        raise TypeError(f"{name}: unsupported dtype {x.dtype} (expected real numbers)")
+
+
+def _hidden_evaluator(x, t, axis, ignore_index, ks, paths, softcap, names):
+    """The Evaluator of hidden states `x` through the head in the files `paths`
+    (weight, bias or None), the head's block of rows and C; everything checked
+    before any batch is read."""
+    logits_name, target_name, weight_name, bias_name = names
+    _check_real(x, logits_name, "the hidden size")
+    w = _open_npy(paths[0], weight_name)
+    b = None if paths[1] is None else _open_npy(paths[1], bias_name)
+    try:
+        ev = Evaluator(axis=axis, ignore_index=ignore_index, k=ks, linear_weight=w,
+                       linear_bias=b, softcap=softcap)
+    except (ValueError, TypeError) as exc:  # name the files as the user gave them
+        message = (str(exc).replace("linear_weight", weight_name)
+                   .replace("linear_bias", bias_name).replace("softcap:", "--softcap:"))
+        raise type(exc)(message) from None
+    if w.shape[1] != x.shape[-1]:
+        raise ValueError(
+            f"{logits_name} has shape {x.shape}, but {weight_name} has shape {w.shape}: "
+            f"expected the hidden size {logits_name}.shape[-1] == {w.shape[1]}"
+        )
+    check_hidden_targets(t, x.shape, target_name, logits_name)
+    # the head's block of rows, in the computation dtype of these hidden states
+    head = ev._head.for_input(as_logits(x[(slice(0, 0),) * x.ndim], logits_name).compute)
+    return ev, block_rows(head.C, head.compute.itemsize), head.C
+
+
+def _hidden_batch_rows(x, bax, block):
+    """Entries of the batch axis per batch: whole blocks of the head, about
+    HIDDEN_BATCH_BYTES of hidden states."""
+    D = x.shape[-1]
+    blocks = max(1, HIDDEN_BATCH_BYTES // max(1, block * D * x.itemsize))
+    rows_per_entry = max(1, x.size // max(1, x.shape[bax] * D))
+    return max(1, blocks * block // rows_per_entry)
 
 
 def _position(bad_flat, t_batch, t_axis, start):
@@ -165,12 +216,19 @@ def _default_batch_rows(x, ax, bax):
 
 
 def evaluate_npy(logits_path, target_path, *, axis=-1, ignore_index=-100, k=(1, 5),
-                 batch_rows=None, progress=False, logits_name="LOGITS", target_name="TARGET"):
+                 batch_rows=None, progress=False, logits_name="LOGITS", target_name="TARGET",
+                 linear_weight_path=None, linear_bias_path=None, softcap=None,
+                 weight_name="--linear-weight", bias_name="--linear-bias"):
     """Evaluate a ``.npy`` file of logits against a ``.npy`` file of class indices.
 
     Both files are memory-mapped and streamed in batches along their outermost
     non-class axis; the result is that of `xent.evaluate` on the whole arrays
     (up to float64 rounding of the loss sum).
+
+    With `linear_weight_path`, the first file holds hidden states ``(..., D)`` and
+    the result is that of ``xent.evaluate(hidden, target, linear_weight=...,
+    linear_bias=..., softcap=...)``: the logits are made block by block, never
+    held, and the batches run along the outermost axis but the last.
 
     Parameters
     ----------
@@ -181,12 +239,20 @@ def evaluate_npy(logits_path, target_path, *, axis=-1, ignore_index=-100, k=(1, 
         As for `xent.evaluate`.
     batch_rows : int, optional
         Entries of the batch axis per batch (default: about 64 MiB of logits, at
-        most 2**21 rows).
+        most 2**21 rows; for hidden states, whole blocks of the head's rows, about
+        16 MiB of hidden states).
     progress : bool, optional
         Show a tqdm progress bar on stderr -- only if tqdm is installed and stderr
         is a terminal.
     logits_name, target_name : str, optional
         How error messages name the two inputs.
+    linear_weight_path, linear_bias_path : str or path-like, optional
+        ``.npy`` files of the classifier layer's weight ``(C, D)`` and bias ``(C,)``:
+        the first file is then hidden states.
+    softcap : float > 0, optional
+        Caps the logits (only with `linear_weight_path`), as in `xent.evaluate`.
+    weight_name, bias_name : str, optional
+        How error messages name the weight and bias files.
 
     Returns
     -------
@@ -208,17 +274,32 @@ def evaluate_npy(logits_path, target_path, *, axis=-1, ignore_index=-100, k=(1, 
     ignore_index = check_ignore_index(ignore_index)
     if batch_rows is not None and (isinstance(batch_rows, bool) or int(batch_rows) < 1):
         raise ValueError(f"batch_rows: expected a positive integer, got {batch_rows!r}")
+    if linear_weight_path is None and (linear_bias_path is not None or softcap is not None):
+        what = bias_name if linear_bias_path is not None else "--softcap"
+        raise ValueError(f"{what}: given without {weight_name}")
     x = _open_npy(logits_path, logits_name)
     t = _open_npy(target_path, target_name)
-    ax = _check_inputs(x, t, axis, logits_name, target_name)
-    ev = Evaluator(axis=ax, ignore_index=ignore_index, k=ks)
+    if linear_weight_path is None:
+        ax = _check_inputs(x, t, axis, logits_name, target_name)
+        ev = Evaluator(axis=ax, ignore_index=ignore_index, k=ks)
+        C = x.shape[ax]
+    else:
+        ev, block, C = _hidden_evaluator(
+            x, t, axis, ignore_index, ks, (linear_weight_path, linear_bias_path), softcap,
+            (logits_name, target_name, weight_name, bias_name))
+        ax = x.ndim - 1
     bax = _batch_axis(x, ax)
     if bax is None or x.size == 0:
         ev.update(x, t)
         return ev.result()
     tax = bax if bax < ax else bax - 1
     n = x.shape[bax]
-    step = int(batch_rows) if batch_rows is not None else _default_batch_rows(x, ax, bax)
+    if batch_rows is not None:
+        step = int(batch_rows)
+    elif linear_weight_path is None:
+        step = _default_batch_rows(x, ax, bax)
+    else:
+        step = _hidden_batch_rows(x, bax, block)
     xpages, tpages = _Pages(x), _Pages(t)
     index = [slice(None)] * x.ndim
     tindex = [slice(None)] * t.ndim
@@ -244,7 +325,7 @@ def evaluate_npy(logits_path, target_path, *, axis=-1, ignore_index=-100, k=(1, 
                 ev.update(xb, tb)
             except IndexError as exc:
                 # the batch's message has a position within the batch: give the file's
-                raise _global_index_error(tb, tax, start, x.shape[ax], ignore_index,
+                raise _global_index_error(tb, tax, start, C, ignore_index,
                                           target_name) or exc from None
             pager.submit(xpages.done, xb)
             pager.submit(tpages.done, tb)

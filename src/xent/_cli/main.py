@@ -7,6 +7,8 @@ Subcommands
 ``xent eval LOGITS TARGET [--axis A] [--ignore-index I] [-k 1 5] [--batch-rows N] [--json]``
     Loss, perplexity and top-k accuracy of memory-mapped ``.npy`` files, streamed in
     batches; see :mod:`xent._cli.eval`.
+``xent eval HIDDEN TARGET --linear-weight W.npy [--linear-bias B.npy] [--softcap S] ...``
+    The same from hidden states through a classifier layer, the logits never held.
 
 Every error, from a bad argument to a failure while running, is reported as one
 line on stderr with exit status 2 -- never a traceback.  ``xent eval`` on files
@@ -151,14 +153,19 @@ def _int(text: str) -> int:
 def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval",
-        help="loss, perplexity and top-k accuracy of logits in a .npy file",
+        help="loss, perplexity and top-k accuracy of logits (or hidden states) in a .npy file",
         description=(
             "Evaluate logits (a .npy file) against integer class indices (a .npy file "
             "with the logits' shape without the class axis): mean cross-entropy, "
             "perplexity, top-k accuracy and the number of rows, over the rows whose "
             "target is not --ignore-index.  Both files are memory-mapped and streamed "
             "in batches, so files larger than RAM work; a progress bar is shown on a "
-            "terminal when tqdm is installed (pip install 'xent[progress]')."
+            "terminal when tqdm is installed (pip install 'xent[progress]').  With "
+            "--linear-weight W.npy the first file holds hidden states (..., D) instead "
+            "and the logits are those of the classifier layer h @ W.T + b (capped as "
+            "S*tanh(z/S) with --softcap S), made block by block and never held: a "
+            "language model is evaluated from its stored hidden states, C/D times "
+            "smaller than its logits."
         ),
         epilog=(
             "When no row counts -- the files have no rows, or every target equals "
@@ -179,7 +186,16 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-k", type=_positive_int, nargs="+", default=[1, 5], metavar="K",
                    help="the k of the top-k accuracies (default: 1 5)")
     p.add_argument("--batch-rows", type=_positive_int, metavar="N",
-                   help="entries of LOGITS' leading axis per batch (default: ~64 MiB of logits)")
+                   help="entries of LOGITS' leading axis per batch (default: ~64 MiB of "
+                        "logits; with --linear-weight, whole blocks of the head's rows, "
+                        "~16 MiB of hidden states)")
+    p.add_argument("--linear-weight", metavar="W.npy",
+                   help="the classifier layer's weight (C, D): LOGITS is then hidden states "
+                        "(..., D) and TARGET has their shape without D")
+    p.add_argument("--linear-bias", metavar="B.npy",
+                   help="the classifier layer's bias (C,) (with --linear-weight)")
+    p.add_argument("--softcap", type=float, metavar="S",
+                   help="cap the logits as S*tanh(z/S), S > 0 (with --linear-weight; Gemma 2)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object {loss, perplexity, accuracy: {k: value}, count} "
                         "(NaN and infinities as null)")
@@ -191,10 +207,14 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     from xent._cli.eval import as_json, evaluate_npy, format_plain, no_rows_warning
 
+    hidden = args.linear_weight is not None
     try:
         result = evaluate_npy(
             args.logits, args.target, axis=args.axis, ignore_index=args.ignore_index,
             k=args.k, batch_rows=args.batch_rows, progress=True,
+            logits_name="HIDDEN" if hidden else "LOGITS",
+            linear_weight_path=args.linear_weight, linear_bias_path=args.linear_bias,
+            softcap=args.softcap,
         )
     except (OSError, ValueError, TypeError, IndexError) as exc:
         raise CommandError(f"xent eval: error: {exc}") from None

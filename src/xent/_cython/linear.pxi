@@ -77,17 +77,27 @@ cdef struct _LinJob:
     void *dw          # (C, D) C-ordered weight gradient, or NULL
     double *db        # (C,) float64 bias gradient (accumulated), or NULL
     bint dw_accumulate
+    Py_ssize_t class_tile, feature_tile  # the grid (_tile_width)
 
 
 cdef inline Py_ssize_t _n_tiles(Py_ssize_t n, Py_ssize_t width) noexcept nogil:
     return (n + width - 1) // width
 
 
+cdef inline Py_ssize_t _tile_width(Py_ssize_t n, Py_ssize_t most, Py_ssize_t multiple) noexcept nogil:
+    """Width of the tiles that cut n columns into tiles of at most about `most`, their
+    count a multiple of `multiple` (so 2 or 4 threads share them evenly), widths a
+    multiple of 16.  A function of n only: the grid never depends on the threads."""
+    cdef Py_ssize_t tiles = _n_tiles(max(n, 1), most)
+    tiles = _n_tiles(tiles, multiple) * multiple
+    return max(16, _n_tiles(_n_tiles(n, tiles), 16) * 16)
+
+
 cdef void _logits_tile(const _LinJob *j, Py_ssize_t tile, blas_real *dummy) noexcept nogil:
     """z[:, c0:c1] = softcap·tanh((x @ w[c0:c1].T + bias[c0:c1]) / softcap), then the
     bias and cap applied while the tile is in cache."""
-    cdef Py_ssize_t c0 = tile * LINEAR_TILE_CLASSES
-    cdef Py_ssize_t c1 = min(j.C, c0 + LINEAR_TILE_CLASSES)
+    cdef Py_ssize_t c0 = tile * j.class_tile
+    cdef Py_ssize_t c1 = min(j.C, c0 + j.class_tile)
     cdef Py_ssize_t r, c
     cdef blas_real *z = <blas_real *> j.z
     cdef blas_real *w = <blas_real *> j.w
@@ -121,8 +131,8 @@ cdef void _logits_tile(const _LinJob *j, Py_ssize_t tile, blas_real *dummy) noex
 cdef void _weight_tile(const _LinJob *j, Py_ssize_t tile, blas_real *dummy) noexcept nogil:
     """The gradient of classes c0..c1 finished (cap's chain rule, row factors), then
     dw[c0:c1] (+)= g[:, c0:c1].T @ x and db[c0:c1] += column sums, while it is hot."""
-    cdef Py_ssize_t c0 = tile * LINEAR_TILE_CLASSES
-    cdef Py_ssize_t c1 = min(j.C, c0 + LINEAR_TILE_CLASSES)
+    cdef Py_ssize_t c0 = tile * j.class_tile
+    cdef Py_ssize_t c1 = min(j.C, c0 + j.class_tile)
     cdef Py_ssize_t r, c
     cdef blas_real *g = <blas_real *> j.g
     cdef const blas_real *z = <const blas_real *> j.z
@@ -156,8 +166,8 @@ cdef void _weight_tile(const _LinJob *j, Py_ssize_t tile, blas_real *dummy) noex
 
 cdef void _input_tile(const _LinJob *j, Py_ssize_t tile, blas_real *dummy) noexcept nogil:
     """dx[:, d0:d1] = g @ w[:, d0:d1] (the whole row of classes: one call per slice)."""
-    cdef Py_ssize_t d0 = tile * LINEAR_TILE_FEATURES
-    cdef Py_ssize_t d1 = min(j.D, d0 + LINEAR_TILE_FEATURES)
+    cdef Py_ssize_t d0 = tile * j.feature_tile
+    cdef Py_ssize_t d1 = min(j.D, d0 + j.feature_tile)
     cdef blas_real *w = <blas_real *> j.w
     if j.w_cols:  # w[:, d0:d1] is (d1-d0, C).T: rows d0.. of the (D, C) row-major array
         _gemm_rows(False, True, <int> j.nr, <int> (d1 - d0), <int> j.C, <blas_real> 1,
@@ -175,7 +185,7 @@ cdef void _linear_tiles(const _LinJob *j, int phase, bint double_precision,
     cdef Py_ssize_t n, t
     cdef float *f = NULL
     cdef double *d = NULL
-    n = _n_tiles(j.D, LINEAR_TILE_FEATURES) if phase == 2 else _n_tiles(j.C, LINEAR_TILE_CLASSES)
+    n = _n_tiles(j.D, j.feature_tile) if phase == 2 else _n_tiles(j.C, j.class_tile)
     if n_threads > n:
         n_threads = <int> max(1, n)
     for t in prange(n, num_threads=n_threads, schedule="static", chunksize=1):
@@ -222,6 +232,8 @@ cdef int _linear_job(_LinJob *j, cnp.ndarray x, cnp.ndarray w, double softcap) e
     if j.wld < 1:
         j.wld = 1
     j.z = j.g = NULL
+    j.class_tile = _tile_width(j.C, LINEAR_TILE_CLASSES, 4)
+    j.feature_tile = _tile_width(j.D, LINEAR_TILE_FEATURES, 2)
     j.softcap = softcap
     j.bias = NULL
     j.row_scale = NULL
@@ -303,7 +315,7 @@ cdef struct _LossJob:
     const double *class_w  # (C,) or NULL
     double eps, wsum
     Py_ssize_t n_tiles
-    char *tiles          # per-thread scratch: nr × LINEAR_TILE_CLASSES values each
+    char *tiles          # per-thread scratch: nr × class_tile values each
     double *stats        # (nr, n_tiles, 3) chunk_stats
     double *wz           # (nr, n_tiles) sums of w_c·z_c (eps > 0), or NULL
     double *zt           # (nr,) the target's logit
@@ -314,8 +326,8 @@ cdef struct _LossJob:
 
 cdef void _loss_tile(const _LossJob *j, Py_ssize_t tile, blas_real *mine) noexcept nogil:
     cdef const _LinJob *l = &j.lin
-    cdef Py_ssize_t c0 = tile * LINEAR_TILE_CLASSES
-    cdef Py_ssize_t c1 = min(l.C, c0 + LINEAR_TILE_CLASSES)
+    cdef Py_ssize_t c0 = tile * l.class_tile
+    cdef Py_ssize_t c1 = min(l.C, c0 + l.class_tile)
     cdef Py_ssize_t n = c1 - c0
     cdef Py_ssize_t r, c
     cdef int64_t t
@@ -419,13 +431,13 @@ def linear_loss_tiles(*, cnp.ndarray x not None, cnp.ndarray w not None, bias,
     j.target = <const int64_t *> cnp.PyArray_DATA(target)
     j.class_w = NULL if class_w is None else <const double *> cnp.PyArray_DATA(<cnp.ndarray> class_w)
     j.eps, j.wsum = eps, wsum
-    j.n_tiles = _n_tiles(j.lin.C, LINEAR_TILE_CLASSES)
+    j.n_tiles = _n_tiles(j.lin.C, j.lin.class_tile)
     j.ce = <double *> cnp.PyArray_DATA(ce)
     j.lse = <double *> cnp.PyArray_DATA(lse)
     j.special = <uint8_t *> cnp.PyArray_DATA(special)
     team = max(1, min(n_threads, j.n_tiles))
     # one tile per thread, then (nr, n_tiles) parts: 3 doubles, +1 with smoothing
-    cdef Py_ssize_t tile_values = j.lin.nr * LINEAR_TILE_CLASSES
+    cdef Py_ssize_t tile_values = j.lin.nr * j.lin.class_tile
     cdef Py_ssize_t parts = j.lin.nr * j.n_tiles
     scratch = _alloc_scratch(team * tile_values * itemsize
                              + (parts * (4 if eps > 0 else 3) + j.lin.nr) * sizeof(double))

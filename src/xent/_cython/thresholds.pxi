@@ -41,19 +41,19 @@ cdef enum:
     ROW_BATCH = 16
 cdef Py_ssize_t ROW_BATCH_BYTES = 4 * 1024
 
-# linear_cross_entropy (linear.pxi): each BLAS call of a block of rows covers
-# LINEAR_TILE_CLASSES classes (logits, weight gradient) or LINEAR_TILE_FEATURES
-# features (input gradient).  Fixed, so the results do not depend on the thread
-# count; a tile of 256 rows x 1024 classes of float32 is 1 MiB, one core's L2, where
-# the bias, cap and gradient's finishing touches find it.
-# [BENCHMARKS.md, "Cross-entropy from hidden states"]
-cdef Py_ssize_t LINEAR_TILE_CLASSES = 1024
-cdef Py_ssize_t LINEAR_TILE_FEATURES = 256
+# linear_cross_entropy (linear.pxi): each BLAS call of a block of rows covers one
+# tile of classes (logits, weight gradient) or of features (input gradient): at most
+# about LINEAR_TILE_CLASSES / LINEAR_TILE_FEATURES wide, in a number of tiles that is
+# a multiple of 4 (classes) or 2 (features), so that 2 or 4 threads share them evenly.
+# A function of C and D only, so the results do not depend on the thread count; wide
+# enough that OpenBLAS's packing of each call's operands stays a few percent of it.
 # The loss alone (no gradient) needs no whole row of logits: blocks of
-# LINEAR_LOSS_ROWS rows, each thread with one tile of LINEAR_TILE_CLASSES classes of
-# them in its own scratch (2 MiB of float32), reduced while hot.
-cdef Py_ssize_t LINEAR_LOSS_ROWS = 512
-
+# LINEAR_LOSS_ROWS rows, each thread with one tile of them in its own scratch (8 MiB
+# of float32), reduced while hot.
+# [BENCHMARKS.md, "Cross-entropy from hidden states"]
+cdef Py_ssize_t LINEAR_TILE_CLASSES = 2048
+cdef Py_ssize_t LINEAR_TILE_FEATURES = 512
+cdef Py_ssize_t LINEAR_LOSS_ROWS = 1024
 
 THRESHOLDS = {
     "BLOCK_BYTES": BLOCK_BYTES,
