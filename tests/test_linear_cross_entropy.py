@@ -472,9 +472,9 @@ def _loss_alone_matches(x, W, t, b, rtol, **options):
 @pytest.mark.parametrize("option", ["plain", "all", "ignore_index=3"])
 @pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
 def test_loss_alone_over_many_rows_and_class_tiles(rng, dtype, option):
-    """The loss alone of class indices is reduced from tiles of classes, a few hundred
-    rows at a time: 600 rows and 1100 classes cross both."""
-    N, D, C = 600, 6, 1100
+    """The loss alone of class indices is reduced from tiles of classes, about a
+    thousand rows at a time: 1100 rows and 300 classes cross both."""
+    N, D, C = 1100, 6, 300
     opts = _options(INDEX_OPTIONS[option], C, "mean")
     del opts["reduction"]
     x, W, b, t = make_problem(rng, lead=(N,), D=D, C=C, dtype=dtype,
@@ -488,18 +488,18 @@ def test_loss_alone_with_non_finite_rows_scattered(rng, dtype):
     """Rows with a non-finite logit (NaN or ±inf hidden states), kept and ignored,
     scattered over several steps of rows and tiles of classes; finite rows around
     them keep their values."""
-    N, D, C = 600, 6, 1100
+    N, D, C = 1100, 6, 300
     x, W, b, t = make_problem(rng, lead=(N,), D=D, C=C, dtype=dtype, ignore_frac=0.1)
     up = np.arange(C) % 3 == 0  # the classes a +inf in x[:, 2] sends to +inf
     W[:, 2] = np.where(up, 1.0, -1.0)
-    for row, value in ((3, np.nan), (515, np.inf), (530, -np.inf), (599, np.nan)):
+    for row, value in ((3, np.nan), (515, np.inf), (1030, -np.inf), (1099, np.nan)):
         x[row, 2] = value
         t[row] = 0
-    x[[40, 520], 4] = np.nan
-    t[[40, 520]] = -100
+    x[[40, 1050], 4] = np.nan
+    t[[40, 1050]] = -100
     _loss_alone_matches(x, W, t, b, REF_RTOL[dtype], weight=class_weights(C), label_smoothing=0.1)
     loss = xent.linear_cross_entropy(x, W, t, linear_bias=b, reduction="none")
-    assert np.isnan(loss[[3, 599]]).all() and (loss[[40, 520]] == 0).all()
+    assert np.isnan(loss[[3, 1099]]).all() and (loss[[40, 1050]] == 0).all()
     assert loss[515] == pytest.approx(np.log(up.sum()), rel=1e-6)
 
 
