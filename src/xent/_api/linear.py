@@ -74,7 +74,7 @@ def block_rows(C, itemsize, n_buffers=1, D=0):
     """Rows per block: as many as fit `n_buffers` logit buffers and a converted copy
     of the block's hidden states (D values a row) in BLOCK_BYTES (a multiple of 16,
     at least 16), whatever the thread count."""
-    per_row = (max(1, C) * n_buffers + D) * itemsize
+    per_row = max(1, (max(1, C) * n_buffers + D) * itemsize)
     rows = (BLOCK_BYTES // per_row) // _ROW_QUANTUM * _ROW_QUANTUM
     return max(_ROW_QUANTUM, rows)
 
@@ -118,10 +118,33 @@ class _Rows:
         self.D = a.shape[-1]
         self.compute = compute
         self.source = a
+        self.segments = None
         try:
             self.view = a.reshape(self.n, self.D, copy=False)
         except ValueError:  # e.g. hidden[:, :-1]: the rows are not evenly spaced
             self.view = None
+            # ... but each hidden[b, :-1] is: blocks within one are views
+            try:
+                self.segments = a.reshape(-1, self.lead[-1], self.D, copy=False)
+            except ValueError:
+                self.segments = None
+
+    def spans(self, most):
+        """(r0, r1) blocks of at most `most` rows covering every row, balanced, and
+        never across two segments when the rows are evenly spaced only within
+        segments (so that each block is a view).  A function of the shape only."""
+        if self.segments is None:
+            length = self.n
+        else:
+            length = self.segments.shape[1]
+        out = []
+        if length == 0:
+            return out
+        per = _balanced(length, most)
+        for s0 in range(0, self.n, length):
+            s1 = min(self.n, s0 + length)
+            out.extend((r0, min(s1, r0 + per)) for r0 in range(s0, s1, per))
+        return out
 
     def take(self, index):
         """The rows at `index` (global row numbers), a (len(index), D) copy."""
@@ -134,13 +157,30 @@ class _Rows:
         possible; a converted or gathered copy of just these rows otherwise."""
         if self.view is not None:
             b = self.view[r0:r1]
+        elif self.segments is not None and r1 > r0 and (
+                r0 // self.segments.shape[1] == (r1 - 1) // self.segments.shape[1]):
+            seg, i0 = divmod(r0, self.segments.shape[1])
+            b = self.segments[seg, i0:i0 + (r1 - r0)]
         else:
             b = self.source[np.unravel_index(np.arange(r0, r1), self.lead)]
-        if (b.dtype != self.compute or not b.flags.aligned
-                or (b.shape[1] > 1 and b.strides[1] != b.itemsize)):
+        if not _blas_reads(b, self.compute, columns=False):
             # (ascontiguousarray would keep an unaligned contiguous block as it is)
             b = np.require(b, self.compute, "CA")
         return b
+
+
+def _blas_reads(a, compute, columns=True):
+    """Whether BLAS reads the 2-D `a` in place: the computation dtype, aligned, rows
+    contiguous (or, with `columns`, columns contiguous) and the other axis's stride
+    at least the row's (column's) length -- BLAS's leading dimension: a negative,
+    zero or overlapping stride (``x[::-1]``, ``broadcast_to``) is not one."""
+    if a.dtype != compute or not a.flags.aligned:
+        return False
+    n0, n1 = a.shape
+    s0, s1 = a.strides[0] // a.itemsize, a.strides[1] // a.itemsize
+    if (n1 <= 1 or s1 == 1) and (n0 <= 1 or s0 >= max(n1, 1)):
+        return True
+    return columns and (n0 <= 1 or s0 == 1) and (n1 <= 1 or s1 >= max(n0, 1))
 
 
 class LinearHead:
@@ -186,11 +226,10 @@ class LinearHead:
     def logit_blocks(self, rows, n_buffers=1):
         """Yield ``(r0, r1, z)``: the (r1 - r0, C) capped logits of rows r0..r1 of
         `rows` (a `_Rows`), in one reused buffer valid until the next step."""
-        nr = _balanced(rows.n, block_rows(self.C, self.compute.itemsize, n_buffers, self.D))
-        buf = np.empty((min(nr, max(rows.n, 1)), self.C), self.compute)
+        spans = rows.spans(block_rows(self.C, self.compute.itemsize, n_buffers, self.D))
+        buf = np.empty((max([r1 - r0 for r0, r1 in spans], default=0), self.C), self.compute)
         load_blas(_kernels)
-        for r0 in range(0, rows.n, nr):
-            r1 = min(rows.n, r0 + nr)
+        for r0, r1 in spans:
             z = buf[: r1 - r0]
             with single_threaded_blas():  # xent's team runs the products
                 _kernels.linear_logits(x=rows.block(r0, r1), w=self.weight, bias=self.bias,
@@ -201,8 +240,7 @@ class LinearHead:
 
 def _products_layout(w, compute):
     """The weight as BLAS reads it without a copy: rows or columns contiguous."""
-    if w.dtype == compute and w.flags.aligned and (
-            w.strides[1] == w.itemsize or w.strides[0] == w.itemsize):
+    if _blas_reads(w, compute):
         return w
     return np.require(w, compute, "CA")  # (ascontiguousarray keeps unaligned arrays)
 
@@ -440,13 +478,28 @@ class _Job:
             if not contiguous:
                 ce[sl], lse[sl] = ce_b, lse_b
             if asked:
+                xb = rows.block(r0, r1)
+                if g_weight is not None and not targets.prob:
+                    xb = self._without_ignored(xb, t)
                 _kernels.linear_backward(
-                    x=rows.block(r0, r1), w=head.weight, z=z, g=g,
+                    x=xb, w=head.weight, z=z, g=g,
                     softcap=head.softcap or 0.0,
                     row_scale=None if self.row_scale is None else self.row_scale[sl],
                     dx=None if g_input is None else g_input[sl], dw=g_weight,
                     db=g_bias, dw_accumulate=r0 > 0, n_threads=threads_for(z.size * head.D),
                 )
+                del xb  # a converted copy must not live on beside the next block's
+
+    def _without_ignored(self, xb, t):
+        """The block's hidden states with the ignored rows zeroed (a copy of the block
+        when it has any): their gradient is 0, but 0·NaN and 0·inf in ``g.T @ x``
+        would not be, and ignored rows contribute exactly 0 whatever they hold."""
+        ignored = t == self.ignore_index
+        if not ignored.any():
+            return xb
+        xb = np.array(xb, order="C")
+        xb[ignored] = 0
+        return xb
 
     def class_tiles(self, rows, ce, lse):
         """The loss alone, class indices: tiles of classes reduced while hot
@@ -461,8 +514,7 @@ class _Job:
         step = min(int(_kernels.THRESHOLDS["LINEAR_LOSS_ROWS"]),
                    block_rows(0, head.compute.itemsize, 0, head.D))
         load_blas(_kernels)
-        for r0 in range(0, rows.n, step):
-            r1 = min(rows.n, r0 + step)
+        for r0, r1 in rows.spans(step):
             _kernels.linear_loss_tiles(
                 x=rows.block(r0, r1), w=head.weight, bias=head.bias,
                 softcap=head.softcap or 0.0, target=t[r0:r1], class_w=class_w, eps=self.eps,
