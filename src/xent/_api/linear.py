@@ -238,6 +238,31 @@ class LinearHead:
             yield r0, r1, z
 
 
+    def loss_tiles(self, rows, target, ce, lse, *, class_w=None, eps=0.0, wsum=None,
+                   topk=0, rank=None):
+        """Per-row loss parts from tiles of classes reduced while hot (linear.pxi's
+        `linear_loss_tiles`): `target` int64 (rows.n,), -1 on ignored rows; fills ce
+        and lse (and with topk, `rank`) and returns the rows to compute again with
+        their whole row of logits (their parts were not all finite)."""
+        special = np.zeros(rows.n, np.uint8)
+        # the block's hidden states (a converted copy, perhaps) within the budget too
+        step = min(int(_kernels.THRESHOLDS["LINEAR_LOSS_ROWS"]),
+                   block_rows(0, self.compute.itemsize, 0, self.D))
+        load_blas(_kernels)
+        with single_threaded_blas():
+            for r0, r1 in rows.spans(step):
+                _kernels.linear_loss_tiles(
+                    x=rows.block(r0, r1), w=self.weight, bias=self.bias,
+                    softcap=self.softcap or 0.0, target=target[r0:r1], class_w=class_w,
+                    eps=eps, wsum=float(self.C) if wsum is None else wsum, ce=ce[r0:r1],
+                    lse=lse[r0:r1], special=special[r0:r1],
+                    n_threads=threads_for((r1 - r0) * self.C * self.D),
+                    scratch_bytes=BLOCK_BYTES, topk=topk,
+                    rank=None if rank is None else rank[r0:r1],
+                )
+        return np.flatnonzero(special)
+
+
 def _products_layout(w, compute):
     """The weight as BLAS reads it without a copy: rows or columns contiguous."""
     if _blas_reads(w, compute):
@@ -508,20 +533,8 @@ class _Job:
         head = self.head
         t = self.flat_target.astype(np.int64)
         t[self.flat_target == self.ignore_index] = -1
-        class_w = None if self.w is None else self.w.astype(FLOAT64)
-        special = np.zeros(rows.n, np.uint8)
-        # the block's hidden states (a converted copy, perhaps) within the budget too
-        step = min(int(_kernels.THRESHOLDS["LINEAR_LOSS_ROWS"]),
-                   block_rows(0, head.compute.itemsize, 0, head.D))
-        load_blas(_kernels)
-        for r0, r1 in rows.spans(step):
-            _kernels.linear_loss_tiles(
-                x=rows.block(r0, r1), w=head.weight, bias=head.bias,
-                softcap=head.softcap or 0.0, target=t[r0:r1], class_w=class_w, eps=self.eps,
-                wsum=self.wsum, ce=ce[r0:r1], lse=lse[r0:r1], special=special[r0:r1],
-                n_threads=threads_for((r1 - r0) * head.C * head.D), scratch_bytes=BLOCK_BYTES,
-            )
-        again = np.flatnonzero(special)
+        again = head.loss_tiles(rows, t, ce, lse, eps=self.eps, wsum=self.wsum,
+                                class_w=None if self.w is None else self.w.astype(FLOAT64))
         if again.size:
             self.whole_rows(_Rows(rows.take(again), head.compute), again, ce, lse,
                             (None, None, None))
