@@ -2,19 +2,21 @@
 
 The logits ``z = input @ linear_weight.T + linear_bias`` of a language model's head are
 N×C (8192 tokens × 128k classes is 4 GiB of float32) and exist only to be reduced to one
-number per row and, in training, to a gradient.  Here they never exist whole: the rows
-are taken in blocks of ``block_rows(C)`` rows, each block's logits are computed into one
-reused buffer of at most ``BLOCK_BYTES`` (the matrix products through BLAS, the tiles of
-one block reduced while hot), the cross-entropy kernel turns the block into per-row
-losses and, in place, into the gradient of the logits, and that gradient is multiplied
-back into the gradients of `input`, `linear_weight` and `linear_bias` before the next
-block overwrites it.  So each gradient costs one matrix product and nothing is
-recomputed: loss only is one product, loss and every gradient three (BENCHMARKS.md,
-"Cross-entropy from hidden states").
+number per row and, in training, to a gradient.  Here they never exist whole:
 
-The block height depends only on C and the dtype, never on the thread count, and every
-product writes each element from one call of the same shape: the results are bitwise
-identical for any number of threads.
+* The loss alone (class indices) and ``evaluate`` go by tiles of classes
+  (``LinearHead.loss_tiles``): each thread computes a tile of rows × classes into its
+  own scratch and reduces it at once into per-row parts, merged in tile order.
+* With gradients (or probability targets) the rows go in blocks of ``block_rows(C)``
+  rows whose logits fill one reused buffer of at most ``BLOCK_BYTES``
+  (``LinearHead.logit_blocks``); the cross-entropy kernel turns the block into per-row
+  losses and, in place, into the gradient of the logits, which is multiplied back into
+  the gradients of `input`, `linear_weight` and `linear_bias` before the next block.
+
+The products are BLAS's, on a tile grid that depends on C and D only (``_cython/
+linear.pxi``); so each gradient costs one matrix product, nothing is recomputed, and
+the results are bitwise identical for any number of threads (BENCHMARKS.md,
+"Cross-entropy from hidden states").
 """
 
 from __future__ import annotations
