@@ -340,3 +340,17 @@ def traced_peak(fn):
         tracemalloc.stop()
     del result
     return peak - base
+
+
+def sanitizer_loaded():
+    """The name of a sanitizer runtime loaded into this process (a .ci/sanitizers.sh
+    run), or None: its shadow memory and quarantine make RSS measurements meaningless."""
+    try:
+        with open("/proc/self/maps", encoding="ascii", errors="replace") as f:
+            maps = f.read()
+    except OSError:
+        return None
+    for runtime in ("libasan", "libubsan", "libtsan"):
+        if runtime in maps:
+            return runtime
+    return None

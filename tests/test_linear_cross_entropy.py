@@ -24,6 +24,7 @@ from helpers import (
     assert_close,
     assert_same_bits_for_thread_counts,
     bitwise_equal,
+    sanitizer_loaded,
     traced_peak,
 )
 from references import BFLOAT16, as_f64, ref_linear_cross_entropy, ref_linear_logits
@@ -983,6 +984,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB (Linux)")
+@pytest.mark.skipif(sanitizer_loaded() is not None,
+                    reason="a sanitizer's shadow memory and quarantine count in the RSS")
 @pytest.mark.parametrize("asked", ["loss", "input"])
 def test_peak_rss_with_gib_logits(asked):
     """The process's peak RSS (which sees the C-level scratch that tracemalloc does
