@@ -228,7 +228,9 @@ cdef int _linear_job(_LinJob *j, cnp.ndarray x, cnp.ndarray w, double softcap) e
     j.x = cnp.PyArray_DATA(x)
     j.xld = _leading_stride(x, j.nr)
     j.w = cnp.PyArray_DATA(w)
-    j.w_cols = j.C > 1 and _stride(w, 0) == 1
+    # rows contiguous (the usual (C, D) weight), else columns (a (D, C) array's .T;
+    # a single class's row read as a column, whatever its stride)
+    j.w_cols = (j.D > 1 and _stride(w, 1) != 1) and (j.C <= 1 or _stride(w, 0) == 1)
     if j.w_cols:
         j.wld = _stride(w, 1) if j.D > 1 else j.C
     else:
