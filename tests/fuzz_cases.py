@@ -12,6 +12,11 @@ xent (or a short sequence: Evaluator updates and merges), legal or illegal:
 * targets: every integer dtype, ``ignore_index`` anywhere, probabilities with
   specials; options; ``out=``/``grad_out=`` buffers of every float dtype and layout,
   or the input itself (in place);
+* hidden states (linear_cross_entropy, evaluate/Evaluator with ``linear_weight=``): a
+  classifier weight and bias in any layout and dtype, ``softcap``, every ``return_grad``
+  form, next-token views ``hidden[:, :-1]``; the float64 references compute the logits
+  term by term (IEEE ±inf/NaN) and map the cross-entropy's gradient through the cap
+  and the three products (fuzz_refs.linear_logits, linear_grads);
 * illegal calls: one mutation of a legal call (bad shapes, dtypes, class indices out
   of range, bad scalars, bad ``out=``), with the exception type the SPEC gives and the
   words the message must hold (the argument's name, the offending value or shapes).

@@ -20,8 +20,8 @@ Environment:
   failure with the full traceback).
 
 A failure prints each failing case's number, seed, description and a one-line repro.
-``KNOWN`` lists the cases that hit open findings of issue 17: they are reported, not
-failed, until the fix lands (then the entry is deleted).
+``KNOWN`` lists the cases that hit open findings (of issues 17 and 19): they are
+reported, not failed, until the fix lands (then the entry is deleted).
 """
 
 import os
@@ -46,8 +46,8 @@ def _f(case, key, default=None):
     return case.facts.get(key, default)
 
 
-# (name, predicate(case, failure message) -> bool): open findings of issue 17 that
-# a case may hit.  Each entry is as narrow as the finding; the lead deletes an entry
+# (name, predicate(case, failure message) -> bool): open findings that a case may
+# hit.  Each entry is as narrow as the finding; the lead deletes an entry
 # when its fix is merged (a case that passes is never a problem).
 KNOWN = [
     # issue 19 (linear_cross_entropy, evaluate from hidden states), found by this fuzz:
