@@ -2,7 +2,9 @@
 tolerances and comparisons against the float64 references (references.py), memory
 layouts and random cases, and the thread-count determinism check."""
 
+import gc
 import re
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -311,6 +313,44 @@ def assert_same_bits_for_thread_counts(call, counts=(1, 2, 3), what="call"):
     for n, result in zip(counts[1:], results[1:]):
         leaves = _leaves(result)
         assert len(leaves) == len(first), f"{what}: {counts[0]} and {n} threads differ"
-        for a, b in zip(first, leaves):
-            assert bitwise_equal(a, b), f"{what}: {counts[0]} and {n} threads differ"
+        for i, (a, b) in enumerate(zip(first, leaves)):
+            assert bitwise_equal(a, b), (
+                f"{what}: {counts[0]} and {n} threads differ (result leaf {i} of {len(first)})"
+            )
     return results[0]
+
+
+# ---------------------------------------------------------------------------
+# memory
+# ---------------------------------------------------------------------------
+
+
+def traced_peak(fn):
+    """Bytes of traced memory allocated at the peak of ``fn()`` (above the start):
+    NumPy reports its data allocations to tracemalloc, so this bounds every NumPy
+    temporary of the call."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        result = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del result
+    return peak - base
+
+
+def sanitizer_loaded():
+    """The name of a sanitizer runtime loaded into this process (a .ci/sanitizers.sh
+    run), or None: its shadow memory and quarantine make RSS measurements meaningless."""
+    try:
+        with open("/proc/self/maps", encoding="ascii", errors="replace") as f:
+            maps = f.read()
+    except OSError:
+        return None
+    for runtime in ("libasan", "libubsan", "libtsan"):
+        if runtime in maps:
+            return runtime
+    return None

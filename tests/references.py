@@ -1,5 +1,5 @@
 """Independent float64 NumPy references for the xent test suite: the row normalizers,
-the multiclass losses, KL and entropy.  (Tolerances, layouts and the other checks are
+the multiclass losses, KL and entropy, and the cross-entropy from hidden states.  (Tolerances, layouts and the other checks are
 in helpers.py; the fuzz test's references, which carry their own rounding-error
 budgets, are in fuzz_refs.py and build on these.)
 
@@ -32,6 +32,10 @@ Every loss is written from the SPEC's formulas (PyTorch's, formula for formula):
 * z-loss (PaLM): ``z·lse_i²`` per non-ignored row; under "mean" divided by the number
   of non-ignored rows (not class-weighted);
 * gradients are ∂loss/∂logits of the reduced loss ("none": of Σ l_i).
+* from hidden states (``linear_cross_entropy``): the cross-entropy of
+  ``z = x @ W.T + b``, capped as ``s·tanh(z/s)`` with a softcap ``s``; the gradients of
+  ``x``, ``W``, ``b`` are the chain rule through the cap and the product, and ignored
+  rows take no part in them (whatever their hidden states hold).
 
 Terms ``0·log 0`` (a zero weight/target on a class of probability zero) are 0;
 ``0·NaN`` is NaN (NaN reaches everything computed from its row).
@@ -339,3 +343,59 @@ def ref_entropy(logits, axis=-1, base=None):
     if base is not None:
         h = h / np.log(float(base))
     return h.reshape(moved[:-1])
+
+
+# ---------------------------------------------------------------------------
+# the cross-entropy from hidden states
+# ---------------------------------------------------------------------------
+
+
+def ref_linear_logits(x, linear_weight, linear_bias=None, softcap=None):
+    """float64 ``(n, C)`` logits of the rows of ``x`` (its leading axes flattened)
+    before and after the cap: ``(u, z)`` with ``u = x @ W.T + b``, ``z = s·tanh(u/s)``
+    (``z is u`` without a softcap).  The products are elementwise IEEE products summed
+    by einsum (no BLAS), so ``±inf``/NaN in ``x`` or ``W`` reach exactly the logits
+    they multiply into."""
+    xa = as_f64(x)
+    xr = xa.reshape(int(np.prod(xa.shape[:-1])), xa.shape[-1])  # (-1, D) fails for D = 0
+    W = as_f64(linear_weight)
+    with np.errstate(all="ignore"):
+        u = np.einsum("nd,cd->nc", xr, W, optimize=False)
+        if linear_bias is not None:
+            u = u + as_f64(linear_bias)
+        if softcap is None:
+            return u, u
+        return u, float(softcap) * np.tanh(u / float(softcap))
+
+
+def ref_linear_cross_entropy(x, linear_weight, target, linear_bias=None, softcap=None,
+                             **ce_options):
+    """float64 ``(loss, grad_input, grad_weight, grad_bias)`` of
+    ``cross_entropy(s·tanh((x @ W.T + b)/s), target, ...)`` (no cap without
+    ``softcap``); ``ce_options`` are :func:`ref_cross_entropy`'s (``weight``,
+    ``ignore_index``, ``reduction``, ``label_smoothing``, ``z_loss``).  ``loss`` has
+    ``x.shape[:-1]`` for "none".  ``grad_bias`` is the gradient at the given bias (at
+    a zero bias when there is none)."""
+    xa = as_f64(x)
+    lead, D = xa.shape[:-1], xa.shape[-1]
+    xr = xa.reshape(int(np.prod(lead)), D)
+    W = as_f64(linear_weight)
+    C = W.shape[0]
+    u, z = ref_linear_logits(xr, W, linear_bias, softcap)
+    t = np.asarray(target)
+    prob = t.dtype.kind == "f"
+    t = t.reshape(-1, C) if prob else t.reshape(-1)
+    loss, g = ref_cross_entropy(z, t, **ce_options)
+    if ce_options.get("reduction", "mean") == "none":
+        loss = np.asarray(loss).reshape(lead)
+    with np.errstate(all="ignore"):
+        if softcap is not None:
+            # d s·tanh(u/s)/du = 1 - tanh(u/s)²: 0 at u = ±inf (the cap's flat ends)
+            g = g * (1.0 - np.tanh(u / float(softcap)) ** 2)
+        keep = np.ones(len(t), bool) if prob else t != ce_options.get("ignore_index", -100)
+        gk, xk = g[keep], xr[keep]
+        g_input = np.zeros_like(xr)
+        g_input[keep] = np.einsum("nc,cd->nd", gk, W, optimize=False)
+        g_weight = np.einsum("nc,nd->cd", gk, xk, optimize=False)
+        g_bias = gk.sum(axis=0)
+    return loss, g_input.reshape(xa.shape), g_weight, g_bias

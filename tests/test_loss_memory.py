@@ -8,31 +8,14 @@ size of its N×C input (10% of it).  A guard test checks that the measurement do
 an N×C NumPy temporary, so that these tests cannot pass vacuously.
 """
 
-import gc
-import tracemalloc
-
 import numpy as np
 import pytest
 
 import xent
+from helpers import traced_peak
 
 N, C = 4000, 1000
 LIMIT = 0.10
-
-
-def traced_peak(fn):
-    """Bytes of traced memory allocated at the peak of ``fn()`` (above the start)."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        base, _ = tracemalloc.get_traced_memory()
-        result = fn()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    del result
-    return peak - base
 
 
 @pytest.fixture(scope="module")

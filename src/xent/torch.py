@@ -530,7 +530,8 @@ class _LinearCall:
         others); `row_scale` multiplies each row's gradient ("none" backward)."""
         out = _linear._linear_cross_entropy(  # the core, plus per-row gradient factors
             self.x, self.w, self.target, linear_bias=self.b, weight=self.weight,
-            return_grad=tuple(names), grad_row_scale=row_scale, **self.options,
+            return_grad=tuple(names) if names else False, grad_row_scale=row_scale,
+            **self.options,
         )
         loss, grads = out if names else (out, None)
         loss = torch.from_numpy(np.asarray(loss)).to(self.loss_dtype)

@@ -231,17 +231,42 @@ def _hidden_partials(head, hidden, target, ignore_index, ks, name="logits"):
     flat_target = targets.array.reshape(rows.n)
     nll = np.empty(rows.n, FLOAT64)
     rank = np.empty(rows.n, np.int64)
-    kind = float_kind(np.empty(0, compute))
+    topk = max(ks)
+    if topk <= TILE_TOPK:
+        # tiles of classes reduced while hot, each keeping its topk best classes
+        t = flat_target.astype(np.int64)
+        t[flat_target == ignore_index] = -1
+        again = lin.loss_tiles(rows, t, nll, np.empty(rows.n, FLOAT64), topk=topk,
+                               rank=rank)
+        if again.size:  # non-finite parts: whole rows, the kernel's rules
+            _whole_rows(lin, _Rows(rows.take(again), compute), flat_target[again], targets,
+                        ignore_index, nll, rank, again)
+    else:
+        _whole_rows(lin, rows, flat_target, targets, ignore_index, nll, rank, None)
+    return _sums(nll, rank, targets.n_valid, ks)
+
+
+# evaluate from hidden states keeps each tile's TILE_TOPK best classes at most (k up to
+# this many is computed from tiles of classes; a larger k from whole rows of logits).
+TILE_TOPK = 16
+
+
+def _whole_rows(lin, rows, flat_target, targets, ignore_index, nll, rank, index):
+    """The evaluate kernel on blocks of whole rows of logits; `index`: None, or the
+    global row number of each of `rows` (results written there)."""
+    kind = float_kind(np.empty(0, lin.compute))
     with single_threaded_blas():  # xent's team runs the products (as linear_cross_entropy)
         for r0, r1, z in lin.logit_blocks(rows):
             nb = r1 - r0
+            n_b = np.empty(nb, FLOAT64)
+            r_b = np.empty(nb, np.int64)
             _kernels.evaluate(
-                x=z.reshape(nb, lin.C, 1), xkind=kind, double_precision=compute == FLOAT64,
+                x=z.reshape(nb, lin.C, 1), xkind=kind, double_precision=lin.compute == FLOAT64,
                 target=flat_target[r0:r1].reshape(nb, 1, 1), tcode=targets.code,
-                ignore_index=ignore_index, nll=nll[r0:r1], rank=rank[r0:r1],
-                n_threads=threads_for(z.size),
+                ignore_index=ignore_index, nll=n_b, rank=r_b, n_threads=threads_for(z.size),
             )
-    return _sums(nll, rank, targets.n_valid, ks)
+            at = slice(r0, r1) if index is None else index[r0:r1]
+            nll[at], rank[at] = n_b, r_b
 
 
 def _result(total, count, hits, ks):

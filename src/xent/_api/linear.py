@@ -2,19 +2,21 @@
 
 The logits ``z = input @ linear_weight.T + linear_bias`` of a language model's head are
 N×C (8192 tokens × 128k classes is 4 GiB of float32) and exist only to be reduced to one
-number per row and, in training, to a gradient.  Here they never exist whole: the rows
-are taken in blocks of ``block_rows(C)`` rows, each block's logits are computed into one
-reused buffer of at most ``BLOCK_BYTES`` (the matrix products through BLAS, the tiles of
-one block reduced while hot), the cross-entropy kernel turns the block into per-row
-losses and, in place, into the gradient of the logits, and that gradient is multiplied
-back into the gradients of `input`, `linear_weight` and `linear_bias` before the next
-block overwrites it.  So each gradient costs one matrix product and nothing is
-recomputed: loss only is one product, loss and every gradient three (BENCHMARKS.md,
-"Cross-entropy from hidden states").
+number per row and, in training, to a gradient.  Here they never exist whole:
 
-The block height depends only on C and the dtype, never on the thread count, and every
-product writes each element from one call of the same shape: the results are bitwise
-identical for any number of threads.
+* The loss alone (class indices) and ``evaluate`` go by tiles of classes
+  (``LinearHead.loss_tiles``): each thread computes a tile of rows × classes into its
+  own scratch and reduces it at once into per-row parts, merged in tile order.
+* With gradients (or probability targets) the rows go in blocks of ``block_rows(C)``
+  rows whose logits fill one reused buffer of at most ``BLOCK_BYTES``
+  (``LinearHead.logit_blocks``); the cross-entropy kernel turns the block into per-row
+  losses and, in place, into the gradient of the logits, which is multiplied back into
+  the gradients of `input`, `linear_weight` and `linear_bias` before the next block.
+
+The products are BLAS's, on a tile grid that depends on C and D only (``_cython/
+linear.pxi``); so each gradient costs one matrix product, nothing is recomputed, and
+the results are bitwise identical for any number of threads (BENCHMARKS.md,
+"Cross-entropy from hidden states").
 """
 
 from __future__ import annotations
@@ -43,10 +45,12 @@ __all__ = ["LinearGrads", "LinearHead", "linear_cross_entropy", "BLOCK_BYTES", "
 
 # The scratch of one call: the logits of one block of rows (twice that with a softcap
 # and gradients, which need the capped logits and their gradient side by side).
-# 48 MiB keeps the whole call within 64 MiB of extra memory with room for the per-row
-# arrays, and gives blocks of >= 384 rows up to C = 32768 in float32, where the
-# products run near the speed of one whole matrix product (BENCHMARKS.md).
-BLOCK_BYTES = 48 << 20
+# 56 MiB keeps the whole call within 64 MiB of extra memory with room for the per-row
+# arrays and BLAS's own buffers, and gives blocks of >= 448 rows up to C = 32768 in
+# float32.  The taller the block, the fewer times the weight is read and packed by
+# BLAS, and the gradient of the weight read and written: the gradients' speed is set
+# by this budget (BENCHMARKS.md, "Cross-entropy from hidden states").
+BLOCK_BYTES = 56 << 20
 
 # Blocks have a multiple of this many rows (BLAS kernels work on panels of rows).
 _ROW_QUANTUM = 16
@@ -68,10 +72,11 @@ linear_bias : ndarray or None
 _GRAD_NAMES = LinearGrads._fields
 
 
-def block_rows(C, itemsize, n_buffers=1):
-    """Rows per block: as many as fit `n_buffers` logit buffers in BLOCK_BYTES (a
-    multiple of 16, at least 16), whatever the thread count."""
-    per_row = max(1, C) * itemsize * n_buffers
+def block_rows(C, itemsize, n_buffers=1, D=0):
+    """Rows per block: as many as fit `n_buffers` logit buffers and a converted copy
+    of the block's hidden states (D values a row) in BLOCK_BYTES (a multiple of 16,
+    at least 16), whatever the thread count."""
+    per_row = max(1, (max(1, C) * n_buffers + D) * itemsize)
     rows = (BLOCK_BYTES // per_row) // _ROW_QUANTUM * _ROW_QUANTUM
     return max(_ROW_QUANTUM, rows)
 
@@ -115,10 +120,33 @@ class _Rows:
         self.D = a.shape[-1]
         self.compute = compute
         self.source = a
+        self.segments = None
         try:
             self.view = a.reshape(self.n, self.D, copy=False)
         except ValueError:  # e.g. hidden[:, :-1]: the rows are not evenly spaced
             self.view = None
+            # ... but each hidden[b, :-1] is: blocks within one are views
+            try:
+                self.segments = a.reshape(-1, self.lead[-1], self.D, copy=False)
+            except ValueError:
+                self.segments = None
+
+    def spans(self, most):
+        """(r0, r1) blocks of at most `most` rows covering every row, balanced, and
+        never across two segments when the rows are evenly spaced only within
+        segments (so that each block is a view).  A function of the shape only."""
+        if self.segments is None:
+            length = self.n
+        else:
+            length = self.segments.shape[1]
+        out = []
+        if length == 0:
+            return out
+        per = _balanced(length, most)
+        for s0 in range(0, self.n, length):
+            s1 = min(self.n, s0 + length)
+            out.extend((r0, min(s1, r0 + per)) for r0 in range(s0, s1, per))
+        return out
 
     def take(self, index):
         """The rows at `index` (global row numbers), a (len(index), D) copy."""
@@ -131,13 +159,30 @@ class _Rows:
         possible; a converted or gathered copy of just these rows otherwise."""
         if self.view is not None:
             b = self.view[r0:r1]
+        elif self.segments is not None and r1 > r0 and (
+                r0 // self.segments.shape[1] == (r1 - 1) // self.segments.shape[1]):
+            seg, i0 = divmod(r0, self.segments.shape[1])
+            b = self.segments[seg, i0:i0 + (r1 - r0)]
         else:
             b = self.source[np.unravel_index(np.arange(r0, r1), self.lead)]
-        if (b.dtype != self.compute or not b.flags.aligned
-                or (b.shape[1] > 1 and b.strides[1] != b.itemsize)):
+        if not _blas_reads(b, self.compute, columns=False):
             # (ascontiguousarray would keep an unaligned contiguous block as it is)
             b = np.require(b, self.compute, "CA")
         return b
+
+
+def _blas_reads(a, compute, columns=True):
+    """Whether BLAS reads the 2-D `a` in place: the computation dtype, aligned, rows
+    contiguous (or, with `columns`, columns contiguous) and the other axis's stride
+    at least the row's (column's) length -- BLAS's leading dimension: a negative,
+    zero or overlapping stride (``x[::-1]``, ``broadcast_to``) is not one."""
+    if a.dtype != compute or not a.flags.aligned:
+        return False
+    n0, n1 = a.shape
+    s0, s1 = a.strides[0] // a.itemsize, a.strides[1] // a.itemsize
+    if (n1 <= 1 or s1 == 1) and (n0 <= 1 or s0 >= max(n1, 1)):
+        return True
+    return columns and (n0 <= 1 or s0 == 1) and (n1 <= 1 or s1 >= max(n0, 1))
 
 
 class LinearHead:
@@ -183,11 +228,10 @@ class LinearHead:
     def logit_blocks(self, rows, n_buffers=1):
         """Yield ``(r0, r1, z)``: the (r1 - r0, C) capped logits of rows r0..r1 of
         `rows` (a `_Rows`), in one reused buffer valid until the next step."""
-        nr = _balanced(rows.n, block_rows(self.C, self.compute.itemsize, n_buffers))
-        buf = np.empty((min(nr, max(rows.n, 1)), self.C), self.compute)
+        spans = rows.spans(block_rows(self.C, self.compute.itemsize, n_buffers, self.D))
+        buf = np.empty((max([r1 - r0 for r0, r1 in spans], default=0), self.C), self.compute)
         load_blas(_kernels)
-        for r0 in range(0, rows.n, nr):
-            r1 = min(rows.n, r0 + nr)
+        for r0, r1 in spans:
             z = buf[: r1 - r0]
             with single_threaded_blas():  # xent's team runs the products
                 _kernels.linear_logits(x=rows.block(r0, r1), w=self.weight, bias=self.bias,
@@ -196,10 +240,34 @@ class LinearHead:
             yield r0, r1, z
 
 
+    def loss_tiles(self, rows, target, ce, lse, *, class_w=None, eps=0.0, wsum=None,
+                   topk=0, rank=None):
+        """Per-row loss parts from tiles of classes reduced while hot (linear.pxi's
+        `linear_loss_tiles`): `target` int64 (rows.n,), -1 on ignored rows; fills ce
+        and lse (and with topk, `rank`) and returns the rows to compute again with
+        their whole row of logits (their parts were not all finite)."""
+        special = np.zeros(rows.n, np.uint8)
+        # the block's hidden states (a converted copy, perhaps) within the budget too
+        step = min(int(_kernels.THRESHOLDS["LINEAR_LOSS_ROWS"]),
+                   block_rows(0, self.compute.itemsize, 0, self.D))
+        load_blas(_kernels)
+        with single_threaded_blas():
+            for r0, r1 in rows.spans(step):
+                _kernels.linear_loss_tiles(
+                    x=rows.block(r0, r1), w=self.weight, bias=self.bias,
+                    softcap=self.softcap or 0.0, target=target[r0:r1], class_w=class_w,
+                    eps=eps, wsum=float(self.C) if wsum is None else wsum, ce=ce[r0:r1],
+                    lse=lse[r0:r1], special=special[r0:r1],
+                    n_threads=threads_for((r1 - r0) * self.C * self.D),
+                    scratch_bytes=BLOCK_BYTES, topk=topk,
+                    rank=None if rank is None else rank[r0:r1],
+                )
+        return np.flatnonzero(special)
+
+
 def _products_layout(w, compute):
     """The weight as BLAS reads it without a copy: rows or columns contiguous."""
-    if w.dtype == compute and w.flags.aligned and (
-            w.strides[1] == w.itemsize or w.strides[0] == w.itemsize):
+    if _blas_reads(w, compute):
         return w
     return np.require(w, compute, "CA")  # (ascontiguousarray keeps unaligned arrays)
 
@@ -247,7 +315,7 @@ _PUBLIC_DOC = """Cross-entropy of the logits ``input @ linear_weight.T + linear_
     label_smoothing=..., z_loss=...)`` with ``z = input @ linear_weight.T +
     linear_bias`` (capped as ``softcap·tanh(z/softcap)`` when `softcap` is given), and
     ``torch.nn.functional.linear_cross_entropy``'s semantics; the N×C logits exist
-    only one block of rows at a time (at most ``BLOCK_BYTES`` of scratch, 48 MiB),
+    only one block of rows at a time (at most ``BLOCK_BYTES`` of scratch, 56 MiB),
     whatever N and C.
 
     Parameters
@@ -269,7 +337,8 @@ _PUBLIC_DOC = """Cross-entropy of the logits ``input @ linear_weight.T + linear_
     return_grad : bool or tuple of str, optional
         False (the loss only), True (every gradient), or names among ``"input"``,
         ``"linear_weight"``, ``"linear_bias"``: only those are computed (a frozen
-        classifier asks for ``("input",)`` and saves a matrix product).
+        classifier asks for ``("input",)`` and saves a matrix product; ``()`` gives
+        ``(loss, LinearGrads(None, None, None))``).
 
     Returns
     -------
@@ -290,6 +359,10 @@ _PUBLIC_DOC = """Cross-entropy of the logits ``input @ linear_weight.T + linear_
 
     Notes
     -----
+    Gradients go through BLAS's arithmetic: an infinite entry of `linear_weight`
+    makes the input gradient NaN (``0·inf`` in ``g @ W``; PyTorch gives NaN too),
+    although the loss follows the non-finite rule.
+
     The matrix products accumulate as BLAS does in the computation dtype (SciPy's
     OpenBLAS); every softmax sum and batch reduction is `cross_entropy`'s.  float16
     and bfloat16 operands are computed in float32.  While the call runs, BLAS is
@@ -372,9 +445,9 @@ def _linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, wei
     if row_terms:
         return ce, lse, targets
     loss = _reduce_ce(ce, lse, zc, reduction, weight_total, n_valid, targets.row_shape, compute)
-    if not asked:
+    if return_grad is False or return_grad is None:
         return loss
-    g_input, g_weight, g_bias = grads
+    g_input, g_weight, g_bias = grads  # return_grad=() asks for none: all None
     return loss, LinearGrads(
         None if g_input is None else g_input.reshape(x.shape),
         g_weight,
@@ -432,13 +505,28 @@ class _Job:
             if not contiguous:
                 ce[sl], lse[sl] = ce_b, lse_b
             if asked:
+                xb = rows.block(r0, r1)
+                if g_weight is not None and not targets.prob:
+                    xb = self._without_ignored(xb, t)
                 _kernels.linear_backward(
-                    x=rows.block(r0, r1), w=head.weight, z=z, g=g,
+                    x=xb, w=head.weight, z=z, g=g,
                     softcap=head.softcap or 0.0,
                     row_scale=None if self.row_scale is None else self.row_scale[sl],
                     dx=None if g_input is None else g_input[sl], dw=g_weight,
                     db=g_bias, dw_accumulate=r0 > 0, n_threads=threads_for(z.size * head.D),
                 )
+                del xb  # a converted copy must not live on beside the next block's
+
+    def _without_ignored(self, xb, t):
+        """The block's hidden states with the ignored rows zeroed (a copy of the block
+        when it has any): their gradient is 0, but 0·NaN and 0·inf in ``g.T @ x``
+        would not be, and ignored rows contribute exactly 0 whatever they hold."""
+        ignored = t == self.ignore_index
+        if not ignored.any():
+            return xb
+        xb = np.array(xb, order="C")
+        xb[ignored] = 0
+        return xb
 
     def class_tiles(self, rows, ce, lse):
         """The loss alone, class indices: tiles of classes reduced while hot
@@ -447,19 +535,8 @@ class _Job:
         head = self.head
         t = self.flat_target.astype(np.int64)
         t[self.flat_target == self.ignore_index] = -1
-        class_w = None if self.w is None else self.w.astype(FLOAT64)
-        special = np.zeros(rows.n, np.uint8)
-        step = int(_kernels.THRESHOLDS["LINEAR_LOSS_ROWS"])
-        load_blas(_kernels)
-        for r0 in range(0, rows.n, step):
-            r1 = min(rows.n, r0 + step)
-            _kernels.linear_loss_tiles(
-                x=rows.block(r0, r1), w=head.weight, bias=head.bias,
-                softcap=head.softcap or 0.0, target=t[r0:r1], class_w=class_w, eps=self.eps,
-                wsum=self.wsum, ce=ce[r0:r1], lse=lse[r0:r1], special=special[r0:r1],
-                n_threads=threads_for((r1 - r0) * head.C * head.D),
-            )
-        again = np.flatnonzero(special)
+        again = head.loss_tiles(rows, t, ce, lse, eps=self.eps, wsum=self.wsum,
+                                class_w=None if self.w is None else self.w.astype(FLOAT64))
         if again.size:
             self.whole_rows(_Rows(rows.take(again), head.compute), again, ce, lse,
                             (None, None, None))

@@ -12,7 +12,8 @@
 # count, so the results are bitwise identical for any number of threads.
 
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
-from libc.math cimport isfinite, tanh, tanhf
+from libc.math cimport INFINITY, isfinite, tanh, tanhf
+from libc.stdint cimport INT64_MAX
 from libc.stdint cimport uint8_t
 
 ctypedef void (*_sgemm_t)(char *transa, char *transb, int *m, int *n, int *k, float *alpha,
@@ -322,6 +323,41 @@ cdef struct _LossJob:
     double *ce
     double *lse
     uint8_t *special
+    # evaluate (topk > 0): each tile's topk highest classes, best first (values and
+    # class indices, by the SPEC's rank order), and each row's rank out
+    Py_ssize_t topk
+    double *top_v
+    int64_t *top_i
+    int64_t *rank
+
+
+cdef inline void _tile_top(const _LossJob *j, const blas_real *row, Py_ssize_t n,
+                           Py_ssize_t c0, double *tv, int64_t *ti) noexcept nogil:
+    """The `topk` classes of one row of a tile that rank highest (a higher logit, or
+    an equal one and a smaller index: the SPEC's order; NaN never ranks), best first;
+    unused places hold -inf and the largest index, which rank below everything."""
+    cdef Py_ssize_t K = j.topk, m = 0, c, p
+    cdef double v
+    for c in range(n):
+        v = row[c]
+        if m == K:
+            if not v > tv[K - 1]:
+                continue
+            p = K - 1
+        elif v == v:
+            p = m
+            m += 1
+        else:
+            continue
+        while p > 0 and v > tv[p - 1]:  # strict: the earlier class of a tie stays first
+            tv[p] = tv[p - 1]
+            ti[p] = ti[p - 1]
+            p -= 1
+        tv[p] = v
+        ti[p] = c0 + c
+    for p in range(m, K):
+        tv[p] = -INFINITY
+        ti[p] = INT64_MAX
 
 
 cdef void _loss_tile(const _LossJob *j, Py_ssize_t tile, blas_real *mine) noexcept nogil:
@@ -363,6 +399,9 @@ cdef void _loss_tile(const _LossJob *j, Py_ssize_t tile, blas_real *mine) noexce
         t = j.target[r]
         if t >= c0 and t < c1:
             j.zt[r] = row[t - c0]
+        if j.topk > 0:
+            _tile_top(j, row, n, c0, j.top_v + (r * j.n_tiles + tile) * j.topk,
+                      j.top_i + (r * j.n_tiles + tile) * j.topk)
         if j.wz != NULL:
             acc = 0
             if j.class_w != NULL:
@@ -372,6 +411,20 @@ cdef void _loss_tile(const _LossJob *j, Py_ssize_t tile, blas_real *mine) noexce
                 for c in range(n):
                     acc += row[c]
             j.wz[r * j.n_tiles + tile] = acc
+
+
+cdef int64_t _rank_of(const _LossJob *j, Py_ssize_t r, int64_t t, double zt) noexcept nogil:
+    """How many classes rank above the target, or topk if at least that many: every
+    class that does is in its tile's list unless topk others of that tile rank above
+    it, and those rank above the target too."""
+    cdef Py_ssize_t i, n = j.n_tiles * j.topk
+    cdef const double *tv = j.top_v + r * n
+    cdef const int64_t *ti = j.top_i + r * n
+    cdef int64_t above = 0
+    for i in range(n):
+        if tv[i] > zt or (tv[i] == zt and ti[i] < t):
+            above += 1
+    return min(above, <int64_t> j.topk)
 
 
 cdef void _loss_row(const _LossJob *j, Py_ssize_t r, bint double_precision) noexcept nogil:
@@ -385,6 +438,8 @@ cdef void _loss_row(const _LossJob *j, Py_ssize_t r, bint double_precision) noex
     if t < 0:  # ignored: 0, and no logsumexp (the z-loss skips it)
         j.ce[r] = 0
         j.lse[r] = 0
+        if j.topk > 0:
+            j.rank[r] = RANK_NEVER
         return
     if double_precision:
         finite = merge_chunks_f64(j.stats + 3 * r * j.n_tiles, j.n_tiles, &m, &sm, &ls)
@@ -396,6 +451,14 @@ cdef void _loss_row(const _LossJob *j, Py_ssize_t r, bint double_precision) noex
         j.special[r] = 1
         return
     L = m + ls
+    if j.topk > 0:  # evaluate: -log p_t and the target's rank
+        if not isfinite(L):  # a NaN among the other classes: the kernel's rules
+            j.special[r] = 1
+            return
+        j.ce[r] = L - zt
+        j.lse[r] = L
+        j.rank[r] = _rank_of(j, r, t, zt)
+        return
     wt = j.class_w[t] if j.class_w != NULL else 1.0
     c = (1 - j.eps) * wt * (L - zt)
     if j.eps > 0:
@@ -413,12 +476,19 @@ cdef void _loss_row(const _LossJob *j, Py_ssize_t r, bint double_precision) noex
 def linear_loss_tiles(*, cnp.ndarray x not None, cnp.ndarray w not None, bias,
                       double softcap, cnp.ndarray target not None, class_w, double eps,
                       double wsum, cnp.ndarray ce not None, cnp.ndarray lse not None,
-                      cnp.ndarray special not None, int n_threads):
+                      cnp.ndarray special not None, int n_threads, Py_ssize_t scratch_bytes,
+                      Py_ssize_t topk=0, rank=None):
     """Per-row cross-entropy (without z-loss) and logsumexp of the logits
     softcap·tanh((x @ w.T + bias)/softcap) of one block of rows, from class tiles
     (see above).  target: contiguous int64 (nr,), -1 for ignored rows; class_w:
     None or contiguous float64 (C,); wsum: its sum (C without); ce, lse: float64
-    (nr,); special: uint8 (nr,), 1 where the row must be computed again whole."""
+    (nr,); special: uint8 (nr,), 1 where the row must be computed again whole;
+    scratch_bytes: the most the threads' tiles may take together (fewer threads
+    then, never smaller tiles: the results do not depend on the team).
+    With topk > 0 (evaluate; eps 0, no class_w): ce is -log p_t and rank (int64
+    (nr,)) the number of classes ranking above the target, capped at topk (exact
+    below it: a row is top-k correct for every k <= topk iff rank < k), NEVER for
+    ignored rows."""
     cdef _LossJob j
     cdef bint dp = cnp.PyArray_TYPE(w) == cnp.NPY_FLOAT64
     cdef Py_ssize_t itemsize = 8 if dp else 4
@@ -435,16 +505,23 @@ def linear_loss_tiles(*, cnp.ndarray x not None, cnp.ndarray w not None, bias,
     j.ce = <double *> cnp.PyArray_DATA(ce)
     j.lse = <double *> cnp.PyArray_DATA(lse)
     j.special = <uint8_t *> cnp.PyArray_DATA(special)
-    team = max(1, min(n_threads, j.n_tiles))
     # one tile per thread, then (nr, n_tiles) parts: 3 doubles, +1 with smoothing
     cdef Py_ssize_t tile_values = j.lin.nr * j.lin.class_tile
+    team = max(1, min(n_threads, j.n_tiles, scratch_bytes // max(1, tile_values * itemsize)))
     cdef Py_ssize_t parts = j.lin.nr * j.n_tiles
+    j.topk = topk
+    j.rank = NULL if rank is None else <int64_t *> cnp.PyArray_DATA(<cnp.ndarray> rank)
+    if topk > 0 and (j.rank == NULL or eps > 0 or j.class_w != NULL):
+        raise ValueError("xent._kernels.linear_loss_tiles: internal contract violated (topk)")
     scratch = _alloc_scratch(team * tile_values * itemsize
-                             + (parts * (4 if eps > 0 else 3) + j.lin.nr) * sizeof(double))
+                             + (parts * (4 if eps > 0 else 3) + j.lin.nr) * sizeof(double)
+                             + parts * topk * (sizeof(double) + sizeof(int64_t)))
     j.tiles = <char *> scratch
     j.stats = <double *> (j.tiles + team * tile_values * itemsize)
     j.wz = j.stats + 3 * parts if eps > 0 else NULL
     j.zt = j.stats + parts * (4 if eps > 0 else 3)
+    j.top_v = j.zt + j.lin.nr
+    j.top_i = <int64_t *> (j.top_v + parts * topk)
     try:
         with nogil:
             for r in range(j.lin.nr):
