@@ -1500,40 +1500,6 @@ def head_inputs(rng, c, D, C, comp_x):
     return W, as_f64(W), b, b_ref, softcap, comp
 
 
-def _row_stride_below_width(a, compute):
-    """True when the 2-D (rows, D) view xent hands to BLAS in place (the computation
-    dtype, aligned, unit stride along D) has a row stride below D items: negative or
-    zero (``h[::-1]``, ``np.broadcast_to``), which BLAS rejects."""
-    a = np.asarray(a)
-    if a.ndim == 0 or a.dtype != compute or not a.flags.aligned:
-        return False
-    D = a.shape[-1]
-    try:
-        v = a.reshape(-1, D, copy=False) if a.ndim != 2 else a
-    except ValueError:
-        return False
-    if v.shape[0] == 0 or (D > 1 and v.strides[1] != v.itemsize):
-        return False
-    return v.strides[0] < max(1, D) * v.itemsize
-
-
-def _weight_stride_bad(W, compute):
-    """The same for the (C, D) weight, read in place by rows or by columns."""
-    W = np.asarray(W)
-    if W.ndim != 2 or W.dtype != compute or not W.flags.aligned or W.size == 0:
-        return False
-    C, D = W.shape
-    if W.strides[1] == W.itemsize:
-        return W.strides[0] < max(1, D) * W.itemsize
-    if W.strides[0] == W.itemsize:
-        return W.strides[1] < max(1, C) * W.itemsize
-    return False
-
-
-def _blas_facts(c, x, W, comp):
-    c.facts["blas_bad_stride"] = bool(_row_stride_below_width(x, comp) or _weight_stride_bad(W, comp))
-
-
 def _hidden_targets(rng, c, x_full, lead, C, next_token):
     """Index targets for hidden states: (target, int64 copy, keep, ignore_index); for a
     next-token view ``hidden[:, :-1]`` the targets are ``target[:, 1:]`` of an array
@@ -1555,12 +1521,14 @@ def _hidden_states(rng, lead, D, dt):
 
 
 def _grad_names(return_grad):
+    """(the names of the gradients asked for, whether the result is a (loss, grads)
+    pair): ``()`` asks for none but still returns the pair."""
     if return_grad is False or return_grad is None:
-        return ()
+        return (), False
     if isinstance(return_grad, (bool, np.bool_)):
-        return GRAD_NAMES if return_grad else ()
+        return (GRAD_NAMES, True) if return_grad else ((), False)
     names = (return_grad,) if isinstance(return_grad, str) else tuple(return_grad)
-    return tuple(n for n in GRAD_NAMES if n in names)
+    return tuple(n for n in GRAD_NAMES if n in names), True
 
 
 def gen_linear_cross_entropy(c, rng):
@@ -1604,13 +1572,12 @@ def gen_linear_cross_entropy(c, rng):
     if chance(rng, 0.5):
         return_grad = pick(rng, [True, ("input",), ("linear_weight",), ("linear_bias",),
                                  ("input", "linear_weight"), ["linear_bias", "input"], "input",
-                                 ("linear_bias", "linear_weight", "input"), False, np.True_],
-                           [6, 3, 2, 2, 2, 1, 1, 1, 1, 1])
+                                 ("linear_bias", "linear_weight", "input"), False, np.True_, ()],
+                           [6, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1])
         c.kwargs["return_grad"] = return_grad
-    asked = _grad_names(return_grad)
+    asked, pair = _grad_names(return_grad)
     c.facts.update(reduction=reduction, eps=eps_ls, z=zl, weight=w_ref, ignore_index=ignore_index,
                    return_grad=return_grad, grads=asked)
-    _blas_facts(c, x, W, comp)
     c.determinism = big
 
     if chance(rng, 0.22):
@@ -1635,7 +1602,8 @@ def gen_linear_cross_entropy(c, rng):
     if asked:
         free = None if g.free is None else g.free.reshape(n, C)
         grads = R.linear_grads(R.Ref(g.value.reshape(n, C), g.tol.reshape(n, C), free),
-                               x64, W64, z, softcap, err, comp)
+                               x64, W64, z, softcap, err, comp,
+                               ignored=None if keep is None else ~keep.reshape(-1))
         dx, dw, db = grads
         refs = {"input": (R.Ref(dx.value.reshape(lead + (D,)), dx.tol.reshape(lead + (D,)),
                                 dx.free.reshape(lead + (D,))), lead + (D,)),
@@ -1644,7 +1612,7 @@ def gen_linear_cross_entropy(c, rng):
     def check(res):
         import xent
 
-        if not asked:
+        if not pair:
             check_loss_result(res, loss_ref, reduction, comp, lead)
             return
         assert isinstance(res, tuple) and len(res) == 2, f"expected (loss, grads), got {type(res)}"
@@ -1904,16 +1872,12 @@ def _gen_evaluate_hidden(c, rng, streaming):
     c.kwargs = dict(opts)
     c.args = [x, ta] if streaming else [maybe_list(rng, x), maybe_list(rng, ta)]
     c.facts.update(ignore_index=ignore_index, hidden=True, next_token=full is not None)
-    _blas_facts(c, x, W, comp)
     if streaming:
         cuts = sorted(set(int(v) for v in rng.integers(0, lead[0] + 1, size=int(rng.integers(0, 4))))) \
             if lead else []
         bounds = [0] + cuts + [lead[0] if lead else 1]
         c.facts.update(batches=[(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)],
                        merge=int(rng.integers(0, len(bounds))), pickle=chance(rng, 0.2))
-        # a batch of one row can be a 2-D view where the whole array is not
-        c.facts["blas_bad_stride"] |= any(_row_stride_below_width(x[lo:hi], comp)
-                                          for lo, hi in c.facts["batches"] if x.ndim > 1)
         c.call = lambda: _stream_hidden(c, opts, x, ta)
 
     if chance(rng, 0.22):

@@ -513,7 +513,7 @@ def linear_logits(x, W, b, softcap, comp):
     return z, err
 
 
-def linear_grads(g, x, W, z, softcap, err, comp):
+def linear_grads(g, x, W, z, softcap, err, comp, ignored=None):
     """Refs of the gradients ``(input, linear_weight, linear_bias)`` from ``g``, the
     gradient Ref of the loss with respect to the capped logits ``z`` ((n, C) rows),
     through the cap's chain rule and the three products ``G @ W``, ``G.T @ x``,
@@ -524,9 +524,10 @@ def linear_grads(g, x, W, z, softcap, err, comp):
     has a non-finite factor from the matrices (an inf or NaN weight for the input's
     gradient, an inf or NaN hidden state for the weight's), or an entry of G the
     cross-entropy leaves free or infinite, is left free: ``0·inf`` there is NaN for
-    IEEE (and BLAS, and PyTorch), 0 for the limit -- an ignored row's zero gradient
-    times its NaN hidden state is the case met -- and a float32 probability that
-    rounds to 0 turns an inf into a NaN, so float64 cannot decide it.
+    IEEE (and BLAS, and PyTorch), 0 for the limit, and a float32 probability that
+    rounds to 0 turns an inf into a NaN, so float64 cannot decide it.  Except for the
+    rows in ``ignored`` (bool, (n,)): they contribute exactly 0 to the weight's
+    gradient whatever their hidden states hold (SPEC: ignored rows, 0 to the gradient).
     """
     e = eps_of(comp)
     n, C = g.value.shape
@@ -550,6 +551,9 @@ def linear_grads(g, x, W, z, softcap, err, comp):
     Gtv = np.where(np.isfinite(Gt), Gt, 0.0)
     Wv = np.where(np.isfinite(W), W, 0.0)
     Xv = np.where(np.isfinite(x), x, 0.0)
+    x_bad = ~np.isfinite(x)
+    if ignored is not None:
+        x_bad &= ~np.asarray(ignored, bool).reshape(n, 1)
     aG, aW, aX = np.abs(Gv), np.abs(Wv), np.abs(Xv)
 
     def product(value, tol, nan, bad):
@@ -563,7 +567,7 @@ def linear_grads(g, x, W, z, softcap, err, comp):
     # dW = G.T @ x: n terms per value
     dw = product(Gv.T @ Xv, Gtv.T @ aX + 2 * (n + 2) * e * (aG.T @ aX),
                  np.broadcast_to(gnan.any(axis=0)[:, None], (C, D)),
-                 gbad.any(axis=0)[:, None] | (~np.isfinite(x)).any(axis=0)[None, :])
+                 gbad.any(axis=0)[:, None] | x_bad.any(axis=0)[None, :])
     db = product(Gv.sum(axis=0), Gtv.sum(axis=0) + 2 * (n + 2) * e * aG.sum(axis=0),
                  gnan.any(axis=0), gbad.any(axis=0))
     return dx, dw, db
