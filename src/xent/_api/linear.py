@@ -273,18 +273,27 @@ def _products_layout(w, compute):
 
 
 def _grads_asked(return_grad):
-    if return_grad is False or return_grad is None:
-        return ()
-    if return_grad is True:
-        return _GRAD_NAMES
-    names = (return_grad,) if isinstance(return_grad, str) else tuple(return_grad)
+    """(the gradients asked for, in _GRAD_NAMES order; whether a (loss, grads) pair
+    is returned)."""
+    if return_grad is None or isinstance(return_grad, (bool, np.bool_)):
+        return (_GRAD_NAMES if return_grad else ()), bool(return_grad)
+    if isinstance(return_grad, str):
+        names = (return_grad,)
+    else:
+        try:
+            names = tuple(return_grad)
+        except TypeError:
+            raise TypeError(
+                f"return_grad: expected True, False, a gradient name or a tuple of names "
+                f"among {_GRAD_NAMES}, got {return_grad!r}"
+            ) from None
     for n in names:
-        if n not in _GRAD_NAMES:
+        if not isinstance(n, str) or n not in _GRAD_NAMES:
             raise ValueError(
                 f"return_grad: unknown gradient {n!r} (expected True, False or names among "
                 f"{_GRAD_NAMES})"
             )
-    return tuple(n for n in _GRAD_NAMES if n in names)
+    return tuple(n for n in _GRAD_NAMES if n in names), True
 
 
 def linear_cross_entropy(
@@ -408,7 +417,7 @@ def _linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, wei
     eps = check_scalar(label_smoothing, "label_smoothing", 0.0, 1.0)
     zc = check_scalar(z_loss, "z_loss", 0.0)
     ignore_index = check_ignore_index(ignore_index)
-    asked = _grads_asked(return_grad)
+    asked, pair = _grads_asked(return_grad)
     w = class_weights(weight, head.C, compute)
     w64 = None if w is None else w.astype(FLOAT64)
     logits_shape = x.shape[:-1] + (head.C,)
@@ -445,7 +454,7 @@ def _linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, wei
     if row_terms:
         return ce, lse, targets
     loss = _reduce_ce(ce, lse, zc, reduction, weight_total, n_valid, targets.row_shape, compute)
-    if return_grad is False or return_grad is None:
+    if not pair:
         return loss
     g_input, g_weight, g_bias = grads  # return_grad=() asks for none: all None
     return loss, LinearGrads(

@@ -148,8 +148,9 @@ cdef void _weight_tile(const _LinJob *j, Py_ssize_t tile, blas_real *dummy) noex
             f = <blas_real> j.row_scale[r] if j.row_scale != NULL else 1
             if j.softcap > 0:  # d softcap·tanh(u/softcap)/du = 1 - (z/softcap)²
                 for c in range(c0, c1):
-                    q = zr[c] * inv_s
-                    gr[c] = gr[c] * (1 - q * q) * f
+                    if gr[c] != 0:  # an ignored row stays 0, even where its z is NaN
+                        q = zr[c] * inv_s
+                        gr[c] = gr[c] * (1 - q * q) * f
             else:
                 for c in range(c0, c1):
                     gr[c] = gr[c] * f
@@ -210,6 +211,8 @@ cdef Py_ssize_t _leading_stride(cnp.ndarray a, Py_ssize_t rows):
     """a's row stride in elements (its last axis must be contiguous)."""
     if cnp.PyArray_NDIM(a) != 2 or not cnp.PyArray_ISALIGNED(a):
         raise ValueError("xent._kernels.linear: internal contract violated (layout)")
+    if rows == 0 or cnp.PyArray_DIM(a, 1) == 0:  # nothing is read (NumPy's strides of
+        return max(1, cnp.PyArray_DIM(a, 1))    # an empty array are arbitrary)
     if cnp.PyArray_DIM(a, 1) > 1 and _stride(a, 1) != 1:
         raise ValueError("xent._kernels.linear: internal contract violated (strides)")
     return _stride(a, 0) if rows > 1 else cnp.PyArray_DIM(a, 1)
