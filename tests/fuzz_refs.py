@@ -115,11 +115,14 @@ def normalizer(op, x, axis, keepdims, comp):
 # ---------------------------------------------------------------------------
 
 
-def cross_entropy(x, axis, target, keep, weight, eps_ls, z, reduction, comp, prob):
+def cross_entropy(x, axis, target, keep, weight, eps_ls, z, reduction, comp, prob,
+                  logit_err=None):
     """(loss Ref, grad Ref) of cross_entropy.
 
     ``target``: int64 class indices with ``keep`` the non-ignored mask (index targets,
     target's shape), or probabilities (logits' shape).  ``weight``: float64 (C,) or None.
+    ``logit_err``: None, or per row (rows in order) a bound on the absolute error of
+    the logits themselves (logits that the call computes, as linear_cross_entropy does).
     """
     e = eps_of(comp)
     X, moved = rows(x, axis)
@@ -132,6 +135,8 @@ def cross_entropy(x, axis, target, keep, weight, eps_ls, z, reduction, comp, pro
     lp = ref_log_softmax(X)
     p = ref_softmax(X)
     row_err = S + lc  # absolute error of one log-probability, in ulps
+    if logit_err is not None:  # an error d in every logit moves a log-probability by 2d
+        row_err = row_err + 2.0 * np.asarray(logit_err, np.float64).reshape(n) / e
     free_g = np.zeros((n, C), bool)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         if prob:
@@ -418,12 +423,19 @@ def entropy(x, axis, base, comp):
 # ---------------------------------------------------------------------------
 
 
-def evaluate(x, axis, target, keep, ks, comp):
-    """dict(loss, perplexity, accuracy {k: value}, count, loss_tol)."""
+def evaluate(x, axis, target, keep, ks, comp, logit_err=None):
+    """dict(loss, perplexity, accuracy {k: value}, count, loss_tol).
+
+    ``logit_err``: None, or per row a bound on the absolute error of logits the call
+    computes itself (from hidden states): the loss's tolerance grows by it, and a
+    class whose finite logit is within twice of the target's may rank either way,
+    so the result also holds ``accuracy_range`` ``{k: (lowest, highest)}``.
+    """
     e = eps_of(comp)
     X, _ = rows(x, axis)
     n, C = X.shape
     keep_r = keep.reshape(-1)
+    err = None if logit_err is None else np.asarray(logit_err, np.float64).reshape(n)[keep_r]
     tc = np.where(keep_r, target.reshape(-1), 0).astype(np.int64)
     count = int(keep_r.sum())
     if count == 0:
@@ -444,9 +456,118 @@ def evaluate(x, axis, target, keep, ks, comp):
         total = float(np.sum(nll))
         loss = total / count
     tol = TOL_K * e * float(np.sum(fin(nll) + S + math.log(C + 1.0) + 1.0)) / count
+    if err is not None:
+        tol += TOL_K * float(np.sum(2.0 * err)) / count
     try:
         ppl = math.exp(loss)
     except OverflowError:
         ppl = math.inf
     acc = {k: int(np.count_nonzero(rank < k)) / count for k in ks}
-    return {"loss": loss, "perplexity": ppl, "accuracy": acc, "count": count, "loss_tol": tol}
+    out = {"loss": loss, "perplexity": ppl, "accuracy": acc, "count": count, "loss_tol": tol}
+    if err is not None:
+        with np.errstate(invalid="ignore"):
+            near = (np.isfinite(Xk) & np.isfinite(xt)[:, None]
+                    & (np.abs(Xk - xt[:, None]) <= 4.0 * err[:, None]))
+        near[idx, tk] = False
+        sure = (above & ~near).sum(axis=1)
+        maybe = (above | near).sum(axis=1)
+        never = np.isnan(xt)
+        out["accuracy_range"] = {
+            k: (int(np.count_nonzero((maybe < k) & ~never)) / count,
+                int(np.count_nonzero((sure < k) & ~never)) / count) for k in ks}
+    return out
+
+
+# ---------------------------------------------------------------------------
+# from hidden states: the classifier layer z = x @ W.T + b
+# ---------------------------------------------------------------------------
+
+
+def linear_logits(x, W, b, softcap, comp):
+    """(z, err): the float64 logits ``softcap·tanh((x @ W.T + b)/softcap)`` of the
+    (n, D) hidden states ``x``, and per row a bound on the absolute error of the same
+    logits computed in ``comp`` (a product over D terms, the bias, the cap).
+
+    Each logit is the float64 sum of its D products, so ±inf and NaN follow IEEE
+    arithmetic term by term (``inf·0`` and ``inf - inf`` are NaN), as any BLAS gives
+    them: that is the rule for logits computed from non-finite hidden states or
+    weights.  Inputs are small (n·C·D up to ~1e6).
+    """
+    e = eps_of(comp)
+    n, D = x.shape
+    C = W.shape[0]
+    with np.errstate(invalid="ignore", over="ignore"):
+        terms = x[:, None, :] * W[None, :, :]
+        z = terms.sum(axis=2)
+        mag = fin(terms).sum(axis=2)
+        if b is not None:
+            z = z + b[None, :]
+            mag = mag + fin(b)[None, :]
+        # gamma_D bound of a dot product in comp, plus the bias's addition
+        err_zc = (D + 2) * e * mag
+        if softcap is not None:
+            s = float(softcap)
+            z = s * np.tanh(z / s)
+            err_zc = err_zc + 4 * e * s  # tanh's own rounding (1-Lipschitz)
+    err = err_zc.max(axis=1) if C else np.zeros(n)
+    return z, err
+
+
+def linear_grads(g, x, W, z, softcap, err, comp, ignored=None):
+    """Refs of the gradients ``(input, linear_weight, linear_bias)`` from ``g``, the
+    gradient Ref of the loss with respect to the capped logits ``z`` ((n, C) rows),
+    through the cap's chain rule and the three products ``G @ W``, ``G.T @ x``,
+    ``G.sum(0)``.
+
+    Non-finite rule: a NaN in G (a NaN loss row that is not ignored) makes every
+    value it enters NaN, whatever it is multiplied by.  A value one of whose products
+    has a non-finite factor from the matrices (an inf or NaN weight for the input's
+    gradient, an inf or NaN hidden state for the weight's), or an entry of G the
+    cross-entropy leaves free or infinite, is left free: ``0·inf`` there is NaN for
+    IEEE (and BLAS, and PyTorch), 0 for the limit, and a float32 probability that
+    rounds to 0 turns an inf into a NaN, so float64 cannot decide it.  Except for the
+    rows in ``ignored`` (bool, (n,)): they contribute exactly 0 to the weight's
+    gradient whatever their hidden states hold (SPEC: ignored rows, 0 to the gradient).
+    """
+    e = eps_of(comp)
+    n, C = g.value.shape
+    D = x.shape[1]
+    G, Gt = g.value, g.tol
+    free = g.free if g.free is not None else np.zeros((n, C), bool)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if softcap is not None:
+            s = float(softcap)
+            q = z / s
+            dcap = 1.0 - q * q
+            # error of 1 - q²: 2|q| times q's (err / s), plus rounding
+            dcap_err = 2.0 * fin(q) * (err[:, None] / s) + 8 * e
+            Gt = Gt * fin(dcap) + fin(G) * dcap_err
+            # a zero gradient stays 0 through the cap: an ignored row's gradient
+            # is 0 whatever its logits hold, NaN included (SPEC)
+            G = np.where(G == 0, 0.0, G * dcap)
+    gnan = np.isnan(G) & ~free
+    gbad = (~np.isfinite(G) | free) & ~gnan
+    Gv = np.where(np.isfinite(G) & ~free, G, 0.0)
+    Gtv = np.where(np.isfinite(Gt), Gt, 0.0)
+    Wv = np.where(np.isfinite(W), W, 0.0)
+    Xv = np.where(np.isfinite(x), x, 0.0)
+    x_bad = ~np.isfinite(x)
+    if ignored is not None:
+        x_bad &= ~np.asarray(ignored, bool).reshape(n, 1)
+    aG, aW, aX = np.abs(Gv), np.abs(Wv), np.abs(Xv)
+
+    def product(value, tol, nan, bad):
+        value = np.where(nan, np.nan, np.where(bad, 0.0, value))
+        return Ref(value, tol, bad & ~nan)
+
+    # dX = G @ W: C terms per value
+    dx = product(Gv @ Wv, Gtv @ aW + 2 * (C + 2) * e * (aG @ aW),
+                 np.broadcast_to(gnan.any(axis=1)[:, None], (n, D)),
+                 gbad.any(axis=1)[:, None] | (~np.isfinite(W)).any(axis=0)[None, :])
+    # dW = G.T @ x: n terms per value
+    dw = product(Gv.T @ Xv, Gtv.T @ aX + 2 * (n + 2) * e * (aG.T @ aX),
+                 np.broadcast_to(gnan.any(axis=0)[:, None], (C, D)),
+                 gbad.any(axis=0)[:, None] | x_bad.any(axis=0)[None, :])
+    db = product(Gv.sum(axis=0), Gtv.sum(axis=0) + 2 * (n + 2) * e * aG.sum(axis=0),
+                 gnan.any(axis=0), gbad.any(axis=0))
+    return dx, dw, db
