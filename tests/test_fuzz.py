@@ -49,15 +49,7 @@ def _f(case, key, default=None):
 # (name, predicate(case, failure message) -> bool): open findings that a case may
 # hit.  Each entry is as narrow as the finding; the lead deletes an entry
 # when its fix is merged (a case that passes is never a problem).
-KNOWN = [
-    # issue 19 (linear_cross_entropy, evaluate from hidden states), found by this fuzz:
-    # one class, a weight whose columns are strided (np.ones((1, 6))[:, ::2]): read in
-    # place "by columns", which the kernel takes only for C > 1: "internal contract
-    # violated (strides)" (since 0832208)
-    ("linear: one class, strided weight",
-     lambda c, m: c.facts.get("C") == 1 and c.facts.get("D") is not None
-     and "internal contract violated (strides)" in m),
-]
+KNOWN = []
 
 
 class Failure(AssertionError):
