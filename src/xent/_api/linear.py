@@ -36,17 +36,17 @@ from xent._api.validation import (
     float_kind,
 )
 from xent._runtime.dispatch import kernels as _kernels
-from xent._runtime.linear_algebra import blas_products, blas_threads
-from xent._runtime.threads import get_num_threads, threads_for
+from xent._runtime.linear_algebra import load_blas, single_threaded_blas
+from xent._runtime.threads import threads_for
 
 __all__ = ["LinearGrads", "LinearHead", "linear_cross_entropy", "BLOCK_BYTES", "block_rows"]
 
 # The scratch of one call: the logits of one block of rows (twice that with a softcap
 # and gradients, which need the capped logits and their gradient side by side).
-# 32 MiB keeps the whole call within the issue's 64 MiB of extra memory with room for
-# the per-row arrays, and gives blocks of >= 256 rows up to C = 32768 in float32, where
-# the products run at the speed of one whole matrix product (BENCHMARKS.md).
-BLOCK_BYTES = 32 << 20
+# 48 MiB keeps the whole call within 64 MiB of extra memory with room for the per-row
+# arrays, and gives blocks of >= 384 rows up to C = 32768 in float32, where the
+# products run near the speed of one whole matrix product (BENCHMARKS.md).
+BLOCK_BYTES = 48 << 20
 
 # Blocks have a multiple of this many rows (BLAS kernels work on panels of rows).
 _ROW_QUANTUM = 16
@@ -116,7 +116,8 @@ class _Rows:
             b = self.view[r0:r1]
         else:
             b = self.source[np.unravel_index(np.arange(r0, r1), self.lead)]
-        if b.dtype != self.compute or (b.shape[1] > 1 and b.strides[1] != b.itemsize):
+        if (b.dtype != self.compute or not b.flags.aligned
+                or (b.shape[1] > 1 and b.strides[1] != b.itemsize)):
             b = np.ascontiguousarray(b, dtype=self.compute)
         return b
 
@@ -166,17 +167,21 @@ class LinearHead:
         `rows` (a `_Rows`), in one reused buffer valid until the next step."""
         nr = block_rows(self.C, self.compute.itemsize, n_buffers)
         buf = np.empty((min(nr, max(rows.n, 1)), self.C), self.compute)
-        products = blas_products(self.compute)
+        load_blas(_kernels)
         for r0 in range(0, rows.n, nr):
             r1 = min(rows.n, r0 + nr)
             z = buf[: r1 - r0]
-            products.logits(rows.block(r0, r1), self.weight, self.bias, self.softcap, z)
+            with single_threaded_blas():  # xent's team runs the products
+                _kernels.linear_logits(x=rows.block(r0, r1), w=self.weight, bias=self.bias,
+                                       softcap=self.softcap or 0.0, z=z,
+                                       n_threads=threads_for(z.size * self.D))
             yield r0, r1, z
 
 
 def _products_layout(w, compute):
     """The weight as BLAS reads it without a copy: rows or columns contiguous."""
-    if w.dtype == compute and (w.strides[1] == w.itemsize or w.strides[0] == w.itemsize):
+    if w.dtype == compute and w.flags.aligned and (
+            w.strides[1] == w.itemsize or w.strides[0] == w.itemsize):
         return w
     return np.ascontiguousarray(w, dtype=compute)
 
@@ -224,7 +229,7 @@ _PUBLIC_DOC = """Cross-entropy of the logits ``input @ linear_weight.T + linear_
     label_smoothing=..., z_loss=...)`` with ``z = input @ linear_weight.T +
     linear_bias`` (capped as ``softcap·tanh(z/softcap)`` when `softcap` is given), and
     ``torch.nn.functional.linear_cross_entropy``'s semantics; the N×C logits exist
-    only one block of rows at a time (at most ``BLOCK_BYTES`` of scratch, 32 MiB),
+    only one block of rows at a time (at most ``BLOCK_BYTES`` of scratch, 48 MiB),
     whatever N and C.
 
     Parameters
@@ -329,7 +334,7 @@ def _linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, wei
     n = rows.n
     row_scale = None
     if grad_row_scale is not None:
-        row_scale = np.asarray(grad_row_scale, compute).reshape(n)
+        row_scale = np.ascontiguousarray(grad_row_scale, FLOAT64).reshape(n)
     flat_target = (targets.array.reshape(n, head.C) if targets.prob
                    else targets.array.reshape(n))
     ce = np.empty(n, FLOAT64)
@@ -337,18 +342,17 @@ def _linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, wei
     g_input = np.empty((n, head.D), compute) if "input" in asked else None
     g_weight = np.zeros((head.C, head.D), compute) if "linear_weight" in asked else None
     g_bias = np.zeros(head.C, FLOAT64) if "linear_bias" in asked else None
-    products = blas_products(compute)
     wsum = float(w.sum(dtype=FLOAT64)) if w is not None else float(head.C)
     kind = float_kind(np.empty(0, compute))
     capped_grad = bool(asked) and head.softcap is not None
-    with blas_threads(get_num_threads()):
+    with single_threaded_blas():
         for r0, r1, z in head.logit_blocks(rows, n_buffers=2 if capped_grad else 1):
             nb = r1 - r0
             t = flat_target[r0:r1]
             t3 = t.reshape(nb, head.C, 1) if targets.prob else t.reshape(nb, 1, 1)
             g = None
-            if asked:
-                g = np.empty_like(z) if capped_grad else z  # the gradient overwrites z
+            if asked:  # the gradient overwrites z, unless the cap's chain rule needs z
+                g = np.empty_like(z) if capped_grad else z
             _kernels.cross_entropy(
                 z.reshape(nb, head.C, 1), t3, xkind=kind, tcode=targets.code,
                 prob=targets.prob, ignore_index=ignore_index, weight=w, wsum=wsum, eps=eps,
@@ -356,19 +360,14 @@ def _linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, wei
                 grad=None if g is None else g.reshape(nb, head.C, 1),
                 ce=ce[r0:r1], lse=lse[r0:r1], n_threads=threads_for(z.size),
             )
-            if not asked:
-                continue
-            if capped_grad:  # d softcap·tanh(u/softcap) / du = 1 - (z/softcap)²
-                products.softcap_chain(g, z, head.softcap)
-            if row_scale is not None:
-                g *= row_scale[r0:r1, None]
-            xb = rows.block(r0, r1)
-            if g_input is not None:
-                products.input_grad(g, head.weight, g_input[r0:r1])
-            if g_weight is not None:
-                products.weight_grad(g, xb, g_weight, accumulate=r0 > 0)
-            if g_bias is not None:
-                g_bias += g.sum(axis=0, dtype=FLOAT64)
+            if asked:
+                _kernels.linear_backward(
+                    x=rows.block(r0, r1), w=head.weight, z=z, g=g,
+                    softcap=head.softcap or 0.0,
+                    row_scale=None if row_scale is None else row_scale[r0:r1],
+                    dx=None if g_input is None else g_input[r0:r1], dw=g_weight,
+                    db=g_bias, dw_accumulate=r0 > 0, n_threads=threads_for(z.size * head.D),
+                )
 
     loss = _reduce_ce(ce, lse, zc, reduction, weight_total, n_valid, targets.row_shape, compute)
     if not asked:

@@ -41,6 +41,15 @@ cdef enum:
     ROW_BATCH = 16
 cdef Py_ssize_t ROW_BATCH_BYTES = 4 * 1024
 
+# linear_cross_entropy (linear.pxi): each BLAS call of a block of rows covers
+# LINEAR_TILE_CLASSES classes (logits, weight gradient) or LINEAR_TILE_FEATURES
+# features (input gradient).  Fixed, so the results do not depend on the thread
+# count; a tile of 256 rows x 1024 classes of float32 is 1 MiB, one core's L2, where
+# the bias, cap and gradient's finishing touches find it.
+# [BENCHMARKS.md, "Cross-entropy from hidden states"]
+cdef Py_ssize_t LINEAR_TILE_CLASSES = 1024
+cdef Py_ssize_t LINEAR_TILE_FEATURES = 256
+
 
 THRESHOLDS = {
     "BLOCK_BYTES": BLOCK_BYTES,
@@ -52,6 +61,8 @@ THRESHOLDS = {
     "SPLIT_CHUNK": SPLIT_CHUNK,
     "ROW_BATCH": ROW_BATCH,
     "ROW_BATCH_BYTES": ROW_BATCH_BYTES,
+    "LINEAR_TILE_CLASSES": LINEAR_TILE_CLASSES,
+    "LINEAR_TILE_FEATURES": LINEAR_TILE_FEATURES,
 }
 
 
