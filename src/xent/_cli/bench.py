@@ -63,6 +63,12 @@ Cases with shapes of their own:
     one small call: the median of :data:`SMALL_CALL_REPEAT` calls (whatever
     ``repeat`` says), so per-call overhead (validation, dispatch) shows.
 
+The cross-entropy from hidden states (``linear_cross_entropy``, ``evaluate`` with
+``linear_weight``, against the matrix product alone and PyTorch's
+``F.linear_cross_entropy`` in a process of its own, with the peak memory of each call)
+has a module of its own, :mod:`xent._cli.bench_linear`; ``xent bench`` runs it after
+these cases.
+
 A case whose ``xent`` implementation is unavailable (e.g. a function not built yet)
 is skipped: it produces no rows.
 

@@ -1,8 +1,9 @@
 """``xent bench``'s hidden-state cases: cross-entropy with the classifier layer fused in.
 
 For each shape ``(N, D, C)`` (hidden states ``input`` of N×D, ``linear_weight`` of C×D,
-float32, targets drawn uniformly among the C classes) one run times, in this process and
-with the same thread count:
+float32, targets drawn uniformly among the C classes) one run times, in this process, with
+the same thread count and in interleaved rounds (:func:`time_rounds`: each callable once
+per round, so that a shared machine's changing load reaches all alike):
 
 ``GEMM``
     the reference, the matrix product alone: ``np.matmul(input, linear_weight.T,
@@ -39,6 +40,7 @@ import inspect
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -48,7 +50,7 @@ from typing import Any
 import numpy as np
 
 import xent
-from xent._cli.bench import Unavailable, thread_count, time_call
+from xent._cli.bench import Unavailable, thread_count
 
 __all__ = [
     "HIDDEN_REPEAT",
@@ -61,6 +63,7 @@ __all__ = [
     "hidden_inputs",
     "run",
     "summary_lines",
+    "time_rounds",
 ]
 
 DTYPE = "float32"
@@ -84,7 +87,7 @@ TORCH_WAYS: tuple[tuple[str, dict | None], ...] = (
 )
 #: PyTorch's passes and the xent case doing the same work.
 TORCH_PASSES: dict[str, str] = {"forward": "loss", "forward+backward": "loss+all grads"}
-_PAUSE_S = 0.3  # lets an idle OpenBLAS pool stop spinning before the next library runs
+_PAUSE_S = 0.2  # lets an idle OpenBLAS pool stop spinning before the next call
 
 Inputs = Mapping[str, np.ndarray]
 
@@ -163,11 +166,10 @@ XENT_CASES: dict[str, Callable[[Inputs], Callable[[], object]]] = {
 }
 
 
-def _numpy_gemm(inputs: Inputs, threads: int) -> Callable[[], object]:
+def _numpy_gemm(inputs: Inputs, threads: int, buf: np.ndarray) -> Callable[[], object]:
     from threadpoolctl import threadpool_limits
 
     x, w = inputs["x"], inputs["w"]
-    buf = np.empty((x.shape[0], w.shape[0]), np.float32)
 
     def call():
         with threadpool_limits(limits=threads, user_api="blas"):
@@ -176,18 +178,59 @@ def _numpy_gemm(inputs: Inputs, threads: int) -> Callable[[], object]:
     return call
 
 
-def _scipy_gemm(inputs: Inputs, threads: int) -> Callable[[], object]:
+def _scipy_gemm(inputs: Inputs, threads: int, buf: np.ndarray) -> Callable[[], object]:
     from scipy.linalg.blas import sgemm
     from threadpoolctl import threadpool_limits
 
     x, w = inputs["x"], inputs["w"]
-    buf = np.empty((x.shape[0], w.shape[0]), np.float32)
 
     def call():  # buf.T = w @ x.T, as xent's logits product (Fortran operands in place)
         with threadpool_limits(limits=threads, user_api="blas"):
             sgemm(1.0, w.T, x.T, trans_a=True, c=buf.T, overwrite_c=True)
 
     return call
+
+
+def time_rounds(calls: Mapping[str, Callable[[], object]], repeat: int,
+                pause: float = 0.0) -> dict[str, tuple[float, list[float]]]:
+    """Time several callables in interleaved rounds: each once untimed, then `repeat`
+    rounds in which each is timed once, in order.
+
+    On a shared machine the load changes from one minute to the next; interleaving
+    spreads that over every callable alike, so their ratios hold better than those of
+    timings taken one callable after the other.
+
+    Parameters
+    ----------
+    calls : mapping of str to callable
+        Zero-argument callables; their results are discarded (freeing them is timed).
+    repeat : int
+        Timed rounds.
+    pause : float, optional
+        Seconds slept after each call, untimed (lets a BLAS pool stop spinning).
+
+    Returns
+    -------
+    dict
+        Name to ``(median, times)`` in seconds.
+
+    Examples
+    --------
+    >>> r = time_rounds({"a": lambda: None, "b": lambda: sum(range(99))}, 3)
+    >>> sorted(r), len(r["a"][1])
+    (['a', 'b'], 3)
+    """
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        call()
+        time.sleep(pause)
+    for _ in range(repeat):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+            time.sleep(pause)
+    return {name: (statistics.median(t), t) for name, t in times.items()}
 
 
 def _row(shape, impl, case, median, times, threads, repeat, **more) -> dict[str, Any]:
@@ -205,26 +248,27 @@ def _row(shape, impl, case, median, times, threads, repeat, **more) -> dict[str,
 
 
 def _time_in_process(shape, inputs, repeat, threads) -> list[dict]:
-    """The GEMMs and xent's cases, timed here."""
-    rows = []
-    for impl, factory in (("numpy", _numpy_gemm), ("scipy", _scipy_gemm)):
-        try:
-            call = factory(inputs, threads)
-        except ImportError:
-            continue  # SciPy's GEMM is for information; NumPy's always runs
-        median, times = time_call(call, repeat)
-        del call  # frees the N×C buffer
-        rows.append(_row(shape, impl, "GEMM", median, times, threads, repeat))
-        time.sleep(_PAUSE_S)
+    """The GEMMs and xent's cases, timed here in interleaved rounds."""
+    buf = np.empty((inputs["x"].shape[0], inputs["w"].shape[0]), np.float32)
+    calls = {("numpy", "GEMM"): _numpy_gemm(inputs, threads, buf)}
+    try:
+        calls[("scipy", "GEMM")] = _scipy_gemm(inputs, threads, buf)
+    except ImportError:
+        pass  # SciPy's GEMM is for information; NumPy's always runs
+    skipped = {}
     for case, factory in XENT_CASES.items():
         try:
-            call = factory(inputs)
+            calls[("xent", case)] = factory(inputs)
         except Unavailable as exc:
-            rows.append(_row(shape, "xent", case, None, [], threads, repeat, skipped=str(exc)))
-            continue
-        median, times = time_call(call, repeat)
-        rows.append(_row(shape, "xent", case, median, times, threads, repeat))
-    return rows
+            skipped[case] = str(exc)
+    timed = time_rounds(calls, repeat, pause=_PAUSE_S)
+    rows = []
+    for (impl, case), (median, times) in timed.items():
+        rows.append(_row(shape, impl, case, median, times, threads, repeat))
+    for case, why in skipped.items():
+        rows.append(_row(shape, "xent", case, None, [], threads, repeat, skipped=why))
+    order = [("numpy", "GEMM"), ("scipy", "GEMM")] + [("xent", c) for c in XENT_CASES]
+    return sorted(rows, key=lambda r: order.index((r["impl"], r["case"])))
 
 
 def _run_peer(mode, shape, repeat, threads, timeout) -> dict:

@@ -6,7 +6,8 @@ sets ``xent.set_num_threads(T)`` and ``torch.set_num_threads(T)``, and
 
 ``"mode": "time"``
     times ``torch.nn.functional.linear_cross_entropy`` (when PyTorch is installed) in
-    each of :data:`~xent._cli.bench_linear.TORCH_WAYS`, forward (no tensor requires
+    each of :data:`~xent._cli.bench_linear.TORCH_WAYS`, in interleaved rounds
+    (:func:`~xent._cli.bench_linear.time_rounds`), forward (no tensor requires
     grad) and forward+backward (``input`` and ``linear_weight`` require grad; the
     gradients are dropped after each call): a process of its own, because two thread
     pools spinning in one process slow each other down;
@@ -37,8 +38,8 @@ from typing import Any
 import numpy as np
 
 import xent
-from xent._cli.bench import Unavailable, time_call
-from xent._cli.bench_linear import TORCH_WAYS, XENT_CASES, hidden_inputs
+from xent._cli.bench import Unavailable
+from xent._cli.bench_linear import TORCH_WAYS, XENT_CASES, hidden_inputs, time_rounds
 from xent._cli.peak_memory import fix_allocator, measure
 
 _WARM_ROWS = 512  # the warm-up before a memory measurement: a slice of the rows
@@ -76,16 +77,14 @@ def _torch_calls(torch: Any, inputs) -> list[tuple[str, str, Callable[[], object
 
 
 def _time_torch(torch: Any, inputs, repeat: int) -> list[dict]:
-    rows = []
-    for way, torch_pass, call in _torch_calls(torch, inputs):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            median, times = time_call(call, repeat)
-        rows.append({
-            "way": way, "pass": torch_pass, "median_s": median, "times_s": times,
-            "warnings": sorted({str(c.message) for c in caught}),
-        })
-    return rows
+    calls = {(way, torch_pass): call for way, torch_pass, call in _torch_calls(torch, inputs)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        timed = time_rounds(calls, repeat)
+    messages = sorted({str(c.message) for c in caught})
+    return [{"way": way, "pass": torch_pass, "median_s": median, "times_s": times,
+             "warnings": messages}
+            for (way, torch_pass), (median, times) in timed.items()]
 
 
 def _warm_slice(inputs):
