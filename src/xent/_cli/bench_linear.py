@@ -22,10 +22,12 @@ and another, whose allocator returns every large block when it is freed, measure
 peak extra memory of one call of each, xent's and PyTorch's
 (:mod:`xent._cli.peak_memory`).
 
-Reported per row: the median time, ``x_gemm`` (time / the NumPy GEMM's time, same
-run), the peak extra memory by tracemalloc and by the RSS high-water mark, and for
-PyTorch rows ``speedup`` (PyTorch's time / xent's time for the same work: the forward
-against xent's ``loss``, the forward and backward against ``loss+all grads``).
+Reported per row: the median time, ``x_gemm`` (time / the NumPy GEMM's time in the same
+process and rounds: PyTorch's process times the GEMM too, because a shared machine's load
+differs from one process to the next), the peak extra memory by tracemalloc and by the
+RSS high-water mark, and for PyTorch rows ``speedup`` (PyTorch's ``x_gemm`` over xent's
+for the same work: the forward against xent's ``loss``, the forward and backward against
+``loss+all grads``; the ratio of the times when both processes ran under the same load).
 
 Examples
 --------
@@ -87,7 +89,8 @@ TORCH_WAYS: tuple[tuple[str, dict | None], ...] = (
 )
 #: PyTorch's passes and the xent case doing the same work.
 TORCH_PASSES: dict[str, str] = {"forward": "loss", "forward+backward": "loss+all grads"}
-_PAUSE_S = 0.2  # lets an idle OpenBLAS pool stop spinning before the next call
+#: Seconds slept after each timed call: an idle BLAS or OpenMP pool stops spinning.
+PAUSE_S = 0.2
 
 Inputs = Mapping[str, np.ndarray]
 
@@ -166,7 +169,8 @@ XENT_CASES: dict[str, Callable[[Inputs], Callable[[], object]]] = {
 }
 
 
-def _numpy_gemm(inputs: Inputs, threads: int, buf: np.ndarray) -> Callable[[], object]:
+def numpy_gemm(inputs: Inputs, threads: int, buf: np.ndarray) -> Callable[[], object]:
+    """The reference: ``np.matmul(x, w.T, out=buf)`` with BLAS limited to `threads`."""
     from threadpoolctl import threadpool_limits
 
     x, w = inputs["x"], inputs["w"]
@@ -250,7 +254,7 @@ def _row(shape, impl, case, median, times, threads, repeat, **more) -> dict[str,
 def _time_in_process(shape, inputs, repeat, threads) -> list[dict]:
     """The GEMMs and xent's cases, timed here in interleaved rounds."""
     buf = np.empty((inputs["x"].shape[0], inputs["w"].shape[0]), np.float32)
-    calls = {("numpy", "GEMM"): _numpy_gemm(inputs, threads, buf)}
+    calls = {("numpy", "GEMM"): numpy_gemm(inputs, threads, buf)}
     try:
         calls[("scipy", "GEMM")] = _scipy_gemm(inputs, threads, buf)
     except ImportError:
@@ -261,7 +265,7 @@ def _time_in_process(shape, inputs, repeat, threads) -> list[dict]:
             calls[("xent", case)] = factory(inputs)
         except Unavailable as exc:
             skipped[case] = str(exc)
-    timed = time_rounds(calls, repeat, pause=_PAUSE_S)
+    timed = time_rounds(calls, repeat, pause=PAUSE_S)
     rows = []
     for (impl, case), (median, times) in timed.items():
         rows.append(_row(shape, impl, case, median, times, threads, repeat))
@@ -309,8 +313,11 @@ def _merge_peers(rows: list[dict], timed: Mapping, memory: Mapping, shape, threa
         row["peak_extra_tracemalloc_bytes"] = None if m is None else m["tracemalloc_bytes"]
         row["peak_extra_rss_bytes"] = None if m is None else m["rss_bytes"]
         row["returned_bytes"] = None if m is None else m["returned_bytes"]
-        row["x_gemm"] = None
     torch_memory = {(m["way"], m["pass"]): m for m in memory.get("torch", [])}
+    peer_gemm = timed.get("gemm_s")
+    if peer_gemm is not None:
+        rows.append(_row(shape, "numpy", "GEMM", peer_gemm, timed["gemm_times_s"], threads,
+                         repeat, way="PyTorch's process", x_gemm=1.0))
     for t in timed.get("torch", []):
         m = torch_memory.get((t["way"], t["pass"]), {})
         rows.append(
@@ -318,16 +325,18 @@ def _merge_peers(rows: list[dict], timed: Mapping, memory: Mapping, shape, threa
                  way=t["way"], peak_extra_tracemalloc_bytes=None,
                  peak_extra_rss_bytes=m.get("rss_bytes"),
                  returned_bytes=m.get("returned_bytes"), warnings=t.get("warnings", []),
-                 torch_version=timed.get("torch_version"))
+                 torch_version=timed.get("torch_version"),
+                 x_gemm=t["median_s"] / peer_gemm if peer_gemm else None)
         )
-    gemm = next((r["median_s"] for r in rows if r["impl"] == "numpy"), None)
-    xent_time = {r["case"]: r["median_s"] for r in rows if r["impl"] == "xent"}
+    gemm = next((r["median_s"] for r in rows if r["impl"] == "numpy" and "way" not in r), None)
     for row in rows:
-        if gemm and row["median_s"] is not None:
-            row["x_gemm"] = row["median_s"] / gemm
+        if "way" not in row:  # timed in this process
+            timed_here = gemm and row["median_s"] is not None
+            row["x_gemm"] = row["median_s"] / gemm if timed_here else None
+    mine = {r["case"]: r for r in rows if r["impl"] == "xent"}
+    for row in rows:
         if row["impl"] == "torch":
-            mine = xent_time.get(TORCH_PASSES[row["case"]])
-            row["speedup"] = row["median_s"] / mine if mine else None
+            row["speedup"] = _speedup(row, mine.get(TORCH_PASSES[row["case"]]))
     _fastest_torch(rows)
     errors = [answer["error"] for answer in (timed, memory) if "error" in answer]
     if errors:
@@ -336,18 +345,27 @@ def _merge_peers(rows: list[dict], timed: Mapping, memory: Mapping, shape, threa
     return rows
 
 
+def _speedup(torch_row: Mapping, xent_row: Mapping | None) -> float | None:
+    """PyTorch's time over xent's, each first divided by the GEMM of its own process
+    (the processes ran at different moments of a shared machine's load)."""
+    if xent_row is None or not xent_row.get("x_gemm") or not torch_row.get("x_gemm"):
+        return None
+    return torch_row["x_gemm"] / xent_row["x_gemm"]
+
+
 def _fastest_torch(rows: list[dict]) -> None:
     """On xent's loss and all-grads rows: the fastest PyTorch way for the same work and
     xent's speed-up over it."""
     for torch_pass, case in TORCH_PASSES.items():
-        ways = [r for r in rows if r["impl"] == "torch" and r["case"] == torch_pass]
+        ways = [r for r in rows if r["impl"] == "torch" and r["case"] == torch_pass
+                and r.get("speedup") is not None]
         mine = next((r for r in rows if r["impl"] == "xent" and r["case"] == case), None)
-        if not ways or mine is None or mine["median_s"] is None:
+        if not ways or mine is None:
             continue
         best = min(ways, key=lambda r: r["median_s"])
         mine["fastest_torch"] = {"pass": torch_pass, "way": best["way"],
-                                 "median_s": best["median_s"]}
-        mine["speedup_over_fastest_torch"] = best["median_s"] / mine["median_s"]
+                                 "median_s": best["median_s"], "x_gemm": best["x_gemm"]}
+        mine["speedup_over_fastest_torch"] = best["speedup"]
 
 
 def run(
@@ -386,7 +404,8 @@ def run(
         Keys ``case`` (``"GEMM"``, an :data:`XENT_CASES` name, or a PyTorch pass
         ``"forward"`` / ``"forward+backward"``), ``shape`` ``[N, D, C]``, ``dtype``,
         ``impl`` (``"numpy"``, ``"scipy"``, ``"xent"``, ``"torch"``), ``way`` (PyTorch's
-        options), ``median_s`` (None for a skipped case, with ``skipped`` saying why),
+        options; ``"PyTorch's process"`` for the GEMM timed there), ``median_s`` (None
+        for a skipped case, with ``skipped`` saying why),
         ``times_s``, ``x_gemm``, ``peak_extra_tracemalloc_bytes``,
         ``peak_extra_rss_bytes``, ``returned_bytes``, ``speedup`` (PyTorch rows),
         ``fastest_torch`` and ``speedup_over_fastest_torch`` (xent's loss and all-grads
@@ -436,7 +455,8 @@ def _fmt_ratio(value: float | None, suffix: str = "x") -> str:
 
 def _label(row: Mapping[str, Any]) -> str:
     if row["impl"] == "numpy":
-        return "GEMM alone: np.matmul"
+        where = f" ({row['way']})" if row.get("way") else ""
+        return f"GEMM alone: np.matmul{where}"
     if row["impl"] == "scipy":
         return "GEMM alone: scipy sgemm"
     if row["impl"] == "torch":
@@ -532,8 +552,8 @@ def describe(repeat: int, torch_installed: bool) -> str:
     ]
     if torch_installed:
         lines.append(
-            "torch: F.linear_cross_entropy timed in a process of its own, same threads; "
-            "forward without gradients, forward+backward for input and weight; "
-            "speed-up: torch time / xent time (loss, or loss+all grads)"
+            "torch: F.linear_cross_entropy timed in a process of its own with its own GEMM, "
+            "same threads; forward without gradients, forward+backward for input and "
+            "weight; speed-up: torch's x GEMM / xent's (loss, or loss+all grads)"
         )
     return "\n".join(lines)

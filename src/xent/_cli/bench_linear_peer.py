@@ -6,11 +6,13 @@ sets ``xent.set_num_threads(T)`` and ``torch.set_num_threads(T)``, and
 
 ``"mode": "time"``
     times ``torch.nn.functional.linear_cross_entropy`` (when PyTorch is installed) in
-    each of :data:`~xent._cli.bench_linear.TORCH_WAYS`, in interleaved rounds
-    (:func:`~xent._cli.bench_linear.time_rounds`), forward (no tensor requires
+    each of :data:`~xent._cli.bench_linear.TORCH_WAYS`, forward (no tensor requires
     grad) and forward+backward (``input`` and ``linear_weight`` require grad; the
-    gradients are dropped after each call): a process of its own, because two thread
-    pools spinning in one process slow each other down;
+    gradients are dropped after each call), and NumPy's GEMM, the reference, in
+    interleaved rounds (:func:`~xent._cli.bench_linear.time_rounds`): a process of its
+    own, because two thread pools spinning in one process slow each other down, with
+    its own GEMM because the load of a shared machine differs from one process to the
+    next;
 ``"mode": "memory"``
     measures one call of each PyTorch way (RSS) and of each xent case (tracemalloc and
     RSS) with :func:`xent._cli.peak_memory.measure`, after a warm-up of each on the
@@ -20,7 +22,8 @@ sets ``xent.set_num_threads(T)`` and ``torch.set_num_threads(T)``, and
     large allocation of the call (freed heap pages reused would hide them);
 
 and prints one JSON line: ``{"torch": [{"way", "pass", "median_s", "times_s",
-"warnings"} or {"way", "pass", "rss_bytes", "returned_bytes"}, ...], "xent_memory":
+"warnings"} or {"way", "pass", "rss_bytes", "returned_bytes"}, ...], "gemm_s",
+"gemm_times_s", "xent_memory":
 {case: {"tracemalloc_bytes", "rss_bytes", "returned_bytes"}}, "allocator_fixed": bool,
 "torch_version": str or None, "threads": int}``.
 """
@@ -39,7 +42,14 @@ import numpy as np
 
 import xent
 from xent._cli.bench import Unavailable
-from xent._cli.bench_linear import TORCH_WAYS, XENT_CASES, hidden_inputs, time_rounds
+from xent._cli.bench_linear import (
+    PAUSE_S,
+    TORCH_WAYS,
+    XENT_CASES,
+    hidden_inputs,
+    numpy_gemm,
+    time_rounds,
+)
 from xent._cli.peak_memory import fix_allocator, measure
 
 _WARM_ROWS = 512  # the warm-up before a memory measurement: a slice of the rows
@@ -76,15 +86,22 @@ def _torch_calls(torch: Any, inputs) -> list[tuple[str, str, Callable[[], object
     return calls
 
 
-def _time_torch(torch: Any, inputs, repeat: int) -> list[dict]:
-    calls = {(way, torch_pass): call for way, torch_pass, call in _torch_calls(torch, inputs)}
+def _time_torch(torch: Any, inputs, repeat: int, threads: int) -> dict:
+    """PyTorch's ways and, in the same rounds, the GEMM reference of this process."""
+    buf = np.empty((inputs["x"].shape[0], inputs["w"].shape[0]), np.float32)
+    calls = {("numpy", "GEMM"): numpy_gemm(inputs, threads, buf)}
+    calls.update(
+        ((way, torch_pass), call) for way, torch_pass, call in _torch_calls(torch, inputs)
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        timed = time_rounds(calls, repeat)
+        timed = time_rounds(calls, repeat, pause=PAUSE_S)
+    gemm_s, gemm_times = timed.pop(("numpy", "GEMM"))
     messages = sorted({str(c.message) for c in caught})
-    return [{"way": way, "pass": torch_pass, "median_s": median, "times_s": times,
+    rows = [{"way": way, "pass": torch_pass, "median_s": median, "times_s": times,
              "warnings": messages}
             for (way, torch_pass), (median, times) in timed.items()]
+    return {"torch": rows, "gemm_s": gemm_s, "gemm_times_s": gemm_times}
 
 
 def _warm_slice(inputs):
@@ -135,7 +152,8 @@ def main(argv: list[str]) -> int:
         "threads": xent.get_num_threads(),
     }
     if mode == "time":
-        answer["torch"] = [] if torch is None else _time_torch(torch, inputs, int(spec["repeat"]))
+        if torch is not None:
+            answer.update(_time_torch(torch, inputs, int(spec["repeat"]), threads))
     elif mode == "memory":
         answer["allocator_fixed"] = fix_allocator()  # already so from the start (MEMORY_ENV)
         answer["torch"] = [] if torch is None else _torch_memory(torch, inputs)
