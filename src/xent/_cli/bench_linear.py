@@ -9,7 +9,8 @@ per round, so that a shared machine's changing load reaches all alike):
     the reference, the matrix product alone: ``np.matmul(input, linear_weight.T,
     out=buf)`` into a preallocated N×C buffer (NumPy's BLAS limited to the thread
     count with threadpoolctl).  Also ``scipy.linalg.blas.sgemm`` into the same buffer,
-    the BLAS that xent calls, shown for information.
+    the BLAS that xent calls, shown for information.  BLAS is limited to the thread
+    count around the timing, not in each call (a threadpoolctl switch costs ~1 ms).
 ``xent`` cases (:data:`XENT_CASES`)
     ``loss`` (``linear_cross_entropy``), ``evaluate`` (``xent.evaluate(input, target,
     linear_weight=...)``, when xent's ``evaluate`` takes it), ``loss+grad input``
@@ -169,30 +170,26 @@ XENT_CASES: dict[str, Callable[[Inputs], Callable[[], object]]] = {
 }
 
 
-def numpy_gemm(inputs: Inputs, threads: int, buf: np.ndarray) -> Callable[[], object]:
-    """The reference: ``np.matmul(x, w.T, out=buf)`` with BLAS limited to `threads`."""
-    from threadpoolctl import threadpool_limits
-
+def numpy_gemm(inputs: Inputs, buf: np.ndarray) -> Callable[[], object]:
+    """The reference: ``np.matmul(x, w.T, out=buf)``; time it inside
+    :func:`blas_limited` (not in the call: threadpoolctl costs ~1 ms a switch)."""
     x, w = inputs["x"], inputs["w"]
-
-    def call():
-        with threadpool_limits(limits=threads, user_api="blas"):
-            np.matmul(x, w.T, out=buf)
-
-    return call
+    return lambda: np.matmul(x, w.T, out=buf)
 
 
-def _scipy_gemm(inputs: Inputs, threads: int, buf: np.ndarray) -> Callable[[], object]:
+def _scipy_gemm(inputs: Inputs, buf: np.ndarray) -> Callable[[], object]:
     from scipy.linalg.blas import sgemm
-    from threadpoolctl import threadpool_limits
 
     x, w = inputs["x"], inputs["w"]
+    # buf.T = w @ x.T, as xent's logits product (Fortran operands read in place)
+    return lambda: sgemm(1.0, w.T, x.T, trans_a=True, c=buf.T, overwrite_c=True)
 
-    def call():  # buf.T = w @ x.T, as xent's logits product (Fortran operands in place)
-        with threadpool_limits(limits=threads, user_api="blas"):
-            sgemm(1.0, w.T, x.T, trans_a=True, c=buf.T, overwrite_c=True)
 
-    return call
+def blas_limited(threads: int):
+    """Context manager: every BLAS loaded (NumPy's, SciPy's) limited to `threads`."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().limit(limits=threads, user_api="blas")
 
 
 def time_rounds(calls: Mapping[str, Callable[[], object]], repeat: int,
@@ -254,9 +251,9 @@ def _row(shape, impl, case, median, times, threads, repeat, **more) -> dict[str,
 def _time_in_process(shape, inputs, repeat, threads) -> list[dict]:
     """The GEMMs and xent's cases, timed here in interleaved rounds."""
     buf = np.empty((inputs["x"].shape[0], inputs["w"].shape[0]), np.float32)
-    calls = {("numpy", "GEMM"): numpy_gemm(inputs, threads, buf)}
+    calls = {("numpy", "GEMM"): numpy_gemm(inputs, buf)}
     try:
-        calls[("scipy", "GEMM")] = _scipy_gemm(inputs, threads, buf)
+        calls[("scipy", "GEMM")] = _scipy_gemm(inputs, buf)
     except ImportError:
         pass  # SciPy's GEMM is for information; NumPy's always runs
     skipped = {}
@@ -265,7 +262,8 @@ def _time_in_process(shape, inputs, repeat, threads) -> list[dict]:
             calls[("xent", case)] = factory(inputs)
         except Unavailable as exc:
             skipped[case] = str(exc)
-    timed = time_rounds(calls, repeat, pause=PAUSE_S)
+    with blas_limited(threads):
+        timed = time_rounds(calls, repeat, pause=PAUSE_S)
     rows = []
     for (impl, case), (median, times) in timed.items():
         rows.append(_row(shape, impl, case, median, times, threads, repeat))

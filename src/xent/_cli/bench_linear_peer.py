@@ -46,6 +46,7 @@ from xent._cli.bench_linear import (
     PAUSE_S,
     TORCH_WAYS,
     XENT_CASES,
+    blas_limited,
     hidden_inputs,
     numpy_gemm,
     time_rounds,
@@ -89,11 +90,11 @@ def _torch_calls(torch: Any, inputs) -> list[tuple[str, str, Callable[[], object
 def _time_torch(torch: Any, inputs, repeat: int, threads: int) -> dict:
     """PyTorch's ways and, in the same rounds, the GEMM reference of this process."""
     buf = np.empty((inputs["x"].shape[0], inputs["w"].shape[0]), np.float32)
-    calls = {("numpy", "GEMM"): numpy_gemm(inputs, threads, buf)}
+    calls = {("numpy", "GEMM"): numpy_gemm(inputs, buf)}
     calls.update(
         ((way, torch_pass), call) for way, torch_pass, call in _torch_calls(torch, inputs)
     )
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, blas_limited(threads):
         warnings.simplefilter("always")
         timed = time_rounds(calls, repeat, pause=PAUSE_S)
     gemm_s, gemm_times = timed.pop(("numpy", "GEMM"))
