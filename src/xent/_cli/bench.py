@@ -63,6 +63,12 @@ Cases with shapes of their own:
     one small call: the median of :data:`SMALL_CALL_REPEAT` calls (whatever
     ``repeat`` says), so per-call overhead (validation, dispatch) shows.
 
+The cross-entropy from hidden states (``linear_cross_entropy``, ``evaluate`` with
+``linear_weight``, against the matrix product alone and PyTorch's
+``F.linear_cross_entropy`` in a process of its own, with the peak memory of each call)
+has a module of its own, :mod:`xent._cli.bench_linear`; ``xent bench`` runs it after
+these cases.
+
 A case whose ``xent`` implementation is unavailable (e.g. a function not built yet)
 is skipped: it produces no rows.
 
@@ -1205,7 +1211,12 @@ def dtype_comparisons(results: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def write_json(
-    path: str | os.PathLike, results: list[dict], info: Mapping[str, Any], **settings: Any
+    path: str | os.PathLike,
+    results: list[dict],
+    info: Mapping[str, Any],
+    *,
+    hidden_states: list[dict] | None = None,
+    **settings: Any,
 ) -> None:
     """Write the results and machine info as JSON.
 
@@ -1217,12 +1228,15 @@ def write_json(
         From :func:`run`.
     info : mapping
         From :func:`machine_info`.
+    hidden_states : list of dict, optional
+        From :func:`xent._cli.bench_linear.run`: the cross-entropy from hidden states.
     **settings
         Run settings recorded alongside (e.g. ``quick=True, repeat=3``).
 
     Notes
     -----
-    The file holds one object: ``{"xent_version", "machine", "settings", "results"}``.
+    The file holds one object: ``{"xent_version", "machine", "settings", "results"}``,
+    and ``"hidden_states"`` when given.
     """
     doc = {
         "xent_version": info["xent"],
@@ -1230,6 +1244,8 @@ def write_json(
         "settings": settings,
         "results": results,
     }
+    if hidden_states is not None:
+        doc["hidden_states"] = hidden_states
     with open(path, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=2)
         f.write("\n")

@@ -2,8 +2,10 @@
 
 Subcommands
 -----------
-``xent bench [--quick] [--threads T] [--repeat R] [--json FILE] [--plot FILE.png]``
-    Time xent against NumPy (and SciPy / PyTorch when installed); see :mod:`xent._cli.bench`.
+``xent bench [--quick] [--threads T] [--repeat R] [--only logits|hidden] [--json FILE]
+[--plot FILE.png]``
+    Time xent against NumPy (and SciPy / PyTorch when installed); see :mod:`xent._cli.bench`,
+    and the cross-entropy from hidden states (:mod:`xent._cli.bench_linear`).
 ``xent eval LOGITS TARGET [--axis A] [--ignore-index I] [-k 1 5] [--batch-rows N] [--json]``
     Loss, perplexity and top-k accuracy of memory-mapped ``.npy`` files, streamed in
     batches; see :mod:`xent._cli.eval`.
@@ -69,7 +71,10 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
             "gradient, binary_cross_entropy_with_logits, a float16 and a small-call "
             "cross_entropy) against their plain NumPy formulas, SciPy and PyTorch (when "
             "installed, with xent's thread count) on standard shapes, and print times, "
-            "GB/s, time relative to one read of the inputs (np.max) and xent's speed-up."
+            "GB/s, time relative to one read of the inputs (np.max) and xent's speed-up; "
+            "then linear_cross_entropy and evaluate from hidden states against the matrix "
+            "product alone and PyTorch's F.linear_cross_entropy (in a process of its own), "
+            "with the peak extra memory of each call."
         ),
     )
     p.add_argument(
@@ -87,10 +92,18 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
         "--repeat",
         type=_positive_int,
         metavar="R",
-        help="timed calls per implementation, median reported (default 5, 3 with --quick)",
+        help="timed calls per implementation, median reported (default 5, 3 with --quick; "
+             "3 for the hidden-state cases)",
+    )
+    p.add_argument(
+        "--only",
+        choices=("logits", "hidden"),
+        help="only the cases on logits, or only the cross-entropy from hidden states "
+             "(default: both)",
     )
     p.add_argument("--json", metavar="FILE", help="write all results and machine info as JSON")
-    p.add_argument("--plot", metavar="FILE.png", help="save a bar chart (needs matplotlib)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="save a bar chart of the cases on logits (needs matplotlib)")
     p.set_defaults(handler=_run_bench)
 
 
@@ -109,12 +122,35 @@ def _run_bench(args: argparse.Namespace) -> int:
         _check_output_path("--json", args.json)
 
     repeat = args.repeat or (bench.QUICK_REPEAT if args.quick else bench.DEFAULT_REPEAT)
-    cases = bench.default_cases(quick=args.quick)
-    table = bench.Table(cases)
     info = bench.machine_info()
     with bench.thread_count(args.threads) as threads:
         pass  # what xent will really use with --threads (e.g. 1 without OpenMP)
-    print(bench.format_header(info, threads=threads, repeat=repeat))
+    header = bench.format_header(info, threads=threads, repeat=repeat).splitlines()
+    # Without the cases on logits, their lines on timing and the floor do not apply.
+    print("\n".join(header[:2] if args.only == "hidden" else header))
+
+    results: list[dict] = []
+    if args.only != "hidden":
+        results = _bench_logits(bench, args, repeat)
+    hidden = None
+    if args.only != "logits":
+        hidden = _bench_hidden_states(args, info)
+    if args.json is not None:
+        bench.write_json(
+            args.json, results, info, hidden_states=hidden, quick=args.quick,
+            repeat=repeat, threads=threads, **({"only": args.only} if args.only else {}),
+        )
+        print(f"\nwrote {args.json}")
+    if args.plot is not None and results:
+        bench.plot(results, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _bench_logits(bench, args: argparse.Namespace, repeat: int) -> list[dict]:
+    """The cases on logits: their table, printed case by case, and their rows."""
+    cases = bench.default_cases(quick=args.quick)
+    table = bench.Table(cases)
     print()
     print(table.header(), flush=True)
 
@@ -124,20 +160,30 @@ def _run_bench(args: argparse.Namespace) -> int:
     results = bench.run(
         quick=args.quick, threads=args.threads, repeat=repeat, cases=cases, on_case=show
     )
-
     comparisons = bench.dtype_comparisons(results)
     if comparisons:
         print()
         print("\n".join(comparisons))
-    if args.json is not None:
-        bench.write_json(
-            args.json, results, info, quick=args.quick, repeat=repeat, threads=threads
-        )
-        print(f"\nwrote {args.json}")
-    if args.plot is not None:
-        bench.plot(results, args.plot)
-        print(f"wrote {args.plot}")
-    return 0
+    return results
+
+
+def _bench_hidden_states(args: argparse.Namespace, info) -> list[dict]:
+    """The cross-entropy from hidden states: its table, printed shape by shape."""
+    from xent._cli import bench_linear
+
+    repeat = args.repeat or bench_linear.HIDDEN_REPEAT
+    table = bench_linear.Table()
+    print()
+    print(bench_linear.describe(repeat, info["torch"] is not None))
+    print()
+    print(table.header(), flush=True)
+
+    def show(shape: tuple[int, ...], rows: list[dict]) -> None:
+        print(table.rows(rows), flush=True)
+
+    return bench_linear.run(
+        quick=args.quick, threads=args.threads, repeat=repeat, on_shape=show
+    )
 
 
 # --------------------------------------------------------------------------- eval
