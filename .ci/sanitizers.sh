@@ -18,7 +18,8 @@
 # exceptions PyTorch throws: "CHECK failed: real___cxa_throw != 0").  At the
 # other levels the files that test no level-dependent code are left out, to
 # keep the job within about ten minutes on two cores: the command line, the
-# README and docstrings, dask's plumbing, the build probe, memory peaks, and
+# README and docstrings, dask's plumbing, the build probe, memory peaks, the
+# hidden-state bench's plumbing (tests/test_bench_linear.py), and
 # tests/test_cython_downstream.py (it compiles an extension of its own, which is
 # not sanitized; 16 s), tests/test_packaging.py (the packaging job's).  The
 # fuzz test runs its first XENT_FUZZ_CASES=10000 cases at the automatic level
@@ -68,7 +69,7 @@ preload="$asan_lib:$cxx_lib"
 # Test files with nothing that depends on the SIMD level (see the top).
 LEVEL_FREE=(test_cython_downstream.py test_cli.py test_eval_cli.py test_readme.py
             test_docstrings.py test_dask.py test_openmp_build_flags.py test_loss_memory.py
-            test_packaging.py)
+            test_packaging.py test_bench_linear.py)
 export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 
