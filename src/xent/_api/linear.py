@@ -26,7 +26,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from xent._api.multiclass import _reduce_ce, _Targets
+from xent._api.multiclass import _reduce_ce, _Targets, gradient_scales
 from xent._api.validation import (
     FLOAT32,
     FLOAT64,
@@ -427,11 +427,7 @@ def _linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, wei
                        compute, allow_prob=True, weight64=w64)
 
     n_valid, weight_total = targets.n_valid, targets.weight_total
-    if reduction == "mean":
-        scale_ce = 1.0 / weight_total if weight_total != 0 else math.nan
-        scale_z = 1.0 / n_valid if n_valid != 0 else math.nan
-    else:
-        scale_ce = scale_z = 1.0
+    scale_ce, scale_z = gradient_scales(reduction, targets)
 
     rows = _Rows(x, compute)
     n = rows.n

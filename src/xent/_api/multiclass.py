@@ -98,6 +98,16 @@ class _Targets:
         return self.array != self.ignore_index
 
 
+def gradient_scales(reduction, targets):
+    """The gradient's factors of the loss and z-loss terms: PyTorch's "mean"
+    denominators (the weight of the non-ignored targets; the number of non-ignored
+    rows for the z-loss), NaN over nothing; 1 for "sum" and "none"."""
+    if reduction != "mean":
+        return 1.0, 1.0
+    return (1.0 / targets.weight_total if targets.weight_total != 0 else math.nan,
+            1.0 / targets.n_valid if targets.n_valid != 0 else math.nan)
+
+
 def _logits_and_axis(logits, axis, name="logits"):
     lg = as_logits(logits, name)
     if lg.array.ndim == 0:
@@ -248,11 +258,7 @@ def cross_entropy(
     # Denominators of "mean" (PyTorch's): the weight of the non-ignored targets
     # for the cross-entropy, the number of non-ignored rows for the z-loss.
     n_valid, weight_total = targets.n_valid, targets.weight_total
-    if reduction == "mean":
-        scale_ce = 1.0 / weight_total if weight_total != 0 else float("nan")
-        scale_z = 1.0 / n_valid if n_valid != 0 else float("nan")
-    else:
-        scale_ce = scale_z = 1.0
+    scale_ce, scale_z = gradient_scales(reduction, targets)
 
     grad3d = result = None
     if return_grad:

@@ -44,8 +44,3 @@ def single_threaded_blas():
         _controller = ThreadpoolController()
     return _controller.limit(limits=1, user_api="blas")
 
-
-def blas_threads(n):
-    """Former name of `single_threaded_blas` (the products run on xent's threads;
-    `n` is not used)."""
-    return single_threaded_blas()
