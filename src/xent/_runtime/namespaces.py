@@ -52,16 +52,32 @@ def follow_caller_namespace(func, *, method=False):
     The wrapper keeps `func`'s name, docstring and signature (``functools.wraps``).
     """
     signature = inspect.signature(func)
-    skip = 1 if method else 0
+    plain = _PLAIN  # (locals of the closure: faster than globals on the fast path)
+
+    if method:
+
+        @functools.wraps(func)
+        def wrapper(self, *args, **kwargs):
+            for value in args:
+                if type(value) not in plain:
+                    return _call(func, signature, (self, *args), kwargs)
+            if kwargs:
+                for value in kwargs.values():
+                    if type(value) not in plain:
+                        return _call(func, signature, (self, *args), kwargs)
+            return func(self, *args, **kwargs)
+
+        return wrapper
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        for value in args[skip:]:
-            if type(value) not in _PLAIN:
+        for value in args:
+            if type(value) not in plain:
                 return _call(func, signature, args, kwargs)
-        for value in kwargs.values():
-            if type(value) not in _PLAIN:
-                return _call(func, signature, args, kwargs)
+        if kwargs:
+            for value in kwargs.values():
+                if type(value) not in plain:
+                    return _call(func, signature, args, kwargs)
         return func(*args, **kwargs)
 
     return wrapper
@@ -324,6 +340,10 @@ def _to_namespace(result, xp, originals):
 
 
 def _from_numpy(a, xp):
+    if a.dtype.name == "bfloat16" and xp.__name__.endswith("torch"):  # (not in DLPack's reach)
+        import torch
+
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
     try:
         return xp.from_dlpack(a)  # no copy
     except (BufferError, RuntimeError, TypeError, ValueError):
