@@ -33,8 +33,13 @@ import numpy as np
 
 # Types that never need this layer: the fast path tests `type(value) in _PLAIN`.
 # Lists and tuples are plain data (np.asarray reads them, as before); they are
-# not searched for arrays.
-_PLAIN = frozenset({np.ndarray, int, float, bool, str, type(None), tuple, list, slice})
+# not searched for arrays.  NumPy scalars, dtypes and scalar types (``dtype=np.float32``)
+# are plain too.
+_PLAIN = frozenset(
+    {np.ndarray, int, float, bool, str, type(None), tuple, list, slice, type}
+    | {np.dtype(code).type for code in np.typecodes["All"]}
+    | {type(np.dtype(code)) for code in np.typecodes["All"]}
+)
 
 # DLPack's device codes (dlpack.h, DLDeviceType), for the error message.
 _DLPACK_CPU = 1
