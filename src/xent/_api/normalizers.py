@@ -147,7 +147,9 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, dtype=No
 def _plain_logsumexp(inputs, axes, shape, out):
     """logsumexp without b over class axes `axes`, as an array of the reduced
     `shape`: `out` itself when the kernel wrote it, else the computation dtype."""
-    a, axes = with_class_axis(inputs.array, axes)
+    a = inputs.array
+    if not axes:  # a 0-d x or axis=(): a trailing class axis of length 1
+        a, axes = with_class_axis(a, axes)
     compute = inputs.compute
     v = merged_view(a, axes) if inputs.readable else None
     if v is None:
@@ -172,7 +174,9 @@ def _finish_logsumexp(value, sign, result, out):
             copy_rounded(out, value)
         res = out
     else:
-        res = _scalar_or_array(rounded(value, result) if value.dtype != result else value)
+        if value.dtype is not result and value.dtype != result:
+            value = rounded(value, result)
+        res = _scalar_or_array(value)
     if sign is None:
         return res
     sign_dtype = out.dtype if out is not None else result
@@ -197,8 +201,10 @@ def _normalize(op, x, axis, dtype, out):
     axes = class_axes(axis, a.ndim)
     if out is not None:
         check_out(out, a.shape)
-    a3, class_axes3 = with_class_axis(a, axes)
-    out3 = None if out is None else with_class_axis(out, axes)[0]
+    a3, class_axes3, out3 = a, axes, out
+    if not axes:  # a 0-d x or axis=(): a trailing class axis of length 1
+        a3, class_axes3 = with_class_axis(a, axes)
+        out3 = None if out is None else with_class_axis(out, axes)[0]
     compute = inputs.compute
     v = merged_view(a3, class_axes3) if inputs.readable else None
     if v is not None:
@@ -208,9 +214,8 @@ def _normalize(op, x, axis, dtype, out):
             if direct is not None:
                 run_normalizer(op, v, direct, threads_for(v.size))
                 return out
-        result = np.empty(a.shape, compute)
-        target = merged_view(with_class_axis(result, axes)[0], class_axes3)
-        run_normalizer(op, v, target, threads_for(v.size))
+        result = np.empty(a.shape, compute)  # C order: v's shape is a view of it
+        run_normalizer(op, v, result.reshape(v.shape), threads_for(v.size))
     else:
         # Classes spread over axes that do not merge (or storage the kernels do
         # not read): bounded blocks of rows, written straight into the result.
@@ -223,8 +228,8 @@ def _normalize(op, x, axis, dtype, out):
     if out is not None:
         copy_rounded(out, result)
         return out
-    if result.dtype != inputs.result:
-        result = rounded(result, inputs.result)
+    if dtype is not None and result.dtype != inputs.result:
+        result = rounded(result, inputs.result)  # a 16-bit or long double dtype=
     return _scalar_or_array(result)
 
 
