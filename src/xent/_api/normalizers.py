@@ -59,17 +59,25 @@ def _rows_in_blocks(op, a, axes, compute, readable, target):
     """op over class axes `axes` of `a` into `target` (a's shape for log-softmax
     and softmax, the row shape for logsumexp; any float dtype): bounded blocks
     of rows gathered from `a` (converted to `compute` unless the kernels read
-    a's storage), computed by the kernels, written back."""
+    a's storage; a block that is already contiguous is read in place), computed
+    by the kernels straight into `target` where its block is a contiguous view
+    of the computation dtype, else into a scratch block written back."""
     blocks = RowBlocks(a.shape, axes)
     flat, (source, dest) = blocks.views(a, target)
     C = blocks.C
+    lse = op == _kernels.LOGSUMEXP
     for selector, n in blocks.selectors(flat):
         rows = blocks.gather(source, selector, n, None if readable else compute)
         v = rows.reshape(n, C, 1)
-        res = np.empty((n, 1) if op == _kernels.LOGSUMEXP else (n, C, 1), compute)
+        block_out = dest[selector] if isinstance(selector, slice) or not selector else None
+        if (block_out is not None and block_out.dtype == compute
+                and block_out.flags.c_contiguous):
+            run_normalizer(op, v, block_out.reshape((n, 1) if lse else (n, C, 1)),
+                           threads_for(v.size))
+            continue
+        res = np.empty((n, 1) if lse else (n, C, 1), compute)
         run_normalizer(op, v, res, threads_for(v.size))
-        blocks.scatter(dest, selector, res.reshape(n, -1) if op != _kernels.LOGSUMEXP
-                       else res.reshape(n))
+        blocks.scatter(dest, selector, res.reshape(n) if lse else res.reshape(n, C))
 
 
 def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, dtype=None, out=None):
