@@ -20,6 +20,7 @@ from helpers import (
     computation_dtype,
     resolve_dtype,
     tolerances,
+    traced_peak,
 )
 from references import as_f64, ref_log_softmax, ref_logsumexp, ref_softmax
 
@@ -653,3 +654,21 @@ def test_no_writeback():
     xent.softmax(a, axis=(0,))
     np.testing.assert_array_equal(a, [5.0, 4.0])
     np.testing.assert_array_equal(b, [3.0, 2.0])
+
+
+# ---------------------------------------------------------------------------
+# bounded memory: no whole copy of x (or of a broadcast b)
+# ---------------------------------------------------------------------------
+
+
+def test_tuple_axes_b_and_dtype_read_x_in_place():
+    x = np.random.default_rng(18).normal(size=(64, 8, 4096))  # 16 MiB
+    out = np.empty_like(x)
+    bound = x.nbytes // 2
+    assert traced_peak(lambda: xent.log_softmax(x, axis=(0, 2), out=out)) < bound
+    assert traced_peak(lambda: xent.logsumexp(x, axis=(0, 2))) < bound
+    b = np.linspace(-1, 1, 4096)  # broadcast as a view, never copied whole
+    assert traced_peak(lambda: xent.logsumexp(x, axis=(1, 2), b=b, return_sign=True)) < bound
+    out32 = np.empty(x.shape, np.float32)
+    assert traced_peak(lambda: xent.softmax(x, axis=1, dtype=np.float32, out=out32)) < bound // 4
+    check("softmax", out32, x.astype(np.float32), (1,), np.float32)

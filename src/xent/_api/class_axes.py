@@ -111,7 +111,7 @@ class RowBlocks:
     block of rows as a C-contiguous (rows, C) array; `scatter` writes one back.
     """
 
-    def __init__(self, shape, axes):
+    def __init__(self, shape, axes, block_elements=None):
         self.axes = axes
         ndim = len(shape)
         self.row_axes = tuple(i for i in range(ndim) if i not in axes)
@@ -119,7 +119,9 @@ class RowBlocks:
         self.class_shape = tuple(shape[i] for i in axes)
         self.n_rows = math.prod(self.row_shape)
         self.C = math.prod(self.class_shape)
-        self.rows_per_block = max(1, BLOCK_ELEMENTS // max(self.C, 1))
+        if block_elements is None:
+            block_elements = BLOCK_ELEMENTS
+        self.rows_per_block = max(1, block_elements // max(self.C, 1))
 
     def moved(self, a):
         """View of `a` with the class axes last (row axes first, in order)."""

@@ -27,7 +27,8 @@ infinities):
 
 import numpy as np
 
-from xent._api.class_axes import RowBlocks, class_axes, reduced_shape, with_class_axis
+from xent._api import class_axes
+from xent._api.class_axes import RowBlocks, reduced_shape, with_class_axis
 from xent._api.normalizer_dtypes import default_compute
 
 
@@ -96,14 +97,15 @@ def scaled_logsumexp(a, b, axis, keepdims, return_sign, compute, dtype, check_re
     `check_result(shape)` validates the caller's `out` once the result shape is
     known (before anything is computed)."""
     b, shape, compute = scale_factors(b, a.shape, compute, dtype)
-    axes = class_axes(axis, len(shape))
+    axes = class_axes.class_axes(axis, len(shape))
     result_shape = reduced_shape(shape, axes, keepdims)
     check_result(result_shape)
     xb = np.broadcast_to(a, shape)
     bb = np.broadcast_to(b, shape)
     bb, _ = with_class_axis(bb, axes)
     xb, axes = with_class_axis(xb, axes)
-    blocks = RowBlocks(xb.shape, axes)
+    # signed_rows holds about a dozen block-sized temporaries: smaller blocks
+    blocks = RowBlocks(xb.shape, axes, class_axes.BLOCK_ELEMENTS // 8)
     value = np.empty(blocks.row_shape, compute)
     sign = np.empty(blocks.row_shape, compute)
     flat, (xv, bv, vv, sv) = blocks.views(xb, bb, value, sign)
