@@ -462,11 +462,17 @@ def test_b_large_rows_and_scipy_tiny_values():
 
 
 @pytest.mark.parametrize("dtype_a", ["float32", "float64", "int32", "int64"])
-@pytest.mark.parametrize("dtype_b", ["float32", "float64", "int32", "int64"])
+@pytest.mark.parametrize("dtype_b", ["float32", "float64", "int32", "int64", "bool"])
 def test_b_dtypes_promote_as_numpy(dtype_a, dtype_b):
     # SciPy's test_dtypes_ab: NumPy's promotion, integers alone -> float64
     a = np.array([2, 1], dtype=dtype_a)
     b = np.array([1, -1], dtype=dtype_b)
+    if dtype_b == "bool":
+        a, b = np.array([2, 1, 0], dtype=dtype_a), np.array([True, False, True])
+        res = xent.logsumexp(a, b=b)
+        assert res.dtype == np.result_type(dtype_a, np.float32 if dtype_a == "float32" else np.float64)
+        assert res == pytest.approx(math.log(math.exp(2) + 1), rel=1e-6)
+        return
     res = xent.logsumexp(a, b=b)
     expected_dtype = np.result_type(dtype_a, dtype_b)
     if expected_dtype.kind in "iu":
@@ -593,6 +599,24 @@ def test_kernel_reads_other_storage_into_out_dtype():
                     res = getattr(xent, func)(xs, axis=axis, dtype=dt)
                     assert res.dtype == dt
                     check(func, res, xs.astype(dt), (axis,), dt)
+
+
+@pytest.mark.parametrize("func", ["log_softmax", "softmax", "logsumexp"])
+def test_dtype_matches_torch(func):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(19).normal(scale=4, size=(3, 5, 4))
+    for x_dtype, dt in [(np.float32, np.float64), (np.float64, np.float32), (np.float64, np.float64)]:
+        xs = x.astype(x_dtype)
+        t = torch.from_numpy(xs)
+        for axis in (1, -1):
+            if func == "logsumexp":  # torch.logsumexp has no dtype=: cast first
+                expected = torch.logsumexp(t.to(getattr(torch, np.dtype(dt).name)), dim=axis)
+            else:
+                expected = getattr(torch, func)(t, dim=axis, dtype=getattr(torch, np.dtype(dt).name))
+            res = getattr(xent, func)(xs, axis=axis, dtype=dt)
+            assert res.dtype == dt
+            rtol = 1e-6 if dt == np.float32 else 1e-13
+            np.testing.assert_allclose(res, expected.numpy(), rtol=rtol, atol=rtol)
 
 
 def test_float64_beyond_float32_range_with_dtype_float32():

@@ -48,8 +48,9 @@ def scale_factors(b, x_shape, compute, dtype):
             f"b has shape {b.shape}, which does not broadcast against x's shape {x_shape}"
         ) from None
     if dtype is None:
-        # Integers promote with float32 to float64, as in NumPy (and SciPy).
-        as_float = b.dtype if b.dtype.kind in "iu" else b_compute
+        # Integers promote with float32 to float64 and bool does not, as in
+        # NumPy (and SciPy); 16-bit floats count as float32.
+        as_float = b.dtype if b.dtype.kind in "iub" else b_compute
         compute = np.result_type(compute, as_float)
         compute = default_compute(compute)
     return b, shape, compute
