@@ -54,6 +54,14 @@ CALLS = [
     ("linear_cross_entropy", (H, LW, T), {"linear_bias": LB}),
     ("linear_cross_entropy", (H, LW, T), {"linear_bias": LB, "return_grad": True}),
 ]
+if "b" in inspect.signature(xent.logsumexp).parameters:  # the normalizers' full signatures
+    B = R.standard_normal(C)  # scale factors of both signs
+    CALLS += [
+        ("logsumexp", (X,), {"b": B, "return_sign": True}),  # (lse, sign)
+        ("logsumexp", (X,), {"axis": (0, 1), "b": np.abs(B)}),
+        ("softmax", (np.array(X[0, 0]),), {"axis": None}),  # 0-d in, 0-d out
+        ("log_softmax", (X,), {"dtype": np.float32}),
+    ]
 CALL_IDS = [f"{name}-{i}" for i, (name, _, _) in enumerate(CALLS)]
 PUBLIC_FUNCTIONS = sorted({name for name, _, _ in CALLS})
 

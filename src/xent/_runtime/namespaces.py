@@ -103,8 +103,9 @@ def _is_dask_array(value):
 
 def _is_foreign_array(value):
     """An array of another namespace: what DLPack or the array API can read.
-    NumPy scalars (which have ``__dlpack__``) are plain data, as Python's."""
-    return not isinstance(value, (np.ndarray, np.generic)) and (
+    NumPy scalars (which have ``__dlpack__``) are plain data, as Python's; classes
+    (``np.float32`` has an unbound ``__array_namespace__``) are not arrays."""
+    return not isinstance(value, (np.ndarray, np.generic, type)) and (
         hasattr(value, "__dlpack__") or hasattr(value, "__array_namespace__")
     )
 
