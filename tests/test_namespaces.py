@@ -350,7 +350,7 @@ def test_torch_with_numpy_arrays_raises(torch, name, args, kwargs):
 
 def test_torch_with_array_api_strict_raises(torch):
     xs = pytest.importorskip("array_api_strict")
-    with pytest.raises(TypeError, match="logits is a torch array and target a array_api_strict"):
+    with pytest.raises(TypeError, match=r"logits \(torch\) and target \(array_api_strict\)"):
         xent.cross_entropy(torch.from_numpy(X), xs.asarray(T))
 
 

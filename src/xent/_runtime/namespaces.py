@@ -219,8 +219,8 @@ def _common_namespace(arguments):
 
 def _mixed(func, name, namespace, other_name, other_namespace):
     return TypeError(
-        f"{_public_name(func)}: mixed array namespaces in one call: {name} is a {namespace} "
-        f"array and {other_name} a {other_namespace} array; pass arrays of one namespace "
+        f"{_public_name(func)}: mixed array namespaces in one call: {name} ({namespace}) "
+        f"and {other_name} ({other_namespace}); pass arrays of one namespace "
         "(Python scalars, lists and tuples may come with any)"
     )
 
@@ -228,16 +228,10 @@ def _mixed(func, name, namespace, other_name, other_namespace):
 def _check_readable(value, name, func):
     """ValueError for an array not on the CPU; TypeError for a tensor requiring grad."""
     if getattr(value, "requires_grad", False) is True:
-        module = sys.modules.get("xent.torch")
-        torch_names = ("cross_entropy", "binary_cross_entropy_with_logits", "kl_divergence",
-                       "linear_cross_entropy")
-        fn = func.__qualname__
-        where = f"xent.torch.{fn}" if fn in torch_names or (module and hasattr(module, fn)) else (
-            "xent.torch (" + ", ".join(torch_names) + ")"
-        )
         raise TypeError(
             f"{_public_name(func)}: {name} requires grad; xent's NumPy core builds no autograd "
-            f"graph: use {where} for gradients through autograd, or pass {name}.detach()"
+            f"graph: use {_autograd_counterpart(func)} for gradients through autograd, or "
+            f"pass {name}.detach()"
         )
     device = _device_not_cpu(value)
     if device is not None:
@@ -245,6 +239,19 @@ def _check_readable(value, name, func):
             f"{_public_name(func)}: {name} is on device {device}; xent computes on CPU "
             "arrays only (move it to the CPU first, e.g. .cpu() for a torch tensor)"
         )
+
+
+def _autograd_counterpart(func):
+    """Where the caller finds `func` as an autograd function: xent.torch.NAME, or
+    xent.torch's list when it has no such function."""
+    try:
+        import xent.torch as xt
+    except ImportError:  # (a tensor without torch importable: name the module)
+        return "xent.torch"
+    fn = func.__qualname__
+    if fn in xt.__all__:
+        return f"xent.torch.{fn}"
+    return f"xent.torch (which offers {', '.join(xt.__all__)})"
 
 
 def _device_not_cpu(value):
