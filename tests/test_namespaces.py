@@ -100,14 +100,17 @@ def _assert_same_result(got, want, is_array, to_numpy):
 # ---- NumPy ----------------------------------------------------------------------
 
 
+def _leaves(result):
+    if isinstance(result, tuple):
+        return [leaf for r in result for leaf in _leaves(r)]
+    return [result]
+
+
 @pytest.mark.parametrize("name, args, kwargs", CALLS, ids=CALL_IDS)
 def test_numpy_in_numpy_out(name, args, kwargs):
     got = getattr(xent, name)(*args, **kwargs)
-    for leaf in got if isinstance(got, tuple) else (got,):
-        for r in leaf if isinstance(leaf, tuple) else (leaf,):
-            assert r is None or isinstance(r, (np.ndarray, np.generic, xent.Evaluation))
-    if name in ("logsumexp", "cross_entropy") and not kwargs:
-        assert isinstance(getattr(xent, name)(*args), (np.ndarray, np.float64))
+    for r in _leaves(got):
+        assert r is None or isinstance(r, (np.ndarray, np.generic, xent.Evaluation)), type(r)
 
 
 def test_numpy_scalars_stay_numpy_scalars():
@@ -303,14 +306,9 @@ class _CudaArray:
         return (2, 0)  # kDLCUDA, device 0
 
 
-def _first_array_replaced(args, kwargs, value):
-    """The call with its first argument replaced by `value`."""
-    return (value,) + args[1:], kwargs
-
-
 @pytest.mark.parametrize("name, args, kwargs", CALLS, ids=CALL_IDS)
 def test_device_arrays_raise_value_error(name, args, kwargs):
-    args, kwargs = _first_array_replaced(args, kwargs, _CudaArray())
+    args = (_CudaArray(),) + args[1:]
     first = next(iter(inspect.signature(getattr(xent, name)).parameters))
     with pytest.raises(ValueError, match=rf"xent.{name}: {first} is on device cuda:0"):
         getattr(xent, name)(*args, **kwargs)
