@@ -8,6 +8,11 @@ dtypes -> NumPy dtypes, the class dimension of the losses -> ``axis``) and its
 value is compared with PyTorch's own result; gradients too where xent computes
 them (``return_grad=`` and ``xent.torch``'s autograd functions).
 
+The ModuleInfo inputs of torch.nn's five loss modules (CrossEntropyLoss,
+NLLLoss, KLDivLoss, BCELoss, BCEWithLogitsLoss; ``common_modules.module_db``)
+run the same way: more shapes (unbatched rows, probability targets of several
+dimensions, label smoothing, scalar weights) for the losses.
+
 Every sample is a test of its own (its id names the function, variant, dtype,
 index and shapes).  ``test_every_sample_is_accepted`` is the issue's "done when":
 no sample may be refused.  ``python tests/test_torch_opinfo.py`` prints the
@@ -17,6 +22,7 @@ Skipped as a whole without PyTorch or without ``expecttest`` (which PyTorch's
 test-internal module imports).
 """
 
+import functools
 import warnings
 
 import numpy as np
@@ -141,6 +147,18 @@ WITH_GRAD = {name for name, (_, grad) in TRANSLATIONS.items() if grad}
 # ---------------------------------------------------------------------------
 
 
+class Case:
+    """One PyTorch sample: ``reference(input, *args, **kwargs)`` is PyTorch's result
+    and ``TRANSLATIONS[op_name]`` the same call on xent."""
+
+    def __init__(self, label, op_name, dtype, input, args, kwargs, reference):  # noqa: A002
+        self.label, self.op_name, self.dtype = label, op_name, dtype
+        self.input, self.args, self.kwargs, self.reference = input, tuple(args), kwargs, reference
+
+    def __repr__(self):
+        return f"Case({self.label})"
+
+
 def _shape_text(v):
     if isinstance(v, torch.Tensor):
         return "x".join(map(str, v.shape)) or "0d"
@@ -149,33 +167,70 @@ def _shape_text(v):
     return repr(v).replace(" ", "")
 
 
-def _sample_id(op, dtype, index, sample):
-    name = op.name.removeprefix("nn.functional.")
-    variant = f".{op.variant_test_name}" if op.variant_test_name else ""
-    parts = [_shape_text(sample.input)] + [_shape_text(a) for a in sample.args]
-    parts += [f"{k}={_shape_text(v)}" for k, v in sample.kwargs.items()]
-    return f"{name}{variant}-{str(dtype).removeprefix('torch.')}-{index}-{','.join(parts)}"
+def _case_id(label, dtype, index, case):
+    parts = [_shape_text(case.input)] + [_shape_text(a) for a in case.args]
+    parts += [f"{k}={_shape_text(v)}" for k, v in case.kwargs.items()]
+    return f"{label}-{str(dtype).removeprefix('torch.')}-{index}-{','.join(parts)}"
+
+
+def _opinfo_cases():
+    """OpInfo ``sample_inputs`` of the eight functions."""
+    for op in _methods.op_db:
+        if op.name not in TRANSLATIONS:
+            continue
+        label = op.name + (f" ({op.variant_test_name})" if op.variant_test_name else "")
+        for dtype in DTYPES:
+            for s in op.sample_inputs("cpu", dtype, requires_grad=True):
+                yield Case(label, op.name, dtype, s.input, s.args, s.kwargs, op)
+
+
+# the loss modules whose ModuleInfo inputs are the functions' too
+LOSS_MODULES = {
+    "CrossEntropyLoss": "nn.functional.cross_entropy",
+    "NLLLoss": "nn.functional.nll_loss",
+    "KLDivLoss": "nn.functional.kl_div",
+    "BCELoss": "nn.functional.binary_cross_entropy",
+    "BCEWithLogitsLoss": "nn.functional.binary_cross_entropy_with_logits",
+}
+
+
+def _module_call(module_cls, input, target, **kwargs):  # noqa: A002
+    return module_cls(**kwargs)(input, target)
+
+
+def _module_cases():
+    """ModuleInfo inputs of torch.nn's five loss modules (``torch.testing._internal.
+    common_modules``): the constructor's keywords are the function's."""
+    modules = pytest.importorskip("torch.testing._internal.common_modules")
+    for info in modules.module_db:
+        name = info.module_cls.__name__
+        if name not in LOSS_MODULES:
+            continue
+        for dtype in DTYPES:
+            for m in info.module_inputs_func(info, device="cpu", dtype=dtype,
+                                             requires_grad=True, training=True):
+                if m.forward_input is None or m.constructor_input.args:
+                    continue
+                yield Case(f"nn.{name} (module)", LOSS_MODULES[name], dtype,
+                           m.forward_input.args[0], m.forward_input.args[1:],
+                           dict(m.constructor_input.kwargs),
+                           functools.partial(_module_call, info.module_cls))
 
 
 def _collect():
-    samples = []
+    cases = []
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        for op in _methods.op_db:
-            if op.name not in TRANSLATIONS:
-                continue
-            for dtype in DTYPES:
-                for i, s in enumerate(op.sample_inputs("cpu", dtype, requires_grad=True)):
-                    samples.append(pytest.param(op, dtype, s, id=_sample_id(op, dtype, i, s)))
-    return samples
+        counter = {}
+        for case in [*_opinfo_cases(), *_module_cases()]:
+            key = (case.label, case.dtype)
+            index = counter[key] = counter.get(key, -1) + 1
+            name = case.label.removeprefix("nn.functional.").replace(" ", "")
+            cases.append(pytest.param(case, id=_case_id(name, case.dtype, index, case)))
+    return cases
 
 
 SAMPLES = _collect()
-
-
-def _op_key(param):
-    op, dtype, _ = param.values
-    return op.name, op.variant_test_name, dtype
 
 
 # ---------------------------------------------------------------------------
@@ -183,10 +238,10 @@ def _op_key(param):
 # ---------------------------------------------------------------------------
 
 
-def _torch_result(op, sample):
+def _torch_result(case):
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "reduction: 'mean' divides", UserWarning)
-        return op(sample.input, *sample.args, **sample.kwargs)
+        return case.reference(case.input, *case.args, **case.kwargs)
 
 
 def _assert_close(got, expected, what):
@@ -199,26 +254,26 @@ def _assert_close(got, expected, what):
     np.testing.assert_allclose(np.asarray(got), expected, rtol=rtol, atol=atol, err_msg=what)
 
 
-def _call_xent(op, sample, **extra):
-    call = TRANSLATIONS[op.name][0]
+def _call_xent(case, **extra):
+    call = TRANSLATIONS[case.op_name][0]
     try:
-        return call(sample.input, sample.args, sample.kwargs, **extra)
+        return call(case.input, case.args, case.kwargs, **extra)
     except (TypeError, ValueError, IndexError, NotImplementedError) as exc:
         pytest.fail(f"xent refuses this PyTorch sample: {type(exc).__name__}: {exc}")
 
 
-def _torch_grad(op, sample):
+def _torch_grad(case):
     """d sum(loss) / d input through PyTorch's own function and autograd."""
-    x = sample.input.detach().clone().requires_grad_(True)
-    loss = op(x, *sample.args, **sample.kwargs)
+    x = case.input.detach().clone().requires_grad_(True)
+    loss = case.reference(x, *case.args, **case.kwargs)
     (grad,) = torch.autograd.grad(loss.sum(), x)
     return grad
 
 
-@pytest.mark.parametrize("op,dtype,sample", SAMPLES)
-def test_sample_matches_pytorch(op, dtype, sample):
-    got = _call_xent(op, sample)
-    _assert_close(got, _torch_result(op, sample), "value")
+@pytest.mark.parametrize("case", SAMPLES)
+def test_sample_matches_pytorch(case):
+    got = _call_xent(case)
+    _assert_close(got, _torch_result(case), "value")
 
 
 def _detached(args):
@@ -228,23 +283,22 @@ def _detached(args):
     return tuple(v.detach() if isinstance(v, torch.Tensor) else v for v in args)
 
 
-@pytest.mark.parametrize(
-    "op,dtype,sample", [p for p in SAMPLES if p.values[0].name in WITH_GRAD])
-def test_sample_gradient_matches_pytorch(op, dtype, sample):
-    expected = _torch_grad(op, sample)
-    loss, grad = _call_xent(op, sample, return_grad=True)
-    _assert_close(loss, _torch_result(op, sample), "value with return_grad=True")
+@pytest.mark.parametrize("case", [p for p in SAMPLES if p.values[0].op_name in WITH_GRAD])
+def test_sample_gradient_matches_pytorch(case):
+    expected = _torch_grad(case)
+    loss, grad = _call_xent(case, return_grad=True)
+    _assert_close(loss, _torch_result(case), "value with return_grad=True")
     _assert_close(grad, expected, "return_grad")
 
     if xent_torch is None:
         pytest.skip("xent.torch unavailable")
     # xent.torch differentiates with respect to the input only (it refuses a
     # target or weight that requires grad), so those are passed detached.
-    x = sample.input.detach().clone().requires_grad_(True)
-    fn = getattr(xent_torch, TRANSLATIONS[op.name][1])
-    value = fn(x, *_detached(sample.args), **_detached(sample.kwargs))
+    x = case.input.detach().clone().requires_grad_(True)
+    fn = getattr(xent_torch, TRANSLATIONS[case.op_name][1])
+    value = fn(x, *_detached(case.args), **_detached(case.kwargs))
     (grad_t,) = torch.autograd.grad(value.sum(), x)
-    _assert_close(value.detach(), _torch_result(op, sample), "xent.torch value")
+    _assert_close(value.detach(), _torch_result(case), "xent.torch value")
     _assert_close(grad_t, expected, "xent.torch gradient")
 
 
@@ -254,19 +308,19 @@ def test_sample_gradient_matches_pytorch(op, dtype, sample):
 
 
 def sample_counts():
-    """{(op name, variant, dtype): [accepted, refused, mismatching]} over SAMPLES."""
+    """{(label, dtype): [accepted, refused, mismatching]} over SAMPLES."""
     counts = {}
     for param in SAMPLES:
-        op, dtype, sample = param.values
-        row = counts.setdefault(_op_key(param), [0, 0, 0])
+        (case,) = param.values
+        row = counts.setdefault((case.label, case.dtype), [0, 0, 0])
         try:
-            got = TRANSLATIONS[op.name][0](sample.input, sample.args, sample.kwargs)
+            got = TRANSLATIONS[case.op_name][0](case.input, case.args, case.kwargs)
         except (TypeError, ValueError, IndexError, NotImplementedError):
             row[1] += 1
             continue
         row[0] += 1
         try:
-            _assert_close(got, _torch_result(op, sample), "value")
+            _assert_close(got, _torch_result(case), "value")
         except AssertionError:
             row[2] += 1
     return counts
@@ -274,8 +328,7 @@ def sample_counts():
 
 def _table(counts):
     lines = [f"{'function':52} {'dtype':8} accepted refused mismatching"]
-    for (name, variant, dtype), (ok, refused, bad) in counts.items():
-        label = name + (f" ({variant})" if variant else "")
+    for (label, dtype), (ok, refused, bad) in counts.items():
         lines.append(f"{label:52} {str(dtype).removeprefix('torch.'):8} {ok:8} {refused:7} {bad:11}")
     totals = [sum(c[i] for c in counts.values()) for i in range(3)]
     lines.append(f"{'total':61} {totals[0]:8} {totals[1]:7} {totals[2]:11}")
@@ -283,9 +336,12 @@ def _table(counts):
 
 
 def test_every_sample_is_accepted():
-    """The issue's "done when": every OpInfo sample of the eight functions is accepted."""
+    """The issue's "done when": every OpInfo sample of the eight functions is accepted
+    (and every ModuleInfo input of the five loss modules)."""
     counts = sample_counts()
-    assert {name for name, _, _ in counts} == set(TRANSLATIONS), "an op vanished from op_db"
+    labels = {label for label, _ in counts}
+    assert {op for op in TRANSLATIONS if not any(lb.startswith(op) for lb in labels)} == set(), (
+        "an op vanished from op_db")
     refused = sum(c[1] for c in counts.values())
     assert refused == 0, f"{refused} PyTorch samples refused by xent:\n{_table(counts)}"
 
