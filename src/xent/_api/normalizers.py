@@ -9,18 +9,18 @@ softmax/log-softmax.  The kernels implement the rule; see include/xent/portable/
 
 import numpy as np
 
+from xent._api.class_axes import (
+    RowBlocks,
+    class_axes,
+    merged_view,
+    reduced_shape,
+    with_class_axis,
+)
+from xent._api.normalizer_dtypes import read_inputs
+from xent._api.scaled_logsumexp import scaled_logsumexp
+from xent._api.validation import check_out, copy_rounded, float_kind, rounded
 from xent._runtime.dispatch import kernels as _kernels
 from xent._runtime.threads import threads_for
-from xent._api.validation import (
-    as_logits,
-    check_out,
-    copy_rounded,
-    float_kind,
-    input_3d,
-    kernel_out,
-    normalize_axis,
-    view_3d,
-)
 
 
 def run_normalizer(op, v, out3d, n_threads):
@@ -29,18 +29,44 @@ def run_normalizer(op, v, out3d, n_threads):
     _kernels.normalize(op=op, x=v, xkind=float_kind(v), out=out3d, n_threads=n_threads)
 
 
-def _flat_or_axis(a, axis):
-    """(array to reduce, its class axis): axis=None means the flattened array."""
-    if axis is None:
-        return a.reshape(-1), 0
-    if a.ndim == 0:
-        raise np.exceptions.AxisError(
-            f"axis={axis!r} is out of bounds for an array of dimension 0 (use axis=None)"
-        )
-    return a, normalize_axis(axis, a.ndim)
+def _same_array(a, b):
+    """True when a and b are the same elements (same start, shape and strides)."""
+    return (
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.strides == b.strides
+        and a.shape == b.shape
+    )
 
 
-def logsumexp(x, axis=-1, *, keepdims=False, out=None):
+def _writes_in_place(out, source):
+    """True when `out` may be written while `source` is read row by row: it
+    shares no memory with it, or is that very array."""
+    return not np.may_share_memory(out, source) or _same_array(out, source)
+
+
+def _scalar_or_array(res):
+    """A NumPy scalar for a 0-d result (as NumPy's reductions return)."""
+    return res[()] if res.ndim == 0 else res
+
+
+def _rows_in_blocks(op, a, axes, compute, readable, target):
+    """op over class axes `axes` of `a` into `target` (a's shape for log-softmax
+    and softmax, the row shape for logsumexp; any float dtype): bounded blocks
+    of rows gathered from `a` (converted to `compute` unless the kernels read
+    a's storage), computed by the kernels, written back."""
+    blocks = RowBlocks(a.shape, axes)
+    flat, (source, dest) = blocks.views(a, target)
+    C = blocks.C
+    for selector, n in blocks.selectors(flat):
+        rows = blocks.gather(source, selector, n, None if readable else compute)
+        v = rows.reshape(n, C, 1)
+        res = np.empty((n, 1) if op == _kernels.LOGSUMEXP else (n, C, 1), compute)
+        run_normalizer(op, v, res, threads_for(v.size))
+        blocks.scatter(dest, selector, res.reshape(n, -1) if op != _kernels.LOGSUMEXP
+                       else res.reshape(n))
+
+
+def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, dtype=None, out=None):
     """Log of the sum of exponentials along an axis, computed stably.
 
     ``log(sum(exp(x), axis))`` without overflow: the row maximum is subtracted
@@ -89,30 +115,68 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None):
     >>> float(xent.logsumexp(np.zeros(4, dtype=np.float32), axis=None))
     1.3862943649291992
     """
-    logits = as_logits(x, "x")
-    a = logits.array
-    flat, ax = _flat_or_axis(a, axis)
-    if axis is None:
-        reduced_shape = (1,) * a.ndim if keepdims else ()
-    else:
-        reduced_shape = a.shape[:ax] + ((1,) if keepdims else ()) + a.shape[ax + 1 :]
+    inputs = read_inputs(x, dtype)
+    a = inputs.array
+    if b is not None:
+        def check_result(shape):
+            if out is not None:
+                check_out(out, shape)
+
+        value, sign, compute = scaled_logsumexp(
+            a, b, axis, keepdims, return_sign, inputs.compute, dtype, check_result
+        )
+        if not return_sign:
+            value[sign < 0] = np.nan  # the log of a negative sum (as SciPy)
+        result = inputs.result if dtype is not None else compute
+        return _finish_logsumexp(value, sign if return_sign else None, result, out)
+    axes = class_axes(axis, a.ndim)
+    shape = reduced_shape(a.shape, axes, keepdims)
     if out is not None:
-        check_out(out, reduced_shape)
-    v = input_3d(flat, ax)
+        check_out(out, shape)
+    value = _plain_logsumexp(inputs, axes, shape, out)
+    sign = None
+    if return_sign:
+        # Without b every term is positive: the sum is 0 only when no class has
+        # any weight (all -inf, or no classes), and NaN stays NaN.
+        with np.errstate(invalid="ignore"):
+            sign = np.where(value == -np.inf, 0, 1).astype(value.dtype)
+            sign[np.isnan(value)] = np.nan
+    return _finish_logsumexp(value, sign, inputs.result, out)
+
+
+def _plain_logsumexp(inputs, axes, shape, out):
+    """logsumexp without b over class axes `axes`, as an array of the reduced
+    `shape`: `out` itself when the kernel wrote it, else the computation dtype."""
+    a, axes = with_class_axis(inputs.array, axes)
+    compute = inputs.compute
+    v = merged_view(a, axes) if inputs.readable else None
+    if v is None:
+        target = np.empty(reduced_shape(a.shape, axes, False), compute)
+        _rows_in_blocks(_kernels.LOGSUMEXP, a, axes, compute, inputs.readable, target)
+        return target.reshape(shape)
     outer, inner = v.shape[0], v.shape[2]
-
-    result = None
-    if out is not None and out.dtype == logits.compute:
-        result = _lse_view(out, outer, inner)
-    target = result if result is not None else np.empty((outer, inner), logits.compute)
+    direct = None
+    if out is not None and out.dtype == compute:
+        direct = _lse_view(out, outer, inner)
+    target = direct if direct is not None else np.empty((outer, inner), compute)
     run_normalizer(_kernels.LOGSUMEXP, v, target, threads_for(v.size))
+    return out if direct is not None else target.reshape(shape)
 
+
+def _finish_logsumexp(value, sign, result, out):
+    """The caller's result: `value` written into `out` (returned) or rounded to
+    `result` (a NumPy scalar when 0-d); with `sign`, the pair (value, sign),
+    sign in out's dtype or `result`."""
     if out is not None:
-        if result is None:
-            copy_rounded(out, target.reshape(reduced_shape))
-        return out
-    res = target.reshape(reduced_shape)
-    return res[()] if res.ndim == 0 else res
+        if value is not out:
+            copy_rounded(out, value)
+        res = out
+    else:
+        res = _scalar_or_array(rounded(value, result) if value.dtype != result else value)
+    if sign is None:
+        return res
+    sign_dtype = out.dtype if out is not None else result
+    return res, _scalar_or_array(sign.astype(sign_dtype, copy=False))
 
 
 def _lse_view(out, outer, inner):
@@ -126,41 +190,45 @@ def _lse_view(out, outer, inner):
     return v
 
 
-def _normalize(op, x, axis, out):
+def _normalize(op, x, axis, dtype, out):
     """Shared body of log_softmax and softmax."""
-    logits = as_logits(x, "x")
-    a = logits.array
+    inputs = read_inputs(x, dtype)
+    a = inputs.array
+    axes = class_axes(axis, a.ndim)
     if out is not None:
         check_out(out, a.shape)
-    if axis is None:
-        flat, ax = a.reshape(-1), 0
-        out_flat = None
-        if out is not None:
-            try:
-                out_flat = np.reshape(out, -1, copy=False)
-            except ValueError:
-                out_flat = None
+    a3, class_axes3 = with_class_axis(a, axes)
+    out3 = None if out is None else with_class_axis(out, axes)[0]
+    compute = inputs.compute
+    v = merged_view(a3, class_axes3) if inputs.readable else None
+    if v is not None:
+        # One strided class axis: the kernels read x in place.
+        if out3 is not None and out3.dtype == compute and _writes_in_place(out3, a3):
+            direct = merged_view(out3, class_axes3)
+            if direct is not None:
+                run_normalizer(op, v, direct, threads_for(v.size))
+                return out
+        result = np.empty(a.shape, compute)
+        target = merged_view(with_class_axis(result, axes)[0], class_axes3)
+        run_normalizer(op, v, target, threads_for(v.size))
     else:
-        flat, ax = _flat_or_axis(a, axis)
-        out_flat = out
-    v = input_3d(flat, ax)
-
-    direct = None
-    if out_flat is not None:
-        direct = kernel_out(out_flat, logits.compute, ax, flat)
-    if direct is not None:
-        run_normalizer(op, v, direct, threads_for(v.size))
+        # Classes spread over axes that do not merge (or storage the kernels do
+        # not read): bounded blocks of rows, written straight into the result.
+        if out3 is not None and _writes_in_place(out3, a3):
+            _rows_in_blocks(op, a3, class_axes3, compute, inputs.readable, out3)
+            return out
+        result = np.empty(a.shape, inputs.result if out is None else compute)
+        target = with_class_axis(result, axes)[0]
+        _rows_in_blocks(op, a3, class_axes3, compute, inputs.readable, target)
+    if out is not None:
+        copy_rounded(out, result)
         return out
-    result = np.empty(a.shape, logits.compute)
-    target = view_3d(result.reshape(-1) if axis is None else result, ax)
-    run_normalizer(op, v, target, threads_for(v.size))
-    if out is None:
-        return result
-    copy_rounded(out, result)
-    return out
+    if result.dtype != inputs.result:
+        result = rounded(result, inputs.result)
+    return _scalar_or_array(result)
 
 
-def log_softmax(x, axis=-1, *, out=None):
+def log_softmax(x, axis=-1, *, dtype=None, out=None):
     """Logarithm of softmax along an axis: ``x - logsumexp(x, axis, keepdims=True)``.
 
     Computed per row as ``(x - max) - log(sum(exp(x - max)))`` in one fused pass,
@@ -202,10 +270,10 @@ def log_softmax(x, axis=-1, *, out=None):
     >>> xent.log_softmax(np.log(np.array([[1.0, 3.0]], dtype=np.float32))).round(4)
     array([[-1.3863, -0.2877]], dtype=float32)
     """
-    return _normalize(_kernels.LOG_SOFTMAX, x, axis, out)
+    return _normalize(_kernels.LOG_SOFTMAX, x, axis, dtype, out)
 
 
-def softmax(x, axis=-1, *, out=None):
+def softmax(x, axis=-1, *, dtype=None, out=None):
     """Softmax along an axis: ``exp(x - logsumexp(x, axis, keepdims=True))``.
 
     Parameters
@@ -241,4 +309,4 @@ def softmax(x, axis=-1, *, out=None):
     array([[0.25, 0.75],
            [0.5 , 0.5 ]])
     """
-    return _normalize(_kernels.SOFTMAX, x, axis, out)
+    return _normalize(_kernels.SOFTMAX, x, axis, dtype, out)

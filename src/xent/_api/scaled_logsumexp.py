@@ -1,0 +1,119 @@
+"""logsumexp with SciPy's scale factors `b` and its signed form (`return_sign`).
+
+``log |sum_i b_i exp(x_i)|`` and the sign of the sum, per row, computed with
+NumPy on bounded blocks of rows (class_axes.RowBlocks): x and b are broadcast
+as views, never as whole copies.
+
+Semantics (SciPy 1.17's ``scipy.special.logsumexp``, with the SPEC's rule for
+infinities):
+
+- an entry with ``b == 0`` is left out of the sum whatever x holds there
+  (SciPy: "even if an element of `a` is infinite or NaN, it adds nothing to the
+  sum if the corresponding weight is zero");
+- the sum is shifted by the row's maximum m over the entries left in, and the
+  terms at the maximum are summed apart (w = sum of their b) so that
+  ``log(w + rest) = log|w| + log1p(rest / w)`` keeps its relative precision
+  when the rest is tiny (SciPy's gh-18295);
+- a negative sum is NaN unless `return_sign`; an exact zero sum is ``-inf``
+  with sign 0; a row with no entry left in (all ``-inf``, all ``b == 0``, or
+  no classes at all) is ``-inf`` with sign 0 (SciPy gives sign -1 for an
+  empty array: the sign of ``-inf``; the sum is an exact 0 there too);
+- NaN in an entry left in gives NaN and sign NaN;
+- ``+inf`` entries are the limit of equal, arbitrarily large logits (SPEC): the
+  result is ``+inf`` with the sign of the sum of their b, NaN (sign NaN) when
+  that sum is 0 (``inf - inf``; SciPy also gives NaN when their b differ in
+  sign but do not cancel).
+"""
+
+import numpy as np
+
+from xent._api.class_axes import RowBlocks, class_axes, reduced_shape, with_class_axis
+from xent._api.normalizer_dtypes import default_compute
+
+
+def scale_factors(b, x_shape, compute, dtype):
+    """`b` as an array, the broadcast shape of x and b, and the computation
+    dtype (NumPy's promotion of x's computation dtype with b's, unless the
+    caller gave `dtype`).  TypeError for a non-real b; ValueError naming both
+    shapes when they do not broadcast."""
+    b = np.asarray(b)
+    b_compute = default_compute(b.dtype)
+    if b_compute is None:
+        raise TypeError(f"b: unsupported dtype {b.dtype} (expected real numbers)")
+    try:
+        shape = np.broadcast_shapes(x_shape, b.shape)
+    except ValueError:
+        raise ValueError(
+            f"b has shape {b.shape}, which does not broadcast against x's shape {x_shape}"
+        ) from None
+    if dtype is None:
+        # Integers promote with float32 to float64, as in NumPy (and SciPy).
+        as_float = b.dtype if b.dtype.kind in "iu" else b_compute
+        compute = np.result_type(compute, as_float)
+        compute = default_compute(compute)
+    return b, shape, compute
+
+
+def signed_rows(x, b):
+    """(log|sum b exp(x)|, sign) of each row of the (n, C) blocks x and b (one
+    computation dtype)."""
+    n, C = x.shape
+    with np.errstate(all="ignore"):
+        left_in = b != 0
+        xs = np.where(left_in, x, -np.inf)
+        nan_row = np.isnan(xs).any(axis=1)
+        m = xs.max(axis=1, initial=-np.inf) if C else np.full(n, -np.inf, x.dtype)
+        # +inf entries: the sign of their weights' sum, NaN when it cancels.
+        inf_weight = np.where(xs == np.inf, b, 0).sum(axis=1)
+        # Finite maximum: the terms at the maximum apart from the rest.
+        finite = np.isfinite(m)
+        shift = np.where(finite, m, 0)[:, None]
+        at_max = xs == np.where(finite, m, np.nan)[:, None]
+        w = np.where(at_max, b, 0).sum(axis=1)
+        rest = np.where(at_max | ~left_in, 0, b * np.exp(xs - shift)).sum(axis=1)
+        ratio = rest / np.where(w == 0, 1, w)
+        log_w = np.log(np.abs(w))
+        value = np.where(
+            w == 0,
+            np.log(np.abs(rest)),
+            np.where(ratio < -1, log_w + np.log1p(-ratio - 2), log_w + np.log1p(ratio)),
+        )
+        sign = np.where(w == 0, np.sign(rest), np.sign(w) * np.sign(1 + ratio))
+        value = np.where(sign == 0, -np.inf, value + m)
+
+        value = np.where(m == np.inf, np.where(inf_weight == 0, np.nan, np.inf), value)
+        sign = np.where(m == np.inf, np.where(inf_weight == 0, np.nan, np.sign(inf_weight)), sign)
+        value = np.where(m == -np.inf, -np.inf, value)
+        sign = np.where(m == -np.inf, 0, sign)
+        value[nan_row] = np.nan
+        sign[nan_row] = np.nan
+    return value.astype(x.dtype, copy=False), sign.astype(x.dtype, copy=False)
+
+
+def scaled_logsumexp(a, b, axis, keepdims, return_sign, compute, dtype, check_result):
+    """logsumexp(x, axis, b=b, ...) for the array `a` (any real dtype): returns
+    (value, sign) as arrays of the reduced shape in the computation dtype.
+    `check_result(shape)` validates the caller's `out` once the result shape is
+    known (before anything is computed)."""
+    b, shape, compute = scale_factors(b, a.shape, compute, dtype)
+    axes = class_axes(axis, len(shape))
+    result_shape = reduced_shape(shape, axes, keepdims)
+    check_result(result_shape)
+    xb = np.broadcast_to(a, shape)
+    bb = np.broadcast_to(b, shape)
+    bb, _ = with_class_axis(bb, axes)
+    xb, axes = with_class_axis(xb, axes)
+    blocks = RowBlocks(xb.shape, axes)
+    value = np.empty(blocks.row_shape, compute)
+    sign = np.empty(blocks.row_shape, compute)
+    flat, (xv, bv, vv, sv) = blocks.views(xb, bb, value, sign)
+    for selector, n in blocks.selectors(flat):
+        rows_x = blocks.gather(xv, selector, n, compute)
+        rows_b = blocks.gather(bv, selector, n, compute)
+        v, s = signed_rows(rows_x, rows_b)
+        blocks.scatter(vv, selector, v)
+        blocks.scatter(sv, selector, s)
+    return value.reshape(result_shape), sign.reshape(result_shape), compute
+
+
+__all__ = ["scale_factors", "scaled_logsumexp", "signed_rows"]
