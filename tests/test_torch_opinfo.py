@@ -211,8 +211,12 @@ def _module_call(module_cls, input, target, **kwargs):  # noqa: A002
 
 def _module_cases():
     """ModuleInfo inputs of torch.nn's five loss modules (``torch.testing._internal.
-    common_modules``): the constructor's keywords are the function's."""
-    modules = pytest.importorskip("torch.testing._internal.common_modules")
+    common_modules``): the constructor's keywords are the function's, the
+    forward call's (input, target) its arguments."""
+    try:
+        from torch.testing._internal import common_modules as modules
+    except ImportError:  # an older torch without module_db: the OpInfo samples only
+        return
     for info in modules.module_db:
         name = info.module_cls.__name__
         if name not in LOSS_MODULES:
@@ -220,10 +224,12 @@ def _module_cases():
         for dtype in DTYPES:
             for m in info.module_inputs_func(info, device="cpu", dtype=dtype,
                                              requires_grad=True, training=True):
-                if m.forward_input is None or m.constructor_input.args:
-                    continue
+                forward = m.forward_input
+                if (forward is None or m.constructor_input.args or forward.kwargs
+                        or len(forward.args) != 2):
+                    continue  # no call of the function's form
                 yield Case(f"nn.{name} (module)", LOSS_MODULES[name], dtype,
-                           m.forward_input.args[0], m.forward_input.args[1:],
+                           forward.args[0], forward.args[1:],
                            dict(m.constructor_input.kwargs),
                            functools.partial(_module_call, info.module_cls))
 
