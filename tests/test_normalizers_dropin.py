@@ -634,6 +634,21 @@ def test_dtype_matches_torch(func):
             np.testing.assert_allclose(res, expected.numpy(), rtol=rtol, atol=rtol)
 
 
+def test_other_storage_than_out_takes_the_row_conversion_path():
+    # The typed fast paths read x in the computation dtype; another storage
+    # (float64 x into a float32 out, float32 into float64) takes the rows path,
+    # which converts each row (_row_in).
+    from xent._api.validation import float_kind
+    from xent._runtime.dispatch import kernels
+
+    for x_dtype, out_dtype in [(np.float64, np.float32), (np.float32, np.float64)]:
+        for shape in [(64, 4096, 1), (8, 16, 32), (4096, 8, 1)]:
+            x = np.zeros(shape, x_dtype)
+            path = kernels.normalize_path(op=kernels.LOG_SOFTMAX, x=x, xkind=float_kind(x),
+                                          out=np.empty(shape, out_dtype))
+            assert path == "rows", (x_dtype, shape, path)
+
+
 def test_float64_beyond_float32_range_with_dtype_float32():
     # x is read as it is and rounded to the computation dtype: 1e300 -> +inf
     x = np.array([[1e300, 0.0], [-1e300, 0.0]])
