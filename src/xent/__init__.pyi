@@ -6,25 +6,45 @@ import numpy.typing as npt
 
 __version__: str
 
+_Axis = int | tuple[int, ...] | None
+_Array = npt.NDArray[np.floating]
+
+@overload
 def logsumexp(
     x: npt.ArrayLike,
-    axis: int | None = -1,
+    axis: _Axis = -1,
     *,
+    b: npt.ArrayLike | None = None,
     keepdims: bool = False,
-    out: npt.NDArray[np.floating] | None = None,
-) -> np.floating | npt.NDArray[np.floating]: ...
+    return_sign: Literal[False] = False,
+    dtype: npt.DTypeLike | None = None,
+    out: _Array | None = None,
+) -> np.floating | _Array: ...
+@overload
+def logsumexp(
+    x: npt.ArrayLike,
+    axis: _Axis = -1,
+    *,
+    b: npt.ArrayLike | None = None,
+    keepdims: bool = False,
+    return_sign: Literal[True],
+    dtype: npt.DTypeLike | None = None,
+    out: _Array | None = None,
+) -> tuple[np.floating | _Array, np.floating | _Array]: ...
 def log_softmax(
     x: npt.ArrayLike,
-    axis: int | None = -1,
+    axis: _Axis = -1,
     *,
-    out: npt.NDArray[np.floating] | None = None,
-) -> npt.NDArray[np.floating]: ...
+    dtype: npt.DTypeLike | None = None,
+    out: _Array | None = None,
+) -> np.floating | _Array: ...
 def softmax(
     x: npt.ArrayLike,
-    axis: int | None = -1,
+    axis: _Axis = -1,
     *,
-    out: npt.NDArray[np.floating] | None = None,
-) -> npt.NDArray[np.floating]: ...
+    dtype: npt.DTypeLike | None = None,
+    out: _Array | None = None,
+) -> np.floating | _Array: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...
 def show_config() -> None: ...

@@ -37,6 +37,8 @@ def class_axes(axis, ndim, name="axis"):
     Out of range -> numpy.exceptions.AxisError (a ValueError) naming the value;
     a repeated axis -> ValueError; anything else -> TypeError.
     """
+    if type(axis) is int and -ndim <= axis < ndim and ndim:  # the usual call, fast
+        return (axis % ndim,)
     if axis is None:
         return tuple(range(ndim))
     if isinstance(axis, tuple):
@@ -75,6 +77,8 @@ def with_class_axis(a, axes):
 
 def reduced_shape(shape, axes, keepdims):
     """The shape of a reduction of `shape` over `axes`."""
+    if len(axes) == 1 and not keepdims:
+        return shape[: axes[0]] + shape[axes[0] + 1 :]
     if keepdims:
         return tuple(1 if i in axes else n for i, n in enumerate(shape))
     return tuple(n for i, n in enumerate(shape) if i not in axes)
@@ -84,10 +88,10 @@ def merged_view(a, axes):
     """`a` as a 3-D view (outer, C, inner) whose axis 1 runs over all the class
     axes `axes` (sorted, not empty), or None when that needs a copy."""
     first, last = axes[0], axes[-1]
-    if last - first + 1 != len(axes):
-        return None
     if first == last:
         return view_3d(a, first)
+    if last - first + 1 != len(axes):
+        return None
     shape = a.shape
     merged = shape[:first] + (math.prod(shape[first : last + 1]),) + shape[last + 1 :]
     try:
@@ -107,7 +111,7 @@ class RowBlocks:
     block of rows as a C-contiguous (rows, C) array; `scatter` writes one back.
     """
 
-    def __init__(self, shape, axes):
+    def __init__(self, shape, axes, block_elements=None):
         self.axes = axes
         ndim = len(shape)
         self.row_axes = tuple(i for i in range(ndim) if i not in axes)
@@ -115,7 +119,9 @@ class RowBlocks:
         self.class_shape = tuple(shape[i] for i in axes)
         self.n_rows = math.prod(self.row_shape)
         self.C = math.prod(self.class_shape)
-        self.rows_per_block = max(1, BLOCK_ELEMENTS // max(self.C, 1))
+        if block_elements is None:
+            block_elements = BLOCK_ELEMENTS
+        self.rows_per_block = max(1, block_elements // max(self.C, 1))
 
     def moved(self, a):
         """View of `a` with the class axes last (row axes first, in order)."""

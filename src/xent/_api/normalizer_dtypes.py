@@ -67,16 +67,25 @@ def requested(dtype):
     return default_compute(dt), dt
 
 
+#: (computation dtype, readable by the kernels) by input dtype, filled on first
+#: use: a dict lookup per call instead of dtype.name (a string built each time).
+_POLICY = {}
+
+
 def read_inputs(x, dtype, name="x"):
     """Inputs for `x` and the caller's `dtype=` (None: the SPEC's default)."""
     a = np.asarray(x)
     dt = a.dtype
-    compute = default_compute(dt)
-    if compute is None:
-        raise TypeError(
-            f"{name}: unsupported dtype {dt} (expected a real floating, integer or bool array)"
-        )
-    readable = dt.isnative and dt.name in _READABLE
+    policy = _POLICY.get(dt)
+    if policy is None:
+        compute = default_compute(dt)
+        if compute is None:
+            raise TypeError(
+                f"{name}: unsupported dtype {dt} (expected a real floating, integer or "
+                "bool array)"
+            )
+        policy = _POLICY[dt] = (compute, dt.isnative and dt.name in _READABLE)
+    compute, readable = policy
     if dtype is None:
         return Inputs(a, compute, compute, readable)
     compute, result = requested(dtype)

@@ -1,10 +1,16 @@
-"""logsumexp, log_softmax and softmax over one axis (or the whole array).
+"""logsumexp, log_softmax and softmax over a class axis, several, or the whole array.
 
 Non-finite rule (SPEC, "Conventions"): a -inf logit is a class of probability 0;
 k entries of +inf are the limit of k equal, arbitrarily large logits (softmax
 1/k on them); NaN propagates to everything computed from its row; a row with no
 finite or +inf entry (all -inf, or empty) has logsumexp -inf and NaN
 softmax/log-softmax.  The kernels implement the rule; see include/xent/portable/rows.h.
+
+How a call reads x: classes on one strided axis (an int axis, or a tuple whose
+axes merge into one, see class_axes.merged_view) go to the kernels as a 3-D
+view; other tuples, and storage the kernels do not read, go through bounded
+blocks of rows (class_axes.RowBlocks); b= and return_sign= with b go to
+scaled_logsumexp.
 """
 
 import numpy as np
@@ -53,59 +59,107 @@ def _rows_in_blocks(op, a, axes, compute, readable, target):
     """op over class axes `axes` of `a` into `target` (a's shape for log-softmax
     and softmax, the row shape for logsumexp; any float dtype): bounded blocks
     of rows gathered from `a` (converted to `compute` unless the kernels read
-    a's storage), computed by the kernels, written back."""
+    a's storage; a block that is already contiguous is read in place), computed
+    by the kernels straight into `target` where its block is a contiguous view
+    of the computation dtype, else into a scratch block written back."""
     blocks = RowBlocks(a.shape, axes)
     flat, (source, dest) = blocks.views(a, target)
     C = blocks.C
+    lse = op == _kernels.LOGSUMEXP
     for selector, n in blocks.selectors(flat):
         rows = blocks.gather(source, selector, n, None if readable else compute)
         v = rows.reshape(n, C, 1)
-        res = np.empty((n, 1) if op == _kernels.LOGSUMEXP else (n, C, 1), compute)
+        block_out = dest[selector] if isinstance(selector, slice) or not selector else None
+        if (block_out is not None and block_out.dtype == compute
+                and block_out.flags.c_contiguous):
+            run_normalizer(op, v, block_out.reshape((n, 1) if lse else (n, C, 1)),
+                           threads_for(v.size))
+            continue
+        res = np.empty((n, 1) if lse else (n, C, 1), compute)
         run_normalizer(op, v, res, threads_for(v.size))
-        blocks.scatter(dest, selector, res.reshape(n, -1) if op != _kernels.LOGSUMEXP
-                       else res.reshape(n))
+        blocks.scatter(dest, selector, res.reshape(n) if lse else res.reshape(n, C))
 
 
 def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, dtype=None, out=None):
-    """Log of the sum of exponentials along an axis, computed stably.
+    """Log of the sum of exponentials over one or more axes, computed stably.
 
-    ``log(sum(exp(x), axis))`` without overflow: the row maximum is subtracted
-    before exponentiating, in one fused pass per row.
+    ``log(sum(b * exp(x), axis))`` without overflow: the row maximum is
+    subtracted before exponentiating, in one fused pass per row.  A drop-in
+    for ``scipy.special.logsumexp`` (whose `axis` defaults to None) and
+    ``torch.logsumexp`` (``dim`` -> `axis`, ``keepdim`` -> `keepdims`).
 
     Parameters
     ----------
     x : array_like
         Logits.  float32 and float64 are computed in their own precision;
         float16/bfloat16 are read as they are and computed in float32; integer and
-        bool inputs are converted to float64.
-    axis : int or None, optional
-        Axis to reduce (default: the last).  ``None`` reduces the whole array.
+        bool inputs are computed in float64.  Complex input raises TypeError.
+    axis : int, tuple of ints or None, optional
+        The class axis (default: the last), several axes whose elements are the
+        classes together, or None for the whole array.  ``()`` names no axis:
+        each element is a class of its own (NumPy's and SciPy's meaning;
+        PyTorch's reductions read ``dim=()`` as every dimension).  A 0-d `x`
+        takes 0, -1, None or ``()`` and is one class.
+    b : array_like, optional
+        SciPy's scale factors: ``log(sum(b * exp(x)))``.  Any shape that
+        broadcasts against `x` (the result may then be larger than x's
+        reduction, as in SciPy); entries may be zero or negative.  An entry with
+        ``b == 0`` is left out of the sum whatever `x` holds there.  The
+        computation dtype is NumPy's promotion of x's with b's (integer b with
+        float32 x: float64, as NumPy and SciPy), unless `dtype` is given.
     keepdims : bool, optional
-        Keep the reduced axis (axes, for ``axis=None``) with length 1.
+        Keep the reduced axes with length 1.
+    return_sign : bool, optional
+        Return ``(log|sum|, sign)``, sign in {-1, 0, 1} (NaN where the value is
+        NaN), an array of the result's shape and dtype (`out`'s dtype when given).
+        Without it a negative sum (possible only with `b`) gives NaN.
+    dtype : dtype, optional
+        The computation and result dtype (as PyTorch's ``dtype=``): float32 or
+        float64 (a dtype or its name).  `x` is read as it is and converted row by
+        row, never as a whole copy (float64 beyond float32's range becomes
+        ``+-inf``).  float16 and bfloat16 compute in float32 and round the
+        result; long double computes in float64.  Other dtypes raise TypeError.
     out : ndarray, optional
         Array with the result's shape to write into: any floating dtype
         (float16/32/64, longdouble, ``ml_dtypes.bfloat16``); a dtype other than
         the computation dtype receives the result rounded to it.  Its elements
-        must not overlap in memory.
+        must not overlap in memory.  With `return_sign`, `out` receives the
+        values; the signs come in a new array.
 
     Returns
     -------
-    numpy scalar or ndarray
-        float32 for float32/16-bit inputs, else float64.  A NumPy scalar when the
-        result is 0-d and `out` is not given; `out` when given.
+    numpy scalar or ndarray, or a pair of them
+        float32 for float32/16-bit inputs, else float64 (or `dtype`).  A NumPy
+        scalar when the result is 0-d and `out` is not given; `out` when given.
+        With `return_sign`, ``(value, sign)``.
 
     Raises
     ------
     TypeError
-        Complex, object or string input; non-float or non-array `out`.
+        Complex, object or string `x` or `b`; a non-float `dtype`; non-float or
+        non-array `out`; an `axis` that is not an int, tuple of ints or None.
     ValueError
-        `axis` out of range; `out` of the wrong shape, read-only, or
-        self-overlapping (e.g. an ``as_strided`` view whose rows share memory).
+        `axis` out of range (``numpy.exceptions.AxisError``) or repeated; `b`
+        not broadcastable against `x` (both shapes named); `out` of the wrong
+        shape, read-only, or self-overlapping.  Nothing is written then.
 
     Notes
     -----
     An empty axis gives ``-inf`` (the log of an empty sum).  Rows with ``+inf``
     give ``+inf``; rows whose entries are all ``-inf`` give ``-inf``; NaN gives NaN.
+
+    With `b` (SciPy's semantics): the terms at the row maximum are summed apart
+    so that tiny remaining terms keep their precision (``log|w| + log1p(rest /
+    w)``); an exact zero sum gives ``-inf`` with sign 0.  ``+inf`` entries give
+    ``+inf`` with the sign of the sum of their `b`, NaN if those cancel
+    (SciPy also gives NaN when their `b` differ in sign without cancelling).
+    The sign of a row with no classes is 0 (SciPy returns -1, the sign of
+    ``-inf``, for an empty array).  Rows are read in bounded blocks with NumPy:
+    `b` is broadcast as a view, never copied whole.
+
+    Tuple axes that merge into one strided axis (e.g. the trailing axes of a
+    C-contiguous array) are one long row read in place; other tuples are read
+    in place in bounded blocks of rows, never as a transposed copy.
 
     Examples
     --------
@@ -114,6 +168,25 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, dtype=No
     [0.6931, 1000.6931]
     >>> float(xent.logsumexp(np.zeros(4, dtype=np.float32), axis=None))
     1.3862943649291992
+
+    Several axes at once, with the reduced axes kept:
+
+    >>> xent.logsumexp(np.zeros((2, 3, 4)), axis=(0, 2), keepdims=True).shape
+    (1, 3, 1)
+
+    Scale factors and the sign of the sum, as in SciPy:
+
+    >>> xent.logsumexp([1.0, 2.0], b=[1.0, -1.0], return_sign=True)
+    (np.float64(1.5413248546129181), np.float64(-1.0))
+    >>> xent.logsumexp([1.0, 2.0], b=[1.0, -1.0])
+    np.float64(nan)
+    >>> xent.logsumexp(np.log([2.0, 3.0, 5.0]), b=[1, 0, 1])  # b == 0 leaves 3 out
+    np.float64(1.9459101490553132)
+
+    A computation dtype other than the input's (no copy of x is made):
+
+    >>> xent.logsumexp(np.arange(3.0), dtype=np.float32)
+    np.float32(2.407606)
     """
     inputs = read_inputs(x, dtype)
     a = inputs.array
@@ -147,7 +220,9 @@ def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, dtype=No
 def _plain_logsumexp(inputs, axes, shape, out):
     """logsumexp without b over class axes `axes`, as an array of the reduced
     `shape`: `out` itself when the kernel wrote it, else the computation dtype."""
-    a, axes = with_class_axis(inputs.array, axes)
+    a = inputs.array
+    if not axes:  # a 0-d x or axis=(): a trailing class axis of length 1
+        a, axes = with_class_axis(a, axes)
     compute = inputs.compute
     v = merged_view(a, axes) if inputs.readable else None
     if v is None:
@@ -172,7 +247,9 @@ def _finish_logsumexp(value, sign, result, out):
             copy_rounded(out, value)
         res = out
     else:
-        res = _scalar_or_array(rounded(value, result) if value.dtype != result else value)
+        if value.dtype is not result and value.dtype != result:
+            value = rounded(value, result)
+        res = _scalar_or_array(value)
     if sign is None:
         return res
     sign_dtype = out.dtype if out is not None else result
@@ -197,8 +274,10 @@ def _normalize(op, x, axis, dtype, out):
     axes = class_axes(axis, a.ndim)
     if out is not None:
         check_out(out, a.shape)
-    a3, class_axes3 = with_class_axis(a, axes)
-    out3 = None if out is None else with_class_axis(out, axes)[0]
+    a3, class_axes3, out3 = a, axes, out
+    if not axes:  # a 0-d x or axis=(): a trailing class axis of length 1
+        a3, class_axes3 = with_class_axis(a, axes)
+        out3 = None if out is None else with_class_axis(out, axes)[0]
     compute = inputs.compute
     v = merged_view(a3, class_axes3) if inputs.readable else None
     if v is not None:
@@ -208,9 +287,8 @@ def _normalize(op, x, axis, dtype, out):
             if direct is not None:
                 run_normalizer(op, v, direct, threads_for(v.size))
                 return out
-        result = np.empty(a.shape, compute)
-        target = merged_view(with_class_axis(result, axes)[0], class_axes3)
-        run_normalizer(op, v, target, threads_for(v.size))
+        result = np.empty(a.shape, compute)  # C order: v's shape is a view of it
+        run_normalizer(op, v, result.reshape(v.shape), threads_for(v.size))
     else:
         # Classes spread over axes that do not merge (or storage the kernels do
         # not read): bounded blocks of rows, written straight into the result.
@@ -223,33 +301,41 @@ def _normalize(op, x, axis, dtype, out):
     if out is not None:
         copy_rounded(out, result)
         return out
-    if result.dtype != inputs.result:
-        result = rounded(result, inputs.result)
+    if dtype is not None and result.dtype != inputs.result:
+        result = rounded(result, inputs.result)  # a 16-bit or long double dtype=
     return _scalar_or_array(result)
 
 
 def log_softmax(x, axis=-1, *, dtype=None, out=None):
-    """Logarithm of softmax along an axis: ``x - logsumexp(x, axis, keepdims=True)``.
+    """Logarithm of softmax over one or more axes: ``x - logsumexp(x, axis, keepdims=True)``.
 
     Computed per row as ``(x - max) - log(sum(exp(x - max)))`` in one fused pass,
     which stays exact for huge logits (``[1e30, 0]`` gives ``[0, -1e30]``).
+    A drop-in for ``scipy.special.log_softmax`` (whose `axis` defaults to None)
+    and ``torch.log_softmax`` (``dim`` -> `axis`).
 
     Parameters
     ----------
     x : array_like
         Logits (see `logsumexp` for the dtype rules).
-    axis : int or None, optional
-        The class axis (default: the last); any axis works without transposing.
-        ``None`` normalises over the whole array.
+    axis : int, tuple of ints or None, optional
+        The class axis (default: the last; any axis works without transposing),
+        several axes whose elements are the classes together, or None (the whole
+        array).  ``()`` and a 0-d `x` (axis 0, -1, None or ``()``) make every
+        element a class of its own: 0, or NaN for ``-inf`` and NaN.
+    dtype : dtype, optional
+        The computation and result dtype (as PyTorch's ``dtype=``), see
+        `logsumexp`: x is converted row by row, never as a whole copy.
     out : ndarray, optional
-        Array of ``x``'s shape to write into (dtype rules as for `logsumexp`);
-        may be ``x`` itself.
+        Array of ``x``'s shape to write into (any floating dtype; the result is
+        computed in the computation dtype and rounded to out's); may be ``x``
+        itself.
 
     Returns
     -------
-    ndarray
-        Same shape as `x`; float32 for float32/16-bit inputs, else float64
-        (or `out`).
+    ndarray or numpy scalar
+        Same shape as `x`; float32 for float32/16-bit inputs, else float64, or
+        `dtype` (or `out`).  A NumPy scalar for a 0-d `x` without `out`.
 
     Raises
     ------
@@ -269,28 +355,46 @@ def log_softmax(x, axis=-1, *, dtype=None, out=None):
     array([ 0.e+00, -1.e+30])
     >>> xent.log_softmax(np.log(np.array([[1.0, 3.0]], dtype=np.float32))).round(4)
     array([[-1.3863, -0.2877]], dtype=float32)
+
+    Classes over two axes, and a float64 result from float32 logits:
+
+    >>> xent.log_softmax(np.zeros((2, 1, 2)), axis=(0, 2)).round(4).tolist()
+    [[[-1.3863, -1.3863]], [[-1.3863, -1.3863]]]
+    >>> xent.log_softmax(np.zeros(2, np.float32), dtype=np.float64)
+    array([-0.69314718, -0.69314718])
     """
     return _normalize(_kernels.LOG_SOFTMAX, x, axis, dtype, out)
 
 
 def softmax(x, axis=-1, *, dtype=None, out=None):
-    """Softmax along an axis: ``exp(x - logsumexp(x, axis, keepdims=True))``.
+    """Softmax over one or more axes: ``exp(x - logsumexp(x, axis, keepdims=True))``.
+
+    A drop-in for ``scipy.special.softmax`` (whose `axis` defaults to None) and
+    ``torch.softmax`` (``dim`` -> `axis`).
 
     Parameters
     ----------
     x : array_like
         Logits (see `logsumexp` for the dtype rules).
-    axis : int or None, optional
-        The class axis (default: the last).  ``None`` normalises the whole array.
+    axis : int, tuple of ints or None, optional
+        The class axis (default: the last), several axes whose elements are the
+        classes together, or None (the whole array).  ``()`` and a 0-d `x`
+        (axis 0, -1, None or ``()``) make every element a class of its own:
+        1, or NaN for ``-inf`` and NaN.
+    dtype : dtype, optional
+        The computation and result dtype (as PyTorch's ``dtype=``), see
+        `logsumexp`: x is converted row by row, never as a whole copy.
     out : ndarray, optional
-        Array of ``x``'s shape to write into (dtype rules as for `logsumexp`);
-        may be ``x`` itself.
+        Array of ``x``'s shape to write into (any floating dtype; the result is
+        computed in the computation dtype and rounded to out's); may be ``x``
+        itself.
 
     Returns
     -------
-    ndarray
+    ndarray or numpy scalar
         Same shape as `x`, each row summing to 1; float32 for float32/16-bit
-        inputs, else float64 (or `out`).
+        inputs, else float64, or `dtype` (or `out`).  A NumPy scalar for a 0-d
+        `x` without `out`.
 
     Raises
     ------
@@ -308,5 +412,10 @@ def softmax(x, axis=-1, *, dtype=None, out=None):
     >>> xent.softmax(np.array([[0.0, np.log(3.0)], [np.inf, np.inf]]))
     array([[0.25, 0.75],
            [0.5 , 0.5 ]])
+    >>> xent.softmax(1000, axis=None)  # a 0-d input is one class
+    np.float64(1.0)
+    >>> xent.softmax(np.zeros((2, 2)), axis=(0, 1), dtype="float32")
+    array([[0.25, 0.25],
+           [0.25, 0.25]], dtype=float32)
     """
     return _normalize(_kernels.SOFTMAX, x, axis, dtype, out)
