@@ -46,6 +46,8 @@ linear_cross_entropy = _public(_linear.linear_cross_entropy)
 log_softmax = _public(_normalizers.log_softmax)
 logsumexp = _public(_normalizers.logsumexp)
 softmax = _public(_normalizers.softmax)
+# (the constructor too: its linear_weight/linear_bias are read as the functions' are)
+Evaluator.__init__ = _follow_caller_namespace(Evaluator.__init__, method=True)
 Evaluator.update = _follow_caller_namespace(Evaluator.update, method=True)
 
 __all__ = [

@@ -33,8 +33,13 @@ import numpy as np
 
 # Types that never need this layer: the fast path tests `type(value) in _PLAIN`.
 # Lists and tuples are plain data (np.asarray reads them, as before); they are
-# not searched for arrays.
-_PLAIN = frozenset({np.ndarray, int, float, bool, str, type(None), tuple, list, slice})
+# not searched for arrays.  NumPy scalars, dtypes and scalar types (``dtype=np.float32``)
+# are plain too.
+_PLAIN = frozenset(
+    {np.ndarray, int, float, bool, str, type(None), tuple, list, slice, type}
+    | {np.dtype(code).type for code in np.typecodes["All"]}
+    | {type(np.dtype(code)) for code in np.typecodes["All"]}
+)
 
 # DLPack's device codes (dlpack.h, DLDeviceType), for the error message.
 _DLPACK_CPU = 1
@@ -52,16 +57,32 @@ def follow_caller_namespace(func, *, method=False):
     The wrapper keeps `func`'s name, docstring and signature (``functools.wraps``).
     """
     signature = inspect.signature(func)
-    skip = 1 if method else 0
+    plain = _PLAIN  # (locals of the closure: faster than globals on the fast path)
+
+    if method:
+
+        @functools.wraps(func)
+        def wrapper(self, *args, **kwargs):
+            for value in args:
+                if type(value) not in plain:
+                    return _call(func, signature, (self, *args), kwargs)
+            if kwargs:
+                for value in kwargs.values():
+                    if type(value) not in plain:
+                        return _call(func, signature, (self, *args), kwargs)
+            return func(self, *args, **kwargs)
+
+        return wrapper
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        for value in args[skip:]:
-            if type(value) not in _PLAIN:
+        for value in args:
+            if type(value) not in plain:
                 return _call(func, signature, args, kwargs)
-        for value in kwargs.values():
-            if type(value) not in _PLAIN:
-                return _call(func, signature, args, kwargs)
+        if kwargs:
+            for value in kwargs.values():
+                if type(value) not in plain:
+                    return _call(func, signature, args, kwargs)
         return func(*args, **kwargs)
 
     return wrapper
@@ -82,8 +103,9 @@ def _is_dask_array(value):
 
 def _is_foreign_array(value):
     """An array of another namespace: what DLPack or the array API can read.
-    NumPy scalars (which have ``__dlpack__``) are plain data, as Python's."""
-    return not isinstance(value, (np.ndarray, np.generic)) and (
+    NumPy scalars (which have ``__dlpack__``) are plain data, as Python's; classes
+    (``np.float32`` has an unbound ``__array_namespace__``) are not arrays."""
+    return not isinstance(value, (np.ndarray, np.generic, type)) and (
         hasattr(value, "__dlpack__") or hasattr(value, "__array_namespace__")
     )
 
@@ -324,6 +346,10 @@ def _to_namespace(result, xp, originals):
 
 
 def _from_numpy(a, xp):
+    if a.dtype.name == "bfloat16" and xp.__name__.endswith("torch"):  # (not in DLPack's reach)
+        import torch
+
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
     try:
         return xp.from_dlpack(a)  # no copy
     except (BufferError, RuntimeError, TypeError, ValueError):
