@@ -246,6 +246,21 @@ def test_block_path_in_place_and_out(func):
     assert_close(dst, ref_over(func, src_copy, (0, 2)), 1e-12, 1e-13)
 
 
+@pytest.mark.parametrize("func", ["log_softmax", "softmax"])
+def test_merged_path_out_and_in_place(func):
+    x = np.random.default_rng(20).normal(size=(3, 4, 5)).astype(np.float32)
+    expected = ref_over(func, x, (1, 2))
+    y = x.copy()
+    assert getattr(xent, func)(y, axis=(1, 2), out=y) is y  # in place, one long row
+    assert_close(y, expected, 2e-5, 1e-6)
+    strided = np.zeros((3, 8, 5), np.float32)[:, ::2]  # class axes do not chain
+    assert getattr(xent, func)(x, axis=(1, 2), out=strided) is strided
+    assert_close(strided, expected, 2e-5, 1e-6)
+    half = np.zeros(x.shape, np.float16)
+    getattr(xent, func)(x, axis=(-2, -1), out=half)
+    assert_close(half, expected, *tolerances(KIND[func], np.float32, np.float16, 3.0))
+
+
 def test_logsumexp_block_path_out_keepdims():
     x = np.random.default_rng(7).normal(size=(4, 3, 5))
     out = np.full((1, 3, 1), 9.0, np.float32)
@@ -617,6 +632,21 @@ def test_dtype_matches_torch(func):
             assert res.dtype == dt
             rtol = 1e-6 if dt == np.float32 else 1e-13
             np.testing.assert_allclose(res, expected.numpy(), rtol=rtol, atol=rtol)
+
+
+def test_other_storage_than_out_takes_the_row_conversion_path():
+    # The typed fast paths read x in the computation dtype; another storage
+    # (float64 x into a float32 out, float32 into float64) takes the rows path,
+    # which converts each row (_row_in).
+    from xent._api.validation import float_kind
+    from xent._runtime.dispatch import kernels
+
+    for x_dtype, out_dtype in [(np.float64, np.float32), (np.float32, np.float64)]:
+        for shape in [(64, 4096, 1), (8, 16, 32), (4096, 8, 1)]:
+            x = np.zeros(shape, x_dtype)
+            path = kernels.normalize_path(op=kernels.LOG_SOFTMAX, x=x, xkind=float_kind(x),
+                                          out=np.empty(shape, out_dtype))
+            assert path == "rows", (x_dtype, shape, path)
 
 
 def test_float64_beyond_float32_range_with_dtype_float32():

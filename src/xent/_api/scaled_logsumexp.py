@@ -61,18 +61,17 @@ def signed_rows(x, b):
     computation dtype)."""
     n, C = x.shape
     with np.errstate(all="ignore"):
-        left_in = b != 0
-        xs = np.where(left_in, x, -np.inf)
-        nan_row = np.isnan(xs).any(axis=1)
-        m = xs.max(axis=1, initial=-np.inf) if C else np.full(n, -np.inf, x.dtype)
-        # +inf entries: the sign of their weights' sum, NaN when it cancels.
-        inf_weight = np.where(xs == np.inf, b, 0).sum(axis=1)
-        # Finite maximum: the terms at the maximum apart from the rest.
+        xs = np.where(b != 0, x, -np.inf)  # b == 0: left out, whatever x holds
+        m = xs.max(axis=1, initial=-np.inf)  # NaN for a row with NaN left in
         finite = np.isfinite(m)
-        shift = np.where(finite, m, 0)[:, None]
-        at_max = xs == np.where(finite, m, np.nan)[:, None]
+        d = xs - np.where(finite, m, 0)[:, None]
+        at_max = d == 0  # (only meaningful in rows with a finite maximum)
+        # The terms at the maximum (sum of their b: w) apart from the rest.
         w = np.where(at_max, b, 0).sum(axis=1)
-        rest = np.where(at_max | ~left_in, 0, b * np.exp(xs - shift)).sum(axis=1)
+        e = np.exp(d, out=d)
+        e[at_max] = 0
+        e *= b
+        rest = e.sum(axis=1)
         ratio = rest / np.where(w == 0, 1, w)
         log_w = np.log(np.abs(w))
         value = np.where(
@@ -82,14 +81,23 @@ def signed_rows(x, b):
         )
         sign = np.where(w == 0, np.sign(rest), np.sign(w) * np.sign(1 + ratio))
         value = np.where(sign == 0, -np.inf, value + m)
-
-        value = np.where(m == np.inf, np.where(inf_weight == 0, np.nan, np.inf), value)
-        sign = np.where(m == np.inf, np.where(inf_weight == 0, np.nan, np.sign(inf_weight)), sign)
-        value = np.where(m == -np.inf, -np.inf, value)
-        sign = np.where(m == -np.inf, 0, sign)
-        value[nan_row] = np.nan
-        sign[nan_row] = np.nan
+        if not finite.all():
+            _non_finite_rows(~finite, m, xs, b, value, sign)
     return value.astype(x.dtype, copy=False), sign.astype(x.dtype, copy=False)
+
+
+def _non_finite_rows(rows, m, xs, b, value, sign):
+    """value and sign of the rows whose maximum over the entries left in is not
+    finite: NaN (NaN, NaN); -inf, nothing left in (-inf, 0); +inf, the limit of
+    equal large logits (+inf with the sign of their weights' sum, NaN if it is 0)."""
+    m = m[rows]
+    inf_weight = np.where(xs[rows] == np.inf, b[rows], 0).sum(axis=1)
+    cancels = inf_weight == 0
+    v = np.where(m == np.inf, np.where(cancels, np.nan, np.inf), m)  # NaN, -inf stay
+    s = np.where(m == np.inf, np.where(cancels, np.nan, np.sign(inf_weight)),
+                 np.where(m == -np.inf, 0, np.nan))
+    value[rows] = v
+    sign[rows] = s
 
 
 def scaled_logsumexp(a, b, axis, keepdims, return_sign, compute, dtype, check_result):
