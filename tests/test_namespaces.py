@@ -293,6 +293,35 @@ def test_torch_dtype_objects_become_numpy_dtypes(torch):
         np.testing.assert_array_equal(got.numpy(), xent.log_softmax(X, dtype=np.float32))
 
 
+def test_torch_integers_promote_as_torch_does(torch):
+    """Integer tensors compute in torch's default float dtype, and an integer `b` next
+    to float32 logits keeps float32 (torch.result_type), as SciPy's array-API tests
+    expect; NumPy integers keep NumPy's float64."""
+    ints = torch.tensor([[1, 2, 3], [4, 5, 9]])
+    for fn, ref in ((xent.logsumexp, torch.logsumexp), (xent.softmax, torch.softmax),
+                    (xent.log_softmax, torch.log_softmax)):
+        got = fn(ints, axis=-1)
+        want = ref(ints.to(torch.get_default_dtype()), -1)
+        assert got.dtype == torch.float32 == want.dtype
+        torch.testing.assert_close(got, want)
+        assert fn(ints, axis=-1, dtype=torch.float64).dtype == torch.float64
+    x32 = torch.tensor([1.0, 2.0, 3.0])
+    for b in (torch.tensor([1, 2, 3], dtype=torch.int32), torch.tensor([True, False, True])):
+        got = xent.logsumexp(x32, b=b)
+        assert got.dtype == torch.float32
+        want = torch.logsumexp(x32 + torch.log(b.to(torch.float64)).float(), 0)
+        torch.testing.assert_close(got, want)
+    assert xent.logsumexp(ints.numpy()).dtype == np.float64
+    assert xent.logsumexp(torch.tensor([1.0, 2.0], dtype=torch.float16)).dtype == torch.float32
+
+
+def test_array_api_strict_integers_promote_to_its_default_float():
+    xs = pytest.importorskip("array_api_strict")
+    got = xent.logsumexp(xs.asarray([1, 2, 3]), b=xs.asarray([1, 1, 2], dtype=xs.int8))
+    assert got.dtype == xs.float64
+    np.testing.assert_allclose(float(got), np.log(np.exp(1) + np.exp(2) + 2 * np.exp(3)))
+
+
 # ---- errors ---------------------------------------------------------------------
 
 

@@ -166,8 +166,38 @@ def _call(func, signature, args, kwargs):
             view = views[id(value)] = _numpy_view(value, name, func)
             originals[id(view)] = value
         converted[name] = view
+    dtype = _namespace_promotion(arguments, xp, func)
+    if dtype is not None:
+        converted["dtype"] = dtype
     result = _run(func, arguments, converted)
     return _to_namespace(result, xp, originals)
+
+
+# The arguments whose values set the computation dtype of a function that has a
+# `dtype=` argument (the normalizers): the logits and SciPy's scale factors.
+_VALUE_ARGUMENTS = ("x", "b")
+
+
+def _namespace_promotion(arguments, xp, func):
+    """The NumPy dtype that makes integer and bool arrays of namespace `xp` promote
+    as `xp` promotes them (torch: an int tensor computes in the default float dtype,
+    an int `b` with float32 `x` stays float32), or None: NumPy's rule (integers become
+    float64) is kept for NumPy arrays only, and floating arrays need nothing."""
+    if "dtype" not in arguments.bound.signature.parameters or arguments.bound.arguments.get(
+        "dtype"
+    ) is not None:
+        return None
+    values = [arguments[n] for n in _VALUE_ARGUMENTS if n in arguments.foreign]
+    if not values or all(xp.isdtype(v.dtype, "real floating") for v in values):
+        return None
+    if not all(xp.isdtype(v.dtype, ("real floating", "integral", "bool")) for v in values):
+        return None  # complex and others: the core's TypeError
+    promoted = xp.result_type(*values)
+    if not xp.isdtype(promoted, "real floating"):
+        promoted = xp.__array_namespace_info__().default_dtypes()["real floating"]
+    return _numpy_dtype(promoted, "dtype", func) if type(promoted).__module__ != "numpy" else (
+        np.dtype(promoted)
+    )
 
 
 def _run(func, arguments, converted):
