@@ -21,6 +21,7 @@ the results are bitwise identical for any number of threads (BENCHMARKS.md,
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import namedtuple
 
@@ -265,6 +266,40 @@ class LinearHead:
         return np.flatnonzero(special)
 
 
+# The online input gradient (`_Job.online_input`): on, and its row tiles' heights
+# (a function of N, C, D and the dtype, never of the threads).
+ONLINE_INPUT_GRAD = True
+_ONLINE_ROWS_MIN, _ONLINE_ROWS_MAX = 256, 1024
+# Its scratch: per thread one tile of logits and one accumulator of input gradients;
+# a block of hidden states that must be converted or gathered takes at most
+# _ONLINE_COPY_BYTES beside it (BLOCK_BYTES in all).
+_ONLINE_COPY_BYTES = 16 << 20
+
+
+def input_grad_path(asked, prob, softcap, eps):
+    """Which way a call goes: "online" (the loss and the input's gradient alone,
+    class indices: `_Job.online_input`), "whole_rows" (other gradients, probability
+    targets, or a softcap with label smoothing, whose chain rule varies along the
+    row) or "class_tiles" (the loss alone)."""
+    if (ONLINE_INPUT_GRAD and tuple(asked) == ("input",) and not prob
+            and not (softcap is not None and eps > 0)):
+        return "online"
+    if asked or prob:
+        return "whole_rows"
+    return "class_tiles"
+
+
+def online_row_tile(n, C, D, itemsize):
+    """Rows per tile of the online input gradient: about half of the n rows (two
+    threads share them), between _ONLINE_ROWS_MIN and _ONLINE_ROWS_MAX, a multiple
+    of 16, and no taller than lets two threads' scratch fit the budget."""
+    h = -(-max(1, -(-n // 2)) // _ROW_QUANTUM) * _ROW_QUANTUM
+    h = min(max(h, _ONLINE_ROWS_MIN), _ONLINE_ROWS_MAX)
+    per_row = (int(_kernels.linear_class_tile(C)) + D) * itemsize
+    fit = ((BLOCK_BYTES - _ONLINE_COPY_BYTES) // 2 // max(1, per_row)) // _ROW_QUANTUM
+    return max(_ROW_QUANTUM, min(h, fit * _ROW_QUANTUM))
+
+
 def _products_layout(w, compute):
     """The weight as BLAS reads it without a copy: rows or columns contiguous."""
     if _blas_reads(w, compute):
@@ -442,7 +477,9 @@ def _linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, wei
     lse = np.empty(n, FLOAT64)
     grads = job.grad_arrays(n)
     with single_threaded_blas():
-        if asked or targets.prob:
+        if input_grad_path(asked, targets.prob, head.softcap, eps) == "online":
+            job.online_input(rows, ce, lse, grads[0])
+        elif asked or targets.prob:
             job.whole_rows(rows, np.arange(n), ce, lse, grads)
         else:
             job.class_tiles(rows, ce, lse)
@@ -521,6 +558,55 @@ class _Job:
                     db=g_bias, dw_accumulate=r0 > 0, n_threads=threads_for(z.size * head.D),
                 )
                 del xb  # a converted copy must not live on beside the next block's
+
+    def online_input(self, rows, ce, lse, g_input):
+        """The loss and the input's gradient alone, class indices (linear.pxi's
+        online softmax: two products, no whole row of logits).  Rows it flags special
+        (their parts are not all finite) are computed again by `whole_rows`."""
+        head, n = self.head, rows.n
+        itemsize = head.compute.itemsize
+        t = self.flat_target.astype(np.int64)
+        t[self.flat_target == self.ignore_index] = -1
+        class_w = None if self.w is None else self.w.astype(FLOAT64)
+        V = None
+        if self.eps > 0:  # Σ_c w_c W_c, the smoothing term's share of every row
+            wv = np.ones(head.C, head.compute) if self.w is None else self.w
+            V = np.ascontiguousarray(wv @ head.weight, head.compute)
+        h = online_row_tile(n, head.C, head.D, itemsize)
+        if rows.view is not None and _blas_reads(rows.view, head.compute, columns=False):
+            spans = [(0, n)] if n else []  # read in place, all at once
+        else:  # converted or gathered blocks of whole row tiles
+            step = h * max(2, _ONLINE_COPY_BYTES // (h * head.D * itemsize or 1))
+            spans = rows.spans(step)
+        special = np.zeros(n, np.uint8)
+        load_blas(_kernels)
+        for r0, r1 in spans:
+            _kernels.linear_online_input_grad(
+                x=rows.block(r0, r1), w=head.weight, bias=head.bias,
+                softcap=head.softcap or 0.0, target=t[r0:r1], class_w=class_w,
+                eps=self.eps, wsum=self.wsum, z_loss=self.zc, scale_ce=self.scale_ce,
+                scale_z=self.scale_z,
+                row_scale=None if self.row_scale is None else self.row_scale[r0:r1],
+                V=V, ce=ce[r0:r1], lse=lse[r0:r1], special=special[r0:r1],
+                dx=g_input[r0:r1], row_tile=h,
+                n_threads=threads_for((r1 - r0) * head.C * head.D),
+                scratch_bytes=BLOCK_BYTES - _ONLINE_COPY_BYTES,
+            )
+        again = np.flatnonzero(special)
+        if again.size:
+            self._whole_rows_at(rows, again, ce, lse, g_input)
+
+    def _whole_rows_at(self, rows, index, ce, lse, g_input):
+        """`whole_rows` for the rows at `index` only, written back there."""
+        k = index.size
+        sub = copy.copy(self)
+        sub.flat_target = self.flat_target[index]
+        sub.row_scale = None if self.row_scale is None else self.row_scale[index]
+        ce_k, lse_k = np.empty(k, FLOAT64), np.empty(k, FLOAT64)
+        dx_k = np.empty((k, self.head.D), self.head.compute)
+        sub.whole_rows(_Rows(rows.take(index), self.head.compute), np.arange(k), ce_k,
+                       lse_k, (dx_k, None, None))
+        ce[index], lse[index], g_input[index] = ce_k, lse_k, dx_k
 
     def _without_ignored(self, xb, t):
         """The block's hidden states with the ignored rows zeroed (a copy of the block

@@ -12,7 +12,7 @@
 # count, so the results are bitwise identical for any number of threads.
 
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
-from libc.math cimport INFINITY, isfinite, tanh, tanhf
+from libc.math cimport INFINITY, exp, expf, isfinite, log, tanh, tanhf
 from libc.stdint cimport INT64_MAX
 from libc.stdint cimport uint8_t
 
@@ -541,3 +541,268 @@ def linear_loss_tiles(*, cnp.ndarray x not None, cnp.ndarray w not None, bias,
                 _loss_row(&j, r, dp)
     finally:
         free(scratch)
+
+
+# ---- the loss and the input's gradient alone: an online softmax -------------------
+#
+# With return_grad=("input",) and class-index targets no row needs all its logits at
+# once either (flash-attention's online softmax): each thread owns a tile of `h` rows
+# and sweeps the class tiles in order; per tile it computes Z = x_R @ W_ct.T into its
+# scratch, and per row keeps the running max m, the running sum S of exp(z - m) and
+# an accumulator A = Σ_c exp(z_c - m)·d_c·W_c (D values; d_c = 1 - (z_c/softcap)², or
+# 1), rescaled by exp(m_old - m_new) when the max grows: the tile's exps overwrite Z,
+# and A += P @ W_ct (BLAS, beta 1).  At the end the gradient of the row is
+#   dx = f·(K·A/S - scale_ce·(1-eps)·w_t·d_t·W_t - scale_ce·(eps/C)·V),
+# K = scale_ce·((1-eps)·w_t + (eps/C)·Σw) + 2·z_loss·scale_z·lse (the cross-entropy
+# kernel's gradient, ce_index_finish, multiplied through the weight), V = Σ_c w_c W_c.
+# Two products, each as large as the logits' alone, whatever N.  The row tiles have a
+# height that does not depend on the threads, and each row's tiles are visited in one
+# order by one thread: bitwise identical for any thread count.  Rows whose parts are
+# not all finite are flagged `special` (as linear_loss_tiles does) and computed again
+# whole by the caller; ignored rows accumulate 0 @ W (0, or NaN as BLAS gives it with a
+# non-finite weight, as the whole-row path does).
+
+cdef struct _OnlineJob:
+    _LinJob lin            # x (nr rows), w, bias, softcap, C, D, class_tile
+    const int64_t *target  # (nr,) class index, or -1 for an ignored row
+    const double *class_w  # (C,) or NULL
+    double eps, wsum, zc, scale_ce, scale_z
+    const double *row_scale  # (nr,) or NULL
+    void *V                # (D,) Σ_c w_c W_c in the computation dtype (eps > 0), or NULL
+    Py_ssize_t h, n_row_tiles, n_tiles
+    char *scratch          # per thread: h × class_tile values (Z, then P), h × D (A)
+    Py_ssize_t scratch_values
+    double *m              # (nr,) running max
+    double *S              # (nr,) running sum of exps
+    double *wz             # (nr,) Σ w_c z_c (eps > 0)
+    double *zt             # (nr,) the target's logit
+    double *ce
+    double *lse
+    uint8_t *special
+    void *dx               # (nr, D) C-ordered
+
+
+cdef void _online_rows(const _OnlineJob *j, Py_ssize_t rt, blas_real *mine) noexcept nogil:
+    """Row tile rt: every class tile, then each row's loss and input gradient."""
+    cdef const _LinJob *l = &j.lin
+    cdef Py_ssize_t r0 = rt * j.h
+    cdef Py_ssize_t nr = min(j.h, l.nr - r0)
+    cdef Py_ssize_t D = l.D
+    cdef blas_real *z = mine
+    cdef blas_real *acc = mine + j.h * l.class_tile
+    cdef blas_real *w = <blas_real *> l.w
+    cdef const blas_real *b = <const blas_real *> l.bias
+    cdef blas_real *xr = (<blas_real *> l.x) + r0 * l.xld
+    cdef blas_real *row
+    cdef blas_real *ar
+    cdef blas_real *dxr
+    cdef blas_real s = <blas_real> l.softcap
+    cdef blas_real inv_s = <blas_real> (1.0 / l.softcap) if l.softcap > 0 else 0
+    cdef blas_real q, mt, ka, kt, kv, f, scale
+    cdef const blas_real *wt_row
+    cdef const blas_real *V = <const blas_real *> j.V
+    cdef Py_ssize_t tile, c0, c1, n, r, R, c, d, k
+    cdef int64_t t
+    cdef double rest, acc_wz, m_new, L, wt, cel, K
+    for r in range(nr):
+        R = r0 + r
+        j.m[R] = -INFINITY
+        j.S[R] = 0
+        j.wz[R] = 0
+        j.zt[R] = NAN
+        j.special[R] = 0
+    for d in range(nr * D):
+        acc[d] = 0
+    for tile in range(j.n_tiles):
+        c0 = tile * l.class_tile
+        c1 = min(l.C, c0 + l.class_tile)
+        n = c1 - c0
+        if l.w_cols:
+            _gemm_rows(False, False, <int> nr, <int> n, <int> D, <blas_real> 1,
+                       xr, <int> l.xld, w + c0, <int> l.wld, <blas_real> 0, z, <int> n)
+        else:
+            _gemm_rows(False, True, <int> nr, <int> n, <int> D, <blas_real> 1,
+                       xr, <int> l.xld, w + c0 * l.wld, <int> l.wld, <blas_real> 0,
+                       z, <int> n)
+        for r in range(nr):
+            R = r0 + r
+            row = z + r * n
+            t = j.target[R]
+            if t < 0 or j.special[R]:  # nothing to add; 0 @ W as the whole-row path
+                for c in range(n):
+                    row[c] = 0
+                continue
+            if b != NULL:
+                for c in range(n):
+                    row[c] += b[c0 + c]
+            if l.softcap > 0:
+                for c in range(n):
+                    if blas_real is float:
+                        row[c] = s * tanhf(row[c] * inv_s)
+                    else:
+                        row[c] = s * tanh(row[c] * inv_s)
+            if t >= c0 and t < c1:
+                j.zt[R] = row[t - c0]
+            if j.eps > 0:
+                acc_wz = 0
+                if j.class_w != NULL:
+                    for c in range(n):
+                        acc_wz += j.class_w[c0 + c] * row[c]
+                else:
+                    for c in range(n):
+                        acc_wz += row[c]
+                j.wz[R] += acc_wz
+            # the tile's max and sum of exps from its own max (row_parts'
+            # vectorised exps, stored over z unless the cap's chain rule needs z)
+            if blas_real is float:
+                if not row_parts_f32(row, n, &mt, &k, &rest, NULL if l.softcap > 0 else row):
+                    j.special[R] = 1
+            else:
+                if not row_parts_f64(row, n, &mt, &k, &rest, NULL if l.softcap > 0 else row):
+                    j.special[R] = 1
+            if j.special[R]:
+                for c in range(n):
+                    row[c] = 0
+                continue
+            if mt > j.m[R]:  # the max grows: what came before is rescaled
+                if j.m[R] > -INFINITY:
+                    scale = <blas_real> exp(j.m[R] - mt)
+                    j.S[R] *= scale
+                    ar = acc + r * D
+                    for d in range(D):
+                        ar[d] *= scale
+                j.m[R] = mt
+                scale = 1
+            else:
+                scale = <blas_real> exp(<double> mt - j.m[R])
+            j.S[R] += scale * (k + rest)
+            if l.softcap > 0:  # P·d, d = 1 - (z/softcap)², the cap's chain rule
+                for c in range(n):
+                    q = row[c] * inv_s
+                    if blas_real is float:
+                        row[c] = expf(row[c] - mt) * scale * (1 - q * q)
+                    else:
+                        row[c] = exp(row[c] - mt) * scale * (1 - q * q)
+            elif scale != 1:
+                for c in range(n):
+                    row[c] *= scale
+        _gemm_rows(False, l.w_cols, <int> nr, <int> D, <int> n, <blas_real> 1,
+                   z, <int> n, (w + c0) if l.w_cols else (w + c0 * l.wld), <int> l.wld,
+                   <blas_real> 1, acc, <int> D)
+    for r in range(nr):
+        R = r0 + r
+        t = j.target[R]
+        ar = acc + r * D
+        dxr = (<blas_real *> j.dx) + R * D
+        if t < 0:  # ignored: 0 (0 @ W, times the row's factor as the whole-row path)
+            j.ce[R] = 0
+            j.lse[R] = 0
+            f = <blas_real> j.row_scale[R] if (j.row_scale != NULL and l.softcap == 0) else 1
+            for d in range(D):
+                dxr[d] = ar[d] * f
+            continue
+        if j.special[R] or not isfinite(j.zt[R]) or not (j.S[R] > 0) or not isfinite(j.S[R]):
+            j.special[R] = 1
+            continue
+        L = j.m[R] + log(j.S[R])
+        wt = j.class_w[t] if j.class_w != NULL else 1.0
+        cel = (1 - j.eps) * wt * (L - j.zt[R])
+        if j.eps > 0:
+            cel = cel + (j.eps / l.C) * (L * j.wsum - j.wz[R])
+        if not isfinite(cel) or not isfinite(L):
+            j.special[R] = 1
+            continue
+        j.ce[R] = cel
+        j.lse[R] = L
+        K = j.scale_ce * ((1 - j.eps) * wt + (j.eps / l.C * j.wsum if j.eps > 0 else 0))
+        if j.zc != 0:
+            K = K + 2 * j.zc * j.scale_z * L
+        f = <blas_real> j.row_scale[R] if j.row_scale != NULL else 1
+        ka = <blas_real> (K / j.S[R]) * f
+        q = <blas_real> (j.zt[R] / l.softcap) if l.softcap > 0 else 0
+        kt = <blas_real> (j.scale_ce * (1 - j.eps) * wt) * (1 - q * q) * f
+        kv = <blas_real> (j.scale_ce * j.eps / l.C) * f
+        if l.w_cols:
+            for d in range(D):
+                dxr[d] = ka * ar[d] - kt * w[t + d * l.wld]
+        else:
+            wt_row = w + t * l.wld
+            for d in range(D):
+                dxr[d] = ka * ar[d] - kt * wt_row[d]
+        if V != NULL:
+            for d in range(D):
+                dxr[d] = dxr[d] - kv * V[d]
+
+
+def linear_online_input_grad(*, cnp.ndarray x not None, cnp.ndarray w not None, bias,
+                             double softcap, cnp.ndarray target not None, class_w,
+                             double eps, double wsum, double z_loss, double scale_ce,
+                             double scale_z, row_scale, V, cnp.ndarray ce not None,
+                             cnp.ndarray lse not None, cnp.ndarray special not None,
+                             cnp.ndarray dx not None, Py_ssize_t row_tile, int n_threads,
+                             Py_ssize_t scratch_bytes):
+    """Per-row cross-entropy (without z-loss), logsumexp and input gradient of one
+    block of rows by the online softmax (see above).  target: contiguous int64 (nr,),
+    -1 for ignored rows; class_w: None or contiguous float64 (C,), wsum its sum (C
+    without); row_scale: None or float64 (nr,); V: None (eps == 0) or the (D,)
+    contiguous Σ_c w_c W_c of the computation dtype; ce, lse: float64 (nr,); special:
+    uint8 (nr,), 1 where the row must be computed again whole; dx: C-ordered (nr, D);
+    row_tile: the rows of a tile (a function of the shape, never of the threads);
+    scratch_bytes: the most the threads' scratch may take together (fewer threads
+    then, never smaller tiles).  softcap with eps > 0 is not supported (the smoothing
+    term's chain rule varies along the row)."""
+    cdef _OnlineJob j
+    cdef bint dp = cnp.PyArray_TYPE(w) == cnp.NPY_FLOAT64
+    cdef Py_ssize_t itemsize = 8 if dp else 4
+    cdef Py_ssize_t rt, team, nr
+    cdef int tid
+    cdef void *scratch = NULL
+    _linear_job(&j.lin, x, w, softcap)
+    if softcap > 0 and eps > 0:
+        raise ValueError("xent._kernels.linear_online_input_grad: internal contract "
+                         "violated (softcap with label smoothing)")
+    nr = j.lin.nr
+    if (cnp.PyArray_NDIM(dx) != 2 or cnp.PyArray_DIM(dx, 0) != nr
+            or cnp.PyArray_DIM(dx, 1) != j.lin.D or not cnp.PyArray_IS_C_CONTIGUOUS(dx)
+            or cnp.PyArray_TYPE(dx) != cnp.PyArray_TYPE(w) or row_tile < 1):
+        raise ValueError("xent._kernels.linear_online_input_grad: internal contract violated")
+    if bias is not None:
+        j.lin.bias = cnp.PyArray_DATA(<cnp.ndarray> bias)
+    j.target = <const int64_t *> cnp.PyArray_DATA(target)
+    j.class_w = NULL if class_w is None else <const double *> cnp.PyArray_DATA(<cnp.ndarray> class_w)
+    j.eps, j.wsum, j.zc, j.scale_ce, j.scale_z = eps, wsum, z_loss, scale_ce, scale_z
+    j.row_scale = NULL if row_scale is None else <const double *> cnp.PyArray_DATA(<cnp.ndarray> row_scale)
+    j.V = NULL if (V is None or eps == 0) else cnp.PyArray_DATA(<cnp.ndarray> V)
+    if eps > 0 and j.V == NULL:
+        raise ValueError("xent._kernels.linear_online_input_grad: internal contract violated (V)")
+    j.h = row_tile
+    j.n_row_tiles = _n_tiles(nr, row_tile)
+    j.n_tiles = _n_tiles(j.lin.C, j.lin.class_tile)
+    j.ce = <double *> cnp.PyArray_DATA(ce)
+    j.lse = <double *> cnp.PyArray_DATA(lse)
+    j.special = <uint8_t *> cnp.PyArray_DATA(special)
+    j.dx = cnp.PyArray_DATA(dx)
+    j.scratch_values = row_tile * (j.lin.class_tile + j.lin.D)
+    team = max(1, min(n_threads, j.n_row_tiles,
+                      scratch_bytes // max(1, j.scratch_values * itemsize)))
+    scratch = _alloc_scratch(team * j.scratch_values * itemsize + 4 * nr * sizeof(double))
+    j.scratch = <char *> scratch
+    j.m = <double *> (j.scratch + team * j.scratch_values * itemsize)
+    j.S = j.m + nr
+    j.wz = j.S + nr
+    j.zt = j.wz + nr
+    try:
+        with nogil:
+            for rt in prange(j.n_row_tiles, num_threads=team, schedule="static", chunksize=1):
+                tid = omp_get_thread_num()
+                if dp:
+                    _online_rows(&j, rt, <double *> (j.scratch + tid * j.scratch_values * itemsize))
+                else:
+                    _online_rows(&j, rt, <float *> (j.scratch + tid * j.scratch_values * itemsize))
+    finally:
+        free(scratch)
+
+
+def linear_class_tile(Py_ssize_t C):
+    """The width of the class tiles of C classes (the grid of every linear kernel)."""
+    return _tile_width(C, LINEAR_TILE_CLASSES, 4)
