@@ -290,14 +290,18 @@ def input_grad_path(asked, prob, softcap, eps):
 
 
 def online_row_tile(n, C, D, itemsize):
-    """Rows per tile of the online input gradient: about half of the n rows (two
-    threads share them), between _ONLINE_ROWS_MIN and _ONLINE_ROWS_MAX, a multiple
-    of 16, and no taller than lets two threads' scratch fit the budget."""
-    h = -(-max(1, -(-n // 2)) // _ROW_QUANTUM) * _ROW_QUANTUM
-    h = min(max(h, _ONLINE_ROWS_MIN), _ONLINE_ROWS_MAX)
+    """Rows per tile of the online input gradient, a function of the shape only: the
+    n rows cut into an even number of tiles (so that two threads share them evenly)
+    of at most _ONLINE_ROWS_MAX rows, and no more than lets two threads' scratch fit
+    the budget; a multiple of 16, at least _ONLINE_ROWS_MIN (or 16 where the budget
+    allows no more).  Taller tiles pack each tile of the weight for more rows."""
     per_row = (int(_kernels.linear_class_tile(C)) + D) * itemsize
     fit = ((BLOCK_BYTES - _ONLINE_COPY_BYTES) // 2 // max(1, per_row)) // _ROW_QUANTUM
-    return max(_ROW_QUANTUM, min(h, fit * _ROW_QUANTUM))
+    most = max(_ROW_QUANTUM, min(_ONLINE_ROWS_MAX, fit * _ROW_QUANTUM))
+    tiles = -(-max(1, n) // most)
+    tiles += tiles % 2
+    h = -(-(-(-max(1, n) // tiles)) // _ROW_QUANTUM) * _ROW_QUANTUM
+    return min(most, max(h, _ONLINE_ROWS_MIN))
 
 
 def _products_layout(w, compute):
