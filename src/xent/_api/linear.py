@@ -7,7 +7,11 @@ number per row and, in training, to a gradient.  Here they never exist whole:
 * The loss alone (class indices) and ``evaluate`` go by tiles of classes
   (``LinearHead.loss_tiles``): each thread computes a tile of rows × classes into its
   own scratch and reduces it at once into per-row parts, merged in tile order.
-* With gradients (or probability targets) the rows go in blocks of ``block_rows(C)``
+* The loss and the gradient of `input` alone (class indices; not a softcap with label
+  smoothing) go by an online softmax (``_Job.online_input``): each thread owns a tile
+  of rows and sweeps the class tiles, keeping per row a running max, sum of exps and
+  accumulator of ``exp(z - max)·W``; two products, no whole row of logits.
+* Other gradients (or probability targets) take the rows in blocks of ``block_rows(C)``
   rows whose logits fill one reused buffer of at most ``BLOCK_BYTES``
   (``LinearHead.logit_blocks``); the cross-entropy kernel turns the block into per-row
   losses and, in place, into the gradient of the logits, which is multiplied back into
