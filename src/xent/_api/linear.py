@@ -581,9 +581,11 @@ class _Job:
             wv = np.ones(head.C, head.compute) if self.w is None else self.w
             V = np.ascontiguousarray(wv @ head.weight, head.compute)
         h = online_row_tile(n, head.C, head.D, itemsize)
-        if rows.view is not None and _blas_reads(rows.view, head.compute, columns=False):
+        in_place = rows.view is not None and _blas_reads(rows.view, head.compute,
+                                                         columns=False)
+        if in_place:
             spans = [(0, n)] if n else []  # read in place, all at once
-        else:  # converted or gathered blocks of whole row tiles
+        else:  # converted or gathered blocks of (two or more) whole row tiles
             step = h * max(2, _ONLINE_COPY_BYTES // (h * head.D * itemsize or 1))
             spans = rows.spans(step)
         special = np.zeros(n, np.uint8)
@@ -598,7 +600,9 @@ class _Job:
                 V=V, ce=ce[r0:r1], lse=lse[r0:r1], special=special[r0:r1],
                 dx=g_input[r0:r1], row_tile=h,
                 n_threads=threads_for((r1 - r0) * head.C * head.D),
-                scratch_bytes=BLOCK_BYTES - _ONLINE_COPY_BYTES,
+                # a copied block's bytes come out of the budget (fewer threads then)
+                scratch_bytes=BLOCK_BYTES - max(_ONLINE_COPY_BYTES,
+                                                0 if in_place else (r1 - r0) * head.D * itemsize),
             )
         again = np.flatnonzero(special)
         if again.size:

@@ -603,7 +603,7 @@ cdef void _online_rows(const _OnlineJob *j, Py_ssize_t rt, blas_real *mine) noex
     cdef const blas_real *V = <const blas_real *> j.V
     cdef Py_ssize_t tile, c0, c1, n, r, R, c, d, k
     cdef int64_t t
-    cdef double rest, acc_wz, m_new, L, wt, cel, K
+    cdef double rest, acc_wz, L, wt, cel, K
     for r in range(nr):
         R = r0 + r
         j.m[R] = -INFINITY
@@ -771,7 +771,9 @@ def linear_online_input_grad(*, cnp.ndarray x not None, cnp.ndarray w not None, 
     j.target = <const int64_t *> cnp.PyArray_DATA(target)
     j.class_w = NULL if class_w is None else <const double *> cnp.PyArray_DATA(<cnp.ndarray> class_w)
     j.eps, j.wsum, j.zc, j.scale_ce, j.scale_z = eps, wsum, z_loss, scale_ce, scale_z
-    j.row_scale = NULL if row_scale is None else <const double *> cnp.PyArray_DATA(<cnp.ndarray> row_scale)
+    j.row_scale = NULL
+    if row_scale is not None:
+        j.row_scale = <const double *> cnp.PyArray_DATA(<cnp.ndarray> row_scale)
     j.V = NULL if (V is None or eps == 0) else cnp.PyArray_DATA(<cnp.ndarray> V)
     if eps > 0 and j.V == NULL:
         raise ValueError("xent._kernels.linear_online_input_grad: internal contract violated (V)")
