@@ -211,18 +211,34 @@ def test_non_finite_rule_on_tuple_paths(func, path, dtype):
 
 
 @pytest.mark.parametrize("func", FUNCS)
-def test_block_path_many_blocks_and_threads(func, monkeypatch):
+@pytest.mark.parametrize(
+    "axes, block",
+    [
+        ((1, 3), 64),  # classes last, one row a block
+        ((0, 2), 512),  # blocks of (k, C, inner): the trailing axis kept inner
+        ((0, 2), 100),  # C * inner above the block: classes last instead
+        ((1,), 1 << 18),  # int axis through the blocks (integer storage below)
+    ],
+)
+def test_block_path_many_blocks_and_threads(func, axes, block, monkeypatch):
     from xent._api import class_axes
 
-    monkeypatch.setattr(class_axes, "BLOCK_ELEMENTS", 64)  # many blocks of rows
+    monkeypatch.setattr(class_axes, "BLOCK_ELEMENTS", block)  # many blocks of rows
     x = np.random.default_rng(5).normal(scale=4, size=(7, 9, 5, 6)).astype(np.float32)
-    axes = (1, 3)  # not adjacent: the block path
+    if len(axes) == 1:
+        x = np.round(x).astype(np.int16)  # storage the kernels do not read
 
     def call():
         return getattr(xent, func)(x, axis=axes)
 
     res = assert_same_bits_for_thread_counts(call, counts=(1, 2), what=func)
-    check(func, res, x, axes, np.float32)
+    check(func, res, x, axes, np.float64 if len(axes) == 1 else np.float32)
+    if func == "logsumexp":
+        b = np.linspace(-1, 2, 6)
+        expected = scipy_lse(x, axis=axes, b=b, return_sign=True)
+        got = xent.logsumexp(x, axis=axes, b=b, return_sign=True)
+        np.testing.assert_array_equal(got[1], expected[1])
+        np.testing.assert_allclose(got[0], expected[0], rtol=1e-5)
 
 
 @pytest.mark.parametrize("func", ["log_softmax", "softmax"])

@@ -63,21 +63,18 @@ def _rows_in_blocks(op, a, axes, compute, readable, target):
     by the kernels straight into `target` where its block is a contiguous view
     of the computation dtype, else into a scratch block written back."""
     blocks = RowBlocks(a.shape, axes)
-    flat, (source, dest) = blocks.views(a, target)
-    C = blocks.C
+    outer_shape, (source, dest) = blocks.views(a, target)
     lse = op == _kernels.LOGSUMEXP
-    for selector, n in blocks.selectors(flat):
-        rows = blocks.gather(source, selector, n, None if readable else compute)
-        v = rows.reshape(n, C, 1)
-        block_out = dest[selector] if isinstance(selector, slice) or not selector else None
-        if (block_out is not None and block_out.dtype == compute
-                and block_out.flags.c_contiguous):
-            run_normalizer(op, v, block_out.reshape((n, 1) if lse else (n, C, 1)),
-                           threads_for(v.size))
-            continue
-        res = np.empty((n, 1) if lse else (n, C, 1), compute)
-        run_normalizer(op, v, res, threads_for(v.size))
-        blocks.scatter(dest, selector, res.reshape(n) if lse else res.reshape(n, C))
+    for selector, k in blocks.selectors(outer_shape):
+        v = blocks.gather(source, selector, k, None if readable else compute)
+        shape = (k, blocks.inner) if lse else v.shape
+        block_out = dest[selector]
+        if block_out.dtype == compute and block_out.flags.c_contiguous:
+            run_normalizer(op, v, block_out.reshape(shape), threads_for(v.size))
+        else:
+            res = np.empty(shape, compute)
+            run_normalizer(op, v, res, threads_for(v.size))
+            blocks.scatter(dest, selector, res)
 
 
 def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, dtype=None, out=None):
