@@ -101,6 +101,23 @@ def merged_view(a, axes):
     return view_3d(m, first)
 
 
+def blocks_3d(outer, C, inner, block_elements=None):
+    """(outer slice, inner slice) of bounded blocks of a 3-D (outer, C, inner)
+    array, every class in each: k whole outer indices a block while C * inner
+    fits, else one outer index and a run of inner positions."""
+    if block_elements is None:
+        block_elements = BLOCK_ELEMENTS
+    if C * inner <= block_elements:
+        k = max(1, block_elements // max(C * inner, 1))
+        for o in range(0, outer, k):
+            yield slice(o, min(o + k, outer)), slice(0, inner)
+        return
+    w = max(1, block_elements // max(C, 1))
+    for o in range(outer):
+        for i in range(0, inner, w):
+            yield slice(o, o + 1), slice(i, min(i + w, inner))
+
+
 class RowBlocks:
     """The rows of `a` over class axes `axes`, in bounded blocks read in place.
 
@@ -198,6 +215,7 @@ class RowBlocks:
 __all__ = [
     "BLOCK_ELEMENTS",
     "RowBlocks",
+    "blocks_3d",
     "class_axes",
     "merged_view",
     "reduced_shape",

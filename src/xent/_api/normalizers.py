@@ -17,6 +17,7 @@ import numpy as np
 
 from xent._api.class_axes import (
     RowBlocks,
+    blocks_3d,
     class_axes,
     merged_view,
     reduced_shape,
@@ -75,6 +76,24 @@ def _rows_in_blocks(op, a, axes, compute, readable, target):
             res = np.empty(shape, compute)
             run_normalizer(op, v, res, threads_for(v.size))
             blocks.scatter(dest, selector, res)
+
+
+def _converted_blocks(op, v, target, compute):
+    """op over axis 1 of the 3-D view `v` into `target` ((outer, C, inner), or
+    (outer, inner) for logsumexp; any float dtype): bounded blocks converted to
+    `compute`, computed by the kernels, written back.  For x stored in another
+    dtype than the computation dtype with the classes not last: the kernels'
+    class-axis-not-last path on converted blocks, instead of converting one
+    strided row at a time."""
+    lse = op == _kernels.LOGSUMEXP
+    outer, C, inner = v.shape
+    for o, i in blocks_3d(outer, C, inner):
+        block = np.ascontiguousarray(v[o, :, i], dtype=compute)
+        dest = target[o, i] if lse else target[o, :, i]
+        res = np.empty(dest.shape, compute)
+        run_normalizer(op, block, res, threads_for(block.size))
+        with np.errstate(over="ignore"):
+            dest[...] = res
 
 
 def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, dtype=None, out=None):
@@ -227,6 +246,10 @@ def _plain_logsumexp(inputs, axes, shape, out):
         _rows_in_blocks(_kernels.LOGSUMEXP, a, axes, compute, inputs.readable, target)
         return target.reshape(shape)
     outer, inner = v.shape[0], v.shape[2]
+    if inner > 1 and v.dtype != compute:
+        target = np.empty((outer, inner), compute)
+        _converted_blocks(_kernels.LOGSUMEXP, v, target, compute)
+        return target.reshape(shape)
     direct = None
     if out is not None and out.dtype == compute:
         direct = _lse_view(out, outer, inner)
@@ -277,7 +300,16 @@ def _normalize(op, x, axis, dtype, out):
         out3 = None if out is None else with_class_axis(out, axes)[0]
     compute = inputs.compute
     v = merged_view(a3, class_axes3) if inputs.readable else None
-    if v is not None:
+    if v is not None and v.shape[2] > 1 and v.dtype != compute:
+        direct = None
+        if out3 is not None and _writes_in_place(out3, a3):
+            direct = merged_view(out3, class_axes3)
+        if direct is not None:
+            _converted_blocks(op, v, direct, compute)
+            return out
+        result = np.empty(a.shape, compute)
+        _converted_blocks(op, v, result.reshape(v.shape), compute)
+    elif v is not None:
         # One strided class axis: the kernels read x in place.
         if out3 is not None and out3.dtype == compute and _writes_in_place(out3, a3):
             direct = merged_view(out3, class_axes3)
