@@ -8,9 +8,11 @@ softmax/log-softmax.  The kernels implement the rule; see include/xent/portable/
 
 How a call reads x: classes on one strided axis (an int axis, or a tuple whose
 axes merge into one, see class_axes.merged_view) go to the kernels as a 3-D
-view; other tuples, and storage the kernels do not read, go through bounded
-blocks of rows (class_axes.RowBlocks); b= and return_sign= with b go to
-scaled_logsumexp.
+view, converted row by row when x's storage is not the computation dtype (in
+bounded converted blocks when the classes are not last, _converted_blocks);
+other tuples, and storage the kernels do not read (integers, bool, long double,
+byte-swapped), go through bounded blocks of rows (class_axes.RowBlocks); b=
+goes to scaled_logsumexp.
 """
 
 import numpy as np
