@@ -653,13 +653,15 @@ def test_dtype_matches_torch(func):
 @pytest.mark.parametrize("block", [1 << 18, 200, 5])  # whole outer rows, or runs of inner
 @pytest.mark.parametrize("func", FUNCS)
 def test_class_axis_not_last_in_converted_blocks(func, block, monkeypatch):
-    # x stored in another dtype than the computation dtype, classes not last:
-    # blocks converted to the computation dtype (class_axes.blocks_3d).
+    # x stored as float32/float64 and computed in the other (dtype=), classes
+    # not last: blocks converted to the computation dtype (class_axes.blocks_3d);
+    # 16-bit storage keeps the kernels' row conversion (checked here too).
     from xent._api import class_axes
 
     monkeypatch.setattr(class_axes, "BLOCK_ELEMENTS", block)
     x = np.random.default_rng(21).normal(scale=3, size=(5, 7, 6, 4))
-    for xs, dt in [(x, np.float32), (x.astype(np.float32), np.float64), (x.astype(np.float16), None)]:
+    for xs, dt in [(x, np.float32), (x.astype(np.float32), np.float64), (x.astype(np.float16), None),
+                   (x.astype(np.float16), np.float64)]:
         comp = np.dtype(dt) if dt is not None else np.dtype(np.float32)
         res = assert_same_bits_for_thread_counts(
             lambda: getattr(xent, func)(xs, axis=1, dtype=dt), counts=(1, 2), what=func

@@ -80,6 +80,14 @@ def _rows_in_blocks(op, a, axes, compute, readable, target):
             blocks.scatter(dest, selector, res)
 
 
+def _other_precision(v, compute):
+    """True for float32 storage computed in float64 or the reverse (a dtype=
+    argument): such a view with the classes not last is read in converted
+    blocks.  16-bit storage keeps the kernels' own row conversion (its results
+    are pinned bit for bit by tests/golden)."""
+    return v.dtype.itemsize > 2 and v.dtype != compute
+
+
 def _converted_blocks(op, v, target, compute):
     """op over axis 1 of the 3-D view `v` into `target` ((outer, C, inner), or
     (outer, inner) for logsumexp; any float dtype): bounded blocks converted to
@@ -248,7 +256,7 @@ def _plain_logsumexp(inputs, axes, shape, out):
         _rows_in_blocks(_kernels.LOGSUMEXP, a, axes, compute, inputs.readable, target)
         return target.reshape(shape)
     outer, inner = v.shape[0], v.shape[2]
-    if inner > 1 and v.dtype != compute:
+    if inner > 1 and _other_precision(v, compute):
         target = np.empty((outer, inner), compute)
         _converted_blocks(_kernels.LOGSUMEXP, v, target, compute)
         return target.reshape(shape)
@@ -302,7 +310,7 @@ def _normalize(op, x, axis, dtype, out):
         out3 = None if out is None else with_class_axis(out, axes)[0]
     compute = inputs.compute
     v = merged_view(a3, class_axes3) if inputs.readable else None
-    if v is not None and v.shape[2] > 1 and v.dtype != compute:
+    if v is not None and v.shape[2] > 1 and _other_precision(v, compute):
         direct = None
         if out3 is not None and _writes_in_place(out3, a3):
             direct = merged_view(out3, class_axes3)
