@@ -336,4 +336,4 @@ def test_old_pickles_of_logit_evaluators_still_load():
 
 
 def test_public_names():
-    assert xent.evaluate is evaluate and xent.Evaluator is Evaluator
+    assert xent.evaluate.__wrapped__ is evaluate and xent.Evaluator is Evaluator

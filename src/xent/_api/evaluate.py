@@ -328,7 +328,8 @@ def evaluate(logits, target, *, axis=-1, ignore_index=-100, k=(1, 5), linear_wei
         ``loss``: mean of ``-log softmax(logits)[target]`` over the non-ignored rows
         (float64; NaN for no rows); ``perplexity = exp(loss)``; ``accuracy``:
         ``{k: fraction of rows that are top-k correct}``; ``count``: the number of
-        non-ignored rows.
+        non-ignored rows.  Python numbers whatever the array type of the inputs
+        (torch tensors too; Dask arrays give a ``dask.delayed`` Evaluation).
 
     Raises
     ------
