@@ -8,8 +8,8 @@ can read such rows:
 - as a 3-D view ``(outer, C, inner)`` when the class axes are adjacent and their
   strides chain (e.g. the trailing axes of a C-contiguous array): one long
   strided axis, no copy (`merged_view`);
-- otherwise row by row, in bounded blocks of rows gathered from a view with the
-  class axes moved last (`RowBlocks`), never a transposed copy of the whole array.
+- otherwise in bounded blocks of rows gathered from a view with the class axes
+  moved together (`RowBlocks`), never a transposed copy of the whole array.
 
 ``axis=()`` names no axis: every element is its own row of one class (NumPy's
 and SciPy's meaning of an empty tuple of axes; PyTorch's reductions read
@@ -101,80 +101,121 @@ def merged_view(a, axes):
     return view_3d(m, first)
 
 
-class RowBlocks:
-    """The rows of `a` over class axes `axes`, in blocks of at most
-    BLOCK_ELEMENTS elements, read in place.
+def blocks_3d(outer, C, inner, block_elements=None):
+    """(outer slice, inner slice) of bounded blocks of a 3-D (outer, C, inner)
+    array, every class in each: k whole outer indices a block while C * inner
+    fits, else one outer index and a run of inner positions."""
+    if block_elements is None:
+        block_elements = BLOCK_ELEMENTS
+    if C * inner <= block_elements:
+        k = max(1, block_elements // max(C * inner, 1))
+        for o in range(0, outer, k):
+            yield slice(o, min(o + k, outer)), slice(0, inner)
+        return
+    w = max(1, block_elements // max(C, 1))
+    for o in range(outer):
+        for i in range(0, inner, w):
+            yield slice(o, o + 1), slice(i, min(i + w, inner))
 
-    ``moved(a)`` views an array of `a`'s shape with the class axes last; the
-    blocks (`selectors`) index its leading "row" axes: slices when those merge
-    into one axis as a view (`views`), else tuples of index arrays.  `gather` copies one
-    block of rows as a C-contiguous (rows, C) array; `scatter` writes one back.
+
+class RowBlocks:
+    """The rows of `a` over class axes `axes`, in bounded blocks read in place.
+
+    A block is 3-D, ``(k, C, inner)`` as the kernels take it: k indices of the
+    "outer" row axes (those before the last class axis), all the classes, and
+    every index of the "inner" row axes (those after the last class axis,
+    usually the contiguous ones: a C-order array keeps its locality).  When
+    one outer index holds more than `block_elements` values, the inner axes
+    become outer ones (inner = 1: the classes moved last).
+
+    ``moved(a)`` views an array of `a`'s shape as (outer axes, class axes,
+    inner axes); per-row arrays (reductions) have the row shape (outer axes,
+    inner axes: the row axes in order).  The blocks (`selectors`) index the
+    outer axes with basic indexing only (integers and one slice: views, no
+    index arrays).  `views` merges the outer axes into one where every array
+    allows that as a view (fewer, longer blocks).
     """
 
     def __init__(self, shape, axes, block_elements=None):
-        self.axes = axes
-        ndim = len(shape)
-        self.row_axes = tuple(i for i in range(ndim) if i not in axes)
-        self.row_shape = tuple(shape[i] for i in self.row_axes)
-        self.class_shape = tuple(shape[i] for i in axes)
-        self.n_rows = math.prod(self.row_shape)
-        self.C = math.prod(self.class_shape)
         if block_elements is None:
             block_elements = BLOCK_ELEMENTS
-        self.rows_per_block = max(1, block_elements // max(self.C, 1))
+        self.axes = axes
+        row_axes = [i for i in range(len(shape)) if i not in axes]
+        self.C = math.prod(shape[i] for i in axes)
+        inner_axes = [i for i in row_axes if i > axes[-1]]
+        inner = math.prod(shape[i] for i in inner_axes)
+        if inner == 1 or self.C * inner > block_elements:
+            inner_axes, inner = [], 1
+        self.outer_axes = tuple(i for i in row_axes if i not in inner_axes)
+        self.inner_axes = tuple(inner_axes)
+        self.inner = inner
+        self.outer_shape = tuple(shape[i] for i in self.outer_axes)
+        self.class_shape = tuple(shape[i] for i in axes)
+        self.inner_shape = tuple(shape[i] for i in inner_axes)
+        self.row_shape = tuple(shape[i] for i in row_axes)
+        self.n_outer = math.prod(self.outer_shape)
+        self.outer_per_block = max(1, block_elements // max(self.C * inner, 1))
 
     def moved(self, a):
-        """View of `a` with the class axes last (row axes first, in order)."""
-        return a.transpose(self.row_axes + self.axes)
+        """View of `a` as (outer axes, class axes, inner axes)."""
+        return a.transpose(self.outer_axes + self.axes + self.inner_axes)
+
+    def _viewed(self, a, outer_shape):
+        """`a` (full or per-row) viewed with `outer_shape` as its leading axes."""
+        if a.ndim == len(self.row_shape):  # per-row: outer then inner axes already
+            return a.reshape(outer_shape + self.inner_shape, copy=False)
+        return self.moved(a).reshape(outer_shape + self.class_shape + self.inner_shape,
+                                     copy=False)
 
     def views(self, *arrays):
-        """(flat_rows, views): each array (of the full shape, or a per-row array
-        of the row shape) viewed for the blocks' selectors: with its row axes
-        merged into one when every array allows that as a view (selectors are
-        then slices), else with the class axes moved last (index arrays)."""
-        views = []
-        for a in arrays:
-            per_row = a.ndim == len(self.row_shape)
-            try:
-                views.append(a.reshape(self.n_rows, copy=False) if per_row else
-                             self.moved(a).reshape((self.n_rows,) + self.class_shape,
-                                                   copy=False))
-            except ValueError:
-                break
-        else:
-            return True, views
-        return False, [a if a.ndim == len(self.row_shape) else self.moved(a) for a in arrays]
+        """(outer_shape, views): each array (of the full shape, or a per-row
+        array of the row shape) viewed with its outer axes first: merged into
+        one axis when every array allows that as a view, else as they are."""
+        try:
+            return (self.n_outer,), [self._viewed(a, (self.n_outer,)) for a in arrays]
+        except ValueError:
+            return self.outer_shape, [self._viewed(a, self.outer_shape) for a in arrays]
 
-    def selectors(self, flat_rows):
-        """(selector, row count) per block: slices of the merged row axis when
-        `flat_rows`, else tuples of index arrays over the row axes."""
-        step = self.rows_per_block
-        for start in range(0, self.n_rows, step):
-            stop = min(start + step, self.n_rows)
-            if flat_rows:
-                yield slice(start, stop), stop - start
-            else:
-                index = np.unravel_index(np.arange(start, stop), self.row_shape)
-                yield tuple(index), stop - start
+    def selectors(self, outer_shape):
+        """(selector, k) per block over outer axes of `outer_shape`: integers
+        for the leading axes and a slice of the next one, taking every index
+        of the axes after it (as many as fit in a block); k outer indices."""
+        level = len(outer_shape)  # the axis the slices run along, plus one
+        per_index = 1  # outer indices under one index of that axis
+        while level > 0 and per_index * outer_shape[level - 1] <= self.outer_per_block:
+            level -= 1
+            per_index *= outer_shape[level]
+        if level == 0:
+            if self.n_outer:
+                yield (), self.n_outer
+            return
+        axis = level - 1
+        step = max(1, self.outer_per_block // per_index)
+        for prefix in np.ndindex(*outer_shape[:axis]):
+            for start in range(0, outer_shape[axis], step):
+                stop = min(start + step, outer_shape[axis])
+                yield prefix + (slice(start, stop),), (stop - start) * per_index
 
-    def gather(self, source, selector, n, dtype=None):
-        """The block of rows `selector` of `source` (a moved or rows view) as a
-        C-contiguous (n, C) array (of `dtype`, default the source's)."""
-        block = source[selector]
-        return np.ascontiguousarray(block, dtype=dtype).reshape(n, self.C)
+    def gather(self, source, selector, k, dtype=None):
+        """Block `selector` of `source` (a view from `views`) as a C-contiguous
+        (k, C, inner) array (of `dtype`, default the source's): the view itself
+        when it already is one."""
+        block = np.ascontiguousarray(source[selector], dtype=dtype)
+        return block.reshape(k, self.C, self.inner)
 
     def scatter(self, target, selector, values):
-        """Write `values` ((n, C) or (n,)) into the rows `selector` of `target`
-        (a moved or rows view of an output), rounded to its dtype."""
-        if values.ndim > 1:
-            values = values.reshape((len(values),) + self.class_shape)
+        """Write `values` ((k, C, inner), or (k, inner) for a per-row target)
+        into block `selector` of `target` (a view from `views`), rounded to
+        its dtype."""
+        block = target[selector]
         with np.errstate(over="ignore"):
-            target[selector] = values
+            block[...] = values.reshape(block.shape)
 
 
 __all__ = [
     "BLOCK_ELEMENTS",
     "RowBlocks",
+    "blocks_3d",
     "class_axes",
     "merged_view",
     "reduced_shape",

@@ -8,15 +8,18 @@ softmax/log-softmax.  The kernels implement the rule; see include/xent/portable/
 
 How a call reads x: classes on one strided axis (an int axis, or a tuple whose
 axes merge into one, see class_axes.merged_view) go to the kernels as a 3-D
-view; other tuples, and storage the kernels do not read, go through bounded
-blocks of rows (class_axes.RowBlocks); b= and return_sign= with b go to
-scaled_logsumexp.
+view, converted row by row when x's storage is not the computation dtype (in
+bounded converted blocks when the classes are not last, _converted_blocks);
+other tuples, and storage the kernels do not read (integers, bool, long double,
+byte-swapped), go through bounded blocks of rows (class_axes.RowBlocks); b=
+goes to scaled_logsumexp.
 """
 
 import numpy as np
 
 from xent._api.class_axes import (
     RowBlocks,
+    blocks_3d,
     class_axes,
     merged_view,
     reduced_shape,
@@ -63,21 +66,44 @@ def _rows_in_blocks(op, a, axes, compute, readable, target):
     by the kernels straight into `target` where its block is a contiguous view
     of the computation dtype, else into a scratch block written back."""
     blocks = RowBlocks(a.shape, axes)
-    flat, (source, dest) = blocks.views(a, target)
-    C = blocks.C
+    outer_shape, (source, dest) = blocks.views(a, target)
     lse = op == _kernels.LOGSUMEXP
-    for selector, n in blocks.selectors(flat):
-        rows = blocks.gather(source, selector, n, None if readable else compute)
-        v = rows.reshape(n, C, 1)
-        block_out = dest[selector] if isinstance(selector, slice) or not selector else None
-        if (block_out is not None and block_out.dtype == compute
-                and block_out.flags.c_contiguous):
-            run_normalizer(op, v, block_out.reshape((n, 1) if lse else (n, C, 1)),
-                           threads_for(v.size))
-            continue
-        res = np.empty((n, 1) if lse else (n, C, 1), compute)
-        run_normalizer(op, v, res, threads_for(v.size))
-        blocks.scatter(dest, selector, res.reshape(n) if lse else res.reshape(n, C))
+    for selector, k in blocks.selectors(outer_shape):
+        v = blocks.gather(source, selector, k, None if readable else compute)
+        shape = (k, blocks.inner) if lse else v.shape
+        block_out = dest[selector]
+        if block_out.dtype == compute and block_out.flags.c_contiguous:
+            run_normalizer(op, v, block_out.reshape(shape), threads_for(v.size))
+        else:
+            res = np.empty(shape, compute)
+            run_normalizer(op, v, res, threads_for(v.size))
+            blocks.scatter(dest, selector, res)
+
+
+def _other_precision(v, compute):
+    """True for float32 storage computed in float64 or the reverse (a dtype=
+    argument): such a view with the classes not last is read in converted
+    blocks.  16-bit storage keeps the kernels' own row conversion (its results
+    are pinned bit for bit by tests/golden)."""
+    return v.dtype.itemsize > 2 and v.dtype != compute
+
+
+def _converted_blocks(op, v, target, compute):
+    """op over axis 1 of the 3-D view `v` into `target` ((outer, C, inner), or
+    (outer, inner) for logsumexp; any float dtype): bounded blocks converted to
+    `compute`, computed by the kernels, written back.  For x stored in another
+    dtype than the computation dtype with the classes not last: the kernels'
+    class-axis-not-last path on converted blocks, instead of converting one
+    strided row at a time."""
+    lse = op == _kernels.LOGSUMEXP
+    outer, C, inner = v.shape
+    for o, i in blocks_3d(outer, C, inner):
+        block = np.ascontiguousarray(v[o, :, i], dtype=compute)
+        dest = target[o, i] if lse else target[o, :, i]
+        res = np.empty(dest.shape, compute)
+        run_normalizer(op, block, res, threads_for(block.size))
+        with np.errstate(over="ignore"):
+            dest[...] = res
 
 
 def logsumexp(x, axis=-1, *, b=None, keepdims=False, return_sign=False, dtype=None, out=None):
@@ -230,6 +256,10 @@ def _plain_logsumexp(inputs, axes, shape, out):
         _rows_in_blocks(_kernels.LOGSUMEXP, a, axes, compute, inputs.readable, target)
         return target.reshape(shape)
     outer, inner = v.shape[0], v.shape[2]
+    if inner > 1 and _other_precision(v, compute):
+        target = np.empty((outer, inner), compute)
+        _converted_blocks(_kernels.LOGSUMEXP, v, target, compute)
+        return target.reshape(shape)
     direct = None
     if out is not None and out.dtype == compute:
         direct = _lse_view(out, outer, inner)
@@ -280,7 +310,16 @@ def _normalize(op, x, axis, dtype, out):
         out3 = None if out is None else with_class_axis(out, axes)[0]
     compute = inputs.compute
     v = merged_view(a3, class_axes3) if inputs.readable else None
-    if v is not None:
+    if v is not None and v.shape[2] > 1 and _other_precision(v, compute):
+        direct = None
+        if out3 is not None and _writes_in_place(out3, a3):
+            direct = merged_view(out3, class_axes3)
+        if direct is not None:
+            _converted_blocks(op, v, direct, compute)
+            return out
+        result = np.empty(a.shape, compute)
+        _converted_blocks(op, v, result.reshape(v.shape), compute)
+    elif v is not None:
         # One strided class axis: the kernels read x in place.
         if out3 is not None and out3.dtype == compute and _writes_in_place(out3, a3):
             direct = merged_view(out3, class_axes3)

@@ -57,15 +57,14 @@ def scale_factors(b, x_shape, compute, dtype):
 
 
 def signed_rows(x, b):
-    """(log|sum b exp(x)|, sign) of each row of the (n, C) blocks x and b (one
-    computation dtype)."""
-    n, C = x.shape
+    """(log|sum b exp(x)|, sign) over axis 1 of the (k, C, inner) blocks x and b
+    (one computation dtype), as (k, inner) arrays."""
     with np.errstate(all="ignore"):
         xs = np.where(b != 0, x, -np.inf)  # b == 0: left out, whatever x holds
-        m = xs.max(axis=1, initial=-np.inf)  # NaN for a row with NaN left in
+        m = xs.max(axis=1, initial=-np.inf)  # NaN where NaN is left in
         finite = np.isfinite(m)
         d = xs - np.where(finite, m, 0)[:, None]
-        at_max = d == 0  # (only meaningful in rows with a finite maximum)
+        at_max = d == 0  # (only meaningful where the maximum is finite)
         # The terms at the maximum (sum of their b: w) apart from the rest.
         w = np.where(at_max, b, 0).sum(axis=1)
         e = np.exp(d, out=d)
@@ -91,7 +90,8 @@ def _non_finite_rows(rows, m, xs, b, value, sign):
     finite: NaN (NaN, NaN); -inf, nothing left in (-inf, 0); +inf, the limit of
     equal large logits (+inf with the sign of their weights' sum, NaN if it is 0)."""
     m = m[rows]
-    inf_weight = np.where(xs[rows] == np.inf, b[rows], 0).sum(axis=1)
+    at_inf = np.moveaxis(xs, 1, -1)[rows] == np.inf  # (rows, C)
+    inf_weight = np.where(at_inf, np.moveaxis(b, 1, -1)[rows], 0).sum(axis=1)
     cancels = inf_weight == 0
     v = np.where(m == np.inf, np.where(cancels, np.nan, np.inf), m)  # NaN, -inf stay
     s = np.where(m == np.inf, np.where(cancels, np.nan, np.sign(inf_weight)),
@@ -115,12 +115,12 @@ def scaled_logsumexp(a, b, axis, keepdims, return_sign, compute, dtype, check_re
     xb, axes = with_class_axis(xb, axes)
     # signed_rows holds about a dozen block-sized temporaries: smaller blocks
     blocks = RowBlocks(xb.shape, axes, class_axes.BLOCK_ELEMENTS // 8)
-    value = np.empty(blocks.row_shape, compute)
+    value = np.empty(blocks.row_shape, compute)  # row axes in order
     sign = np.empty(blocks.row_shape, compute)
-    flat, (xv, bv, vv, sv) = blocks.views(xb, bb, value, sign)
-    for selector, n in blocks.selectors(flat):
-        rows_x = blocks.gather(xv, selector, n, compute)
-        rows_b = blocks.gather(bv, selector, n, compute)
+    outer_shape, (xv, bv, vv, sv) = blocks.views(xb, bb, value, sign)
+    for selector, k in blocks.selectors(outer_shape):
+        rows_x = blocks.gather(xv, selector, k, compute)
+        rows_b = blocks.gather(bv, selector, k, compute)
         v, s = signed_rows(rows_x, rows_b)
         blocks.scatter(vv, selector, v)
         blocks.scatter(sv, selector, s)
