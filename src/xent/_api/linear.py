@@ -273,7 +273,7 @@ class LinearHead:
 # The online input gradient (`_Job.online_input`): on, and its row tiles' heights
 # (a function of N, C, D and the dtype, never of the threads).
 ONLINE_INPUT_GRAD = True
-_ONLINE_ROWS_MIN, _ONLINE_ROWS_MAX = 256, 1024
+_ONLINE_ROWS_MIN, _ONLINE_ROWS_MAX = 256, 2048
 # Its scratch: per thread one tile of logits and one accumulator of input gradients;
 # a block of hidden states that must be converted or gathered takes at most
 # _ONLINE_COPY_BYTES beside it (BLOCK_BYTES in all).
