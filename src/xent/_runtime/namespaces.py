@@ -55,28 +55,42 @@ def follow_caller_namespace(func, *, method=False):
 
     `method`: `func` is a method; its first argument (the instance) is not looked at.
     The wrapper keeps `func`'s name, docstring and signature (``functools.wraps``).
+
+    The commonest call, the required arguments alone and by position
+    (``cross_entropy(logits, target)``), is tested by a wrapper generated with those
+    parameters (about 0.1 µs); any other call goes through the ``*args, **kwargs``
+    wrapper (about 0.35 µs: packing and unpacking the arguments is what costs).
     """
     signature = inspect.signature(func)
+    generic = _generic_wrapper(func, signature, method)
+    required = []
+    for p in signature.parameters.values():
+        if p.kind is not p.POSITIONAL_OR_KEYWORD or p.default is not p.empty:
+            break
+        required.append(p.name)
+    if not required:
+        return generic
+    looked_at = required[1:] if method else required
+    test = " and ".join(f"type({n}) in _plain" for n in looked_at) or "True"
+    names = ", ".join(required)
+    source = (
+        f"def wrapper({names}, *args, **kwargs):\n"
+        f"    if not args and not kwargs and {test}:\n"
+        f"        return _func({names})\n"
+        f"    return _generic({names}, *args, **kwargs)\n"
+    )
+    scope = {"_func": func, "_generic": generic, "_plain": _PLAIN}
+    exec(source, scope)  # noqa: S102 (built from func's own parameter names)
+    return functools.wraps(func)(scope["wrapper"])
+
+
+def _generic_wrapper(func, signature, method):
+    """The wrapper for any call: each argument's type tested in a loop."""
     plain = _PLAIN  # (locals of the closure: faster than globals on the fast path)
-
-    if method:
-
-        @functools.wraps(func)
-        def wrapper(self, *args, **kwargs):
-            for value in args:
-                if type(value) not in plain:
-                    return _call(func, signature, (self, *args), kwargs)
-            if kwargs:
-                for value in kwargs.values():
-                    if type(value) not in plain:
-                        return _call(func, signature, (self, *args), kwargs)
-            return func(self, *args, **kwargs)
-
-        return wrapper
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        for value in args:
+        for value in args[1 if method else 0 :]:
             if type(value) not in plain:
                 return _call(func, signature, args, kwargs)
         if kwargs:
