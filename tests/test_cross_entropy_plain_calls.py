@@ -38,12 +38,13 @@ def small(x, t, axis=-1, ignore_index=-100, reduction="mean", label_smoothing=0.
 
 @pytest.fixture
 def general(monkeypatch):
-    """xent.cross_entropy with the small-call path switched off."""
+    """cross_entropy with the small-call path switched off (the core function: the
+    public one calls the compiled entry point directly for a bare call)."""
 
     def run(*args, **kwargs):
         with monkeypatch.context() as m:
             m.setattr(_crossentropy, "_cross_entropy_small", lambda *a, **k: None)
-            return xent.cross_entropy(*args, **kwargs)
+            return _crossentropy.cross_entropy(*args, **kwargs)
 
     return run
 
@@ -156,8 +157,8 @@ def test_asks_threads_for_its_team_size(monkeypatch):
     monkeypatch.setattr(_crossentropy, "threads_for", threads_for)
     x = np.random.default_rng(0).standard_normal((300, 7)).astype(np.float32)
     t = np.arange(300) % 7
-    two = xent.cross_entropy(x, t)
-    assert asked == [x.size]
+    two = _crossentropy.cross_entropy(x, t)  # (the public bare call binds threads_for
+    assert asked == [x.size]                 # at import: test_public_bare_call_...)
     # a team of two on a small input: the same bits as one thread
     assert bitwise_equal(two, small(x, t, threads_for=lambda n: 1))
 
@@ -308,3 +309,14 @@ def test_weight_of_ones_gives_the_same_bits():
             loss = xent.cross_entropy(x, t, reduction=reduction)
             weighted = xent.cross_entropy(x, t, reduction=reduction, weight=np.ones(10))
             assert bitwise_equal(loss, weighted)
+
+
+def test_public_bare_call_runs_this_entry_point_with_the_defaults():
+    """``xent.cross_entropy(logits, target)`` calls the entry point directly (the
+    namespace layer's compiled fast path) with the defaults and ``threads_for``."""
+    compiled, extra = _crossentropy.cross_entropy.defaults_fast_path
+    assert compiled is SMALL
+    assert extra == (-1, -100, "mean", 0.0, 0.0, _crossentropy.threads_for)
+    x = np.random.default_rng(3).standard_normal((300, 7)).astype(np.float32)
+    t = np.arange(300) % 7
+    assert bitwise_equal(xent.cross_entropy(x, t), small(x, t))

@@ -38,6 +38,7 @@ CALLS = [
     ("logsumexp", (X,), {"axis": None}),
     ("logsumexp", (X,), {"axis": 0, "keepdims": True}),
     ("log_softmax", (X,), {}),
+    ("softmax", (X,), {}),
     ("softmax", (X,), {"axis": 0}),
     ("cross_entropy", (X, T), {}),
     ("cross_entropy", (X, P), {"weight": W, "label_smoothing": 0.1}),
@@ -494,3 +495,47 @@ def test_wrapped_functions_keep_their_face(name):
 def test_calls_that_do_not_bind_get_pythons_message(torch):
     with pytest.raises(TypeError, match="unexpected keyword argument 'dim'"):
         xent.softmax(torch.zeros(2, 3), dim=1)
+
+
+def test_a_compiled_fast_path_answers_or_passes():
+    """``defaults_fast_path``: the required arguments alone, by position, go to the
+    compiled callable with its extra arguments; its None (or any other call) goes to
+    the function, through the namespace layer."""
+    calls = []
+
+    def compiled(x, axis, flag):
+        calls.append((x, axis, flag))
+        return "compiled" if isinstance(x, np.ndarray) and x.ndim == 2 else None
+
+    def func(x, *, axis=-1):
+        return ("function", axis)
+
+    func.defaults_fast_path = (compiled, (-1, "flag"))
+    public = follow_caller_namespace(func)
+    assert public(X) == "compiled" and calls == [(X, -1, "flag")]
+    assert public(X[0]) == ("function", -1)  # compiled said None
+    assert public(X, axis=0) == ("function", 0) and len(calls) == 2  # not the bare call
+
+
+FAST_PATH_DEFAULTS = {
+    "cross_entropy": ("axis", "ignore_index", "reduction", "label_smoothing", "z_loss"),
+    "logsumexp": ("axis",),
+    "log_softmax": ("axis",),
+    "softmax": ("axis",),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAST_PATH_DEFAULTS))
+def test_compiled_fast_paths_get_the_signatures_defaults(name):
+    core = getattr(xent, name).__wrapped__
+    _, extra = core.defaults_fast_path
+    parameters = inspect.signature(core).parameters
+    defaults = tuple(parameters[p].default for p in FAST_PATH_DEFAULTS[name])
+    assert extra[: len(defaults)] == defaults
+
+
+@pytest.mark.parametrize("name", sorted(FAST_PATH_DEFAULTS))
+def test_compiled_fast_paths_leave_tensors_to_the_namespace_layer(torch, name):
+    args = (torch.from_numpy(X), torch.from_numpy(T))[: 2 if name == "cross_entropy" else 1]
+    got = getattr(xent, name)(*args)
+    assert isinstance(got, torch.Tensor)

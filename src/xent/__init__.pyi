@@ -1,3 +1,8 @@
+# Types for NumPy callers.  At run time every function also takes CPU arrays of
+# another array-API namespace (a torch tensor, a JAX or array_api_strict array) and
+# returns its array results in that namespace (README, "Coming from SciPy / PyTorch");
+# a static checker sees those calls through `npt.ArrayLike` (such arrays have
+# ``__array__``) and the NumPy result types declared here.
 from collections.abc import Iterable
 from typing import Any, Literal, NamedTuple, overload
 

@@ -7,6 +7,7 @@ entirely here, before any kernel runs; the kernels (``_cython/cross_entropy.pxi`
 compute each row's loss, logsumexp and gradient in one pass over the row.
 """
 
+import inspect
 import math
 
 import numpy as np
@@ -276,6 +277,15 @@ def cross_entropy(
 # The kernel variant is chosen once, at import (_runtime/dispatch.py); bind its
 # entry point.
 _cross_entropy_small = _kernels.cross_entropy_small
+
+# `cross_entropy(logits, target)` with every default: the public function calls the
+# compiled path directly (xent._runtime.namespaces), saving this function's frame.
+# It takes exact NumPy arrays only, so its result is NumPy's by the namespace rule.
+cross_entropy.defaults_fast_path = (_cross_entropy_small, (
+    *(inspect.signature(cross_entropy).parameters[name].default
+      for name in ("axis", "ignore_index", "reduction", "label_smoothing", "z_loss")),
+    threads_for,
+))
 
 
 def _reduce_ce(ce, lse, z, reduction, weight_total, n_valid, row_shape, compute):

@@ -458,3 +458,19 @@ def softmax(x, axis=-1, *, dtype=None, out=None):
            [0.25, 0.25]], dtype=float32)
     """
     return _normalize(_kernels.SOFTMAX, x, axis, dtype, out)
+
+
+# The call with every default (``logsumexp(x)``, ``softmax(x)``): the public function
+# calls the compiled path directly (xent._runtime.namespaces), saving this module's
+# Python for the commonest small call.  It takes exact NumPy arrays only, so its
+# result is NumPy's by the namespace rule, and it runs the kernels' job and path
+# with the general path's strides: the same bits.
+for _function, _op in ((logsumexp, _kernels.LOGSUMEXP), (log_softmax, _kernels.LOG_SOFTMAX),
+                       (softmax, _kernels.SOFTMAX)):
+    _function.defaults_fast_path = (_kernels.normalize_small, (-1, _op, threads_for))
+del _function, _op
+
+# The arguments whose values set the computation dtype when dtype=None: arrays of
+# another namespace promote as that namespace does (xent._runtime.namespaces).
+logsumexp.dtype_from = ("x", "b")
+log_softmax.dtype_from = softmax.dtype_from = ("x",)

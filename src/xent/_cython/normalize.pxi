@@ -463,9 +463,16 @@ def normalize(*, int op, cnp.ndarray x not None, int xkind, cnp.ndarray out not 
     """
     cdef _NormJob j
     cdef Py_ssize_t itemsize = _norm_job(&j, op, x, xkind, out)
+    _normalize_job(&j, itemsize, n_threads)
+
+
+cdef int _normalize_job(_NormJob *jp, Py_ssize_t itemsize, int n_threads) except -1:
+    """Run a filled job (normalize's body; also normalize_small's)."""
+    cdef _NormJob j = jp[0]
+    cdef int op = j.op
     cdef Py_ssize_t outer = j.outer, C = j.C, inner = j.inner
     if outer * inner == 0:
-        return
+        return 0
     cdef int path = _norm_path(&j, itemsize)
     cdef Py_ssize_t nb = 0, per_thread = 0, n_tasks
     cdef double *split = NULL
@@ -484,7 +491,7 @@ def normalize(*, int op, cnp.ndarray x not None, int xkind, cnp.ndarray out not 
                                n_threads)
         finally:
             free(split)
-        return
+        return 0
     if path == _NORM_TILES:
         per_thread = 2 * C * TILE_ROWS + _block_scratch(TILE_ROWS, C, itemsize)
         per_thread += per_thread % 2
@@ -511,6 +518,52 @@ def normalize(*, int op, cnp.ndarray x not None, int xkind, cnp.ndarray out not 
                 _run(&j, path, <double_u *> scratch, per_thread, nb, n_threads)
     finally:
         free(scratch)
+    return 0
+
+
+def normalize_small(x, axis, int op, threads_for):
+    """`op` over the last axis of `x` (the public function's call with every
+    default) in one compiled call, or None: then the caller takes the general path.
+
+    Taken for an exact ndarray, float32/float64, native, aligned, C-contiguous,
+    at least 1-D, `axis` the int -1 or ndim - 1.  The result is a new array of
+    x's dtype (x's shape, or x's shape without the last axis for LOGSUMEXP, a
+    NumPy scalar for a 1-D x), computed by the same job and path as
+    `normalize` with the strides the general path's result has, so with the same
+    bits.  threads_for(n_elements) gives the team size.
+    """
+    cdef cnp.ndarray a, result
+    cdef int typenum, nd
+    cdef Py_ssize_t k, outer = 1, itemsize
+    cdef _NormJob j
+    if not cnp.PyArray_CheckExact(x) or type(axis) is not int:
+        return None
+    a = <cnp.ndarray> x
+    nd = cnp.PyArray_NDIM(a)
+    typenum = cnp.PyArray_TYPE(a)
+    if (nd == 0 or not (axis == -1 or axis == nd - 1)
+            or (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64)
+            or not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISBEHAVED_RO(a))):
+        return None
+    for k in range(nd - 1):
+        outer *= cnp.PyArray_DIM(a, k)
+    itemsize = cnp.PyArray_ITEMSIZE(a)
+    result = cnp.PyArray_EMPTY(nd - 1 if op == OP_LOGSUMEXP else nd, cnp.PyArray_DIMS(a),
+                               typenum, 0)
+    j.op, j.x = op, cnp.PyArray_BYTES(a)
+    j.xkind = XENT_KIND_F32 if typenum == cnp.NPY_FLOAT32 else XENT_KIND_F64
+    j.outer, j.C, j.inner = outer, cnp.PyArray_DIM(a, nd - 1), 1
+    # C-contiguous: these strides (in bytes for x, elements for the result)
+    j.xs1, j.xs2 = itemsize, itemsize
+    j.xs0 = j.C * itemsize
+    j.out = cnp.PyArray_BYTES(result)
+    j.os0 = j.os1 = j.os2 = j.ls0 = j.ls1 = 0
+    if op == OP_LOGSUMEXP:
+        j.ls0, j.ls1 = 1, 1
+    else:
+        j.os0, j.os1, j.os2 = j.C, 1, 1
+    _normalize_job(&j, itemsize, threads_for(outer * j.C))
+    return result if cnp.PyArray_NDIM(result) else result[()]  # (PyArray_Return steals)
 
 
 def normalize_path(*, int op, cnp.ndarray x not None, int xkind, cnp.ndarray out not None):

@@ -60,6 +60,14 @@ def follow_caller_namespace(func, *, method=False):
     (``cross_entropy(logits, target)``), is tested by a wrapper generated with those
     parameters (about 0.1 µs); any other call goes through the ``*args, **kwargs``
     wrapper (about 0.35 µs: packing and unpacking the arguments is what costs).
+
+    A function may name a compiled path for that commonest call in its attribute
+    ``defaults_fast_path``: ``(compiled, extra)``, called as
+    ``compiled(*required, *extra)``; it returns the result, or None for anything it
+    does not take (then the call goes on as above).  It must return None unless its
+    array arguments are exact NumPy arrays (so its result is NumPy's by the rule
+    here).  The wrapper then costs nothing over the function itself: the compiled
+    call replaces the function's own frame (``cross_entropy`` 256x10: BENCHMARKS.md).
     """
     signature = inspect.signature(func)
     generic = _generic_wrapper(func, signature, method)
@@ -73,13 +81,27 @@ def follow_caller_namespace(func, *, method=False):
     looked_at = required[1:] if method else required
     test = " and ".join(f"type({n}) in _plain" for n in looked_at) or "True"
     names = ", ".join(required)
+    scope = {"_func": func, "_generic": generic, "_plain": _PLAIN}
+    fast = ""
+    compiled, extra = getattr(func, "defaults_fast_path", (None, ()))
+    if compiled is not None:
+        # the extra arguments as names of the scope: no tuple built per call
+        scope.update({f"_extra{i}": value for i, value in enumerate(extra)})
+        scope["_compiled"] = compiled
+        passed = ", ".join([names] + [f"_extra{i}" for i in range(len(extra))])
+        fast = (
+            f"        result = _compiled({passed})\n"
+            f"        if result is not None:\n"
+            f"            return result\n"
+        )
     source = (
         f"def wrapper({names}, *args, **kwargs):\n"
-        f"    if not args and not kwargs and {test}:\n"
-        f"        return _func({names})\n"
+        f"    if not args and not kwargs:\n"
+        f"{fast}"
+        f"        if {test}:\n"
+        f"            return _func({names})\n"
         f"    return _generic({names}, *args, **kwargs)\n"
     )
-    scope = {"_func": func, "_generic": generic, "_plain": _PLAIN}
     exec(source, scope)  # noqa: S102 (built from func's own parameter names)
     return functools.wraps(func)(scope["wrapper"])
 
@@ -187,21 +209,19 @@ def _call(func, signature, args, kwargs):
     return _to_namespace(result, xp, originals)
 
 
-# The arguments whose values set the computation dtype of a function that has a
-# `dtype=` argument (the normalizers): the logits and SciPy's scale factors.
-_VALUE_ARGUMENTS = ("x", "b")
-
-
 def _namespace_promotion(arguments, xp, func):
     """The NumPy dtype that makes integer and bool arrays of namespace `xp` promote
     as `xp` promotes them (torch: an int tensor computes in the default float dtype,
     an int `b` with float32 `x` stays float32), or None: NumPy's rule (integers become
-    float64) is kept for NumPy arrays only, and floating arrays need nothing."""
-    if "dtype" not in arguments.bound.signature.parameters or arguments.bound.arguments.get(
-        "dtype"
-    ) is not None:
+    float64) is kept for NumPy arrays only, and floating arrays need nothing.
+
+    Only for a function with a ``dtype=`` argument that names, in its attribute
+    ``dtype_from``, the arguments whose values set its computation dtype (the
+    normalizers: ``("x", "b")``), when the caller left ``dtype=None``."""
+    value_arguments = getattr(func, "dtype_from", ())
+    if not value_arguments or arguments.bound.arguments.get("dtype") is not None:
         return None
-    values = [arguments[n] for n in _VALUE_ARGUMENTS if n in arguments.foreign]
+    values = [arguments[n] for n in value_arguments if n in arguments.foreign]
     if not values or all(xp.isdtype(v.dtype, "real floating") for v in values):
         return None
     if not all(xp.isdtype(v.dtype, ("real floating", "integral", "bool")) for v in values):
