@@ -7,12 +7,12 @@ entirely here, before any kernel runs; the kernels (``_cython/cross_entropy.pxi`
 compute each row's loss, logsumexp and gradient in one pass over the row.
 """
 
-import inspect
 import math
 
 import numpy as np
 
 from xent._runtime.dispatch import kernels as _kernels
+from xent._runtime.namespaces import signature_defaults
 from xent._runtime.threads import threads_for
 from xent._api.validation import (
     FLOAT64,
@@ -282,8 +282,8 @@ _cross_entropy_small = _kernels.cross_entropy_small
 # compiled path directly (xent._runtime.namespaces), saving this function's frame.
 # It takes exact NumPy arrays only, so its result is NumPy's by the namespace rule.
 cross_entropy.defaults_fast_path = (_cross_entropy_small, (
-    *(inspect.signature(cross_entropy).parameters[name].default
-      for name in ("axis", "ignore_index", "reduction", "label_smoothing", "z_loss")),
+    *signature_defaults(cross_entropy, "axis", "ignore_index", "reduction",
+                        "label_smoothing", "z_loss"),
     threads_for,
 ))
 

@@ -29,6 +29,7 @@ from xent._api.normalizer_dtypes import read_inputs
 from xent._api.scaled_logsumexp import scaled_logsumexp
 from xent._api.validation import check_out, copy_rounded, float_kind, rounded
 from xent._runtime.dispatch import kernels as _kernels
+from xent._runtime.namespaces import signature_defaults
 from xent._runtime.threads import threads_for
 
 
@@ -467,7 +468,9 @@ def softmax(x, axis=-1, *, dtype=None, out=None):
 # with the general path's strides: the same bits.
 for _function, _op in ((logsumexp, _kernels.LOGSUMEXP), (log_softmax, _kernels.LOG_SOFTMAX),
                        (softmax, _kernels.SOFTMAX)):
-    _function.defaults_fast_path = (_kernels.normalize_small, (-1, _op, threads_for))
+    _function.defaults_fast_path = (
+        _kernels.normalize_small, (*signature_defaults(_function, "axis"), _op, threads_for)
+    )
 del _function, _op
 
 # The arguments whose values set the computation dtype when dtype=None: arrays of

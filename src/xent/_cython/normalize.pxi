@@ -466,14 +466,13 @@ def normalize(*, int op, cnp.ndarray x not None, int xkind, cnp.ndarray out not 
     _normalize_job(&j, itemsize, n_threads)
 
 
-cdef int _normalize_job(_NormJob *jp, Py_ssize_t itemsize, int n_threads) except -1:
+cdef int _normalize_job(const _NormJob *j, Py_ssize_t itemsize, int n_threads) except -1:
     """Run a filled job (normalize's body; also normalize_small's)."""
-    cdef _NormJob j = jp[0]
     cdef int op = j.op
     cdef Py_ssize_t outer = j.outer, C = j.C, inner = j.inner
     if outer * inner == 0:
         return 0
-    cdef int path = _norm_path(&j, itemsize)
+    cdef int path = _norm_path(j, itemsize)
     cdef Py_ssize_t nb = 0, per_thread = 0, n_tasks
     cdef double *split = NULL
     cdef Py_ssize_t n_rows = outer * inner, n_chunks
@@ -484,10 +483,10 @@ cdef int _normalize_job(_NormJob *jp, Py_ssize_t itemsize, int n_threads) except
         try:
             with nogil:
                 if itemsize == sizeof(float):
-                    _run_split(&j, <float_u *> j.out, split, split + 3 * n_rows * n_chunks,
+                    _run_split(j, <float_u *> j.out, split, split + 3 * n_rows * n_chunks,
                                n_threads)
                 else:
-                    _run_split(&j, <double_u *> j.out, split, split + 3 * n_rows * n_chunks,
+                    _run_split(j, <double_u *> j.out, split, split + 3 * n_rows * n_chunks,
                                n_threads)
         finally:
             free(split)
@@ -513,9 +512,9 @@ cdef int _normalize_job(_NormJob *jp, Py_ssize_t itemsize, int n_threads) except
     try:
         with nogil:
             if itemsize == sizeof(float):
-                _run(&j, path, <float_u *> scratch, per_thread, nb, n_threads)
+                _run(j, path, <float_u *> scratch, per_thread, nb, n_threads)
             else:
-                _run(&j, path, <double_u *> scratch, per_thread, nb, n_threads)
+                _run(j, path, <double_u *> scratch, per_thread, nb, n_threads)
     finally:
         free(scratch)
     return 0

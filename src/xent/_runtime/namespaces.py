@@ -106,6 +106,13 @@ def follow_caller_namespace(func, *, method=False):
     return functools.wraps(func)(scope["wrapper"])
 
 
+def signature_defaults(func, *names):
+    """The defaults of `func`'s parameters `names`, in that order (for the extra
+    arguments of a ``defaults_fast_path``, so they follow the signature)."""
+    parameters = inspect.signature(func).parameters
+    return tuple(parameters[name].default for name in names)
+
+
 def _generic_wrapper(func, signature, method):
     """The wrapper for any call: each argument's type tested in a loop."""
     plain = _PLAIN  # (locals of the closure: faster than globals on the fast path)
